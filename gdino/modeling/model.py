@@ -1,0 +1,172 @@
+"""Grounding DINO (arXiv 2303.05499): Swin + BERT -> feature enhancer -> query selection -> decoder.
+
+Submodule names follow the original checkpoints (`backbone`, `bert`, `feat_map`, `input_proj`,
+`transformer.*`, `bbox_embed`) so that weights map onto them with few renames.
+
+The forward pass is split so the image side can be cached and reused across prompts:
+`encode_image` (backbone + neck, no text) -> `encode_text` -> `decode` (fusion onwards).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..config import GroundingDINOConfig
+from .backbone import SwinBackbone
+from .decoder import Decoder
+from .encoder import Encoder
+from .heads import MLP, contrastive_logits, inverse_sigmoid
+from .position import sine_embed_2d
+from .query_selection import encoder_proposals, select_queries
+from .text import build_bert, encode_text, phrase_masks
+
+
+@dataclass
+class ImageFeatures:
+    """The image side before any text is seen; valid for any prompt."""
+
+    tokens: torch.Tensor  # (B, S, D) projected multi-level features, levels concatenated row-major
+    pos: torch.Tensor  # (B, S, D) sine position + level embedding
+    valid: torch.Tensor  # (B, S) bool, False on padding
+    spatial_shapes: list[tuple[int, int]]  # (h, w) per level
+    valid_ratios: torch.Tensor  # (B, L, 2) valid fraction of each level's map, as (w, h)
+
+
+@dataclass
+class TextFeatures:
+    tokens: torch.Tensor  # (B, N, D) BERT features projected to d_model
+    valid: torch.Tensor  # (B, N) bool, False on padding
+    allowed: torch.Tensor  # (B, N, N) bool phrase mask
+    position_ids: torch.Tensor  # (B, N) position within the phrase
+
+
+@dataclass
+class GroundingDINOOutput:
+    logits: torch.Tensor  # (B, Q, max_text_len) query-token scores (pre-sigmoid), -inf past the text
+    pred_boxes: torch.Tensor  # (B, Q, 4) cxcywh normalized to the unpadded image, in [0, 1]
+
+
+class Transformer(nn.Module):
+    """Encoder, query selection and decoder, with their embeddings (the checkpoints' `transformer.*`)."""
+
+    def __init__(self, c: GroundingDINOConfig):
+        super().__init__()
+        self.level_embed = nn.Parameter(torch.zeros(c.num_feature_levels, c.d_model))
+        self.encoder = Encoder(c)
+        self.decoder = Decoder(c)
+        self.tgt_embed = nn.Embedding(c.num_queries, c.d_model)
+        self.enc_output = nn.Linear(c.d_model, c.d_model)
+        self.enc_output_norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps)
+        self.enc_out_bbox_embed = MLP(c.d_model, c.d_model, 4, 3)
+
+
+class GroundingDINO(nn.Module):
+    def __init__(self, config: GroundingDINOConfig):
+        super().__init__()
+        config.validate()
+        self.config = config
+        c = config
+        self.backbone = SwinBackbone(c.swin)
+        self.bert = build_bert(c.text)
+        self.feat_map = nn.Linear(c.text.hidden_size, c.d_model)
+        in_channels = list(c.swin.out_channels())
+        proj = [nn.Sequential(nn.Conv2d(ch, c.d_model, 1), nn.GroupNorm(32, c.d_model)) for ch in in_channels]
+        for i in range(c.num_feature_levels - len(in_channels)):
+            ch = in_channels[-1] if i == 0 else c.d_model
+            proj.append(nn.Sequential(nn.Conv2d(ch, c.d_model, 3, stride=2, padding=1), nn.GroupNorm(32, c.d_model)))
+        self.input_proj = nn.ModuleList(proj)
+        self.transformer = Transformer(c)
+        self.bbox_embed = MLP(c.d_model, c.d_model, 4, 3)  # one box head shared by every decoder layer
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.feat_map.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.feat_map.weight.device
+
+    def encode_image(self, pixel_values: torch.Tensor, pixel_mask: torch.Tensor | None = None) -> ImageFeatures:
+        """pixel_values: (B, 3, H, W) normalized; pixel_mask: (B, H, W), 1 on image pixels, 0 on padding."""
+        if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
+            raise ValueError(f"pixel_values must be (B, 3, H, W), got {tuple(pixel_values.shape)}")
+        b, _, h, w = pixel_values.shape
+        pixel_values = pixel_values.to(self.dtype)
+        if pixel_mask is None:
+            pixel_mask = torch.ones((b, h, w), dtype=torch.bool, device=pixel_values.device)
+        pixel_mask = pixel_mask.to(pixel_values.device)
+        maps = self.backbone(pixel_values)
+        sources = [proj(m) for proj, m in zip(self.input_proj, maps)]
+        for proj in self.input_proj[len(maps):]:
+            sources.append(proj(maps[-1] if len(sources) == len(maps) else sources[-1]))
+        tokens, pos, valid, shapes, ratios = [], [], [], [], []
+        for level, src in enumerate(sources):
+            lh, lw = src.shape[-2:]
+            mask = F.interpolate(pixel_mask[None].float(), size=(lh, lw))[0].bool()  # nearest
+            p = sine_embed_2d(mask, self.config.d_model // 2, self.config.position_temperature).to(src.dtype)
+            tokens.append(src.flatten(2).transpose(1, 2))
+            pos.append(p.flatten(2).transpose(1, 2) + self.transformer.level_embed[level].view(1, 1, -1))
+            valid.append(mask.flatten(1))
+            shapes.append((lh, lw))
+            ratios.append(torch.stack([mask[:, 0, :].sum(1) / lw, mask[:, :, 0].sum(1) / lh], -1).to(src.dtype))
+        return ImageFeatures(torch.cat(tokens, 1), torch.cat(pos, 1), torch.cat(valid, 1), shapes,
+                             torch.stack(ratios, 1))
+
+    def encode_text(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+    ) -> TextFeatures:
+        """input_ids, attention_mask, token_type_ids: (B, N) from the tokenizer, N <= max_text_len."""
+        if input_ids.ndim != 2:
+            raise ValueError(f"input_ids must be (B, N), got {tuple(input_ids.shape)}")
+        if input_ids.shape[1] > self.config.max_text_len:
+            raise ValueError(
+                f"the prompt has {input_ids.shape[1]} tokens, more than the model's {self.config.max_text_len}; "
+                "split the class list into several prompts (gdino.Detector does this for you)")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        if token_type_ids is None:
+            token_type_ids = torch.zeros_like(input_ids)
+        allowed, position_ids = phrase_masks(input_ids, self.config.special_token_ids)
+        features = encode_text(self.bert, input_ids, allowed, position_ids, token_type_ids)
+        return TextFeatures(self.feat_map(features), attention_mask.bool(), allowed, position_ids)
+
+    def decode(self, image: ImageFeatures, text: TextFeatures) -> GroundingDINOOutput:
+        """Fusion, feature enhancement, query selection and decoding for one batch of image+text."""
+        c, t = self.config, self.transformer
+        if image.tokens.shape[0] != text.tokens.shape[0]:
+            raise ValueError(f"{image.tokens.shape[0]} images but {text.tokens.shape[0]} prompts")
+        if image.tokens.shape[1] < c.num_queries:
+            raise ValueError(f"the image is too small: {image.tokens.shape[1]} feature positions, the model "
+                             f"selects {c.num_queries}; use a larger image (e.g. the processor's 800 px)")
+        memory, text_tokens = t.encoder(image.tokens, image.pos, image.valid, image.spatial_shapes,
+                                        image.valid_ratios, text.tokens, text.valid, text.allowed,
+                                        text.position_ids)
+        proposals, usable = encoder_proposals(image.valid, image.spatial_shapes, memory.dtype)
+        scored = t.enc_output_norm(t.enc_output(memory.masked_fill(~usable, 0.0)))
+        reference = select_queries(scored, t.enc_out_bbox_embed(scored) + proposals, text_tokens, text.valid,
+                                   c.num_queries)
+        queries = t.tgt_embed.weight[None].expand(memory.shape[0], -1, -1)
+        out = t.decoder(queries, reference, memory, image.valid, image.spatial_shapes, image.valid_ratios,
+                        text_tokens, text.valid, self.bbox_embed)
+        logits = contrastive_logits(out.hidden, text_tokens, text.valid, c.max_text_len)
+        boxes = (self.bbox_embed(out.hidden) + inverse_sigmoid(out.reference)).sigmoid()
+        return GroundingDINOOutput(logits=logits, pred_boxes=boxes)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        pixel_mask: torch.Tensor | None = None,
+    ) -> GroundingDINOOutput:
+        """pixel_values (B, 3, H, W), input_ids (B, N) -> logits (B, Q, 256), pred_boxes (B, Q, 4)."""
+        return self.decode(self.encode_image(pixel_values, pixel_mask),
+                           self.encode_text(input_ids, attention_mask, token_type_ids))

@@ -1,0 +1,165 @@
+"""Images -> normalized, padded pixel batches; captions -> tokens; model boxes -> image pixels.
+
+Matches transformers' GroundingDinoImageProcessor (its default torchvision backend): the shorter side
+resized to 800 with the longer at most 1333 (same rounding rule), bilinear with antialiasing on the
+uint8 image, ImageNet mean/std, zero padding right/bottom to the largest image of the batch, and a
+pixel mask (1 = image, 0 = padding).
+
+Deliberate difference: images are read upright. EXIF orientation is applied and every PIL mode is
+converted to RGB on purpose (alpha composited on white, 16-bit scaled to 8-bit), where transformers
+takes the pixels as stored. Boxes therefore refer to the image as a viewer shows it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+ImageLike = Image.Image | np.ndarray | str | os.PathLike
+
+
+class ImageError(ValueError):
+    """An input image could not be read or understood."""
+
+
+def to_rgb(image: ImageLike) -> Image.Image:
+    """Any supported input -> an upright 8-bit RGB PIL image.
+
+    image: PIL image of any mode, numpy array (H, W) or (H, W, 3|4) uint8 (RGB order), or a file path.
+    """
+    if isinstance(image, (str, os.PathLike)):
+        try:
+            with Image.open(image) as f:
+                f.load()
+                image = f.copy() if f.mode != "P" else f.convert("RGBA")
+                image.info.update(f.info)
+                exif = f.getexif()
+        except (OSError, SyntaxError, ValueError) as err:
+            raise ImageError(f"could not read the image {os.fspath(image)!r}: {err}") from err
+        if exif:
+            image.info["exif"] = exif.tobytes()
+    if isinstance(image, np.ndarray):
+        image = _array_to_pil(image)
+    if not isinstance(image, Image.Image):
+        raise ImageError(f"expected a PIL image, a numpy array or a path, got {type(image).__name__}")
+    if image.width == 0 or image.height == 0:
+        raise ImageError(f"the image is empty ({image.width}x{image.height})")
+    image = ImageOps.exif_transpose(image)
+    return _mode_to_rgb(image)
+
+
+def _array_to_pil(array: np.ndarray) -> Image.Image:
+    if array.ndim == 3 and array.shape[2] == 1:
+        array = array[:, :, 0]
+    if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
+        raise ImageError(f"a numpy image must be (H, W), (H, W, 3) or (H, W, 4), got shape {array.shape}")
+    if array.dtype != np.uint8:
+        if np.issubdtype(array.dtype, np.floating) and array.size and 0.0 <= array.min() and array.max() <= 1.0:
+            array = (array * 255).round()
+        array = np.clip(array, 0, 255).astype(np.uint8)
+    return Image.fromarray(np.ascontiguousarray(array))
+
+
+def _mode_to_rgb(image: Image.Image) -> Image.Image:
+    mode = image.mode
+    if mode == "RGB":
+        return image
+    if mode == "P":
+        image = image.convert("RGBA")
+        mode = "RGBA"
+    if mode.startswith("I;16") or mode in ("I", "F"):
+        # 16-bit scans use the full 16-bit range; 32-bit int / float images are scaled by their own range
+        a = np.asarray(image, dtype=np.float64)
+        top = 65535.0 if mode.startswith("I;16") else (255.0 if a.max() <= 255 else float(a.max()))
+        return Image.fromarray(np.clip(a / top * 255.0, 0, 255).round().astype(np.uint8)).convert("RGB")
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")  # L, 1, CMYK, YCbCr, LAB, HSV
+
+
+def resized_size(height: int, width: int, shortest: int = 800, longest: int = 1333) -> tuple[int, int]:
+    """(h, w) after scaling the shorter side to `shortest`, unless the longer would pass `longest`, in
+    which case the longer side is capped (transformers' rounding, so sizes agree pixel for pixel)."""
+    short, long_ = min(height, width), max(height, width)
+    target, exact = float(shortest), None
+    if long_ / short * shortest > longest:
+        exact = longest * short / long_
+        target = round(exact)
+    if short == target:
+        return height, width
+    scale_from = exact if exact is not None else target
+    if width < height:
+        return int(scale_from * height / width), int(target)
+    return int(target), int(scale_from * width / height)
+
+
+@dataclass
+class ImageBatch:
+    pixel_values: torch.Tensor  # (B, 3, Hp, Wp) float32, normalized, zero-padded right/bottom
+    pixel_mask: torch.Tensor  # (B, Hp, Wp) int64, 1 on image pixels
+    original_sizes: list[tuple[int, int]]  # (h, w) of each upright input image
+    resized_sizes: list[tuple[int, int]]  # (h, w) each image was resized to, before padding
+
+
+def preprocess_images(images: Sequence[ImageLike], shortest: int = 800, longest: int = 1333) -> ImageBatch:
+    """Images -> one padded batch ready for `GroundingDINO.forward` / `encode_image`."""
+    import torchvision.transforms.v2.functional as tvF
+
+    if isinstance(images, (Image.Image, np.ndarray, str, os.PathLike)):
+        images = [images]
+    if len(images) == 0:
+        raise ImageError("no images given")
+    tensors, originals, resized = [], [], []
+    for image in images:
+        rgb = to_rgb(image)
+        h, w = rgb.height, rgb.width
+        size = resized_size(h, w, shortest, longest)
+        t = torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1)
+        t = tvF.resize(t, list(size), interpolation=tvF.InterpolationMode.BILINEAR, antialias=True)
+        mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1) * 255.0
+        std = torch.tensor(IMAGENET_STD).view(3, 1, 1) * 255.0
+        tensors.append((t.float() - mean) / std)
+        originals.append((h, w))
+        resized.append(size)
+    hp = max(t.shape[1] for t in tensors)
+    wp = max(t.shape[2] for t in tensors)
+    pixel_values = torch.zeros(len(tensors), 3, hp, wp)
+    pixel_mask = torch.zeros(len(tensors), hp, wp, dtype=torch.int64)
+    for i, t in enumerate(tensors):
+        pixel_values[i, :, : t.shape[1], : t.shape[2]] = t
+        pixel_mask[i, : t.shape[1], : t.shape[2]] = 1
+    return ImageBatch(pixel_values, pixel_mask, originals, resized)
+
+
+def tokenize(tokenizer, captions: str | Sequence[str]) -> dict[str, torch.Tensor]:
+    """Captions -> input_ids, attention_mask, token_type_ids, each (B, N), padded to the longest."""
+    if isinstance(captions, str):
+        captions = [captions]
+    if not captions or any(not isinstance(c, str) or not c.strip() for c in captions):
+        raise ValueError("every caption must be a non-empty string, e.g. 'a cat . a remote control .'")
+    enc = tokenizer(list(captions), padding="longest", return_tensors="pt")
+    return {k: enc[k] for k in ("input_ids", "attention_mask", "token_type_ids")}
+
+
+def boxes_to_pixels(pred_boxes: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
+    """Model boxes -> original image pixels.
+
+    pred_boxes: (..., 4) cxcywh normalized to the unpadded image (what the model predicts).
+    original_size: (h, w) of the upright input image.
+    returns: (..., 4) xyxy in pixels of that image (float). The resize keeps the image's extent, so
+    normalized coordinates scale straight to the original size.
+    """
+    h, w = original_size
+    cx, cy, bw, bh = pred_boxes.unbind(-1)
+    xyxy = torch.stack((cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2), -1)
+    return xyxy * torch.tensor([w, h, w, h], dtype=xyxy.dtype, device=xyxy.device)
