@@ -62,7 +62,7 @@ def _array_to_pil(array: np.ndarray) -> Image.Image:
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
         raise ImageError(f"a numpy image must be (H, W), (H, W, 3) or (H, W, 4), got shape {array.shape}")
     if array.dtype != np.uint8:
-        if np.issubdtype(array.dtype, np.floating) and array.size and 0.0 <= array.min() and array.max() <= 1.0:
+        if np.issubdtype(array.dtype, np.floating) and array.size and array.min() >= 0.0 and array.max() <= 1.0:
             array = (array * 255).round()
         array = np.clip(array, 0, 255).astype(np.uint8)
     return Image.fromarray(np.ascontiguousarray(array))

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 
 import torch
@@ -24,6 +25,7 @@ from .modeling.model import GroundingDINO
 
 DEFAULT_TEXT_ENCODER = "bert-base-uncased"
 _HUB_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+_REPO_ID = re.compile(r"[A-Za-z0-9][\w.-]*(/[A-Za-z0-9][\w.-]*)?")
 _TOKENIZER_FILES = ["tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"]
 
 
@@ -59,7 +61,7 @@ def _resolve_dir(source: str, files: list[str]) -> Path:
     if path.exists():
         raise WeightsError(f"{source} is a file, but not a checkpoint gdino knows (.pth, .pt, .safetensors "
                            "in a transformers directory)")
-    if source.count("/") != 1 or source.startswith((".", "/", "~")):
+    if not _REPO_ID.fullmatch(source):
         raise WeightsError(f"{source!r} is neither a local directory or file nor a hub repo id ('owner/name')")
     return _download(source, files)
 
@@ -204,9 +206,10 @@ def _load_hub_dir(directory: Path, device, dtype) -> GroundingDINO:
 
 
 def _load_original(path: Path, text_encoder: str, device, dtype) -> GroundingDINO:
+    tensors = _read_tensors(path)  # a broken file is reported before anything is downloaded
     text_config, text_dir = _text_config_from(text_encoder)
     try:
-        state = convert_state_dict(_read_tensors(path), "original")
+        state = convert_state_dict(tensors, "original")
         config = config_from_original(state, text_config)
     except KeyMapError as err:
         raise WeightsError(f"{path}: {err}") from err

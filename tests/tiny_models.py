@@ -25,7 +25,7 @@ def make_tokenizer():
     for token, i in SPECIAL_IDS.items():
         table[i] = token
     free = (i for i in range(1000, VOCAB_SIZE) if i not in SPECIAL_IDS.values())
-    for word, i in zip(WORDS, free):
+    for word, i in zip(WORDS, free, strict=False):
         table[i] = word
     # transformers 5's BertTokenizer takes the table itself as `vocab=` (it ignores vocab_file=)
     return BertTokenizer(vocab={token: i for i, token in table.items()})

@@ -93,7 +93,7 @@ class Encoder(nn.Module):
         reference_points = encoder_reference_points(spatial_shapes, valid_ratios)
         text_pos = sine_embed_coords(text_position_ids[..., None].to(text.dtype), self.d_model)
         image_pad, text_pad = ~image_valid, ~text_valid
-        for fusion, text_layer, image_layer in zip(self.fusion_layers, self.text_layers, self.layers):
+        for fusion, text_layer, image_layer in zip(self.fusion_layers, self.text_layers, self.layers, strict=True):
             image, text = fusion(image, text, image_pad, text_pad)
             text = text_layer(text, text_pos, text_allowed)
             image = image_layer(image, image_pos, reference_points, image_valid, spatial_shapes)

@@ -100,7 +100,7 @@ class GroundingDINO(nn.Module):
             pixel_mask = torch.ones((b, h, w), dtype=torch.bool, device=pixel_values.device)
         pixel_mask = pixel_mask.to(pixel_values.device)
         maps = self.backbone(pixel_values)
-        sources = [proj(m) for proj, m in zip(self.input_proj, maps)]
+        sources = [proj(m) for proj, m in zip(self.input_proj, maps, strict=False)]
         for proj in self.input_proj[len(maps):]:
             sources.append(proj(maps[-1] if len(sources) == len(maps) else sources[-1]))
         tokens, pos, valid, shapes, ratios = [], [], [], [], []

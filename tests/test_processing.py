@@ -1,0 +1,119 @@
+"""Preprocessing against transformers' GroundingDinoImageProcessor, image reading, box mapping."""
+
+import io
+import random
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from gdino.processing import ImageError, boxes_to_pixels, preprocess_images, resized_size, to_rgb, tokenize
+
+
+def random_image(h, w, seed=0, mode="RGB"):
+    rng = np.random.default_rng(seed)
+    return Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).convert(mode)
+
+
+def test_resize_rule_matches_transformers():
+    from transformers.image_transforms import get_size_with_aspect_ratio
+
+    rng = random.Random(0)
+    sizes = [(rng.randint(1, 6000), rng.randint(1, 6000)) for _ in range(3000)] + [(800, 1200), (480, 640), (1, 1)]
+    for h, w in sizes:
+        assert resized_size(h, w) == get_size_with_aspect_ratio((h, w), 800, 1333), (h, w)
+
+
+def test_pixels_and_mask_match_transformers_processor():
+    from transformers import GroundingDinoImageProcessor
+
+    images = [random_image(480, 640, 0), random_image(333, 210, 1), random_image(1200, 400, 2)]
+    ref = GroundingDinoImageProcessor()(images=images, return_tensors="pt")
+    ours = preprocess_images(images)
+    assert ours.pixel_values.shape == ref["pixel_values"].shape
+    assert torch.allclose(ours.pixel_values, ref["pixel_values"], atol=1e-5)
+    assert torch.equal(ours.pixel_mask, ref["pixel_mask"])
+    assert ours.original_sizes == [(480, 640), (333, 210), (1200, 400)]
+    assert ours.resized_sizes == [resized_size(h, w) for h, w in ours.original_sizes]
+
+
+def test_numpy_and_path_inputs_equal_pil(tmp_path):
+    img = random_image(60, 90)
+    path = tmp_path / "x.png"
+    img.save(path)
+    a = preprocess_images([img]).pixel_values
+    assert torch.equal(a, preprocess_images([np.asarray(img)]).pixel_values)
+    assert torch.equal(a, preprocess_images([path]).pixel_values)
+    assert torch.equal(a, preprocess_images(str(path)).pixel_values)
+
+
+def test_exif_rotation_is_applied(tmp_path):
+    img = random_image(40, 100)  # stored landscape
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to display": a viewer shows it portrait
+    path = tmp_path / "rotated.jpg"
+    img.save(path, exif=exif)
+    assert to_rgb(path).size == (40, 100)  # (w, h): upright
+    with Image.open(path) as f:
+        assert to_rgb(f).size == (40, 100)
+    assert preprocess_images([path]).original_sizes == [(100, 40)]
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "1", "I;16", "I", "F", "YCbCr"])
+def test_every_mode_becomes_rgb(mode):
+    if mode == "I;16":
+        img = Image.fromarray(np.full((20, 30), 65535, dtype=np.uint16))
+        assert img.mode.startswith("I;16")
+    else:
+        img = random_image(20, 30).convert(mode)
+    rgb = to_rgb(img)
+    assert rgb.mode == "RGB" and rgb.size == (30, 20)
+    if mode == "I;16":  # full 16-bit white stays white
+        assert np.asarray(rgb).min() == 255
+
+
+def test_transparent_pixels_become_white():
+    rgba = Image.new("RGBA", (4, 4), (10, 20, 30, 0))
+    assert np.asarray(to_rgb(rgba))[0, 0].tolist() == [255, 255, 255]
+
+
+def test_bad_images_get_clear_errors(tmp_path):
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    with pytest.raises(ImageError, match="could not read the image"):
+        preprocess_images([corrupt])
+    with pytest.raises(ImageError, match="could not read the image"):
+        preprocess_images([tmp_path / "missing.png"])
+    with pytest.raises(ImageError, match="numpy image must be"):
+        preprocess_images([np.zeros((10, 10, 5), dtype=np.uint8)])
+    with pytest.raises(ImageError, match="no images"):
+        preprocess_images([])
+    with pytest.raises(ImageError, match="expected a PIL image"):
+        preprocess_images([42])
+    buf = io.BytesIO()
+    random_image(50, 50).save(buf, format="PNG")
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(buf.getvalue()[:100])
+    with pytest.raises(ImageError):
+        preprocess_images([truncated])
+
+
+def test_float_arrays_in_0_1_are_scaled():
+    a = np.full((8, 8, 3), 0.5, dtype=np.float32)
+    assert np.asarray(to_rgb(a))[0, 0].tolist() == [128, 128, 128]
+
+
+def test_boxes_to_pixels():
+    boxes = torch.tensor([[0.5, 0.5, 0.2, 0.4], [0.1, 0.9, 0.2, 0.2]])
+    px = boxes_to_pixels(boxes, (100, 200))  # h=100, w=200
+    assert torch.allclose(px, torch.tensor([[80.0, 30.0, 120.0, 70.0], [0.0, 80.0, 40.0, 100.0]]))
+
+
+def test_tokenize(tokenizer):
+    enc = tokenize(tokenizer, ["a cat .", "remote control ."])
+    assert enc["input_ids"].shape == enc["attention_mask"].shape == (2, 5)
+    with pytest.raises(ValueError, match="non-empty"):
+        tokenize(tokenizer, ["  "])
+    with pytest.raises(ValueError, match="non-empty"):
+        tokenize(tokenizer, [])
