@@ -48,7 +48,7 @@ def _download(repo_id: str, filenames: list[str] | None = None, single: str | No
         what = f"'{single}' from '{repo_id}'" if single else f"'{repo_id}'"
         raise WeightsError(
             f"could not get {what} from the Hugging Face Hub ({reason}). If this machine is offline or the "
-            f"repo is private, download it elsewhere (e.g. `huggingface-cli download {repo_id}`) and pass the "
+            f"repo is private, download it elsewhere (e.g. `hf download {repo_id}`) and pass the "
             "local directory or file instead, e.g. gdino.load_model('/path/to/grounding-dino-tiny') or "
             "gdino.load_model('/path/to/groundingdino_swint_ogc.pth', text_encoder='/path/to/bert-base-uncased')."
         ) from err
@@ -219,6 +219,27 @@ def _load_original(path: Path, text_encoder: str, device, dtype) -> GroundingDIN
 
 
 def _build(config: GroundingDINOConfig, state: dict[str, torch.Tensor]) -> GroundingDINO:
-    model = GroundingDINO(config)
+    # Built on the meta device: random initialisation of ~170M parameters costs more than reading
+    # them, and every one of them is replaced by the checkpoint's tensor anyway.
+    with torch.device("meta"):
+        model = GroundingDINO(config)
     load_state_strict(model, state)
+    _materialize_derived_buffers(model)
     return model
+
+
+def _materialize_derived_buffers(model: torch.nn.Module) -> None:
+    """Fill the non-persistent buffers (not in any checkpoint) that meta construction left empty."""
+    from timm.models.swin_transformer import WindowAttention
+
+    for module in model.modules():
+        if isinstance(module, WindowAttention):
+            module.relative_position_index = torch.empty(module.window_area, module.window_area, dtype=torch.long)
+            module.init_non_persistent_buffers()
+        elif hasattr(module, "position_ids") and hasattr(module, "word_embeddings"):  # BertEmbeddings
+            n = module.position_embeddings.num_embeddings
+            module.register_buffer("position_ids", torch.arange(n).expand((1, -1)), persistent=False)
+            module.register_buffer("token_type_ids", torch.zeros(1, n, dtype=torch.long), persistent=False)
+    left = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise RuntimeError(f"internal error: tensors left unmaterialized after loading: {left[:5]}")
