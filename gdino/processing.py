@@ -26,32 +26,53 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 ImageLike = Image.Image | np.ndarray | str | os.PathLike
 
 
+MAX_PIXELS = 50_000_000  # larger inputs are refused: decoding them alone takes GBs, and the model sees 1 MP
+MIN_SIDE = 8  # smaller images hold nothing to detect once upsampled to 800 px
+
+
 class ImageError(ValueError):
     """An input image could not be read or understood."""
 
 
-def to_rgb(image: ImageLike) -> Image.Image:
+def _check_size(width: int, height: int, max_pixels: int, name: str) -> None:
+    if width * height > max_pixels:
+        raise ImageError(f"{name} is {width}x{height} ({width * height / 1e6:.0f} megapixels), more than the limit of "
+                         f"{max_pixels / 1e6:.0f} MP; downscale it first (the model looks at about 1 MP anyway)")
+    if min(width, height) < MIN_SIDE:
+        raise ImageError(f"{name} is only {width}x{height} pixels; gdino needs at least {MIN_SIDE} px on each side")
+
+
+def to_rgb(image: ImageLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Any supported input -> an upright 8-bit RGB PIL image.
 
     image: PIL image of any mode, numpy array (H, W) or (H, W, 3|4) uint8 (RGB order), or a file path.
+    Images over `max_pixels` or under MIN_SIDE px on a side are refused with an ImageError.
     """
+    name = "the image"
     if isinstance(image, (str, os.PathLike)):
+        name = f"the image {os.fspath(image)!r}"
+        if os.path.isfile(image) and os.path.getsize(image) == 0:
+            raise ImageError(f"{name} is an empty file (0 bytes)")
         try:
             with Image.open(image) as f:
+                _check_size(f.width, f.height, max_pixels, name)  # from the header, before decoding
                 f.load()
                 image = f.copy() if f.mode != "P" else f.convert("RGBA")
                 image.info.update(f.info)
                 exif = f.getexif()
+        except Image.DecompressionBombError as err:
+            raise ImageError(f"{name} is too large to decode safely: {err}") from err
+        except ImageError:
+            raise
         except (OSError, SyntaxError, ValueError) as err:
-            raise ImageError(f"could not read the image {os.fspath(image)!r}: {err}") from err
+            raise ImageError(f"could not read {name}: {err}") from err
         if exif:
             image.info["exif"] = exif.tobytes()
     if isinstance(image, np.ndarray):
         image = _array_to_pil(image)
     if not isinstance(image, Image.Image):
         raise ImageError(f"expected a PIL image, a numpy array or a path, got {type(image).__name__}")
-    if image.width == 0 or image.height == 0:
-        raise ImageError(f"the image is empty ({image.width}x{image.height})")
+    _check_size(image.width, image.height, max_pixels, name)
     image = ImageOps.exif_transpose(image)
     return _mode_to_rgb(image)
 
@@ -111,34 +132,41 @@ class ImageBatch:
     resized_sizes: list[tuple[int, int]]  # (h, w) each image was resized to, before padding
 
 
-def preprocess_images(images: Sequence[ImageLike], shortest: int = 800, longest: int = 1333) -> ImageBatch:
-    """Images -> one padded batch ready for `GroundingDINO.forward` / `encode_image`."""
+def resize_to_uint8(image: Image.Image, shortest: int = 800, longest: int = 1333) -> torch.Tensor:
+    """An RGB PIL image -> (3, h, w) uint8 at the model's input size (`resized_size`)."""
     import torchvision.transforms.v2.functional as tvF
 
+    size = resized_size(image.height, image.width, shortest, longest)
+    if min(size) < 32:
+        raise ImageError(f"the image's aspect ratio is too extreme ({image.width}x{image.height}): scaled to the model's "
+                         f"{longest} px limit its short side is {min(size)} px; crop it into parts")
+    t = torch.from_numpy(np.asarray(image, dtype=np.uint8).copy()).permute(2, 0, 1)
+    return tvF.resize(t, list(size), interpolation=tvF.InterpolationMode.BILINEAR, antialias=True)
+
+
+def batch_from_uint8(resized: Sequence[torch.Tensor], original_sizes: Sequence[tuple[int, int]]) -> ImageBatch:
+    """(3, h, w) uint8 images -> normalized float batch, zero-padded right/bottom, with pixel mask."""
+    mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1) * 255.0
+    std = torch.tensor(IMAGENET_STD).view(3, 1, 1) * 255.0
+    hp = max(t.shape[1] for t in resized)
+    wp = max(t.shape[2] for t in resized)
+    pixel_values = torch.zeros(len(resized), 3, hp, wp)
+    pixel_mask = torch.zeros(len(resized), hp, wp, dtype=torch.int64)
+    for i, t in enumerate(resized):
+        pixel_values[i, :, : t.shape[1], : t.shape[2]] = (t.float() - mean) / std
+        pixel_mask[i, : t.shape[1], : t.shape[2]] = 1
+    return ImageBatch(pixel_values, pixel_mask, list(original_sizes), [tuple(t.shape[1:]) for t in resized])
+
+
+def preprocess_images(images: Sequence[ImageLike], shortest: int = 800, longest: int = 1333) -> ImageBatch:
+    """Images -> one padded batch ready for `GroundingDINO.forward` / `encode_image`."""
     if isinstance(images, (Image.Image, np.ndarray, str, os.PathLike)):
         images = [images]
     if len(images) == 0:
         raise ImageError("no images given")
-    tensors, originals, resized = [], [], []
-    for image in images:
-        rgb = to_rgb(image)
-        h, w = rgb.height, rgb.width
-        size = resized_size(h, w, shortest, longest)
-        t = torch.from_numpy(np.asarray(rgb, dtype=np.uint8).copy()).permute(2, 0, 1)
-        t = tvF.resize(t, list(size), interpolation=tvF.InterpolationMode.BILINEAR, antialias=True)
-        mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1) * 255.0
-        std = torch.tensor(IMAGENET_STD).view(3, 1, 1) * 255.0
-        tensors.append((t.float() - mean) / std)
-        originals.append((h, w))
-        resized.append(size)
-    hp = max(t.shape[1] for t in tensors)
-    wp = max(t.shape[2] for t in tensors)
-    pixel_values = torch.zeros(len(tensors), 3, hp, wp)
-    pixel_mask = torch.zeros(len(tensors), hp, wp, dtype=torch.int64)
-    for i, t in enumerate(tensors):
-        pixel_values[i, :, : t.shape[1], : t.shape[2]] = t
-        pixel_mask[i, : t.shape[1], : t.shape[2]] = 1
-    return ImageBatch(pixel_values, pixel_mask, originals, resized)
+    rgbs = [to_rgb(image) for image in images]
+    resized = [resize_to_uint8(rgb, shortest, longest) for rgb in rgbs]
+    return batch_from_uint8(resized, [(rgb.height, rgb.width) for rgb in rgbs])
 
 
 def tokenize(tokenizer, captions: str | Sequence[str]) -> dict[str, torch.Tensor]:

@@ -74,7 +74,7 @@ def test_every_mode_becomes_rgb(mode):
 
 
 def test_transparent_pixels_become_white():
-    rgba = Image.new("RGBA", (4, 4), (10, 20, 30, 0))
+    rgba = Image.new("RGBA", (16, 16), (10, 20, 30, 0))
     assert np.asarray(to_rgb(rgba))[0, 0].tolist() == [255, 255, 255]
 
 

@@ -35,6 +35,20 @@ class ImageFeatures:
     spatial_shapes: list[tuple[int, int]]  # (h, w) per level
     valid_ratios: torch.Tensor  # (B, L, 2) valid fraction of each level's map, as (w, h)
 
+    def split(self) -> list[ImageFeatures]:
+        """One ImageFeatures (batch of 1) per image."""
+        return [ImageFeatures(self.tokens[i:i + 1], self.pos[i:i + 1], self.valid[i:i + 1], self.spatial_shapes,
+                              self.valid_ratios[i:i + 1]) for i in range(self.tokens.shape[0])]
+
+    @staticmethod
+    def cat(parts: list[ImageFeatures]) -> ImageFeatures:
+        """Batch features of images that share one spatial size (as `split` returns them)."""
+        if any(p.spatial_shapes != parts[0].spatial_shapes for p in parts):
+            raise ValueError("only features of images of the same size can be batched")
+        return ImageFeatures(torch.cat([p.tokens for p in parts]), torch.cat([p.pos for p in parts]),
+                             torch.cat([p.valid for p in parts]), parts[0].spatial_shapes,
+                             torch.cat([p.valid_ratios for p in parts]))
+
 
 @dataclass
 class TextFeatures:
@@ -42,6 +56,11 @@ class TextFeatures:
     valid: torch.Tensor  # (B, N) bool, False on padding
     allowed: torch.Tensor  # (B, N, N) bool phrase mask
     position_ids: torch.Tensor  # (B, N) position within the phrase
+
+    def expand(self, batch: int) -> TextFeatures:
+        """The features of one prompt (B=1) shared by `batch` images, without copying."""
+        return TextFeatures(self.tokens.expand(batch, -1, -1), self.valid.expand(batch, -1),
+                            self.allowed.expand(batch, -1, -1), self.position_ids.expand(batch, -1))
 
 
 @dataclass

@@ -1,0 +1,296 @@
+"""Detector: images + class names (or free text) -> `supervision.Detections` in original pixels.
+
+    det = gdino.Detector.from_pretrained("IDEA-Research/grounding-dino-tiny")
+    dets = det.detect("photo.jpg", classes=["cat", "remote control"])
+    dets = det.detect("photo.jpg", prompt="a cat sitting on a red couch")
+
+What it guarantees:
+- every detection carries exactly one class of the list (the class whose tokens score highest),
+  never a word fragment, never two classes merged, never an empty label;
+- class lists of any length: split into prompts of at most 256 tokens at class boundaries, the image
+  side computed once, the results merged;
+- the image side (backbone + neck, before any text) is cached per image content, so a new prompt on the
+  same image skips the backbone; results are the same with and without the cache;
+- batching never changes results: images are batched only with images of the same input size (padding
+  a smaller image changes what the backbone sees, as it does in transformers), so `detect_batch` equals
+  calling `detect` on each image.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from .modeling.model import GroundingDINO, ImageFeatures
+from .postprocess import Labeled, class_scores, phrase_for_query, suppress_duplicates
+from .processing import MAX_PIXELS, ImageLike, batch_from_uint8, boxes_to_pixels, resize_to_uint8, to_rgb
+from .prompts import ClassPrompt, PromptChunk, PromptError, build_chunks, parse_classes
+from .weights import load_model
+
+DEFAULT_MODEL = "IDEA-Research/grounding-dino-tiny"
+Classes = Sequence[str] | Mapping[str, str | Sequence[str]]
+
+
+@dataclass
+class _Image:
+    key: str  # content hash of the resized input
+    resized: torch.Tensor  # (3, h, w) uint8 model input
+    size: tuple[int, int]  # (h, w) of the upright original
+
+
+@dataclass
+class _TextQuery:
+    input_ids: torch.Tensor  # (1, T)
+    word_ids: list[int | None]
+    offsets: list[tuple[int, int]]
+    is_delimiter: list[bool]
+    text: str
+
+
+def _check_unit(name: str, value) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+        raise ValueError(f"{name} must be a number between 0 and 1, got {value!r}")
+    return float(value)
+
+
+class Detector:
+    def __init__(self, model: GroundingDINO, tokenizer=None, *, cache_size: int = 4, max_pixels: int = MAX_PIXELS):
+        self.model = model.eval()
+        self.tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
+        if self.tokenizer is None:
+            raise ValueError("the Detector needs the model's tokenizer: pass tokenizer=, or load the model with "
+                             "gdino.load_model, which attaches it")
+        dot = self.tokenizer.convert_tokens_to_ids(".")
+        if dot not in model.config.special_token_ids or self.tokenizer.cls_token_id not in model.config.special_token_ids:
+            raise ValueError("this tokenizer's '.' / [CLS] ids are not the model's phrase delimiters "
+                             f"{model.config.special_token_ids}: the tokenizer does not belong to these weights")
+        self.cache_size = cache_size
+        self.max_pixels = max_pixels
+        self._cache: OrderedDict[str, ImageFeatures] = OrderedDict()
+
+    @classmethod
+    def from_pretrained(cls, source: str = DEFAULT_MODEL, *, text_encoder: str | None = None, device=None,
+                        dtype: torch.dtype | None = None, **kwargs) -> Detector:
+        """Load weights (see `gdino.load_model`). device: default CUDA when available, else CPU.
+        dtype: float32 (default, exact); bfloat16 (CPU or CUDA: about half the memory, scores differ from
+        float32 by ~1e-2, faster where the hardware has bf16 units); float16 (CUDA only)."""
+        device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+        if dtype not in (None, torch.float32, torch.bfloat16, torch.float16):
+            raise ValueError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {dtype}")
+        if dtype == torch.float16 and device.type != "cuda":
+            raise ValueError("float16 is for CUDA only (CPUs lack fast float16 kernels); use torch.bfloat16 on CPU")
+        return cls(load_model(source, text_encoder=text_encoder, device=device, dtype=dtype), **kwargs)
+
+    # ----------------------------------------------------------------------------------- public
+
+    def detect(self, image: ImageLike, classes: Classes | None = None, *, prompt: str | None = None,
+               box_threshold: float = 0.35, text_threshold: float = 0.25, nms_iou: float | None = 0.5,
+               agnostic_nms_iou: float | None = None):
+        """One image -> `supervision.Detections`.
+
+        classes: ["cat", "remote control"], or {"car": ["car", "automobile"], ...} for synonyms.
+            class_id indexes the class names; data["class_name"] holds them.
+        prompt: free text instead of classes ("a cat sitting on a red couch"); data["phrase"] holds the
+            words each box points at, and class_id indexes metadata["classes"], the distinct phrases.
+        box_threshold: keep a box whose best class (or word) scores above this.
+        text_threshold: free text only: words scoring above this join the phrase.
+        nms_iou: IoU for duplicate suppression within a class (None: off).
+        agnostic_nms_iou: IoU for a second pass across classes, for near classes such as car / truck.
+        xyxy is in pixels of the upright (EXIF-applied) image, clipped to it.
+        """
+        return self.detect_batch([image], classes, prompt=prompt, box_threshold=box_threshold,
+                                 text_threshold=text_threshold, nms_iou=nms_iou, agnostic_nms_iou=agnostic_nms_iou,
+                                 batch_size=1)[0]
+
+    def detect_batch(self, images: Sequence[ImageLike], classes: Classes | None = None, *, prompt: str | None = None,
+                     batch_size: int = 4, box_threshold: float = 0.35, text_threshold: float = 0.25,
+                     nms_iou: float | None = 0.5, agnostic_nms_iou: float | None = None) -> list:
+        """Several images, one prompt -> a list of `supervision.Detections` (same as `detect` on each)."""
+        box_threshold = _check_unit("box_threshold", box_threshold)
+        text_threshold = _check_unit("text_threshold", text_threshold)
+        nms_iou = _check_unit("nms_iou", nms_iou)
+        agnostic_nms_iou = _check_unit("agnostic_nms_iou", agnostic_nms_iou)
+        if box_threshold is None or text_threshold is None:
+            raise ValueError("box_threshold and text_threshold must be numbers between 0 and 1")
+        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        if isinstance(images, (str, bytes)) or not isinstance(images, Sequence):
+            raise ValueError("images must be a list of images (PIL images, arrays or paths)")
+        if (classes is None) == (prompt is None):
+            raise PromptError("pass either classes=[...] or prompt='free text', not both or neither")
+        query = self._class_query(classes) if classes is not None else self._text_query(prompt)
+        loaded = [self._read(image) for image in images]
+        with torch.inference_mode():
+            features = self._features(loaded, batch_size)
+            found: list[Labeled | None] = [None] * len(loaded)
+            for group in self._groups(loaded, batch_size):
+                batch = ImageFeatures.cat([features[i] for i in group])
+                sizes = [loaded[i].size for i in group]
+                if isinstance(query, _TextQuery):
+                    results = self._run_text(batch, query, sizes, box_threshold, text_threshold)
+                else:
+                    results = self._run_classes(batch, query, sizes, box_threshold)
+                for i, labeled in zip(group, results, strict=True):
+                    found[i] = labeled
+        if isinstance(query, _TextQuery):
+            return [self._text_detections(f, nms_iou, agnostic_nms_iou) for f in found]
+        names = list(query[0].labels)
+        return [_detections(suppress_duplicates(f, nms_iou, agnostic_nms_iou), names) for f in found]
+
+    def clear_cache(self) -> None:
+        self._cache.clear()
+
+    # ------------------------------------------------------------------------------ the prompt
+
+    def _class_query(self, classes: Classes) -> tuple[ClassPrompt, list[PromptChunk]]:
+        parsed = parse_classes(classes)
+        return parsed, build_chunks(parsed, self.tokenizer, self.model.config.max_text_len)
+
+    def _text_query(self, prompt) -> _TextQuery:
+        if not isinstance(prompt, str):
+            raise PromptError(f"prompt must be a string, got {type(prompt).__name__}")
+        if not any(ch.isalnum() for ch in prompt):
+            raise PromptError("the prompt is empty or has no words; describe what to find, e.g. 'a cat on a couch'")
+        enc = self.tokenizer(prompt, return_offsets_mapping=True)
+        ids = enc["input_ids"]
+        limit = self.model.config.max_text_len
+        if len(ids) > limit:
+            raise PromptError(f"the prompt is {len(ids)} tokens; the model reads at most {limit}. Shorten it, or pass "
+                              "the things to find as classes=[...], which are split into several prompts as needed")
+        unk = self.tokenizer.unk_token_id
+        special = set(self.model.config.special_token_ids)
+        if all(t == unk or t in special for t in ids):
+            raise PromptError(f"the text encoder knows none of the words in {prompt!r}; it reads English words")
+        return _TextQuery(torch.tensor([ids]), enc.word_ids(), [tuple(o) for o in enc["offset_mapping"]],
+                          [t in special for t in ids], prompt)
+
+    # ------------------------------------------------------------------------------ the images
+
+    def _read(self, image: ImageLike) -> _Image:
+        rgb = to_rgb(image, self.max_pixels)
+        resized = resize_to_uint8(rgb)
+        digest = hashlib.sha1(resized.numpy().tobytes())
+        digest.update(str(tuple(resized.shape)).encode())
+        return _Image(digest.hexdigest(), resized, (rgb.height, rgb.width))
+
+    @staticmethod
+    def _groups(loaded: list[_Image], batch_size: int) -> list[list[int]]:
+        """Indices of images with the same input size, in batches of at most batch_size."""
+        by_size: dict[tuple[int, ...], list[int]] = {}
+        for i, image in enumerate(loaded):
+            by_size.setdefault(tuple(image.resized.shape), []).append(i)
+        return [idx[k:k + batch_size] for idx in by_size.values() for k in range(0, len(idx), batch_size)]
+
+    def _features(self, loaded: list[_Image], batch_size: int) -> list[ImageFeatures]:
+        """Image-side features per image (batch of 1 each), from the cache or computed in batches."""
+        out: dict[int, ImageFeatures] = {}
+        missing = []
+        for i, image in enumerate(loaded):
+            if image.key in self._cache:
+                self._cache.move_to_end(image.key)
+                out[i] = self._cache[image.key]
+            else:
+                missing.append(i)
+        first_of_key: dict[str, int] = {}
+        todo = [i for i in missing if first_of_key.setdefault(loaded[i].key, i) == i]
+        for group in self._groups([loaded[i] for i in todo], batch_size):
+            idx = [todo[g] for g in group]
+            batch = batch_from_uint8([loaded[i].resized for i in idx], [loaded[i].size for i in idx])
+            feats = self.model.encode_image(batch.pixel_values.to(self.model.device), batch.pixel_mask.to(self.model.device))
+            for i, f in zip(idx, feats.split(), strict=True):
+                out[i] = f
+                self._remember(loaded[i].key, f)
+        for i in missing:
+            out.setdefault(i, out[first_of_key[loaded[i].key]])
+        return [out[i] for i in range(len(loaded))]
+
+    def _remember(self, key: str, features: ImageFeatures) -> None:
+        if self.cache_size <= 0:
+            return
+        self._cache[key] = features
+        self._cache.move_to_end(key)
+        while len(self._cache) > self.cache_size:
+            self._cache.popitem(last=False)
+
+    # ------------------------------------------------------------------------------ the model
+
+    def _decode(self, batch: ImageFeatures, input_ids: torch.Tensor):
+        text = self.model.encode_text(input_ids.to(self.model.device))
+        out = self.model.decode(batch, text.expand(batch.tokens.shape[0]))
+        n = input_ids.shape[1]
+        return out.logits[..., :n].float().sigmoid().cpu(), out.pred_boxes.float().cpu()
+
+    def _run_classes(self, batch, query, sizes, box_threshold) -> list[Labeled]:
+        parsed, chunks = query
+        per_image: list[list[Labeled]] = [[] for _ in sizes]
+        for chunk in chunks:
+            probs, boxes = self._decode(batch, torch.tensor([chunk.input_ids]))
+            for b, size in enumerate(sizes):
+                scores, labels = class_scores(probs[b], chunk, parsed.phrase_label, len(parsed.labels)).max(-1)
+                keep = scores > box_threshold
+                per_image[b].append(Labeled(_pixels(boxes[b][keep], size), scores[keep], labels[keep]))
+        return [Labeled.cat(parts) for parts in per_image]
+
+    def _run_text(self, batch, query: _TextQuery, sizes, box_threshold, text_threshold) -> list[_TextFound]:
+        probs, boxes = self._decode(batch, query.input_ids)
+        results = []
+        for b, size in enumerate(sizes):
+            found = _TextFound([], [], [], _pixels(boxes[b], size))
+            for q in range(probs.shape[1]):
+                score, phrase, start = phrase_for_query(probs[b, q], query.word_ids, query.offsets,
+                                                        query.is_delimiter, query.text, text_threshold)
+                if score > box_threshold:
+                    found.queries.append(q)
+                    found.scores.append(score)
+                    found.phrases.append((start, phrase))
+            results.append(found)
+        return results
+
+    @staticmethod
+    def _text_detections(found: _TextFound, nms_iou, agnostic_nms_iou):
+        # class ids index the distinct phrases, in the order they appear in the prompt
+        names = [p for _, p in sorted(set(found.phrases))]
+        index = {p: i for i, p in enumerate(names)}
+        labeled = Labeled(found.boxes[found.queries].reshape(-1, 4), torch.tensor(found.scores, dtype=torch.float32),
+                          torch.tensor([index[p] for _, p in found.phrases], dtype=torch.int64))
+        labeled = suppress_duplicates(labeled, nms_iou, agnostic_nms_iou)
+        return _detections(labeled, names, with_phrase=True)
+
+
+@dataclass
+class _TextFound:
+    queries: list[int]
+    scores: list[float]
+    phrases: list[tuple[int, str]]  # (start in the prompt, phrase)
+    boxes: torch.Tensor  # (Q, 4) xyxy pixels of every query
+
+
+def _detections(found: Labeled, names: list[str], with_phrase: bool = False):
+    """Labeled -> supervision.Detections; metadata["classes"] lists the names class_id indexes."""
+    import supervision as sv
+
+    labels = np.array([names[i] for i in found.class_ids.tolist()], dtype=object)
+    data = {"class_name": labels}
+    if with_phrase:
+        data["phrase"] = labels.copy()
+    return sv.Detections(xyxy=found.boxes.numpy().astype(np.float32).reshape(-1, 4),
+                         confidence=found.scores.numpy().astype(np.float32),
+                         class_id=found.class_ids.numpy().astype(np.int64), data=data, metadata={"classes": names})
+
+
+def _pixels(pred_boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(K, 4) normalized cxcywh -> (K, 4) xyxy pixels of an (h, w) image, clipped to it."""
+    h, w = size
+    xyxy = boxes_to_pixels(pred_boxes, size)
+    return torch.stack([xyxy[:, 0].clamp(0, w), xyxy[:, 1].clamp(0, h), xyxy[:, 2].clamp(0, w),
+                        xyxy[:, 3].clamp(0, h)], -1)
+
+
+__all__ = ["DEFAULT_MODEL", "Detector"]

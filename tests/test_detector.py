@@ -1,0 +1,222 @@
+"""gdino.Detector on a tiny random model: labels, long lists, synonyms, NMS, cache, batches, EXIF,
+and every bad input from the issue."""
+
+import numpy as np
+import pytest
+import supervision as sv
+import torch
+from PIL import Image
+from test_prompts import lvis_sized_class_list
+from torchvision.ops import box_iou
+
+import gdino
+from gdino import ImageError, PromptError
+from gdino.postprocess import Labeled, suppress_duplicates
+from gdino.prompts import build_chunks, parse_classes
+
+CLASSES = ["cat", "remote control", "dog"]
+
+
+@pytest.fixture(scope="module")
+def det(tiny_hf):
+    return gdino.Detector(gdino.load_model(tiny_hf[1]))
+
+
+def photo(h=300, w=400, seed=0):
+    return np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8)
+
+
+def assert_same(a: sv.Detections, b: sv.Detections, atol=1e-4):
+    assert len(a) == len(b)
+    assert np.allclose(a.xyxy, b.xyxy, atol=atol) and np.allclose(a.confidence, b.confidence, atol=atol)
+    assert np.array_equal(a.class_id, b.class_id)
+    assert list(a.data["class_name"]) == list(b.data["class_name"])
+
+
+def test_every_detection_gets_one_class_of_the_list(det):
+    dets = det.detect(photo(), classes=CLASSES, box_threshold=0.3)
+    assert isinstance(dets, sv.Detections) and len(dets) > 0
+    assert set(dets.data["class_name"]) <= set(CLASSES)
+    assert [CLASSES[i] for i in dets.class_id] == list(dets.data["class_name"])
+    assert dets.xyxy.dtype == np.float32 and (dets.confidence > 0.3).all()
+    assert (dets.xyxy[:, [0, 2]] <= 400).all() and (dets.xyxy[:, [1, 3]] <= 300).all() and (dets.xyxy >= 0).all()
+    assert dets.metadata["classes"] == CLASSES
+    assert (np.diff(dets.confidence) <= 0).all()  # sorted by confidence
+
+
+def test_threshold_filters(det):
+    low = det.detect(photo(), classes=CLASSES, box_threshold=0.0, nms_iou=None)
+    high = det.detect(photo(), classes=CLASSES, box_threshold=0.9, nms_iou=None)
+    assert len(low) == 30  # the tiny model has 30 queries
+    assert len(high) == int((low.confidence > 0.9).sum())
+
+
+def test_long_class_list_equals_running_its_chunks_by_hand(det):
+    names = lvis_sized_class_list()
+    image = photo(seed=3)
+    full = det.detect(image, classes=names, box_threshold=0.2)
+    chunks = build_chunks(parse_classes(names), det.tokenizer)
+    assert len(chunks) > 1
+    parts = []
+    for chunk in chunks:
+        chunk_names = [names[p] for p in chunk.phrase_index]
+        d = det.detect(image, classes=chunk_names, box_threshold=0.2, nms_iou=None)
+        ids = torch.tensor([chunk.phrase_index[i] for i in d.class_id], dtype=torch.int64)
+        parts.append(Labeled(torch.from_numpy(d.xyxy), torch.from_numpy(d.confidence), ids))
+    by_hand = suppress_duplicates(Labeled.cat(parts), 0.5, None)
+    assert len(full) == len(by_hand.scores) > 0
+    assert np.allclose(full.xyxy, by_hand.boxes.numpy(), atol=1e-4)
+    assert np.array_equal(full.class_id, by_hand.class_ids.numpy())
+    assert set(full.data["class_name"]) <= set(names)
+
+
+def test_synonyms(det):
+    dets = det.detect(photo(), classes={"pet": ["cat", "dog"], "person": ["person", "man"]}, box_threshold=0.2)
+    assert len(dets) > 0 and set(dets.data["class_name"]) <= {"pet", "person"}
+
+
+def test_nms_per_class_and_across_classes(det):
+    image = photo(seed=1)
+    raw = det.detect(image, classes=CLASSES, box_threshold=0.0, nms_iou=None)
+    per_class = det.detect(image, classes=CLASSES, box_threshold=0.0, nms_iou=0.3)
+    agnostic = det.detect(image, classes=CLASSES, box_threshold=0.0, nms_iou=0.3, agnostic_nms_iou=0.3)
+    assert len(raw) >= len(per_class) >= len(agnostic)
+    for d, same_class_only in ((per_class, True), (agnostic, False)):
+        iou = box_iou(torch.from_numpy(d.xyxy), torch.from_numpy(d.xyxy)).fill_diagonal_(0)
+        if same_class_only:
+            iou *= torch.from_numpy(d.class_id[:, None] == d.class_id[None, :])
+        assert (iou <= 0.3 + 1e-6).all()
+
+
+def test_cache_on_equals_cache_off_and_skips_the_backbone(tiny_hf):
+    model = gdino.load_model(tiny_hf[1])
+    cached, uncached = gdino.Detector(model, cache_size=4), gdino.Detector(model, cache_size=0)
+    calls = []
+    hook = model.backbone.register_forward_hook(lambda *a: calls.append(1))
+    image = photo(seed=2)
+    for prompt in (CLASSES, ["person", "car"], CLASSES):
+        assert_same(cached.detect(image, classes=prompt, box_threshold=0.2),
+                    uncached.detect(image, classes=prompt, box_threshold=0.2), atol=0)
+    hook.remove()
+    assert len(calls) == 1 + 3  # cached: the first call only; uncached: every call
+
+
+def test_free_text_cache_and_phrases(det):
+    prompt = "a cat sitting on the red couch . remote control"
+    dets = det.detect(photo(), prompt=prompt, box_threshold=0.3, text_threshold=0.25)
+    assert len(dets) > 0
+    for phrase in dets.data["phrase"]:
+        assert phrase and phrase in prompt and "##" not in phrase
+        # whole words of the prompt, never across the '.'
+        assert f" {phrase} " in f" {prompt} " and "." not in phrase
+    assert list(dets.data["class_name"]) == [dets.metadata["classes"][i] for i in dets.class_id]
+
+
+def test_batch_equals_one_at_a_time(det):
+    images = [photo(300, 400, 0), photo(240, 320, 1), photo(300, 400, 2), photo(500, 200, 3), photo(300, 400, 4)]
+    det.clear_cache()
+    batched = det.detect_batch(images, classes=CLASSES, batch_size=2, box_threshold=0.2)
+    det.clear_cache()
+    for image, b in zip(images, batched, strict=True):
+        assert_same(det.detect(image, classes=CLASSES, box_threshold=0.2), b)
+
+
+def test_exif_rotated_input_gives_boxes_in_the_upright_frame(det, tmp_path):
+    stored = Image.fromarray(photo(200, 320, 5))  # stored landscape 320x200
+    exif = Image.Exif()
+    exif[0x0112] = 8  # displayed rotated: a viewer shows it 200 wide, 320 high
+    path = tmp_path / "rotated.jpg"
+    stored.save(path, exif=exif, quality=95)
+    with Image.open(path) as f:
+        # rotated by hand, as plain pixels (transpose() would keep the stale EXIF tag in .info)
+        upright = Image.fromarray(np.asarray(f.transpose(Image.Transpose.ROTATE_90).convert("RGB")))
+    from_file = det.detect(path, classes=CLASSES, box_threshold=0.2)
+    from_upright = det.detect(upright, classes=CLASSES, box_threshold=0.2)
+    assert_same(from_file, from_upright)
+    assert (from_file.xyxy[:, [0, 2]] <= 200).all() and (from_file.xyxy[:, [1, 3]] <= 320).all()
+
+
+def test_bfloat16_runs_on_cpu(tiny_hf):
+    det16 = gdino.Detector(gdino.load_model(tiny_hf[1], dtype=torch.bfloat16))
+    dets = det16.detect(photo(), classes=CLASSES, box_threshold=0.2)
+    assert np.isfinite(dets.xyxy).all() and set(dets.data["class_name"]) <= set(CLASSES)
+
+
+def test_float16_on_cpu_is_refused(tiny_hf):
+    with pytest.raises(ValueError, match="float16 is for CUDA only"):
+        gdino.Detector.from_pretrained(str(tiny_hf[1]), device="cpu", dtype=torch.float16)
+
+
+def test_unicode_class_names_keep_the_users_label(det):
+    dets = det.detect(photo(), classes=["cat 🐱", "remote control"], box_threshold=0.0)
+    assert set(dets.data["class_name"]) <= {"cat 🐱", "remote control"}
+
+
+# ------------------------------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (dict(prompt=""), PromptError, "empty or has no words"),
+        (dict(prompt="   ?! "), PromptError, "empty or has no words"),
+        (dict(prompt=42), PromptError, "must be a string"),
+        (dict(classes=[]), PromptError, "class list is empty"),
+        (dict(classes=["cat", ""]), PromptError, "is empty"),
+        (dict(classes=["..."]), PromptError, "is empty"),
+        (dict(classes=["cat", "#$%"]), PromptError, "no letters or digits"),
+        (dict(classes=["cat", "cat"]), PromptError, "duplicate class name"),
+        (dict(classes=["cat", 7]), PromptError, "must be a string"),
+        (dict(classes=["🐱"]), PromptError, "no letters or digits"),
+        (dict(classes=["zebra"]), PromptError, "knows none of the words"),
+        (dict(), PromptError, "either classes"),
+        (dict(classes=["cat"], prompt="a cat"), PromptError, "either classes"),
+        (dict(classes=["cat"], box_threshold=1.5), ValueError, "box_threshold must be a number between 0 and 1"),
+        (dict(classes=["cat"], box_threshold=-0.1), ValueError, "box_threshold"),
+        (dict(classes=["cat"], text_threshold=2), ValueError, "text_threshold"),
+        (dict(classes=["cat"], box_threshold="0.3"), ValueError, "box_threshold"),
+        (dict(classes=["cat"], nms_iou=1.2), ValueError, "nms_iou"),
+        (dict(prompt=" ".join(["cat"] * 300)), PromptError, "at most 256"),
+    ],
+)
+def test_bad_prompts_and_thresholds(det, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        det.detect(photo(), **kwargs)
+
+
+def test_bad_images(det, tmp_path):
+    corrupt = tmp_path / "corrupt.jpg"
+    corrupt.write_bytes(b"\xff\xd8\xff\xe0" + b"\x00" * 200)
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    good = tmp_path / "good.png"
+    Image.fromarray(photo(100, 100)).save(good)
+    truncated = tmp_path / "truncated.png"
+    truncated.write_bytes(good.read_bytes()[:200])
+    cases = [
+        (corrupt, "could not read"),
+        (empty, "empty file"),
+        (truncated, "could not read"),
+        (tmp_path / "missing.jpg", "could not read"),
+        (Image.new("RGB", (1, 1)), "only 1x1 pixels"),
+        (np.zeros((10, 10, 7), dtype=np.uint8), "numpy image must be"),
+        (Image.new("L", (8000, 7000)), "56 megapixels"),  # 56 MP > the 50 MP limit
+        (Image.new("RGB", (5000, 10)), "aspect ratio is too extreme"),
+        ("not/an/image/path.png", "could not read"),
+    ]
+    for image, message in cases:
+        with pytest.raises(ImageError, match=message):
+            det.detect(image, classes=["cat"])
+
+
+def test_image_size_limit_is_configurable(tiny_hf):
+    small_limit = gdino.Detector(gdino.load_model(tiny_hf[1]), max_pixels=10_000)
+    with pytest.raises(ImageError, match="more than the limit of 0 MP"):
+        small_limit.detect(photo(200, 200), classes=["cat"])
+
+
+def test_batch_arguments(det):
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        det.detect_batch([photo()], classes=["cat"], batch_size=0)
+    with pytest.raises(ValueError, match="must be a list of images"):
+        det.detect_batch("photo.jpg", classes=["cat"])
+    assert det.detect_batch([], classes=["cat"]) == []
