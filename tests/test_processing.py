@@ -117,3 +117,10 @@ def test_tokenize(tokenizer):
         tokenize(tokenizer, ["  "])
     with pytest.raises(ValueError, match="non-empty"):
         tokenize(tokenizer, [])
+
+
+def test_huge_image_file_is_refused_from_its_header(tmp_path):
+    path = tmp_path / "huge.png"
+    Image.new("L", (8000, 7000)).save(path)  # 56 MP, a few KB on disk
+    with pytest.raises(ImageError, match="8000x7000 \\(56 megapixels\\), more than the limit of 50 MP"):
+        to_rgb(path)
