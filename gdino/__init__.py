@@ -5,11 +5,12 @@ from .detector import Detector
 from .modeling import GroundingDINO, GroundingDINOOutput
 from .processing import ImageError
 from .prompts import PromptError
+from .segment import Segmenter, SegmenterError
 from .weights import WeightsError, load_model, load_tokenizer
 
 __version__ = "0.1.0"
 
 __all__ = [
     "PRESETS", "Detector", "GroundingDINO", "GroundingDINOConfig", "GroundingDINOOutput", "ImageError", "PromptError",
-    "SwinConfig", "TextConfig", "WeightsError", "load_model", "load_tokenizer", "preset",
+    "Segmenter", "SegmenterError", "SwinConfig", "TextConfig", "WeightsError", "load_model", "load_tokenizer", "preset",
 ]

@@ -1,0 +1,173 @@
+"""gdino.Segmenter with a small random SAM saved like the official checkpoints."""
+
+import numpy as np
+import pytest
+import supervision as sv
+import torch
+from PIL import Image
+from tiny_sam import make_tiny_sam, save_tiny_sam
+
+import gdino.segment as segment_module
+from gdino.segment import SAM_CHECKPOINTS, Segmenter, SegmenterError, sam_shape_from_state
+
+
+@pytest.fixture(scope="module")
+def sam_path(tmp_path_factory):
+    return save_tiny_sam(tmp_path_factory.mktemp("sam") / "tiny_sam.pth")
+
+
+@pytest.fixture
+def seg(sam_path):
+    return Segmenter.from_pretrained(sam_path, device="cpu")
+
+
+def photo(h=300, w=400, seed=0):
+    return np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8)
+
+
+def test_checkpoint_loads_through_the_real_path_with_inferred_sizes(sam_path):
+    seg = Segmenter.from_pretrained(sam_path, device="cpu")
+    ref = make_tiny_sam()
+    for (name, a), (_, b) in zip(seg.sam.state_dict().items(), ref.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+    enc = seg.sam.image_encoder
+    assert enc.img_size == 256 and len(enc.blocks) == 2
+
+
+@pytest.mark.parametrize("name, dim, depth, heads, global_blocks", [
+    ("vit_b", 768, 12, 12, (2, 5, 8, 11)), ("vit_l", 1024, 24, 16, (5, 11, 17, 23)), ("vit_h", 1280, 32, 16, (7, 15, 23, 31)),
+])
+def test_official_architectures_are_read_from_their_shapes(name, dim, depth, heads, global_blocks):
+    from segment_anything import sam_model_registry
+
+    with torch.device("meta"):  # the official builders, no memory used
+        state = sam_model_registry[name]().state_dict()
+    s = sam_shape_from_state(state)
+    assert (s.img_size, s.patch_size, s.embed_dim, s.depth, s.num_heads) == (1024, 16, dim, depth, heads)
+    assert s.global_attn_indexes == global_blocks and s.window_size == 14 and s.mlp_ratio == 4
+    assert (s.prompt_dim, s.mask_in_chans, s.num_multimask_outputs, s.decoder_depth, s.decoder_mlp_dim) == (256, 16, 3, 2, 2048)
+    assert (s.iou_head_depth, s.iou_head_hidden_dim) == (3, 256)
+
+
+def test_all_boxes_in_one_call(seg):
+    image = photo()
+    boxes = [[10, 10, 100, 120], [50, 60, 300, 290], [200, 20, 390, 100]]
+    result = seg.segment(image, boxes)
+    assert result.masks.shape == (3, 300, 400) and result.masks.dtype == bool
+    assert result.scores.shape == (3,) and seg.encoder_calls == 1
+    for i, box in enumerate(boxes):  # one call for all == one call per box
+        single = seg.segment(image, [box])
+        agree = (single.masks[0] == result.masks[i]).mean()
+        assert agree > 0.999 and abs(single.scores[0] - result.scores[i]) < 1e-4
+    assert seg.encoder_calls == 1  # the embedding was reused
+
+
+def test_box_edge_cases(seg):
+    image = photo()
+    empty = seg.segment(image, [])
+    assert empty.masks.shape == (0, 300, 400) and seg.encoder_calls == 0  # no model call at all
+    zero = seg.segment(image, [[50, 50, 50, 80], [500, 500, 600, 600]])  # no width; fully outside
+    assert not zero.masks.any() and (zero.scores == 0).all() and seg.encoder_calls == 0
+    clipped = seg.segment(image, [[-50, -40, 120, 130]])
+    inside = seg.segment(image, [[0, 0, 120, 130]])
+    assert np.array_equal(clipped.masks, inside.masks)
+    with pytest.raises(SegmenterError, match="finite"):
+        seg.segment(image, [[0, 0, float("nan"), 10]])
+
+
+def test_refine_reuses_the_embedding(seg):
+    image = photo(seed=1)
+    first = seg.segment(image, [[40, 40, 200, 200]])
+    r1 = seg.refine(image, points=[(100, 100)], labels=[1])
+    r2 = seg.refine(image, points=[(100, 100), (150, 60)], labels=[1, 0], mask=r1.logits)
+    r3 = seg.refine(image, points=[(100, 100)], labels=[1], box=[40, 40, 200, 200], mask=first.masks[0])
+    assert seg.encoder_calls == 1
+    for r in (r1, r2, r3):
+        assert r.mask.shape == (300, 400) and r.mask.dtype == bool and np.isfinite(r.score)
+    assert r1.logits.shape == (1, 64, 64)
+
+
+def test_single_click_picks_the_best_of_three(seg, monkeypatch):
+    image = photo(seed=2)
+    seen = {}
+    decoder = seg.sam.mask_decoder
+    original = decoder.forward
+
+    def spy(*args, **kwargs):
+        low_res, iou = original(*args, **kwargs)
+        seen["iou"], seen["multimask"] = iou.clone(), kwargs["multimask_output"]
+        return low_res, iou
+
+    monkeypatch.setattr(decoder, "forward", spy)
+    r = seg.refine(image, points=[(120, 130)], labels=[1])
+    assert seen["multimask"] is True and seen["iou"].shape == (1, 3)
+    assert r.score == pytest.approx(seen["iou"].max().item())
+    seg.refine(image, points=[(120, 130), (10, 10)], labels=[1, 0])
+    assert seen["multimask"] is False
+
+
+def test_refine_bad_inputs(seg):
+    image = photo()
+    with pytest.raises(SegmenterError, match="2 points but 1 labels"):
+        seg.refine(image, points=[(1, 1), (2, 2)], labels=[1])
+    with pytest.raises(SegmenterError, match="outside the 400x300 image"):
+        seg.refine(image, points=[(500, 10)], labels=[1])
+    with pytest.raises(SegmenterError, match="must be 1"):
+        seg.refine(image, points=[(5, 5)], labels=[2])
+    with pytest.raises(SegmenterError, match="at least one point or a box"):
+        seg.refine(image, points=[], labels=[])
+    with pytest.raises(SegmenterError, match="previous mask is"):
+        seg.refine(image, points=[(5, 5)], labels=[1], mask=np.zeros((10, 10), bool))
+
+
+def test_add_masks_fills_detections(seg):
+    dets = sv.Detections(xyxy=np.array([[10, 10, 100, 120], [50, 60, 300, 290]], dtype=np.float32),
+                         confidence=np.array([0.9, 0.8], dtype=np.float32), class_id=np.array([0, 1]),
+                         data={"class_name": np.array(["cat", "dog"], dtype=object)})
+    out = seg.add_masks(photo(), dets)
+    assert out.mask.shape == (2, 300, 400) and dets.mask is None  # the input is not modified
+    assert list(out.data["class_name"]) == ["cat", "dog"] and out.data["mask_score"].shape == (2,)
+
+
+def test_exif_rotated_image_gives_masks_in_the_upright_frame(seg, tmp_path):
+    stored = Image.fromarray(photo(200, 320, 3))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    path = tmp_path / "rotated.jpg"
+    stored.save(path, exif=exif)
+    assert seg.segment(path, [[10, 10, 150, 250]]).masks.shape == (1, 320, 200)
+
+
+def test_checkpoint_errors(tmp_path, monkeypatch):
+    with pytest.raises(SegmenterError, match="unknown SAM model 'vit_x'"):
+        Segmenter.from_pretrained("vit_x", device="cpu")
+    with pytest.raises(SegmenterError, match="SAM checkpoint not found"):
+        Segmenter.from_pretrained(tmp_path / "nope.pth", device="cpu")
+    corrupt = tmp_path / "corrupt.pth"
+    corrupt.write_bytes(b"\x00" * 100)
+    with pytest.raises(SegmenterError, match="corrupt or truncated"):
+        Segmenter.from_pretrained(corrupt, device="cpu")
+    other = tmp_path / "other.pth"
+    torch.save({"conv.weight": torch.zeros(3)}, other)
+    with pytest.raises(SegmenterError, match="not a SAM checkpoint"):
+        Segmenter.from_pretrained(other, device="cpu")
+
+    def offline(url, dst, **kwargs):
+        raise OSError("no network")
+
+    monkeypatch.setattr(segment_module.torch.hub, "download_url_to_file", offline)
+    with pytest.raises(SegmenterError, match=r"could not download the SAM checkpoint sam_vit_b_01ec64\.pth.*pass its path"):
+        Segmenter.from_pretrained("vit_b", device="cpu", cache_dir=tmp_path / "cache")
+    assert not list((tmp_path / "cache").glob("*"))  # nothing half-written left behind
+
+
+def test_download_is_verified(tmp_path, monkeypatch):
+    def fake_download(url, dst, **kwargs):
+        with open(dst, "wb") as f:
+            f.write(b"not the real weights")
+
+    monkeypatch.setattr(segment_module.torch.hub, "download_url_to_file", fake_download)
+    with pytest.raises(SegmenterError, match="damaged"):
+        Segmenter.from_pretrained("vit_b", device="cpu", cache_dir=tmp_path)
+    assert not list(tmp_path.glob("*"))
+    assert SAM_CHECKPOINTS["vit_b"].url.endswith("/segment_anything/sam_vit_b_01ec64.pth")
