@@ -34,7 +34,7 @@ class ImageError(ValueError):
     """An input image could not be read or understood."""
 
 
-def _check_size(width: int, height: int, max_pixels: int, name: str) -> None:
+def check_image_size(width: int, height: int, max_pixels: int, name: str) -> None:
     if width * height > max_pixels:
         raise ImageError(f"{name} is {width}x{height} ({width * height / 1e6:.0f} megapixels), more than the limit of "
                          f"{max_pixels / 1e6:.0f} MP; downscale it first (the model looks at about 1 MP anyway)")
@@ -55,7 +55,7 @@ def to_rgb(image: ImageLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
             raise ImageError(f"{name} is an empty file (0 bytes)")
         try:
             with Image.open(image) as f:
-                _check_size(f.width, f.height, max_pixels, name)  # from the header, before decoding
+                check_image_size(f.width, f.height, max_pixels, name)  # from the header, before decoding
                 f.load()
                 image = f.copy() if f.mode != "P" else f.convert("RGBA")
                 image.info.update(f.info)
@@ -72,7 +72,7 @@ def to_rgb(image: ImageLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
         image = _array_to_pil(image)
     if not isinstance(image, Image.Image):
         raise ImageError(f"expected a PIL image, a numpy array or a path, got {type(image).__name__}")
-    _check_size(image.width, image.height, max_pixels, name)
+    check_image_size(image.width, image.height, max_pixels, name)
     image = ImageOps.exif_transpose(image)
     return _mode_to_rgb(image)
 

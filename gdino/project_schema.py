@@ -1,0 +1,212 @@
+"""What a project database holds: its tables as an ordered list of migrations, how it is opened, and the
+checks a value passes before it is stored.
+
+Schema version = `PRAGMA user_version` = how many of MIGRATIONS have been applied. Opening a database
+applies the missing ones in one transaction together with the version bump, so a crash mid-migration
+leaves the old version intact. Never edit a released migration: append a new one.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+STATUSES = ("unlabeled", "auto", "reviewed", "skipped")
+SOURCES = ("model", "manual")
+
+
+class ProjectError(ValueError):
+    """A project could not be opened, or was asked to do something it cannot; the message says what to do."""
+
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    # 1: classes, images, objects, settings. AUTOINCREMENT so that a deleted object's id is never handed to
+    # a new one: the UI may still hold the old id.
+    (
+        """CREATE TABLE classes (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT NOT NULL UNIQUE COLLATE NOCASE,
+            position INTEGER NOT NULL)""",
+        """CREATE TABLE images (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            name TEXT NOT NULL UNIQUE COLLATE NOCASE,  -- NOCASE: it is also a file name in images/
+            path TEXT NOT NULL,  -- relative to the project directory if copied in (it can move), else absolute
+            copied INTEGER NOT NULL CHECK (copied IN (0, 1)),
+            width INTEGER NOT NULL,  -- upright: EXIF orientation applied
+            height INTEGER NOT NULL,
+            status TEXT NOT NULL DEFAULT 'unlabeled' CHECK (status IN ('unlabeled', 'auto', 'reviewed', 'skipped')))""",
+        """CREATE TABLE objects (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+            class_id INTEGER NOT NULL REFERENCES classes(id),
+            x0 REAL NOT NULL, y0 REAL NOT NULL, x1 REAL NOT NULL, y1 REAL NOT NULL,  -- upright image pixels
+            score REAL,
+            source TEXT NOT NULL CHECK (source IN ('model', 'manual')),
+            mask TEXT)  -- COCO RLE as JSON""",
+        "CREATE INDEX objects_by_image ON objects(image_id)",
+        "CREATE INDEX objects_by_class ON objects(class_id)",
+        "CREATE TABLE settings (key TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    ),
+    # 2: the detection run (prompt, thresholds) behind each image's model objects
+    (
+        """CREATE TABLE runs (
+            image_id INTEGER PRIMARY KEY REFERENCES images(id) ON DELETE CASCADE,
+            run TEXT NOT NULL)""",
+    ),
+    # 3: "least confident first" reads each image's lowest model score from an index
+    (
+        "CREATE INDEX objects_by_image_source_score ON objects(image_id, source, score)",
+        "DROP INDEX objects_by_image",  # a prefix of the new one
+        "CREATE INDEX images_by_status ON images(status)",
+    ),
+)
+
+
+def connect(path: Path) -> sqlite3.Connection:
+    """Open the database file with the durability settings every connection needs."""
+    # autocommit mode (isolation_level=None): transactions are explicit BEGIN ... COMMIT in the caller.
+    # check_same_thread=False: the caller serializes access with a lock, and the app calls from worker threads.
+    db = sqlite3.connect(path, isolation_level=None, timeout=10.0, check_same_thread=False)
+    try:
+        # WAL: a commit appends to the log, so a process killed mid-write leaves the last commit intact and
+        # readers never block the writer.
+        db.execute("PRAGMA journal_mode=WAL").fetchone()
+        # FULL rather than NORMAL: NORMAL with WAL already survives a killed process, but may drop the last
+        # commits on power loss; those are a person's label edits. FULL costs one fsync per commit, nothing
+        # at human editing speed.
+        db.execute("PRAGMA synchronous=FULL")
+        db.execute("PRAGMA foreign_keys=ON")  # per connection; the cascades and class references rely on it
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def migrate(db: sqlite3.Connection) -> int:
+    """Apply the migrations the database lacks; returns the schema version it is now at."""
+    latest = len(MIGRATIONS)
+    version = db.execute("PRAGMA user_version").fetchone()[0]
+    if version == latest:
+        return version  # no write lock taken, so an up-to-date project opens on read-only media too
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = db.execute("PRAGMA user_version").fetchone()[0]  # another process may have migrated meanwhile
+        if version > latest:
+            raise ProjectError(f"this project was written by a newer gdino (schema version {version}; this gdino "
+                               f"knows up to {latest}); upgrade gdino to open it")
+        if version == 0 and db.execute("SELECT COUNT(*) FROM sqlite_master").fetchone()[0]:
+            raise ProjectError("the database has tables but no gdino schema version; it is not a gdino project")
+        for number, statements in enumerate(MIGRATIONS[version:], start=version + 1):
+            try:
+                for sql in statements:
+                    db.execute(sql)
+            except sqlite3.Error as err:
+                raise ProjectError(f"could not migrate the project from schema version {version} to {latest}: "
+                                   f"migration {number} failed ({err}); the project is unchanged") from err
+        db.execute(f"PRAGMA user_version = {latest}")
+    except BaseException:
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+        raise
+    db.execute("COMMIT")
+    return latest
+
+
+# -- checks on values before they are stored -----------------------------------------------------------
+
+
+def class_names(names: Iterable[str]) -> list[str]:
+    """Stripped, non-empty class names, unique case-insensitively."""
+    if isinstance(names, str):
+        raise ProjectError(f"give class names as a list, e.g. [{names!r}], not a single string")
+    out, seen = [], set()
+    for name in names:
+        if not isinstance(name, str) or not name.strip():
+            raise ProjectError(f"a class name must be a non-empty string, got {name!r}")
+        name = name.strip()
+        if name.casefold() in seen:
+            raise ProjectError(f"the class {name!r} is listed twice (names are compared case-insensitively)")
+        seen.add(name.casefold())
+        out.append(name)
+    return out
+
+
+def image_name(name: str) -> str:
+    # the name is also the file name in images/, so it must not be able to leave that folder
+    if not isinstance(name, str) or name.strip() in ("", ".", "..") or any(c in name for c in "/\\\0"):
+        raise ProjectError(f"an image name must be a plain file name (no slashes), got {name!r}")
+    return name.strip()
+
+
+def check_status(status: str) -> str:
+    if status not in STATUSES:
+        raise ProjectError(f"unknown status {status!r}; use one of {list(STATUSES)}")
+    return status
+
+
+def check_source(source: str) -> str:
+    if source not in SOURCES:
+        raise ProjectError(f"unknown source {source!r}; use one of {list(SOURCES)}")
+    return source
+
+
+def check_box(box: Sequence[float], width: int, height: int) -> tuple[float, float, float, float]:
+    """xyxy pixels -> 4 floats clipped to [0, width] x [0, height]; refuses anything that is not a box."""
+    try:
+        if isinstance(box, (str, bytes)) or len(box) != 4 or any(isinstance(v, (str, bytes)) for v in box):
+            raise TypeError
+        x0, y0, x1, y1 = (float(v) for v in box)
+    except (TypeError, ValueError):
+        raise ProjectError(f"a box must be 4 numbers x0, y0, x1, y1 (pixels), got {box!r}") from None
+    if not all(math.isfinite(v) for v in (x0, y0, x1, y1)):
+        raise ProjectError(f"a box must be 4 finite numbers, got {box!r}")
+    if not (x0 < x1 and y0 < y1):
+        raise ProjectError(f"a box is xyxy with x0 < x1 and y0 < y1, got {box!r} (is it xywh?)")
+    clipped = (min(max(x0, 0.0), width), min(max(y0, 0.0), height), min(max(x1, 0.0), width), min(max(y1, 0.0), height))
+    if not (clipped[0] < clipped[2] and clipped[1] < clipped[3]):
+        raise ProjectError(f"the box {box!r} lies outside the {width}x{height} image")
+    return clipped
+
+
+def check_score(score: float | None) -> float | None:
+    if score is None:
+        return None
+    try:
+        if isinstance(score, (str, bytes)):
+            raise TypeError
+        value = float(score)
+    except (TypeError, ValueError):
+        raise ProjectError(f"a score must be a number or None, got {score!r}") from None
+    if not math.isfinite(value):
+        raise ProjectError(f"a score must be a finite number, got {score!r}")
+    return value
+
+
+def mask_json(mask: dict | None, width: int, height: int) -> str | None:
+    """A COCO RLE dict -> JSON, once its size is checked to be the image's [height, width]. The counts are
+    not decoded; bytes counts (what pycocotools returns) are stored as the same ASCII string."""
+    if mask is None:
+        return None
+    if not isinstance(mask, dict) or not {"size", "counts"} <= mask.keys():
+        raise ProjectError(f"a mask must be a COCO RLE dict with keys 'size' and 'counts', got {mask!r:.80}")
+    size, counts = mask["size"], mask["counts"]
+    if not isinstance(size, (list, tuple)) or list(size) != [height, width]:
+        raise ProjectError(f"the mask's size {size!r} is not the image's [height, width] = [{height}, {width}]")
+    if isinstance(counts, bytes):
+        counts = counts.decode("ascii")
+    if not isinstance(counts, (str, list)):
+        raise ProjectError(f"a mask's counts must be an RLE string (or list), got {type(counts).__name__}")
+    return to_json({**mask, "size": [height, width], "counts": counts}, "the mask", dict)
+
+
+def to_json(value: Any, what: str, kind: type = object) -> str:
+    if not isinstance(value, kind):
+        raise ProjectError(f"{what} must be a {kind.__name__}, got {type(value).__name__}")
+    try:
+        return json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError) as err:
+        raise ProjectError(f"{what} must be JSON-able (str, numbers, bools, None, lists, dicts): {err}") from err
