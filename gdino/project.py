@@ -475,6 +475,26 @@ class Project:
                 db.execute("INSERT INTO runs (image_id, run) VALUES (?, ?)", (image_id, run_json))
         return new
 
+    def add_objects(self, image_id: int, objects: Sequence[dict], *, source: str = "manual",
+                    status: str | None = None) -> list[ObjectRecord]:
+        """Add several objects (dicts: box, class_name, optional score and mask) and optionally set the
+        image's status, in one transaction: all of them or none (imports use this)."""
+        check_source(source)
+        if status is not None:
+            check_status(status)
+        with self._write() as db:
+            image = self._image(db, image_id)
+            new = []
+            for k, obj in enumerate(objects):
+                if not isinstance(obj, dict) or not {"box", "class_name"} <= obj.keys():
+                    raise ProjectError(f"objects[{k}] must be a dict with keys box, class_name (and optionally score, "
+                                       f"mask), got {obj!r}")
+                new.append(self._insert_object(db, image, obj["box"], obj["class_name"], obj.get("score"), source,
+                                               obj.get("mask")))
+            if status is not None:
+                db.execute("UPDATE images SET status = ? WHERE id = ?", (status, image_id))
+        return new
+
     def last_run(self, image_id: int) -> dict | None:
         """The `run` given with the image's current model objects, or None."""
         with self._read() as db:

@@ -544,3 +544,16 @@ def test_sigkill_mid_write_loses_nothing_committed(tmp_path):
     assert db.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
     assert db.execute("PRAGMA foreign_key_check").fetchall() == []
     db.close()
+
+
+def test_add_objects_is_one_transaction(tmp_path):
+    import numpy as np
+
+    with Project.create(tmp_path / "p", classes=["cat"]) as p:
+        image = p.add_image(np.zeros((20, 30, 3), dtype=np.uint8))
+        added = p.add_objects(image.id, [{"box": (1, 1, 5, 5), "class_name": "cat"},
+                                         {"box": (2, 2, 9, 9), "class_name": "cat", "score": 0.5}], status="reviewed")
+        assert [o.source for o in added] == ["manual", "manual"] and p.image(image.id).status == "reviewed"
+        with pytest.raises(ProjectError, match="dog"):
+            p.add_objects(image.id, [{"box": (1, 1, 5, 5), "class_name": "cat"}, {"box": (1, 1, 5, 5), "class_name": "dog"}])
+        assert len(p.objects(image.id)) == 2  # the failed call added nothing

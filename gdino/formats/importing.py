@@ -109,11 +109,10 @@ def _add(project, path: Path, size: tuple[int, int], classes, objects, report: I
 
 
 def _add_objects(project, record, classes, objects, report: ImportReport) -> None:
-    for obj in objects:
-        project.add_object(record.id, obj["box"], classes[obj["class_id"]], score=obj.get("score"),
-                           source="manual", mask=obj.get("mask"))
     has_scores = any(obj.get("score") is not None for obj in objects)
-    project.set_status(record.id, "auto" if has_scores else "reviewed")
+    project.add_objects(record.id, [{"box": o["box"], "class_name": classes[o["class_id"]], "score": o.get("score"),
+                                     "mask": o.get("mask")} for o in objects],
+                        source="manual", status="auto" if has_scores else "reviewed")
     report.images += 1
     report.objects += len(objects)
 
