@@ -1,0 +1,164 @@
+"""Auto-labeling a project's images: detect (and segment), then store the model's objects.
+
+One code path for the app and the command line:
+    settings = LabelSettings(classes=parse_class_text("cat, remote control"), masks=True)
+    summary = label_images(project, detector, image_ids, settings, segmenter=seg)
+Manual objects are never touched; an image's model objects are replaced in one transaction together
+with the settings that produced them, so a crash mid-run leaves every image either before or after.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+
+from .masks import mask_to_rle
+from .processing import ImageError
+from .prompts import PromptError
+
+
+def parse_class_text(text: str) -> list[str] | dict[str, list[str]]:
+    """The class box of the app and `--classes` of the command line -> classes for `Detector`.
+
+    "cat, remote control"                         -> ["cat", "remote control"]
+    "car: car, automobile; person: person, man"   -> {"car": [...], "person": [...]}
+    Entries are separated by ';' or new lines when there are any, else by commas; "label: a, b" gives
+    a label its prompt phrases (synonyms). Empty entries are errors, not silently dropped.
+    """
+    if not isinstance(text, str) or not text.strip():
+        raise PromptError("no classes given: type class names separated by commas, e.g. 'cat, remote control'")
+    if re.search(r"[;\n]", text):
+        entries = re.split(r"[;\n]", text)
+    elif ":" in text:
+        entries = [text]  # one "label: a, b" entry
+    else:
+        entries = text.split(",")
+    entries = [e.strip() for e in entries]
+    if len(entries) > 1 and not entries[-1]:
+        entries.pop()  # a trailing separator
+    if any(not e for e in entries):
+        raise PromptError(f"empty class name in {text!r}: remove the doubled separator")
+    if not any(":" in e for e in entries):
+        return entries
+    out: dict[str, list[str]] = {}
+    for entry in entries:
+        label, _, synonyms = entry.partition(":")
+        label = label.strip()
+        if "," in label:
+            raise PromptError(f"{entry!r}: with 'label: synonyms', separate the classes with ';' "
+                              "(e.g. 'car: car, automobile; person')")
+        if not label:
+            raise PromptError(f"{entry!r} has no label before ':'")
+        if label in out:
+            raise PromptError(f"class {label!r} is given twice")
+        out[label] = [s.strip() for s in synonyms.split(",") if s.strip()] or [label]
+    return out
+
+
+@dataclass(frozen=True)
+class LabelSettings:
+    """What to find and how strictly; stored with every auto-labeled image."""
+
+    classes: Sequence[str] | Mapping[str, Sequence[str]] | None = None
+    prompt: str | None = None  # free text instead of classes
+    box_threshold: float = 0.35
+    text_threshold: float = 0.25
+    nms_iou: float | None = 0.5
+    agnostic_nms_iou: float | None = None
+    masks: bool = False
+
+    def labels(self) -> list[str]:
+        if isinstance(self.classes, Mapping):
+            return list(self.classes)
+        return list(self.classes or [])
+
+    def to_run(self) -> dict:
+        run = asdict(self)
+        if isinstance(self.classes, Mapping):
+            run["classes"] = {k: list(v) for k, v in self.classes.items()}
+        elif self.classes is not None:
+            run["classes"] = list(self.classes)
+        return run
+
+    @staticmethod
+    def from_run(run: Mapping) -> LabelSettings:
+        known = {k: run[k] for k in LabelSettings.__dataclass_fields__ if k in run}
+        return LabelSettings(**known)
+
+
+@dataclass
+class LabelSummary:
+    labeled: list[int] = field(default_factory=list)  # image ids
+    objects: int = 0
+    failed: dict[int, str] = field(default_factory=dict)  # image id -> why
+    cancelled: bool = False
+
+
+def label_images(
+    project,
+    detector,
+    image_ids: Iterable[int],
+    settings: LabelSettings,
+    *,
+    segmenter=None,
+    batch_size: int = 1,
+    progress: Callable[[int, int], None] | None = None,
+    should_stop: Callable[[], bool] | None = None,
+    images: Callable[[int], object] | None = None,
+) -> LabelSummary:
+    """Detect in each image and store the results as its model objects.
+
+    images: optional image_id -> pixels (a PIL image, e.g. decoded ahead in another thread); default
+    reads the project's file. A bad image is reported in `failed` and the run goes on; `should_stop`
+    is checked between batches (the images done so far stay done).
+    """
+    if settings.masks and segmenter is None:
+        raise ValueError("masks were asked for but no SAM model is loaded")
+    if settings.classes is not None:
+        project.add_classes(settings.labels())  # a no-op for classes the project has
+    ids = list(image_ids)
+    summary = LabelSummary()
+    read = images or (lambda image_id: project.image(image_id).path)
+    for start in range(0, len(ids), batch_size):
+        if should_stop is not None and should_stop():
+            summary.cancelled = True
+            break
+        batch = ids[start:start + batch_size]
+        pixels, ok = [], []
+        for image_id in batch:
+            try:
+                pixels.append(read(image_id))
+                ok.append(image_id)
+            except (OSError, ImageError) as err:
+                summary.failed[image_id] = str(err)
+        try:
+            results = detector.detect_batch(pixels, settings.classes, prompt=settings.prompt, batch_size=batch_size,
+                                            box_threshold=settings.box_threshold, text_threshold=settings.text_threshold,
+                                            nms_iou=settings.nms_iou, agnostic_nms_iou=settings.agnostic_nms_iou)
+        except ImageError:  # find the one bad image, keep the others
+            results = []
+            for image_id, px in list(zip(ok, pixels, strict=True)):
+                try:
+                    results.append(detector.detect_batch([px], settings.classes, prompt=settings.prompt,
+                                                         box_threshold=settings.box_threshold,
+                                                         text_threshold=settings.text_threshold, nms_iou=settings.nms_iou,
+                                                         agnostic_nms_iou=settings.agnostic_nms_iou)[0])
+                except ImageError as err:
+                    summary.failed[image_id] = str(err)
+                    results.append(None)
+        for image_id, px, dets in zip(ok, pixels, results, strict=True):
+            if dets is None:
+                continue
+            if settings.prompt is not None:
+                project.add_classes(sorted(set(dets.data["class_name"])))  # free text: phrases become classes
+            masks = segmenter.segment(px, dets.xyxy).masks if settings.masks and len(dets) else None
+            objects = [{"box": [float(v) for v in dets.xyxy[k]], "class_name": str(dets.data["class_name"][k]),
+                        "score": float(dets.confidence[k]), "mask": None if masks is None else mask_to_rle(masks[k])}
+                       for k in range(len(dets))]
+            project.replace_model_objects(image_id, objects, run=settings.to_run())
+            summary.labeled.append(image_id)
+            summary.objects += len(objects)
+        if progress is not None:
+            progress(min(start + batch_size, len(ids)), len(ids))
+    return summary
