@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-from PIL import Image
 from tiny_sam import save_tiny_sam
 
 import gdino
