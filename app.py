@@ -1,0 +1,24 @@
+"""gdino's labeling app, locally (`python app.py --help`) and as a Hugging Face Space."""
+
+import os
+import sys
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+def main(argv=None) -> int:
+    from ui import build_app, launch, parse_args
+
+    config = parse_args(argv)
+    demo, app = build_app(config)
+    try:  # load the detector now, so the page says at once whether the weights are there
+        app.hub.detector()
+    except ValueError as err:
+        print(f"warning: {err}", file=sys.stderr)
+        print("the app starts anyway and shows this in the page; pass --model /path/to/weights", file=sys.stderr)
+    launch(demo, config)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""The app's actions as plain functions, with the tiny models: no browser needed."""
+
+import numpy as np
+import pytest
+from PIL import Image
+from tiny_sam import save_tiny_sam
+
+from gdino.project import ProjectError
+from gdino.prompts import PromptError
+from ui import handlers as h
+from ui.config import AppConfig, parse_args
+from ui.session import Sessions
+
+
+@pytest.fixture
+def app(tiny_hf, tmp_path):
+    cfg = AppConfig(model=str(tiny_hf[1]), sam=str(save_tiny_sam(tmp_path / "sam.pth")), workspace=tmp_path / "ws",
+                    allow_dirs=(tmp_path / "allowed",))
+    (tmp_path / "allowed").mkdir()
+    application = h.make_app(cfg)
+    yield application
+    application.sessions.close()
+
+
+def images(tmp_path, n=2, size=(120, 160)):
+    paths = []
+    for i in range(n):
+        p = tmp_path / f"photo{i}.png"
+        Image.fromarray(np.random.default_rng(i).integers(0, 255, (*size, 3), dtype=np.uint8)).save(p)
+        paths.append(str(p))
+    return paths
+
+
+def test_help_documents_every_flag(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        parse_args(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for flag in ("--model", "--sam", "--project", "--device", "--host", "--port", "--share", "--allow-dir"):
+        assert flag in out
+
+
+def test_upload_detect_and_navigate(app, tmp_path):
+    state = Sessions.new_state()
+    assert h.add_uploads(app, state, images(tmp_path)) == "added 2 image(s)"
+    rows = h.rows(app, state, "all")
+    assert [r[1] for r in rows] == ["photo0.png", "photo1.png"] and {r[2] for r in rows} == {"unlabeled"}
+    first = h.current_image(app, state)
+    settings = h.settings_from_inputs("classes", "cat, remote control", "", 0.2, 0.25, True)
+    assert h.detect_image(app, state, first, settings).startswith("found")
+    value, info, choices = h.view_image(app, state, first)
+    assert value["image"].shape == (120, 160, 3) and len(value["boxes"]) == len(choices) > 0
+    assert set(value["boxes"][0]) == {"label", "color", "xmin", "ymin", "xmax", "ymax"}  # what the editor accepts
+    assert "status **auto**" in info and "running on" in app.hub.status
+    state["image_id"] = first
+    assert h.step(app, state, "all", +1) != first and h.step(app, state, "all", -1) != first
+
+
+def test_untrained_model_is_said_plainly(app, tmp_path):
+    app.hub.detector()
+    assert "not a published Grounding DINO model" in app.hub.status
+
+
+def test_bad_uploads_are_refused_with_a_message(app, tmp_path):
+    state = Sessions.new_state()
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"garbage")
+    message = h.add_uploads(app, state, [str(text), str(broken), *images(tmp_path, 1)])
+    assert message.startswith("added 1 image(s)") and "notes.txt: not an image" in message and "broken.jpg" in message
+    with pytest.raises(ProjectError, match="no files"):
+        h.add_uploads(app, state, [])
+
+
+def test_empty_prompt_and_empty_export(app):
+    state = Sessions.new_state()
+    with pytest.raises(PromptError, match="no classes"):
+        h.settings_from_inputs("classes", "  ", "", 0.3, 0.25, False)
+    with pytest.raises(PromptError, match="prompt is empty"):
+        h.settings_from_inputs("free text", "", " ", 0.3, 0.25, False)
+    with pytest.raises(ProjectError, match="nothing to export"):
+        h.export(app, state, "coco", False)
+
+
+def test_box_edits_are_saved_by_content(app, tmp_path):
+    state = Sessions.new_state()
+    h.add_uploads(app, state, images(tmp_path, 1))
+    image_id = h.current_image(app, state)
+    project = app.sessions.project(state)
+    project.add_classes(["cat", "dog"])
+    a = project.add_object(image_id, (10, 10, 50, 50), "cat", score=0.9, source="model")
+    b = project.add_object(image_id, (60, 60, 100, 100), "dog", score=0.8, source="model")
+    boxes = h.view_image(app, state, image_id)[0]["boxes"]
+    assert not h.save_boxes(app, state, image_id, {"boxes": list(reversed(boxes))})  # order does not matter
+    moved = [dict(boxes[0], xmin=12, xmax=52), dict(boxes[1], label="cat"),
+             {"label": "", "color": "rgb(1, 2, 3)", "xmin": 100, "ymin": 5, "xmax": 150, "ymax": 40}]
+    assert h.save_boxes(app, state, image_id, {"boxes": moved})
+    objects = {o.id: o for o in project.objects(image_id)}
+    assert objects[a.id].box == (12, 10, 52, 50) and objects[a.id].source == "manual"
+    assert objects[b.id].class_name == "cat"
+    new = [o for o in objects.values() if o.id not in (a.id, b.id)]
+    assert len(new) == 1 and new[0].class_name == "cat" and new[0].source == "manual"  # unlabeled: first class
+    assert h.save_boxes(app, state, image_id, {"boxes": moved[:1]})
+    assert [o.id for o in project.objects(image_id)] == [a.id]
+
+
+def test_review_skip_and_least_confident_order(app, tmp_path):
+    state = Sessions.new_state()
+    h.add_uploads(app, state, images(tmp_path, 3))
+    ids = [r[0] for r in h.rows(app, state, "all")]
+    project = app.sessions.project(state)
+    project.add_classes(["cat"])
+    project.replace_model_objects(ids[0], [{"box": (1, 1, 9, 9), "class_name": "cat", "score": 0.9}])
+    project.replace_model_objects(ids[1], [{"box": (1, 1, 9, 9), "class_name": "cat", "score": 0.4}])
+    assert [r[0] for r in h.rows(app, state, "least confident first")][:2] == [ids[1], ids[0]]
+    h.set_status(app, state, ids[2], "skipped")
+    assert [r[0] for r in h.rows(app, state, "skipped")] == [ids[2]]
+    h.set_status(app, state, ids[0], "reviewed")
+    assert [r[0] for r in h.rows(app, state, "reviewed")] == [ids[0]]
+
+
+def test_auto_label_all_resumes_and_cancels(app, tmp_path):
+    state = Sessions.new_state()
+    h.add_uploads(app, state, images(tmp_path, 3))
+    settings = h.settings_from_inputs("classes", "cat", "", 0.2, 0.25, False)
+    stops = iter([False, True])
+    text = h.auto_label_all(app, state, settings, should_stop=lambda: next(stops))
+    assert "labeled 1 of 3" in text and "cancelled" in text
+    assert "labeled 2 of 2" in h.auto_label_all(app, state, settings)
+    assert h.auto_label_all(app, state, settings).startswith("nothing to do")
+
+
+def test_masks_brush_and_clicks(app, tmp_path):
+    state = Sessions.new_state()
+    h.add_uploads(app, state, images(tmp_path, 1))
+    image_id = h.current_image(app, state)
+    project = app.sessions.project(state)
+    project.add_classes(["cat"])
+    obj = project.add_object(image_id, (20, 20, 90, 100), "cat")
+    value = h.mask_editor_value(app, state, image_id, obj.id)
+    assert value["background"].shape == (120, 160, 4) and not value["layers"][0].any()
+    value["layers"][0][30:60, 40:80] = (255, 0, 80, 255)
+    assert h.save_mask_edit(app, state, image_id, obj.id, value) == "mask saved (1200 pixels)"
+    note = h.refine_click(app, state, image_id, obj.id, 50, 40, True)
+    assert "1 click" in note and project.objects(image_id)[0].mask is not None
+    assert "2 click" in h.refine_click(app, state, image_id, obj.id, 10, 10, False)
+    with pytest.raises(ValueError, match="outside"):
+        h.refine_click(app, state, image_id, obj.id, 500, 10, True)
+
+
+def test_sessions_are_private_and_server_folders_need_allow_dir(app, tmp_path):
+    a, b = Sessions.new_state(), Sessions.new_state()
+    h.add_uploads(app, a, images(tmp_path, 1))
+    assert h.rows(app, b, "all") == []  # another browser sees nothing of it
+    with pytest.raises(ProjectError, match="outside the folders"):
+        h.open_server_project(app, a, str(tmp_path / "elsewhere"))
+    with pytest.raises(ProjectError, match="outside the folders"):
+        h.add_server_folder(app, a, "/etc")
+    folder = tmp_path / "allowed" / "shots"
+    folder.mkdir()
+    Image.fromarray(np.zeros((20, 20, 3), np.uint8)).save(folder / "x.png")
+    assert h.add_server_folder(app, a, str(folder)).startswith("added 1 image(s)")
+    opened = h.open_server_project(app, a, str(tmp_path / "allowed" / "proj"))
+    assert h.rows(app, opened, "all") == []
+    with pytest.raises(ProjectError, match="no valid project id"):
+        h.rows(app, {"token": "../../etc"}, "all")
+
+
+def test_free_text_phrases_map_to_classes(app, tmp_path):
+    state = Sessions.new_state()
+    h.add_uploads(app, state, images(tmp_path, 1))
+    image_id = h.current_image(app, state)
+    settings = h.settings_from_inputs("free text", "", "a cat on the red couch", 0.2, 0.25, False)
+    h.detect_image(app, state, image_id, settings)
+    project = app.sessions.project(state)
+    phrase = project.objects(image_id)[0].class_name
+    assert h.map_phrase(app, state, phrase, "pet").startswith("renamed")
+    assert "pet" in project.classes and phrase not in project.classes
+
+
+def test_prompt_is_saved_with_the_project(app):
+    state = Sessions.new_state()
+    h.save_prompt(app, state, "classes", "cat, dog", "", 0.4, 0.3, False)
+    assert h.load_prompt(app, state)["classes_text"] == "cat, dog"

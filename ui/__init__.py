@@ -1,0 +1,28 @@
+"""The labeling app: `build_app(config)` makes the page, `launch(demo, config)` serves it.
+Nothing runs on import."""
+
+from __future__ import annotations
+
+from .config import AppConfig, parse_args
+from .handlers import App, make_app
+from .layout import HEAD, build
+
+
+def build_app(config: AppConfig):
+    """(gradio Blocks, App): the page and the state behind it (models, sessions)."""
+    app = make_app(config)
+    config.workspace.mkdir(parents=True, exist_ok=True)
+    demo = build(app)
+    demo.queue(default_concurrency_limit=1, max_size=64)
+    return demo, app
+
+
+def launch(demo, config: AppConfig, **kwargs):
+    allowed = [str(config.workspace), *(str(d) for d in config.allow_dirs)]
+    if config.project is not None:
+        allowed.append(str(config.project))
+    return demo.launch(server_name=config.host, server_port=config.port, share=config.share, head=HEAD,
+                       allowed_paths=allowed, **kwargs)
+
+
+__all__ = ["App", "AppConfig", "build_app", "launch", "parse_args"]

@@ -1,0 +1,60 @@
+"""The app's command line: what `python app.py --help` documents."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gdino.detector import DEFAULT_MODEL
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    model: str = DEFAULT_MODEL
+    text_encoder: str | None = None
+    sam: str = "vit_b"  # "none" turns masks off
+    project: Path | None = None  # one shared project for every visitor
+    device: str | None = None
+    host: str = "127.0.0.1"
+    port: int | None = None
+    share: bool = False
+    allow_dirs: tuple[Path, ...] = ()
+    workspace: Path = field(default_factory=lambda: Path(os.environ.get("GDINO_WORKSPACE", Path.home() / ".cache" / "gdino" / "sessions")))
+    max_upload_images: int = 500
+    max_upload_mb: int = 2048
+
+
+def parse_args(argv: list[str] | None = None) -> AppConfig:
+    p = argparse.ArgumentParser(
+        prog="app.py",
+        description="gdino: label images in the browser with Grounding DINO boxes and SAM masks, then export COCO, "
+                    "YOLO or VOC.",
+        epilog="examples:\n"
+               "  python app.py                                   # default weights, a private project per browser\n"
+               "  python app.py --model ./grounding-dino-tiny --sam ./sam_vit_b_01ec64.pth   # offline, local files\n"
+               "  python app.py --project ./my_labels --allow-dir /data/photos --port 7860\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"Grounding DINO weights: hub id, transformers-layout directory or original .pth (default {DEFAULT_MODEL})")
+    p.add_argument("--text-encoder", default=None, help="BERT directory or hub id, for original .pth checkpoints")
+    p.add_argument("--sam", default="vit_b", help="SAM for masks: vit_b, vit_l, vit_h, a .pth path, or none (default vit_b)")
+    p.add_argument("--project", type=Path, default=None,
+                   help="use this project directory for every visitor (created if missing); default: one project per "
+                        "browser session")
+    p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for every interface)")
+    p.add_argument("--port", type=int, default=None, help="port (default: 7860 or the next free one)")
+    p.add_argument("--share", action="store_true", help="also serve through a public gradio.live link")
+    p.add_argument("--allow-dir", action="append", type=Path, default=[], metavar="DIR",
+                   help="a server folder visitors may open projects or add images from (repeatable); without it "
+                        "visitors can only upload")
+    p.add_argument("--workspace", type=Path, default=None,
+                   help="where per-session projects are kept (default ~/.cache/gdino/sessions or $GDINO_WORKSPACE)")
+    a = p.parse_args(argv)
+    extra = {"workspace": a.workspace.resolve()} if a.workspace else {}
+    return AppConfig(model=a.model, text_encoder=a.text_encoder, sam=a.sam,
+                     project=a.project.resolve() if a.project else None, device=a.device, host=a.host, port=a.port,
+                     share=a.share, allow_dirs=tuple(d.resolve() for d in a.allow_dir), **extra)

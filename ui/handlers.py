@@ -1,0 +1,351 @@
+"""Every action of the page as a plain function: plain values in, plain values out, the project store
+as the only memory. The layout wires these to components; the tests call them directly."""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from gdino.formats import FORMATS, dataset_from_project, export_zip
+from gdino.formats.importing import IMAGE_SUFFIXES, import_zip
+from gdino.labeling import LabelSettings, label_images, parse_class_text
+from gdino.masks import mask_to_rle, rle_to_mask
+from gdino.processing import ImageError, to_rgb
+from gdino.project import ProjectError
+from gdino.prompts import PromptError
+
+from .config import AppConfig
+from .models import ModelHub
+from .render import annotator_value, image_rows, object_choices
+from .session import Sessions
+
+USER_ERRORS = (ValueError, OSError)  # PromptError, ImageError, ProjectError, WeightsError are ValueErrors
+
+
+@dataclass
+class App:
+    config: AppConfig
+    hub: ModelHub
+    sessions: Sessions
+
+
+def make_app(config: AppConfig) -> App:
+    return App(config, ModelHub(config), Sessions(config))
+
+
+# ------------------------------------------------------------------------------------ settings
+
+def settings_from_inputs(mode: str, classes_text: str, prompt_text: str, box_threshold: float, text_threshold: float,
+                         masks: bool) -> LabelSettings:
+    if mode == "free text":
+        if not (prompt_text or "").strip():
+            raise PromptError("the prompt is empty: describe what to find, e.g. 'the man in the red shirt . a dog'")
+        return LabelSettings(prompt=prompt_text, box_threshold=box_threshold, text_threshold=text_threshold, masks=masks)
+    return LabelSettings(classes=parse_class_text(classes_text), box_threshold=box_threshold,
+                         text_threshold=text_threshold, masks=masks)
+
+
+def save_prompt(app: App, state: dict, mode, classes_text, prompt_text, box_threshold, text_threshold, masks) -> None:
+    app.sessions.project(state).set_setting("prompt", {
+        "mode": mode, "classes_text": classes_text, "prompt_text": prompt_text, "box_threshold": box_threshold,
+        "text_threshold": text_threshold, "masks": bool(masks)})
+
+
+def load_prompt(app: App, state: dict) -> dict:
+    saved = app.sessions.project(state).setting("prompt") or {}
+    return {"mode": "classes", "classes_text": "", "prompt_text": "", "box_threshold": 0.35, "text_threshold": 0.25,
+            "masks": app.hub.sam_enabled, **saved}
+
+
+# -------------------------------------------------------------------------------------- images
+
+def add_uploads(app: App, state: dict, files: list[str] | None) -> str:
+    """Uploaded files (images, or zips of images / COCO / YOLO) into the visitor's project."""
+    if not files:
+        raise ProjectError("no files were uploaded")
+    if len(files) > app.config.max_upload_images:
+        raise ProjectError(f"{len(files)} files at once; the limit is {app.config.max_upload_images}: upload a zip")
+    project = app.sessions.project(state)
+    added, problems = 0, []
+    for f in files:
+        path = Path(f)
+        if path.stat().st_size > app.config.max_upload_mb * 2**20:
+            problems.append(f"{path.name}: larger than {app.config.max_upload_mb} MB")
+        elif path.suffix.lower() == ".zip":
+            try:
+                report = import_zip(project, path)
+                added += report.images
+                problems += report.problems
+            except ValueError as err:
+                problems.append(f"{path.name}: {err}")
+        elif path.suffix.lower() in IMAGE_SUFFIXES:
+            try:
+                project.add_image(path, name=_original_name(path))
+                added += 1
+            except ValueError as err:
+                problems.append(f"{path.name}: {err}")
+        else:
+            problems.append(f"{path.name}: not an image or a zip (accepted: {', '.join(sorted(IMAGE_SUFFIXES))}, .zip)")
+    message = f"added {added} image(s)"
+    if problems:
+        message += "; not added:\n" + "\n".join(f"- {p}" for p in problems)
+    return message
+
+
+def _original_name(path: Path) -> str:
+    return re.sub(r"^[0-9a-f]{32,}[_-]", "", path.name)
+
+
+def open_server_project(app: App, state: dict, directory: str) -> dict:
+    """Switch this browser to a project folder on the server (only under --allow-dir)."""
+    if app.config.project is not None:
+        raise ProjectError("this server serves one project for everyone (--project); it cannot switch")
+    resolved = app.sessions.allowed(directory)
+    new_state = {**state, "opened": str(resolved), "image_id": None}
+    app.sessions.project(new_state)  # opens or creates it, or raises a clear error
+    return new_state
+
+
+def add_server_folder(app: App, state: dict, directory: str) -> str:
+    """Reference the images of a server folder (under --allow-dir) without copying them."""
+    folder = app.sessions.allowed(directory)
+    if not folder.is_dir():
+        raise ProjectError(f"{directory} is not a folder")
+    project = app.sessions.project(state)
+    known = {r.path for r in project.images()}
+    added, problems = 0, []
+    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
+        if path.resolve() in known:
+            continue
+        try:
+            project.add_image(path, copy=False)
+            added += 1
+        except ValueError as err:
+            problems.append(f"{path.name}: {err}")
+    return f"added {added} image(s) from {folder}" + ("; not added:\n" + "\n".join(problems) if problems else "")
+
+
+def rows(app: App, state: dict, view: str) -> list[list]:
+    return image_rows(app.sessions.project(state), view)
+
+
+def current_image(app: App, state: dict) -> int | None:
+    """The image this browser looks at: the remembered one, else the first."""
+    project = app.sessions.project(state)
+    images = project.images(order="name")
+    ids = [r.id for r in images]
+    if state.get("image_id") in ids:
+        return state["image_id"]
+    return ids[0] if ids else None
+
+
+def step(app: App, state: dict, view: str, delta: int) -> int | None:
+    """The next / previous image in the list as it is filtered and ordered now (wrapping around)."""
+    ids = [row[0] for row in rows(app, state, view)] or [r.id for r in app.sessions.project(state).images()]
+    if not ids:
+        return None
+    current = state.get("image_id")
+    if current not in ids:
+        return ids[0]
+    return ids[(ids.index(current) + delta) % len(ids)]
+
+
+def view_image(app: App, state: dict, image_id: int | None) -> tuple[dict | None, str, list]:
+    """(box editor value, a line about the image, object choices) for `image_id`."""
+    if image_id is None:
+        return None, "No images yet: upload some (or a zip) above.", []
+    project = app.sessions.project(state)
+    record = project.image(image_id)
+    info = (f"**{record.name}** ({record.width}x{record.height}) - status **{record.status}** - "
+            f"{record.num_objects} object(s)")
+    return annotator_value(project, image_id), info, object_choices(project, image_id)
+
+
+# ------------------------------------------------------------------------------------ labeling
+
+def detect_image(app: App, state: dict, image_id: int | None, settings: LabelSettings) -> str:
+    if image_id is None:
+        raise ProjectError("no image selected: upload images first")
+    project = app.sessions.project(state)
+    segmenter = app.hub.segmenter() if settings.masks else None
+    summary = label_images(project, app.hub.detector(), [image_id], settings, segmenter=segmenter)
+    if summary.failed:
+        raise ImageError(summary.failed[image_id])
+    return f"found {summary.objects} object(s)"
+
+
+def auto_label_all(app: App, state: dict, settings: LabelSettings, progress=None, should_stop=None) -> str:
+    """Label every unlabeled image (already labeled ones are skipped, so a second run resumes)."""
+    project = app.sessions.project(state)
+    todo = [r.id for r in project.images(status="unlabeled", order="name")]
+    if not todo:
+        return "nothing to do: every image is labeled already"
+    segmenter = app.hub.segmenter() if settings.masks else None
+    summary = label_images(project, app.hub.detector(), todo, settings, segmenter=segmenter, progress=progress,
+                           should_stop=should_stop)
+    text = f"labeled {len(summary.labeled)} of {len(todo)} image(s), {summary.objects} object(s)"
+    if summary.cancelled:
+        text += " - cancelled; run again to continue with the rest"
+    if summary.failed:
+        text += "\n" + "\n".join(f"- {project.image(i).name}: {why}" for i, why in summary.failed.items())
+    return text
+
+
+def save_boxes(app: App, state: dict, image_id: int | None, value: dict | None) -> bool:
+    """Bring the stored objects in line with the box editor: new boxes are added (manual), moved or
+    relabeled ones updated (their masks kept), removed ones deleted. Boxes are matched by content,
+    never by position in the list. Returns whether anything changed."""
+    if image_id is None or not value or value.get("boxes") is None:
+        return False
+    project = app.sessions.project(state)
+    objects = project.objects(image_id)
+    boxes = [b for b in value["boxes"] if b.get("xmax", 0) > b.get("xmin", 0) and b.get("ymax", 0) > b.get("ymin", 0)]
+    classes = project.classes
+
+    def key(label, x0, y0, x1, y1):
+        return label, round(x0), round(y0), round(x1), round(y1)
+
+    stored = {o.id: key(o.class_name, *o.box) for o in objects}
+    unmatched_boxes = []
+    free = dict(stored)
+    for b in boxes:
+        k = key(b.get("label") or "", b["xmin"], b["ymin"], b["xmax"], b["ymax"])
+        hit = next((oid for oid, ok in free.items() if ok == k), None)
+        if hit is None:
+            unmatched_boxes.append(b)
+        else:
+            free.pop(hit)
+    changed = False
+    by_id = {o.id: o for o in objects}
+    for b in unmatched_boxes:
+        label = (b.get("label") or "").strip()
+        if not label:
+            label = classes[0] if classes else "object"
+        if label not in classes:
+            project.add_classes([label])
+            classes = project.classes
+        box = (b["xmin"], b["ymin"], b["xmax"], b["ymax"])
+        # the same object moved or relabeled: the stored one that overlaps it most
+        best = max(free, key=lambda oid: _iou(by_id[oid].box, box), default=None)
+        if best is not None and _iou(by_id[best].box, box) > 0.3:
+            project.update_object(best, box=box, class_name=label)
+            free.pop(best)
+        else:
+            project.add_object(image_id, box, label, source="manual")
+        changed = True
+    for oid in free:
+        project.delete_object(oid)
+        changed = True
+    return changed
+
+
+def _iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def set_status(app: App, state: dict, image_id: int | None, status: str) -> None:
+    if image_id is None:
+        raise ProjectError("no image selected")
+    app.sessions.project(state).set_status(image_id, status)
+
+
+def map_phrase(app: App, state: dict, phrase: str, target: str) -> str:
+    """Free text: give the objects labeled with a found phrase one of the project's classes."""
+    project = app.sessions.project(state)
+    target = (target or "").strip()
+    if phrase not in project.classes:
+        raise ProjectError(f"{phrase!r} is not a label in this project")
+    if not target:
+        raise ProjectError("type the class to map it to")
+    if target not in project.classes:
+        project.rename_class(phrase, target)
+        return f"renamed {phrase!r} to {target!r}"
+    moved = 0
+    for record in project.images():
+        for obj in project.objects(record.id):
+            if obj.class_name == phrase:
+                project.update_object(obj.id, class_name=target, source=obj.source)
+                moved += 1
+    project.remove_class(phrase)
+    return f"moved {moved} object(s) from {phrase!r} to {target!r}"
+
+
+# -------------------------------------------------------------------------------------- masks
+
+def mask_editor_value(app: App, state: dict, image_id: int | None, object_id: int | None) -> dict | None:
+    """The brush editor's value: the image as background, the object's mask as a red layer (RGBA)."""
+    if image_id is None or object_id is None:
+        return None
+    project = app.sessions.project(state)
+    record = project.image(image_id)
+    rgb = np.asarray(to_rgb(record.path))
+    layer = np.zeros((record.height, record.width, 4), dtype=np.uint8)
+    obj = _object(project, image_id, object_id)
+    if obj.mask is not None:
+        m = rle_to_mask(obj.mask)
+        layer[m] = (255, 0, 80, 255)
+    background = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
+    return {"background": background, "layers": [layer], "composite": None}
+
+
+def save_mask_edit(app: App, state: dict, image_id: int | None, object_id: int | None, value: dict | None) -> str:
+    """Keep the brushed mask: every painted pixel of the editor's layers (alpha > 0)."""
+    if image_id is None or object_id is None or not value:
+        raise ProjectError("select an object first")
+    project = app.sessions.project(state)
+    record = project.image(image_id)
+    layers = [np.asarray(layer) for layer in value.get("layers") or [] if layer is not None]
+    if not layers:
+        raise ProjectError("the editor has no mask layer")
+    mask = np.zeros((record.height, record.width), dtype=bool)
+    for layer in layers:
+        if layer.shape[:2] != mask.shape:
+            raise ProjectError(f"the edited mask is {layer.shape[1]}x{layer.shape[0]}, the image {record.width}x{record.height}")
+        mask |= layer[..., 3] > 0
+    project.update_object(object_id, mask=mask_to_rle(mask) if mask.any() else None, source="manual")
+    return f"mask saved ({int(mask.sum())} pixels)"
+
+
+def refine_click(app: App, state: dict, image_id: int | None, object_id: int | None, x: float, y: float,
+                 positive: bool) -> str:
+    """One SAM click on the selected object: added to its clicks so far, with its box and mask."""
+    if image_id is None or object_id is None:
+        raise ProjectError("select an object to refine first")
+    project = app.sessions.project(state)
+    obj = _object(project, image_id, object_id)
+    clicks = state.setdefault("clicks", {}).setdefault(str(object_id), [])
+    clicks.append([float(x), float(y), 1 if positive else 0])
+    refined = app.hub.segmenter().refine(project.image(image_id).path, points=[c[:2] for c in clicks],
+                                         labels=[c[2] for c in clicks], box=obj.box,
+                                         mask=rle_to_mask(obj.mask) if obj.mask else None)
+    project.update_object(object_id, mask=mask_to_rle(refined.mask), source=obj.source)
+    return f"mask refined with {len(clicks)} click(s), predicted quality {refined.score:.2f}"
+
+
+def _object(project, image_id: int, object_id: int):
+    for obj in project.objects(image_id):
+        if obj.id == object_id:
+            return obj
+    raise ProjectError(f"object {object_id} is not on this image (it may have been deleted)")
+
+
+# ------------------------------------------------------------------------------------- export
+
+def export(app: App, state: dict, fmt: str, reviewed_only: bool) -> str:
+    if fmt not in FORMATS:
+        raise ProjectError(f"unknown format {fmt!r}")
+    project = app.sessions.project(state)
+    dataset = dataset_from_project(project, reviewed_only=reviewed_only)
+    if not dataset.images:
+        what = "reviewed images" if reviewed_only else "images"
+        raise ProjectError(f"nothing to export: the project has no {what} yet")
+    out = Path(tempfile.mkdtemp(prefix="gdino-export-")) / f"{project.path.name}-{fmt}.zip"
+    return str(export_zip(dataset, out, fmt))

@@ -1,0 +1,300 @@
+"""The page: layout and event wiring only. Every action is a function in handlers.py."""
+
+from __future__ import annotations
+
+import threading
+
+import gradio as gr
+from gradio_image_annotation import image_annotator
+
+from . import handlers as h
+from .render import STATUS_ORDER
+
+try:  # on Hugging Face ZeroGPU Spaces this asks for a GPU per call; elsewhere it does nothing
+    import spaces
+
+    gpu = spaces.GPU
+except ImportError:  # pragma: no cover - spaces is optional off Spaces
+    def gpu(fn):
+        return fn
+
+SHORTCUTS = {"n": "next-btn", "p": "prev-btn", "r": "reviewed-btn", "s": "skip-btn", "d": "detect-btn"}
+HEAD = """<script>
+document.addEventListener('keydown', (e) => {
+  const t = e.target;
+  if (e.ctrlKey || e.metaKey || e.altKey || ['INPUT', 'TEXTAREA', 'SELECT'].includes(t.tagName) || t.isContentEditable) return;
+  const id = %s[e.key];
+  const el = id && document.getElementById(id);
+  if (el) { el.click(); e.preventDefault(); }
+});
+</script>""" % str(SHORTCUTS).replace("'", '"')
+
+HELP = ("**Keys:** `n` next image, `p` previous, `r` mark reviewed, `s` skip, `d` detect. In the box editor: "
+        "*Create box* to draw, drag to move or resize, double-click a box to change its label, select + `Delete` "
+        "to remove it. Every change is saved as you make it.")
+
+
+def build(app: h.App) -> gr.Blocks:
+    cancel_flags: dict[str, threading.Event] = {}
+
+    with gr.Blocks(title="gdino - label images with words") as demo:
+        bstate = gr.BrowserState(None, storage_key="gdino-session")
+        gr.Markdown("# gdino\nType what to find, get boxes (Grounding DINO) and masks (SAM), fix them, export.")
+        status = gr.Markdown(app.hub.status, elem_id="model-status")
+        message = gr.Markdown("", elem_id="message")
+        with gr.Row():
+            uploads = gr.File(label="Add images (several files, or a zip of images / COCO / YOLO)", file_count="multiple",
+                              file_types=["image", ".zip"], elem_id="uploads")
+            with gr.Column(visible=bool(app.config.allow_dirs) and app.config.project is None) as server_box:
+                folder = gr.Textbox(label="Server folder", placeholder=str(app.config.allow_dirs[0]) if app.config.allow_dirs else "")
+                with gr.Row():
+                    open_btn = gr.Button("Open as project")
+                    folder_btn = gr.Button("Add its images")
+        with gr.Row():
+            mode = gr.Radio(["classes", "free text"], value="classes", label="Prompt", scale=1)
+            classes_text = gr.Textbox(label="Classes", placeholder="cat, remote control   (or  car: car, automobile; person)",
+                                      elem_id="classes", scale=3)
+            prompt_text = gr.Textbox(label="Free text", placeholder="the man in the red shirt . a dog on a leash",
+                                     visible=False, elem_id="prompt", scale=3)
+        with gr.Row():
+            box_thr = gr.Slider(0.05, 0.95, value=0.35, step=0.01, label="Box threshold")
+            text_thr = gr.Slider(0.05, 0.95, value=0.25, step=0.01, label="Text threshold (free text)")
+            masks = gr.Checkbox(value=app.hub.sam_enabled, label="Masks (SAM)", interactive=app.hub.sam_enabled)
+            detect_btn = gr.Button("Detect", variant="primary", elem_id="detect-btn")
+        shown_id = gr.Number(value=None, visible=False, precision=0)
+        with gr.Row():
+            with gr.Column(scale=3):
+                annotator = image_annotator(None, label_list=[], label="Boxes", elem_id="annotator", sources=[],
+                                            show_clear_button=False, height=560)
+                info = gr.Markdown("", elem_id="image-info")
+                with gr.Row():
+                    prev_btn = gr.Button("◀ Prev (p)", elem_id="prev-btn")
+                    next_btn = gr.Button("Next (n) ▶", elem_id="next-btn")
+                    reviewed_btn = gr.Button("Mark reviewed (r)", elem_id="reviewed-btn")
+                    skip_btn = gr.Button("Skip (s)", elem_id="skip-btn")
+                gr.Markdown(HELP)
+            with gr.Column(scale=2):
+                view = gr.Dropdown(list(STATUS_ORDER), value="all", label="Show")
+                table = gr.Dataframe(headers=["id", "name", "status", "objects", "lowest score"], interactive=False,
+                                     elem_id="image-table", wrap=True)
+                with gr.Row():
+                    all_btn = gr.Button("Auto-label all unlabeled", elem_id="auto-all-btn")
+                    cancel_btn = gr.Button("Cancel", elem_id="cancel-btn")
+                with gr.Accordion("Export", open=True):
+                    fmt = gr.Radio(["coco", "yolo", "yolo-seg", "voc"], value="coco", label="Format")
+                    reviewed_only = gr.Checkbox(value=False, label="Reviewed images only")
+                    export_btn = gr.Button("Export zip", elem_id="export-btn")
+                    download = gr.File(label="Download", elem_id="download")
+                with gr.Accordion("Free text: map a found phrase to a class", open=False):
+                    phrase = gr.Dropdown([], label="Found label")
+                    target = gr.Textbox(label="Class")
+                    map_btn = gr.Button("Map")
+        with gr.Accordion("Fix a mask", open=False):
+            obj = gr.Dropdown([], label="Object", elem_id="object-choice")
+            with gr.Row():
+                with gr.Column():
+                    click_kind = gr.Radio(["positive", "negative"], value="positive", label="Click adds")
+                    click_img = gr.Image(label="Click on the image to refine with SAM", interactive=False)
+                with gr.Column():
+                    editor = gr.ImageEditor(label="Brush / eraser", type="numpy", image_mode="RGBA", format="png")
+                    save_mask_btn = gr.Button("Save brushed mask")
+
+        # ---------------------------------------------------------------------------- helpers
+
+        def state_of(state):
+            return state if isinstance(state, dict) and state.get("token") else app.sessions.new_state()
+
+        def refresh(state, image_id="keep", note=None):
+            """Everything that shows the project, after any change."""
+            state = state_of(state)
+            if image_id == "keep":
+                image_id = h.current_image(app, state)
+            state = {**state, "image_id": image_id}
+            value, text, choices = h.view_image(app, state, image_id)
+            project = app.sessions.project(state)
+            classes = project.classes
+            annot = gr.update(value=value, label_list=classes) if value is not None else gr.update(value=None)
+            return (state, annot, image_id, text, h.rows(app, state, view_value.get(state["token"], "all")),
+                    gr.update(choices=choices, value=None), gr.update(choices=classes),
+                    note if note is not None else gr.update(), app.hub.status)
+
+        view_value: dict[str, str] = {}
+        outs = [bstate, annotator, shown_id, info, table, obj, phrase, message, status]
+
+        def guarded(fn):
+            """Run an action; a user error becomes a message in the page, never a traceback."""
+            def run(state, *args):
+                state = state_of(state)
+                try:
+                    return fn(state, *args)
+                except h.USER_ERRORS as err:
+                    return refresh(state, note=f"**Could not do that:** {err}")
+            return run
+
+        # ---------------------------------------------------------------------------- events
+
+        def on_load(state):
+            state = state_of(state)
+            saved = h.load_prompt(app, state)
+            out = refresh(state)
+            return (*out, saved["mode"], saved["classes_text"], saved["prompt_text"], saved["box_threshold"],
+                    saved["text_threshold"], saved["masks"] and app.hub.sam_enabled)
+
+        demo.load(on_load, [bstate], [*outs, mode, classes_text, prompt_text, box_thr, text_thr, masks])
+
+        mode.change(lambda m: (gr.update(visible=m == "classes"), gr.update(visible=m == "free text")), [mode],
+                    [classes_text, prompt_text])
+
+        uploads.upload(guarded(lambda s, files: refresh(s, "keep", h.add_uploads(app, s, files))), [bstate, uploads], outs)
+
+        def open_folder(state, path):
+            state = h.open_server_project(app, state, path)
+            return refresh(state, "keep", f"opened {path}")
+
+        open_btn.click(guarded(open_folder), [bstate, folder], outs)
+        folder_btn.click(guarded(lambda s, path: refresh(s, "keep", h.add_server_folder(app, s, path))), [bstate, folder], outs)
+
+        prompt_inputs = [mode, classes_text, prompt_text, box_thr, text_thr, masks]
+
+        @gpu
+        def detect(state, image_id, *prompt):
+            settings = h.settings_from_inputs(*prompt)
+            h.save_prompt(app, state, *prompt)
+            note = h.detect_image(app, state, None if image_id is None else int(image_id), settings)
+            return refresh(state, None if image_id is None else int(image_id), note)
+
+        detect_btn.click(guarded(detect), [bstate, shown_id, *prompt_inputs], outs, concurrency_id="model")
+
+        def on_boxes(state, image_id, value):
+            if image_id is None or value is None:
+                return gr.update(), gr.update(), gr.update(), gr.update()
+            image_id = int(image_id)
+            if h.save_boxes(app, state, image_id, value):
+                _, text, choices = h.view_image(app, state, image_id)
+                return (text, h.rows(app, state, view_value.get(state["token"], "all")),
+                        gr.update(choices=choices), gr.update(choices=app.sessions.project(state).classes))
+            return gr.update(), gr.update(), gr.update(), gr.update()
+
+        annotator.change(guarded_small(on_boxes, state_of), [bstate, shown_id, annotator], [info, table, obj, phrase],
+                         trigger_mode="always_last")
+
+        def go(delta):
+            def run(state, view_name):
+                view_value[state["token"]] = view_name
+                return refresh(state, h.step(app, state, view_name, delta))
+            return run
+
+        prev_btn.click(guarded(go(-1)), [bstate, view], outs)
+        next_btn.click(guarded(go(+1)), [bstate, view], outs)
+
+        def mark(status_name):
+            def run(state, image_id, view_name):
+                h.set_status(app, state, None if image_id is None else int(image_id), status_name)
+                view_value[state["token"]] = view_name
+                return refresh(state, h.step(app, {**state, "image_id": int(image_id)}, view_name, +1))
+            return run
+
+        reviewed_btn.click(guarded(mark("reviewed")), [bstate, shown_id, view], outs)
+        skip_btn.click(guarded(mark("skipped")), [bstate, shown_id, view], outs)
+
+        def choose_view(state, view_name):
+            view_value[state["token"]] = view_name
+            return refresh(state)
+
+        view.change(guarded(choose_view), [bstate, view], outs)
+
+        def pick_row(state, evt: gr.SelectData):
+            row = evt.row_value if evt is not None else None
+            return refresh(state, int(row[0])) if row else refresh(state)
+
+        table.select(guarded(pick_row), [bstate], outs)
+
+        @gpu
+        def label_all(state, *prompt, progress=gr.Progress()):
+            settings = h.settings_from_inputs(*prompt)
+            h.save_prompt(app, state, *prompt)
+            flag = cancel_flags.setdefault(state["token"], threading.Event())
+            flag.clear()
+            note = h.auto_label_all(app, state, settings, progress=lambda done, total: progress(done / total, desc=f"{done}/{total} images"),
+                                    should_stop=flag.is_set)
+            return refresh(state, "keep", note)
+
+        all_btn.click(guarded(label_all), [bstate, *prompt_inputs], outs, concurrency_id="model")
+
+        def cancel(state):
+            state = state_of(state)
+            cancel_flags.setdefault(state["token"], threading.Event()).set()
+            return "cancelling after the current image ..."
+
+        cancel_btn.click(cancel, [bstate], [message], queue=False)
+
+        def do_export(state, fmt_name, only_reviewed):
+            state = state_of(state)
+            try:
+                return h.export(app, state, fmt_name, only_reviewed), f"exported {fmt_name}"
+            except h.USER_ERRORS as err:
+                return None, f"**Could not export:** {err}"
+
+        export_btn.click(do_export, [bstate, fmt, reviewed_only], [download, message])
+
+        map_btn.click(guarded(lambda s, p, t: refresh(s, "keep", h.map_phrase(app, s, p, t))), [bstate, phrase, target], outs)
+
+        # ------------------------------------------------------------------------------ masks
+
+        def pick_object(state, image_id, object_id):
+            state = state_of(state)
+            if image_id is None or object_id is None:
+                return None, None
+            value = h.mask_editor_value(app, state, int(image_id), int(object_id))
+            return _preview(value), value
+
+        obj.change(pick_object, [bstate, shown_id, obj], [click_img, editor])
+
+        @gpu
+        def on_click(state, image_id, object_id, kind, evt: gr.SelectData):
+            x, y = evt.index
+            note = h.refine_click(app, state, None if image_id is None else int(image_id),
+                                  None if object_id is None else int(object_id), x, y, kind == "positive")
+            out = refresh(state, int(image_id), note)
+            value = h.mask_editor_value(app, out[0], int(image_id), int(object_id))
+            return (*out, _preview(value), value)
+
+        def on_click_guarded(state, image_id, object_id, kind, evt: gr.SelectData):
+            state = state_of(state)
+            try:
+                return on_click(state, image_id, object_id, kind, evt)
+            except h.USER_ERRORS as err:
+                return (*refresh(state, note=f"**Could not refine:** {err}"), gr.update(), gr.update())
+
+        click_img.select(on_click_guarded, [bstate, shown_id, obj, click_kind], [*outs, click_img, editor],
+                         concurrency_id="model")
+
+        def save_brush(state, image_id, object_id, value):
+            note = h.save_mask_edit(app, state, None if image_id is None else int(image_id),
+                                    None if object_id is None else int(object_id), value)
+            return refresh(state, int(image_id), note)
+
+        save_mask_btn.click(guarded(save_brush), [bstate, shown_id, obj, editor], outs)
+
+    return demo
+
+
+def guarded_small(fn, state_of):
+    def run(state, *args):
+        state = state_of(state)
+        try:
+            return fn(state, *args)
+        except h.USER_ERRORS:
+            return gr.update(), gr.update(), gr.update(), gr.update()
+    return run
+
+
+def _preview(value: dict):
+    """The image with the object's mask tinted, for clicking."""
+    import numpy as np
+
+    background = value["background"][..., :3].astype(np.float32)
+    layer = value["layers"][0]
+    m = layer[..., 3] > 0
+    background[m] = background[m] * 0.5 + np.array([255, 0, 80], dtype=np.float32) * 0.5
+    return background.round().astype(np.uint8)
