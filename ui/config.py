@@ -9,6 +9,8 @@ from pathlib import Path
 
 from gdino.detector import DEFAULT_MODEL
 
+_DEFAULT_WORKSPACE = Path.home() / ".cache" / "gdino" / "sessions"
+
 
 @dataclass(frozen=True)
 class AppConfig:
@@ -21,7 +23,7 @@ class AppConfig:
     port: int | None = None
     share: bool = False
     allow_dirs: tuple[Path, ...] = ()
-    workspace: Path = field(default_factory=lambda: Path(os.environ.get("GDINO_WORKSPACE", Path.home() / ".cache" / "gdino" / "sessions")))
+    workspace: Path = field(default_factory=lambda: Path(os.environ.get("GDINO_WORKSPACE", _DEFAULT_WORKSPACE)))
     max_upload_images: int = 500
     max_upload_mb: int = 2048
 
@@ -38,7 +40,7 @@ def parse_args(argv: list[str] | None = None) -> AppConfig:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model", default=DEFAULT_MODEL,
-                   help=f"Grounding DINO weights: hub id, transformers-layout directory or original .pth (default {DEFAULT_MODEL})")
+                   help=f"Grounding DINO weights: hub id, transformers-layout directory or .pth (default {DEFAULT_MODEL})")
     p.add_argument("--text-encoder", default=None, help="BERT directory or hub id, for original .pth checkpoints")
     p.add_argument("--sam", default="vit_b", help="SAM for masks: vit_b, vit_l, vit_h, a .pth path, or none (default vit_b)")
     p.add_argument("--project", type=Path, default=None,

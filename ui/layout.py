@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
 import gradio as gr
@@ -23,11 +24,11 @@ HEAD = """<script>
 document.addEventListener('keydown', (e) => {
   const t = e.target;
   if (e.ctrlKey || e.metaKey || e.altKey || ['INPUT', 'TEXTAREA', 'SELECT'].includes(t.tagName) || t.isContentEditable) return;
-  const id = %s[e.key];
+  const id = SHORTCUTS[e.key];
   const el = id && document.getElementById(id);
   if (el) { el.click(); e.preventDefault(); }
 });
-</script>""" % str(SHORTCUTS).replace("'", '"')
+</script>""".replace("SHORTCUTS", json.dumps(SHORTCUTS))
 
 HELP = ("**Keys:** `n` next image, `p` previous, `r` mark reviewed, `s` skip, `d` detect. In the box editor: "
         "*Create box* to draw, drag to move or resize, double-click a box to change its label, select + `Delete` "
@@ -45,8 +46,9 @@ def build(app: h.App) -> gr.Blocks:
         with gr.Row():
             uploads = gr.File(label="Add images (several files, or a zip of images / COCO / YOLO)", file_count="multiple",
                               file_types=["image", ".zip"], elem_id="uploads")
-            with gr.Column(visible=bool(app.config.allow_dirs) and app.config.project is None) as server_box:
-                folder = gr.Textbox(label="Server folder", placeholder=str(app.config.allow_dirs[0]) if app.config.allow_dirs else "")
+            with gr.Column(visible=bool(app.config.allow_dirs) and app.config.project is None):
+                hint = str(app.config.allow_dirs[0]) if app.config.allow_dirs else ""
+                folder = gr.Textbox(label="Server folder", placeholder=hint)
                 with gr.Row():
                     open_btn = gr.Button("Open as project")
                     folder_btn = gr.Button("Add its images")
@@ -210,13 +212,15 @@ def build(app: h.App) -> gr.Blocks:
         table.select(guarded(pick_row), [bstate], outs)
 
         @gpu
-        def label_all(state, *prompt, progress=gr.Progress()):
+        def label_all(state, *prompt, progress=gr.Progress()):  # noqa: B008 - gradio injects progress this way
             settings = h.settings_from_inputs(*prompt)
             h.save_prompt(app, state, *prompt)
             flag = cancel_flags.setdefault(state["token"], threading.Event())
             flag.clear()
-            note = h.auto_label_all(app, state, settings, progress=lambda done, total: progress(done / total, desc=f"{done}/{total} images"),
-                                    should_stop=flag.is_set)
+            def report(done, total):
+                progress(done / total, desc=f"{done}/{total} images")
+
+            note = h.auto_label_all(app, state, settings, progress=report, should_stop=flag.is_set)
             return refresh(state, "keep", note)
 
         all_btn.click(guarded(label_all), [bstate, *prompt_inputs], outs, concurrency_id="model")
