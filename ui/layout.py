@@ -103,12 +103,17 @@ def build(app: h.App) -> gr.Blocks:
 
         # ---------------------------------------------------------------------------- helpers
 
-        def state_of(state):
-            return state if isinstance(state, dict) and state.get("token") else app.sessions.new_state()
+        def state_of(state, create=False):
+            """This browser's session. Only the page load may start a new one: an event racing ahead of
+            the load must not open a second, empty project."""
+            if isinstance(state, dict) and state.get("token"):
+                return state
+            if create:
+                return app.sessions.new_state()
+            raise h.ProjectError("the page has not finished loading; wait a moment and try again")
 
         def refresh(state, image_id="keep", note=None):
             """Everything that shows the project, after any change."""
-            state = state_of(state)
             if image_id == "keep":
                 image_id = h.current_image(app, state)
             state = {**state, "image_id": image_id}
@@ -126,7 +131,10 @@ def build(app: h.App) -> gr.Blocks:
         def guarded(fn):
             """Run an action; a user error becomes a message in the page, never a traceback."""
             def run(state, *args):
-                state = state_of(state)
+                try:
+                    state = state_of(state)
+                except h.ProjectError as err:
+                    return (*[gr.update()] * (len(outs) - 2), f"**{err}**", gr.update())
                 try:
                     return fn(state, *args)
                 except h.USER_ERRORS as err:
@@ -136,7 +144,7 @@ def build(app: h.App) -> gr.Blocks:
         # ---------------------------------------------------------------------------- events
 
         def on_load(state):
-            state = state_of(state)
+            state = state_of(state, create=True)
             saved = h.load_prompt(app, state)
             out = refresh(state)
             return (*out, saved["mode"], saved["classes_text"], saved["prompt_text"], saved["box_threshold"],
@@ -226,15 +234,16 @@ def build(app: h.App) -> gr.Blocks:
         all_btn.click(guarded(label_all), [bstate, *prompt_inputs], outs, concurrency_id="model")
 
         def cancel(state):
-            state = state_of(state)
+            if not isinstance(state, dict) or not state.get("token"):
+                return "nothing is running"
             cancel_flags.setdefault(state["token"], threading.Event()).set()
             return "cancelling after the current image ..."
 
         cancel_btn.click(cancel, [bstate], [message], queue=False)
 
         def do_export(state, fmt_name, only_reviewed):
-            state = state_of(state)
             try:
+                state = state_of(state)
                 return h.export(app, state, fmt_name, only_reviewed), f"exported {fmt_name}"
             except h.USER_ERRORS as err:
                 return None, f"**Could not export:** {err}"
@@ -246,8 +255,7 @@ def build(app: h.App) -> gr.Blocks:
         # ------------------------------------------------------------------------------ masks
 
         def pick_object(state, image_id, object_id):
-            state = state_of(state)
-            if image_id is None or object_id is None:
+            if not isinstance(state, dict) or image_id is None or object_id is None:
                 return None, None
             value = h.mask_editor_value(app, state, int(image_id), int(object_id))
             return _preview(value), value
@@ -264,8 +272,8 @@ def build(app: h.App) -> gr.Blocks:
             return (*out, _preview(value), value)
 
         def on_click_guarded(state, image_id, object_id, kind, evt: gr.SelectData):
-            state = state_of(state)
             try:
+                state = state_of(state)
                 return on_click(state, image_id, object_id, kind, evt)
             except h.USER_ERRORS as err:
                 return (*refresh(state, note=f"**Could not refine:** {err}"), gr.update(), gr.update())
@@ -285,9 +293,8 @@ def build(app: h.App) -> gr.Blocks:
 
 def guarded_small(fn, state_of):
     def run(state, *args):
-        state = state_of(state)
         try:
-            return fn(state, *args)
+            return fn(state_of(state), *args)
         except h.USER_ERRORS:
             return gr.update(), gr.update(), gr.update(), gr.update()
     return run

@@ -49,6 +49,10 @@ class Sessions:
                     self._open[directory] = Project.create(directory, exist_ok=True)
             return self._open[directory]
 
+    def open_projects(self) -> list[Project]:
+        with self._lock:
+            return list(self._open.values())
+
     def allowed(self, path: str | Path) -> Path:
         """`path` resolved, if it lies under an --allow-dir folder; else a clear refusal."""
         if not self.config.allow_dirs:

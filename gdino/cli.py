@@ -1,0 +1,461 @@
+"""The `gdino` command: headless batch labeling, export and a project summary.
+
+    gdino label photos/ --classes "cat, remote control" --out myproject
+    gdino export myproject --format coco --out dataset/
+    gdino info myproject
+
+`label` runs the same pipeline as the app (gdino.labeling.label_images) and is resumable: images it
+added before are found again (by source path), images that are not "unlabeled" any more are skipped.
+Exit codes: 0 all fine, 1 some image failed (or nothing to export), 2 usage and configuration errors
+(bad flags, weights that cannot be loaded, no images matched), 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import signal
+import sys
+import textwrap
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm import tqdm
+
+from .cli_images import NoImagesError, Prefetcher, find_images
+from .detector import DEFAULT_MODEL, Detector
+from .formats.dataset import split_images
+from .formats.export import FORMATS, dataset_from_project, export_dataset, export_zip
+from .keymap import KeyMapError
+from .labeling import LabelSettings, label_images, parse_class_text
+from .processing import ImageError
+from .project import DB_NAME, ImageRecord, Project, ProjectError
+from .prompts import PromptError
+from .segment import Segmenter, SegmenterError
+from .weights import WeightsError
+
+# The project remembers where each image it got from this command came from, one setting per file
+# (the store keeps only the copy's path), so a re-run finds it again without comparing pixels.
+SOURCE_KEY = "cli.source:"
+DTYPES = ("float32", "bfloat16", "float16")
+
+
+class UsageError(ValueError):
+    """A flag combination or input the command cannot work with; exit code 2."""
+
+
+# Errors whose message already tells the user what to do: printed as one line, exit code 2.
+USER_ERRORS = (UsageError, NoImagesError, WeightsError, KeyMapError, SegmenterError, ProjectError, PromptError)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit code (never raises SystemExit, so tests can call it)."""
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as stop:  # --help, or argparse's usage error
+        return int(stop.code or 0)
+    try:
+        return args.run(args)
+    except USER_ERRORS as err:
+        print(f"gdino {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # disk full, permission denied: the message names the file
+        print(f"gdino {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print(f"\ngdino {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+# -- the parser ---------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="gdino", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=_para("Open-set auto-labeling with Grounding DINO (+ SAM masks): label folders of images into a "
+                    "project, export it for training, or summarize it."),
+        epilog="examples:\n"
+               "  gdino label photos/ --classes \"cat, remote control\" --out myproject\n"
+               "  gdino export myproject --format yolo --out dataset/ --val-fraction 0.2\n"
+               "  gdino info myproject\n\n"
+               "Run `gdino COMMAND --help` for a command's options.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_label(commands)
+    _add_export(commands)
+    _add_info(commands)
+    return parser
+
+
+def _para(text: str) -> str:
+    return textwrap.fill(text, 90)  # descriptions wrap; the raw formatter keeps the epilog's example lines as written
+
+
+def _unit(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1)")
+    return value
+
+
+def _positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
+    return value
+
+
+def _add_label(commands) -> None:
+    defaults = LabelSettings()
+    p = commands.add_parser(
+        "label", help="auto-label images into a project", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=_para("Add images to a project (created if missing) and auto-label the ones still unlabeled. "
+                    "Resumable: a re-run adds only new files and labels only images still unlabeled; files "
+                    "that failed before are tried again. Unreadable images are reported and skipped."),
+        epilog="examples:\n"
+               "  gdino label photos/ --classes \"cat, remote control\" --out myproject\n"
+               "  gdino label 'shots/**/*.jpg' --classes \"car: car, automobile; person\" --out cars --sam vit_b\n"
+               "  gdino label photos/ --prompt \"a cat on a red couch\" --out proj --export coco --export-dir coco/\n"
+               "  gdino label --classes cat --out myproject     # label the images already in the project\n\n"
+               "exit codes: 0 all fine, 1 some images failed, 2 usage or model errors, 130 interrupted "
+               "(run it again to resume)")
+    p.add_argument("images", nargs="*", metavar="IMAGES",
+                   help="image files, folders (searched recursively) or glob patterns (quote them: 'a/**/*.png'); "
+                        "none: label the project's unlabeled images")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--classes", help="class names as in the app: \"cat, remote control\", or with synonyms "
+                                        "\"car: car, automobile; person\"")
+    what.add_argument("--prompt", help="free text instead of classes; the phrases found become classes")
+    p.add_argument("--out", required=True, metavar="PROJECT_DIR", help="the project directory (created if missing)")
+    p.add_argument("--sam", default="none", metavar="vit_b|vit_l|vit_h|PATH|none",
+                   help="also segment each box with SAM (default: none, boxes only)")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"hub id, local directory or .pth file (default: {DEFAULT_MODEL})")
+    p.add_argument("--text-encoder", metavar="BERT", help="BERT directory or hub id for original .pth checkpoints")
+    p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    p.add_argument("--dtype", choices=DTYPES, default="float32", help="float16 is CUDA only (default: float32)")
+    p.add_argument("--batch-size", type=_positive, default=1, metavar="N", help="images per model call (default: 1)")
+    p.add_argument("--box-threshold", type=_unit, default=defaults.box_threshold, metavar="T",
+                   help=f"keep boxes scoring above this (default: {defaults.box_threshold})")
+    p.add_argument("--text-threshold", type=_unit, default=defaults.text_threshold, metavar="T",
+                   help=f"--prompt only: words scoring above this join a phrase (default: {defaults.text_threshold})")
+    p.add_argument("--copy", action=argparse.BooleanOptionalAction, default=True,
+                   help="copy images into the project (default), or --no-copy to reference them where they are")
+    p.add_argument("--export", choices=FORMATS, help="after labeling, export the project in this format")
+    p.add_argument("--export-dir", metavar="DIR", help="where --export writes")
+    _add_split_flags(p)
+    p.set_defaults(run=cmd_label)
+
+
+def _add_split_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--val-fraction", type=_fraction, default=0.0, metavar="F",
+                   help="share of images in a 'val' split, by image, fixed by --seed (default: 0, all 'train')")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the train/val split (default: 0)")
+    p.add_argument("--reviewed-only", action="store_true", help="export only images marked reviewed")
+
+
+def _add_export(commands) -> None:
+    p = commands.add_parser(
+        "export", help="export a project as COCO, YOLO, YOLO-seg or Pascal VOC",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=_para("Write a project's labels and images (upright) in a training format. Skipped images are "
+                    "never exported; unlabeled and auto-labeled ones are, unless --reviewed-only."),
+        epilog="examples:\n"
+               "  gdino export myproject --format coco --out coco/\n"
+               "  gdino export myproject --format yolo-seg --out yolo/ --val-fraction 0.2 --reviewed-only\n"
+               "  gdino export myproject --format voc --out voc.zip --zip")
+    p.add_argument("project", metavar="PROJECT", help="the project directory")
+    p.add_argument("--format", required=True, choices=FORMATS, help="the dataset format")
+    p.add_argument("--out", required=True, metavar="DIR", help="output folder (with --zip: the zip file)")
+    p.add_argument("--zip", action="store_true", help="write one .zip file instead of a folder")
+    _add_split_flags(p)
+    p.set_defaults(run=cmd_export)
+
+
+def _add_info(commands) -> None:
+    p = commands.add_parser(
+        "info", help="count a project's images per status and objects per class",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=_para("Summarize a project: images per status (unlabeled, auto, reviewed, skipped) and objects "
+                    "per class."),
+        epilog="examples:\n  gdino info myproject\n  gdino info myproject --json | jq .status")
+    p.add_argument("project", metavar="PROJECT", help="the project directory")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.set_defaults(run=cmd_info)
+
+
+# -- label --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Plan:
+    """The images a run works on, in input order: files to add, and images already in the project."""
+
+    todo: list[Path | ImageRecord] = field(default_factory=list)  # to add (Path) or to label (unlabeled record)
+    done: int = 0  # inputs already in the project and no longer unlabeled: skipped
+
+
+@dataclass
+class _Run:
+    added: int = 0
+    labeled: int = 0
+    objects: int = 0
+    failed: list[tuple[str, str]] = field(default_factory=list)  # (name, why)
+    label_ids: list[int] = field(default_factory=list)
+    seconds: float = 0.0  # labeling only
+
+
+def cmd_label(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    if args.export and not args.export_dir:
+        raise UsageError("--export needs --export-dir DIR")
+    out = Path(args.out).expanduser().resolve()
+    sources = find_images(args.images, exclude=out)
+    project = Project.open(out) if (out / DB_NAME).is_file() else None
+    if not args.images and project is None:
+        raise UsageError(f"{out} is not a project yet: name the images to label (files, folders or glob patterns)")
+    try:
+        plan = _plan(project, sources)
+        if not plan.todo:
+            print(f"nothing to do: no unlabeled images; {plan.done} image(s) already labeled or skipped in {out}")
+            return _export_after(project, args) if args.export else 0
+        detector, segmenter = _load_models(args)
+        if project is None:
+            project = Project.create(out, exist_ok=True)
+        run = _Run()
+        try:
+            _add(project, plan, args.copy, run)
+            _label(project, detector, segmenter, settings, args.batch_size, run)
+        except KeyboardInterrupt:
+            unlabeled = {r.id for r in project.images(status="unlabeled")}
+            done = sum(1 for image_id in run.label_ids if image_id not in unlabeled)
+            print(f"\ngdino label: interrupted after adding {run.added} and labeling {done} image(s); every image "
+                  "is stored whole. Run the same command again to resume.", file=sys.stderr)
+            return 130
+        _print_summary(run, plan.done, project.path)
+        code = 1 if run.failed else 0
+        if args.export:
+            code = max(code, _export_after(project, args))
+        return code
+    finally:
+        if project is not None:
+            project.close()
+
+
+def _settings(args: argparse.Namespace) -> LabelSettings:
+    classes = parse_class_text(args.classes) if args.classes is not None else None
+    if args.prompt is not None and not args.prompt.strip():
+        raise UsageError("--prompt is empty: give the text to look for, e.g. --prompt \"a cat on a couch\"")
+    return LabelSettings(classes=classes, prompt=args.prompt, box_threshold=args.box_threshold,
+                         text_threshold=args.text_threshold, masks=args.sam.lower() != "none")
+
+
+def _plan(project: Project | None, sources: list[Path]) -> _Plan:
+    """Match each source file to the image it became in an earlier run: through the source recorded in
+    the project (copies), or the image's own path (--no-copy, or a file inside the project)."""
+    plan = _Plan()
+    if project is None:
+        plan.todo = list(sources)
+        return plan
+    records = {r.id: r for r in project.images(order="added")}
+    if not sources:  # no inputs: the project's own unlabeled images
+        plan.todo = [r for r in records.values() if r.status == "unlabeled"]
+        plan.done = len(records) - len(plan.todo)
+        return plan
+    by_path = {r.path: r for r in records.values()}
+    seen: set[int] = set()
+    for source in sources:
+        record = records.get(project.setting(SOURCE_KEY + str(source))) or by_path.get(source)
+        if record is None:
+            plan.todo.append(source)
+        elif record.id not in seen:
+            seen.add(record.id)
+            if record.status == "unlabeled":
+                plan.todo.append(record)
+            else:
+                plan.done += 1
+    return plan
+
+
+def _load_models(args: argparse.Namespace) -> tuple[Detector, Segmenter | None]:
+    import torch
+
+    try:
+        device = torch.device(args.device) if args.device else None
+    except RuntimeError as err:
+        raise UsageError(f"--device {args.device!r}: {err}") from None
+    if device is not None and device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {args.device}: CUDA is not available here; use --device cpu")
+    dtype = getattr(torch, args.dtype)
+    if dtype == torch.float16 and (device or torch.device("cuda" if torch.cuda.is_available() else "cpu")).type != "cuda":
+        raise UsageError("--dtype float16 is for CUDA only; use --dtype bfloat16 on CPU")
+    try:  # every ValueError here is about the files named by --model / --text-encoder / --sam
+        print(f"loading {args.model} ...", file=sys.stderr)
+        detector = Detector.from_pretrained(args.model, text_encoder=args.text_encoder, device=device, dtype=dtype)
+        segmenter = None
+        if args.sam.lower() != "none":
+            print(f"loading SAM {args.sam} ...", file=sys.stderr)
+            segmenter = Segmenter.from_pretrained(args.sam, device=device)
+    except ValueError as err:
+        raise UsageError(str(err)) from err
+    return detector, segmenter
+
+
+def _add(project: Project, plan: _Plan, copy: bool, run: _Run) -> None:
+    """Add the new files (a bad one is reported and left out: the next run tries it again) and list the
+    ids to label, in input order."""
+    new = sum(isinstance(item, Path) for item in plan.todo)
+    with tqdm(total=new, desc="adding", unit="img", file=sys.stderr, disable=None if new else True) as bar:
+        for item in plan.todo:
+            if isinstance(item, ImageRecord):
+                run.label_ids.append(item.id)
+                continue
+            try:
+                with _sigint_deferred():  # the image and the note of its source: both or neither
+                    record = project.add_image(item, copy=copy)
+                    project.set_setting(SOURCE_KEY + str(item), record.id)
+            except (ImageError, OSError) as err:
+                _fail(run, bar, _display(item), err)
+            else:
+                run.added += 1
+                run.label_ids.append(record.id)
+            bar.update()
+
+
+def _label(project: Project, detector: Detector, segmenter: Segmenter | None, settings: LabelSettings,
+           batch_size: int, run: _Run) -> None:
+    records = {r.id: r for r in project.images(order="added")}
+    items = [(image_id, records[image_id].path) for image_id in run.label_ids]
+    start = time.perf_counter()
+    with (tqdm(total=len(items), desc="labeling", unit="img", file=sys.stderr, disable=None) as bar,
+          Prefetcher(items, depth=2 * batch_size + 2) as prefetch):
+
+        def read(image_id: int):
+            try:
+                return prefetch(image_id)
+            except (ImageError, OSError) as err:  # reported now; label_images records it and goes on
+                _fail(run, bar, records[image_id].name, err)
+                raise
+
+        summary = label_images(project, detector, run.label_ids, settings, segmenter=segmenter, batch_size=batch_size,
+                               progress=lambda done, _total: bar.update(done - bar.n), images=read)
+    run.seconds = time.perf_counter() - start
+    run.labeled, run.objects = len(summary.labeled), summary.objects
+    reported = {name for name, _ in run.failed}
+    for image_id, why in summary.failed.items():  # failures inside the model call were not seen by `read`
+        if records[image_id].name not in reported:
+            run.failed.append((records[image_id].name, why))
+
+
+def _fail(run: _Run, bar: tqdm, name: str, err: Exception) -> None:
+    run.failed.append((name, str(err)))
+    bar.write(f"gdino label: skipping {name}: {err}", file=sys.stderr)
+
+
+def _display(path: Path) -> str:
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+@contextmanager
+def _sigint_deferred() -> Iterator[None]:
+    """Hold Ctrl-C until the block is done (main thread only; elsewhere a no-op)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[object] = []
+    previous = signal.signal(signal.SIGINT, lambda *sig: caught.append(sig))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    if caught:
+        raise KeyboardInterrupt
+
+
+def _print_summary(run: _Run, skipped: int, project_dir: Path) -> None:
+    if run.labeled:
+        print(f"labeled {run.labeled} image(s), {run.objects} object(s) in {run.seconds:.1f} s, "
+              f"{run.labeled / max(run.seconds, 1e-9):.2f} images/s")
+    else:
+        print("labeled 0 image(s)")
+    print(f"added {run.added} new image(s); skipped {skipped} already labeled")
+    if run.failed:
+        print(f"failed {len(run.failed)} image(s) (fix or remove them; a re-run tries them again):")
+        for name, why in run.failed:
+            print(f"  {name}: {why}")
+    print(f"project: {project_dir}  (gdino info {project_dir})")
+
+
+# -- export -------------------------------------------------------------------------------------------
+
+
+def _export_after(project: Project, args: argparse.Namespace) -> int:
+    return _export(project, args.export, Path(args.export_dir), reviewed_only=args.reviewed_only,
+                   val_fraction=args.val_fraction, seed=args.seed, as_zip=False)
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    with Project.open(args.project) as project:
+        return _export(project, args.format, Path(args.out), reviewed_only=args.reviewed_only,
+                       val_fraction=args.val_fraction, seed=args.seed, as_zip=args.zip)
+
+
+def _export(project: Project, fmt: str, out: Path, *, reviewed_only: bool, val_fraction: float, seed: int,
+            as_zip: bool) -> int:
+    dataset = dataset_from_project(project, reviewed_only=reviewed_only)
+    if not dataset.images:
+        which = "reviewed images (--reviewed-only)" if reviewed_only else "images that are not skipped"
+        print(f"gdino export: nothing to export: {project.path} has no {which}", file=sys.stderr)
+        return 1
+    options = {"val_fraction": val_fraction, "seed": seed}
+    if as_zip:
+        written = export_zip(dataset, out if out.suffix.lower() == ".zip" else out.with_name(out.name + ".zip"), fmt,
+                             **options)
+    else:
+        written = export_dataset(dataset, out, fmt, **options)
+    splits = ", ".join(f"{name} {len(images)}" for name, images in split_images(dataset.images, val_fraction, seed).items())
+    objects = sum(len(image.objects) for image in dataset.images)
+    print(f"exported {len(dataset.images)} image(s) ({splits}), {objects} object(s) as {fmt} to {written}")
+    return 0
+
+
+# -- info ---------------------------------------------------------------------------------------------
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    with Project.open(args.project) as project:
+        stats = project.stats()
+        if args.json:
+            print(json.dumps({"project": str(project.path), **stats}, indent=2))
+            return 0
+        print(f"project  {project.path}")
+        print(f"images   {stats['images']}\nobjects  {stats['objects']}\n")
+        _table("status", "images", stats["status"])
+        print()
+        _table("class", "objects", stats["classes"] or {"(none yet)": 0})
+    return 0
+
+
+def _table(key: str, value: str, rows: dict[str, int]) -> None:
+    width = max(len(key), *(len(k) for k in rows))
+    print(f"{key:<{width}}  {value:>7}")
+    for name, count in rows.items():
+        print(f"{name:<{width}}  {count:>7}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,134 @@
+"""The command line's image inputs: files, folders and glob patterns -> image paths; and a thread that
+decodes the next images while the model works on the current ones."""
+
+from __future__ import annotations
+
+import glob
+import os
+import queue
+import threading
+from collections.abc import Callable, Hashable, Sequence
+from pathlib import Path
+
+from .processing import to_rgb
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+class NoImagesError(ValueError):
+    """An input names no image file: a typo, an empty folder, a pattern matching nothing."""
+
+
+def find_images(inputs: Sequence[str], *, exclude: Path | None = None) -> list[Path]:
+    """Files, folders and glob patterns -> absolute image paths, in the order given, each file once.
+
+    A file named explicitly is taken whatever its extension (a bad one fails later, with its reason).
+    Folders are searched recursively, and patterns expanded here (glob, `**` recursive) so that quoted
+    patterns work; both keep files with an IMAGE_EXTENSIONS suffix (any case) and skip hidden files and
+    folders (".thumbnails", macOS "._x.jpg" companions). Within a folder or pattern, paths are sorted.
+    exclude: a folder whose contents are never returned from folders and patterns (the project itself,
+    so that `gdino label . --out proj` does not label its own copies and exports).
+    Raises NoImagesError for an input that yields no image.
+    """
+    found: dict[Path, None] = {}  # resolved path -> None: an ordered set
+    for text in inputs:
+        paths = _expand(text, exclude.resolve() if exclude is not None else None)
+        if not paths:
+            raise NoImagesError(f"{text!r} matches no image file (looked for a file, a folder holding "
+                                f"{', '.join(IMAGE_EXTENSIONS)} files in any case, or a glob pattern)")
+        found.update(dict.fromkeys(paths))
+    return list(found)
+
+
+def _expand(text: str, exclude: Path | None) -> list[Path]:
+    path = Path(os.path.expanduser(text))
+    if path.is_file():
+        return [path.resolve()]
+    if path.is_dir():
+        return _images_under(path, exclude)
+    if not glob.has_magic(text):
+        return []
+    paths: list[Path] = []
+    for match in sorted(glob.glob(os.path.expanduser(text), recursive=True)):
+        match_path = Path(match)
+        if match_path.is_dir():
+            paths.extend(_images_under(match_path, exclude))
+        elif _is_image_name(match_path) and not _inside(match_path.resolve(), exclude):
+            paths.append(match_path.resolve())
+    return paths
+
+
+def _images_under(folder: Path, exclude: Path | None) -> list[Path]:
+    paths = []
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = [d for d in dirs if not d.startswith(".")]  # prune hidden folders from the walk
+        for name in files:
+            path = (Path(root) / name).resolve()
+            if _is_image_name(path) and not _inside(path, exclude):
+                paths.append(path)
+    return sorted(paths)
+
+
+def _is_image_name(path: Path) -> bool:
+    return not path.name.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS
+
+
+def _inside(path: Path, folder: Path | None) -> bool:
+    return folder is not None and (path == folder or folder in path.parents)
+
+
+class Prefetcher:
+    """Decodes images in a background thread, a few ahead, in the order they will be asked for.
+
+    items: (key, path) pairs in the order `__call__` will be asked for their keys. Calling it with a
+    key returns that image decoded (an upright RGB PIL image, `to_rgb`'s frame) or raises the error
+    decoding raised, so a bad file fails in the caller exactly as if the caller had decoded it.
+    Use as a context manager: leaving it stops the thread (e.g. on Ctrl-C).
+    """
+
+    def __init__(self, items: Sequence[tuple[Hashable, str | os.PathLike]], *, depth: int = 4,
+                 decode: Callable[[str | os.PathLike], object] = to_rgb):
+        self._queue: queue.Queue = queue.Queue(maxsize=max(1, depth))  # bounds memory: decoded photos are big
+        self._stop = threading.Event()
+        self._decode = decode
+        self._thread = threading.Thread(target=self._run, args=(list(items),), name="gdino-decode", daemon=True)
+        self._thread.start()
+
+    def _run(self, items: list[tuple[Hashable, str | os.PathLike]]) -> None:
+        for key, path in items:
+            if self._stop.is_set():
+                return
+            try:
+                result: object = self._decode(path)
+            except Exception as err:  # handed to the caller, who decides what it means
+                result = err
+            while not self._stop.is_set():
+                try:
+                    self._queue.put((key, result), timeout=0.1)
+                    break
+                except queue.Full:
+                    continue
+
+    def __call__(self, key: Hashable):
+        while True:
+            try:
+                got, result = self._queue.get(timeout=0.1)
+            except queue.Empty:
+                if not self._thread.is_alive() and self._queue.empty():
+                    raise LookupError(f"{key!r} is not among the images still to be decoded") from None
+                continue
+            if got == key:  # keys asked out of order are dropped: the caller skipped them
+                break
+        if isinstance(result, BaseException):
+            raise result
+        return result
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def __enter__(self) -> Prefetcher:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
