@@ -183,3 +183,29 @@ def test_prompt_is_saved_with_the_project(app):
     state = Sessions.new_state()
     h.save_prompt(app, state, "classes", "cat, dog", "", 0.4, 0.3, False)
     assert h.load_prompt(app, state)["classes_text"] == "cat, dog"
+
+
+def test_examples_add_their_photo_once(app):
+    state = Sessions.new_state()
+    assert h.add_example(app, state, "cat.png").startswith("added the example cat.png")
+    h.add_example(app, state, "cat.png")
+    assert [r[1] for r in h.rows(app, state, "all")] == ["cat.png"]
+    with pytest.raises(ProjectError, match="not one of the example photos"):
+        h.add_example(app, state, "../../etc/passwd")
+
+
+def test_space_files_list_every_runtime_dependency():
+    """The Space installs requirements.txt, not pyproject: keep them in step."""
+    import re
+    from pathlib import Path
+
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]
+    wanted = deps["dependencies"] + [d for d in deps["optional-dependencies"]["app"] if not d.startswith("gradio>")]
+    have = {re.split(r"[<>=\[ ]", line)[0].lower() for line in (root / "requirements.txt").read_text().splitlines()
+            if line.strip() and not line.startswith("#")}
+    assert {re.split(r"[<>=\[ ]", d)[0].lower() for d in wanted} <= have
+    front = (root / "README.md").read_text().split("---")[1]
+    assert "sdk: gradio" in front and "app_file: app.py" in front

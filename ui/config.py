@@ -47,8 +47,12 @@ def parse_args(argv: list[str] | None = None) -> AppConfig:
                    help="use this project directory for every visitor (created if missing); default: one project per "
                         "browser session")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 for every interface)")
-    p.add_argument("--port", type=int, default=None, help="port (default: 7860 or the next free one)")
+    # Hugging Face Spaces tell the app where to listen through these variables
+    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
+                   help="address to listen on (0.0.0.0 for every interface; default $GRADIO_SERVER_NAME or 127.0.0.1)")
+    env_port = os.environ.get("GRADIO_SERVER_PORT")
+    p.add_argument("--port", type=int, default=int(env_port) if env_port else None,
+                   help="port (default: $GRADIO_SERVER_PORT, else 7860 or the next free one)")
     p.add_argument("--share", action="store_true", help="also serve through a public gradio.live link")
     p.add_argument("--allow-dir", action="append", type=Path, default=[], metavar="DIR",
                    help="a server folder visitors may open projects or add images from (repeatable); without it "

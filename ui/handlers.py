@@ -96,6 +96,21 @@ def add_uploads(app: App, state: dict, files: list[str] | None) -> str:
     return message
 
 
+def add_example(app: App, state: dict, name: str) -> str:
+    """One of the app's example photos (by file name, only those shipped in assets/) into the project, once."""
+    from .layout import ASSETS, EXAMPLES
+
+    resolved = (ASSETS / Path(name).name).resolve()
+    if resolved not in [path.resolve() for path, _ in EXAMPLES]:
+        raise ProjectError(f"{name!r} is not one of the example photos")
+    project = app.sessions.project(state)
+    existing = project.find_image(resolved.name)
+    if existing is None:
+        existing = project.add_image(resolved)
+    state["image_id"] = existing.id
+    return f"added the example {resolved.name}; press Detect"
+
+
 def _original_name(path: Path) -> str:
     return re.sub(r"^[0-9a-f]{32,}[_-]", "", path.name)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+from pathlib import Path
 
 import gradio as gr
 from gradio_image_annotation import image_annotator
@@ -18,6 +19,11 @@ try:  # on Hugging Face ZeroGPU Spaces this asks for a GPU per call; elsewhere i
 except ImportError:  # pragma: no cover - spaces is optional off Spaces
     def gpu(fn):
         return fn
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+EXAMPLES = [(ASSETS / name, classes) for name, classes in
+            (("cat.png", "cat, remote control"), ("coffee.png", "cup, saucer, spoon"), ("astronaut.png", "person, flag"))
+            if (ASSETS / name).is_file()]
 
 SHORTCUTS = {"n": "next-btn", "p": "prev-btn", "r": "reviewed-btn", "s": "skip-btn", "d": "detect-btn"}
 HEAD = """<script>
@@ -52,6 +58,7 @@ def build(app: h.App) -> gr.Blocks:
                 with gr.Row():
                     open_btn = gr.Button("Open as project")
                     folder_btn = gr.Button("Add its images")
+        example_path = gr.Textbox(visible=False, label="Photo")
         with gr.Row():
             mode = gr.Radio(["classes", "free text"], value="classes", label="Prompt", scale=1)
             classes_text = gr.Textbox(label="Classes", placeholder="cat, remote control   (or  car: car, automobile; person)",
@@ -64,6 +71,9 @@ def build(app: h.App) -> gr.Blocks:
             masks = gr.Checkbox(value=app.hub.sam_enabled, label="Masks (SAM)", interactive=app.hub.sam_enabled)
             detect_btn = gr.Button("Detect", variant="primary", elem_id="detect-btn")
         shown_id = gr.Number(value=None, visible=False, precision=0)
+        if EXAMPLES:
+            gr.Examples([[path.name, classes] for path, classes in EXAMPLES], inputs=[example_path, classes_text],
+                        label="Examples: one click adds the photo and its classes; then press Detect")
         with gr.Row():
             with gr.Column(scale=3):
                 annotator = image_annotator(None, label_list=[], label="Boxes", elem_id="annotator", sources=[],
@@ -160,6 +170,13 @@ def build(app: h.App) -> gr.Blocks:
         def open_folder(state, path):
             state = h.open_server_project(app, state, path)
             return refresh(state, "keep", f"opened {path}")
+
+        def add_example(state, path):
+            if not path:
+                return refresh(state)
+            return refresh(state, "keep", h.add_example(app, state, path))
+
+        example_path.change(guarded(add_example), [bstate, example_path], outs)
 
         open_btn.click(guarded(open_folder), [bstate, folder], outs)
         folder_btn.click(guarded(lambda s, path: refresh(s, "keep", h.add_server_folder(app, s, path))), [bstate, folder], outs)
