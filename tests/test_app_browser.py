@@ -91,6 +91,7 @@ def test_label_two_images_in_the_browser(server, browser, tmp_path):
     # draw a new box (the editor starts in "create box" mode)
     canvas = page.locator("#annotator canvas")
     canvas.wait_for(timeout=30_000)
+    canvas.scroll_into_view_if_needed()  # mouse events need it inside the viewport
     box = canvas.bounding_box()
     x0, y0 = box["x"] + box["width"] / 2 + 60, box["y"] + box["height"] - 60
     page.mouse.move(x0, y0)
@@ -134,6 +135,8 @@ def test_label_two_images_in_the_browser(server, browser, tmp_path):
     assert {i: project.objects(i) for i in (first, second)} == stored
     rows = page.locator("#image-table").inner_text()
     assert rows.count("auto") == 2 and "street0.png" in rows
+    page.locator("#image-table [role=gridcell]", has_text="street0.png").first.click()  # open an image from the list
+    page.wait_for_selector("#image-info >> text=street0.png", timeout=30_000)
 
     # export COCO and check the zip
     page.locator("#export-btn").click()

@@ -230,11 +230,15 @@ def build(app: h.App) -> gr.Blocks:
 
         view.change(guarded(choose_view), [bstate, view], outs)
 
-        def pick_row(state, evt: gr.SelectData):
-            row = evt.row_value if evt is not None else None
-            return refresh(state, int(row[0])) if row else refresh(state)
+        def pick_row(state, evt: gr.SelectData):  # not wrapped: gradio injects evt by this signature
+            try:
+                state = state_of(state)
+                row = evt.row_value if evt is not None else None
+                return refresh(state, int(row[0])) if row else refresh(state)
+            except h.USER_ERRORS as err:
+                return (*[gr.update()] * (len(outs) - 2), f"**Could not open that image:** {err}", gr.update())
 
-        table.select(guarded(pick_row), [bstate], outs)
+        table.select(pick_row, [bstate], outs)
 
         @gpu
         def label_all(state, *prompt, progress=gr.Progress()):  # noqa: B008 - gradio injects progress this way
