@@ -13,7 +13,8 @@ takes the pixels as stored. Boxes therefore refer to the image as a viewer shows
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +43,25 @@ def check_image_size(width: int, height: int, max_pixels: int, name: str) -> Non
         raise ImageError(f"{name} is only {width}x{height} pixels; gdino needs at least {MIN_SIDE} px on each side")
 
 
+@contextmanager
+def open_image_file(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> Iterator[Image.Image]:
+    """PIL's lazy open of an image file, its size checked from the header before any decoding. Every
+    failure inside the block (unreadable, truncated, too large) becomes an ImageError naming the file."""
+    name = f"the image {os.fspath(path)!r}"
+    if os.path.isfile(path) and os.path.getsize(path) == 0:
+        raise ImageError(f"{name} is an empty file (0 bytes)")
+    try:
+        with Image.open(path) as f:
+            check_image_size(f.width, f.height, max_pixels, name)
+            yield f
+    except Image.DecompressionBombError as err:
+        raise ImageError(f"{name} is too large to decode safely: {err}") from err
+    except ImageError:
+        raise
+    except (OSError, SyntaxError, ValueError) as err:
+        raise ImageError(f"could not read {name}: {err}") from err
+
+
 def to_rgb(image: ImageLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Any supported input -> an upright 8-bit RGB PIL image.
 
@@ -50,24 +70,14 @@ def to_rgb(image: ImageLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """
     name = "the image"
     if isinstance(image, (str, os.PathLike)):
-        name = f"the image {os.fspath(image)!r}"
-        if os.path.isfile(image) and os.path.getsize(image) == 0:
-            raise ImageError(f"{name} is an empty file (0 bytes)")
-        try:
-            with Image.open(image) as f:
-                check_image_size(f.width, f.height, max_pixels, name)  # from the header, before decoding
-                f.load()
-                image = f.copy() if f.mode != "P" else f.convert("RGBA")
-                image.info.update(f.info)
-                exif = f.getexif()
-        except Image.DecompressionBombError as err:
-            raise ImageError(f"{name} is too large to decode safely: {err}") from err
-        except ImageError:
-            raise
-        except (OSError, SyntaxError, ValueError) as err:
-            raise ImageError(f"could not read {name}: {err}") from err
+        with open_image_file(image, max_pixels) as f:
+            f.load()
+            loaded = f.copy() if f.mode != "P" else f.convert("RGBA")
+            loaded.info.update(f.info)
+            exif = f.getexif()
         if exif:
-            image.info["exif"] = exif.tobytes()
+            loaded.info["exif"] = exif.tobytes()
+        image = loaded
     if isinstance(image, np.ndarray):
         image = _array_to_pil(image)
     if not isinstance(image, Image.Image):

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .processing import MAX_PIXELS, ImageError, check_image_size, to_rgb
+from .processing import ImageError, open_image_file, to_rgb
 from .project_schema import (
     SOURCES,
     STATUSES,
@@ -549,21 +549,10 @@ class Project:
 def upright_size(path: Path) -> tuple[int, int]:
     """(width, height) of the image file as `to_rgb` returns it (EXIF orientation applied), read from the
     header and the orientation tag without decoding pixels. Refuses what `to_rgb` refuses, same messages."""
-    name = f"the image {os.fspath(path)!r}"
-    if path.is_file() and path.stat().st_size == 0:
-        raise ImageError(f"{name} is an empty file (0 bytes)")
-    try:
-        with Image.open(path) as f:
-            check_image_size(f.width, f.height, MAX_PIXELS, name)
-            # PIL only finds a PNG eXIf chunk stored after the pixels by decoding them all; such files are rare
-            orientation = 1 if f.format == "PNG" and "exif" not in f.info else f.getexif().get(0x0112, 1)
-            width, height = f.size
-    except Image.DecompressionBombError as err:
-        raise ImageError(f"{name} is too large to decode safely: {err}") from err
-    except ImageError:
-        raise
-    except (OSError, SyntaxError, ValueError) as err:
-        raise ImageError(f"could not read {name}: {err}") from err
+    with open_image_file(path) as f:
+        # PIL only finds a PNG eXIf chunk stored after the pixels by decoding them all; such files are rare
+        orientation = 1 if f.format == "PNG" and "exif" not in f.info else f.getexif().get(0x0112, 1)
+        width, height = f.size
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)  # 5-8 rotate by 90 degrees
 
 
