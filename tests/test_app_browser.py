@@ -119,8 +119,9 @@ def test_label_two_images_in_the_browser(server, browser, tmp_path):
     assert len(manual) == 1 and manual[0].class_name == "remote control"
     drawn = manual[0]
 
-    # next image, then auto-label all (only the unlabeled one is left)
-    page.locator("#next-btn").click()
+    # next image with the keyboard shortcut, then auto-label all (only the unlabeled one is left)
+    page.locator("#image-info").click()  # focus outside any text field
+    page.keyboard.press("n")
     page.wait_for_selector("#image-info >> text=street1.png", timeout=30_000)
     page.locator("#auto-all-btn").click()
     page.wait_for_selector("#message >> text=labeled 1 of 1", timeout=120_000)

@@ -25,7 +25,8 @@ EXAMPLES = [(ASSETS / name, classes) for name, classes in
             (("cat.png", "cat, remote control"), ("coffee.png", "cup, saucer, spoon"), ("astronaut.png", "person, flag"))
             if (ASSETS / name).is_file()]
 
-SHORTCUTS = {"n": "next-btn", "p": "prev-btn", "r": "reviewed-btn", "s": "skip-btn", "d": "detect-btn"}
+# letters the box editor does not use itself (it takes c, d, Delete, Enter, Escape and the arrows)
+SHORTCUTS = {"n": "next-btn", "p": "prev-btn", "r": "reviewed-btn", "s": "skip-btn", "g": "detect-btn"}
 HEAD = """<script>
 document.addEventListener('keydown', (e) => {
   const t = e.target;
@@ -36,7 +37,7 @@ document.addEventListener('keydown', (e) => {
 });
 </script>""".replace("SHORTCUTS", json.dumps(SHORTCUTS))
 
-HELP = ("**Keys:** `n` next image, `p` previous, `r` mark reviewed, `s` skip, `d` detect. In the box editor: "
+HELP = ("**Keys:** `n` next image, `p` previous, `r` mark reviewed, `s` skip, `g` detect. In the box editor: "
         "*Create box* to draw, drag to move or resize, double-click a box to change its label, select + `Delete` "
         "to remove it. Every change is saved as you make it.")
 
