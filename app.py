@@ -10,6 +10,9 @@ def main(argv=None) -> int:
     from ui import build_app, launch, parse_args
 
     config = parse_args(argv)
+    from gdino.ops import compiled
+
+    compiled.prepare_in_background()  # the first detection should not wait for the kernel's build
     demo, app = build_app(config)
     try:  # load the detector now, so the page says at once whether the weights are there
         app.hub.detector()

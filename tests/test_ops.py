@@ -45,4 +45,5 @@ def test_reference_equals_direct_sampling():
     out = ms_deform_attn_reference(value, shapes, locations, weights)
     assert out.shape == (b, q, heads * dh)
     assert torch.allclose(out.double(), ref, atol=1e-5)
-    assert torch.equal(ms_deform_attn(value, shapes, locations, weights), out)
+    # whichever kernel the dispatcher picks here (compiled if it builds), the same numbers
+    assert torch.allclose(ms_deform_attn(value, shapes, locations, weights).double(), ref, atol=1e-5)
