@@ -21,12 +21,15 @@ void forward_kernel(const scalar_t* value, const int64_t* shapes, const int64_t*
   // value:     (B, S, H, D)          locations: (B, Q, H, L, P, 2)
   // weights:   (B, Q, H, L, P)       out:       (B, Q, H, D)
   at::parallel_for(0, items, 16, [&](int64_t begin, int64_t end) {
-    std::vector<float> acc(channels);
+    // a stack accumulator for the usual head sizes (32 in Grounding DINO), the heap beyond
+    float stack_acc[128];
+    std::vector<float> heap_acc(channels > 128 ? channels : 0);
+    float* __restrict__ acc = channels > 128 ? heap_acc.data() : stack_acc;
     for (int64_t item = begin; item < end; ++item) {
       const int64_t h = item % heads;
       const int64_t q = (item / heads) % queries;
       const int64_t b = item / (heads * queries);
-      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int64_t c = 0; c < channels; ++c) acc[c] = 0.0f;
       const int64_t sample0 = ((b * queries + q) * heads + h) * levels * points;
       for (int64_t l = 0; l < levels; ++l) {
         const int64_t height = shapes[2 * l], width = shapes[2 * l + 1];
@@ -45,7 +48,7 @@ void forward_kernel(const scalar_t* value, const int64_t* shapes, const int64_t*
           for (int k = 0; k < 4; ++k) {
             if (cx[k] < 0 || cy[k] < 0 || cx[k] >= width || cy[k] >= height) continue;
             const float w = w_attn * corner_w[k];
-            const scalar_t* v = level_value + cy[k] * row_stride + cx[k] * col_stride;
+            const scalar_t* __restrict__ v = level_value + cy[k] * row_stride + cx[k] * col_stride;
             for (int64_t c = 0; c < channels; ++c) acc[c] += w * static_cast<float>(v[c]);
           }
         }

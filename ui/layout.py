@@ -139,13 +139,17 @@ def build(app: h.App) -> gr.Blocks:
         view_value: dict[str, str] = {}
         outs = [bstate, annotator, shown_id, info, table, obj, phrase, message, status]
 
+        def only_message(text):
+            """Leave the page as it is and say why (an action that could not start)."""
+            return (*[gr.update()] * (len(outs) - 2), text, gr.update())
+
         def guarded(fn):
             """Run an action; a user error becomes a message in the page, never a traceback."""
             def run(state, *args):
                 try:
                     state = state_of(state)
                 except h.ProjectError as err:
-                    return (*[gr.update()] * (len(outs) - 2), f"**{err}**", gr.update())
+                    return only_message(f"**{err}**")
                 try:
                     return fn(state, *args)
                 except h.USER_ERRORS as err:
@@ -237,23 +241,30 @@ def build(app: h.App) -> gr.Blocks:
                 row = evt.row_value if evt is not None else None
                 return refresh(state, int(row[0])) if row else refresh(state)
             except h.USER_ERRORS as err:
-                return (*[gr.update()] * (len(outs) - 2), f"**Could not open that image:** {err}", gr.update())
+                return only_message(f"**Could not open that image:** {err}")
 
         table.select(pick_row, [bstate], outs)
 
         @gpu
-        def label_all(state, *prompt, progress=gr.Progress()):  # noqa: B008 - gradio injects progress this way
-            settings = h.settings_from_inputs(*prompt)
-            h.save_prompt(app, state, *prompt)
-            flag = cancel_flags.setdefault(state["token"], threading.Event())
-            flag.clear()
-            def report(done, total):
-                progress(done / total, desc=f"{done}/{total} images")
+        def label_all(state, mode_, classes_, prompt_, box_, text_, masks_, progress=gr.Progress()):  # noqa: B008
+            # not wrapped: gradio finds `progress` (and shows the bar) by this signature
+            try:
+                state = state_of(state)
+                prompt = (mode_, classes_, prompt_, box_, text_, masks_)
+                settings = h.settings_from_inputs(*prompt)
+                h.save_prompt(app, state, *prompt)
+                flag = cancel_flags.setdefault(state["token"], threading.Event())
+                flag.clear()
 
-            note = h.auto_label_all(app, state, settings, progress=report, should_stop=flag.is_set)
-            return refresh(state, "keep", note)
+                def report(done, total):
+                    progress(done / total, desc=f"{done}/{total} images")
 
-        all_btn.click(guarded(label_all), [bstate, *prompt_inputs], outs, concurrency_id="model")
+                note = h.auto_label_all(app, state, settings, progress=report, should_stop=flag.is_set)
+                return refresh(state, "keep", note)
+            except h.USER_ERRORS as err:
+                return only_message(f"**Could not do that:** {err}")
+
+        all_btn.click(label_all, [bstate, *prompt_inputs], outs, concurrency_id="model")
 
         def cancel(state):
             if not isinstance(state, dict) or not state.get("token"):

@@ -22,9 +22,18 @@ _lock = threading.Lock()
 _cpu = {"tried": False, "module": None, "error": None}
 
 
+def _simd_flags() -> tuple[str, list[str]]:
+    """8-wide float math where this CPU has it (the build is for this machine; the cache is keyed by it)."""
+    capability = torch.backends.cpu.get_cpu_capability()
+    if capability in ("AVX2", "AVX512") and sys.platform.startswith("linux"):
+        return "avx2", ["-mavx2", "-mfma"]
+    return "generic", []
+
+
 def build_dir() -> Path:
     root = Path(os.environ.get("GDINO_CACHE", Path.home() / ".cache" / "gdino"))
-    tag = f"torch{torch.__version__.replace('+', '_')}-py{sys.version_info.major}{sys.version_info.minor}"
+    tag = (f"torch{torch.__version__.replace('+', '_')}-py{sys.version_info.major}{sys.version_info.minor}"
+           f"-{_simd_flags()[0]}")
     return root / "kernels" / tag
 
 
@@ -46,7 +55,7 @@ def cpu_kernel():
             if not any(directory.glob("*.so")):
                 log.warning("gdino: compiling the deformable-attention CPU kernel (first use only, about a minute; "
                             "cached in %s)", directory)
-            _cpu["module"] = load(name="gdino_msda_cpu", sources=[str(source)], extra_cflags=["-O3"],
+            _cpu["module"] = load(name="gdino_msda_cpu", sources=[str(source)], extra_cflags=["-O3", *_simd_flags()[1]],
                                   build_directory=str(directory), verbose=False)
         except Exception as err:  # no compiler, no ninja, a build error: the reference still works
             _cpu["error"] = f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}"

@@ -1,0 +1,191 @@
+"""gdino vs transformers' GroundingDinoForObjectDetection on the same weights, on this machine.
+
+    python bench/bench_model.py [--size 800x1200] [--repeats 3] [--threads N]
+
+Builds a random full-size Swin-T Grounding DINO (the OGC architecture, BERT-base text encoder), saves it
+in the transformers layout, checks that both implementations give the same outputs, then times each in
+its own process (so peak memory is each one's own): per-image latency at 800x1200 with a 3-class
+prompt, gdino's re-prompt latency (image features cached), gdino's batch throughput, and the
+deformable-attention op alone (reference vs compiled) at the encoder's size. Prints a markdown table.
+Random weights: speed and agreement are what is measured, not accuracy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+CAPTION = "cat . remote control . couch ."
+
+
+def median_time(fn, repeats: int) -> float:
+    fn()  # warm-up (also builds the compiled kernel if needed)
+    times = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def inputs(tokenizer, h: int, w: int, batch: int = 1):
+    g = torch.Generator().manual_seed(0)
+    pixel_values = torch.randn(batch, 3, h, w, generator=g)
+    enc = tokenizer([CAPTION] * batch, return_tensors="pt")
+    return pixel_values, enc
+
+
+# ------------------------------------------------------------------------------------ children
+
+def child_transformers(model_dir: str, h: int, w: int, repeats: int) -> dict:
+    from transformers import GroundingDinoForObjectDetection
+    from tiny_models import make_tokenizer
+
+    model = GroundingDinoForObjectDetection.from_pretrained(model_dir).eval()
+    pixel_values, enc = inputs(make_tokenizer(), h, w)
+    with torch.inference_mode():
+        latency = median_time(lambda: model(pixel_values=pixel_values, **enc), repeats)
+    return {"latency": latency, "peak_mb": peak_rss_mb()}
+
+
+def child_gdino(model_dir: str, h: int, w: int, repeats: int, dtype: str) -> dict:
+    import numpy as np
+
+    import gdino
+
+    det = gdino.Detector(gdino.load_model(model_dir, dtype=getattr(torch, dtype)), cache_size=4)
+    model = det.model
+    pixel_values, enc = inputs(model.tokenizer, h, w)
+    result = {}
+    with torch.inference_mode():
+        result["latency"] = median_time(lambda: model(pixel_values, **enc), repeats)
+        result["peak_mb"] = peak_rss_mb()
+        image = np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)  # resized to 800x1200 exactly
+        det.detect(image, classes=["cat", "remote control", "couch"])  # fills the cache
+        result["reprompt"] = median_time(lambda: det.detect(image, classes=["dog", "person", "car"]), repeats)
+        det.clear_cache()
+        result["detect"] = median_time(lambda: (det.clear_cache(), det.detect(image, classes=["cat", "dog", "car"])),
+                                       repeats)
+        batch = [np.random.default_rng(i).integers(0, 255, (h, w, 3), dtype=np.uint8) for i in range(4)]
+        t = median_time(lambda: (det.clear_cache(), det.detect_batch(batch, classes=["cat", "dog", "car"], batch_size=4)),
+                        max(1, repeats - 1))
+        result["batch4_images_per_s"] = 4 / t
+    return result
+
+
+def child_op(repeats: int) -> dict:
+    from gdino.ops import compiled, ms_deform_attn_reference
+
+    shapes = [(100, 150), (50, 75), (25, 38), (13, 19)]  # the encoder's levels at 800x1200
+    spatial = sum(h * w for h, w in shapes)
+    g = torch.Generator().manual_seed(0)
+    value = torch.randn(1, spatial, 8, 32, generator=g)
+    loc = torch.rand(1, spatial, 8, 4, 4, 2, generator=g)
+    weights = torch.rand(1, spatial, 8, 16, generator=g).softmax(-1).view(1, spatial, 8, 4, 4)
+    module = compiled.cpu_kernel()
+    with torch.inference_mode():
+        ref = median_time(lambda: ms_deform_attn_reference(value, shapes, loc, weights), repeats)
+        out = {"queries": spatial, "reference": ref}
+        if module is not None:
+            out["compiled"] = median_time(lambda: compiled.cpu_forward(module, value, shapes, loc, weights), repeats)
+            diff = (compiled.cpu_forward(module, value, shapes, loc, weights)
+                    - ms_deform_attn_reference(value, shapes, loc, weights)).abs().max()
+            out["max_diff"] = float(diff)
+    return out
+
+
+def agreement(model_dir: str) -> dict:
+    """Both models on the same small input: the fraction of queries within 1e-3 (float32)."""
+    from compare import fraction_within, per_query_error
+    from transformers import GroundingDinoForObjectDetection
+
+    import gdino
+
+    ours = gdino.load_model(model_dir)
+    theirs = GroundingDinoForObjectDetection.from_pretrained(model_dir).eval()
+    pixel_values, enc = inputs(ours.tokenizer, 320, 480)
+    with torch.inference_mode():
+        a, b = theirs(pixel_values=pixel_values, **enc), ours(pixel_values, **enc)
+    err = per_query_error(a.logits, a.pred_boxes, b.logits, b.pred_boxes)
+    return {"within_1e-3": fraction_within(err, 1e-3), "median_error": float(err.median())}
+
+
+# -------------------------------------------------------------------------------------- parent
+
+def run_child(*args: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"child {args} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", default="800x1200", help="HxW of the model input")
+    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--bf16", action="store_true", help="also time gdino in bfloat16")
+    parser.add_argument("--child", nargs="*", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    h, w = (int(v) for v in args.size.split("x"))
+
+    if args.child is not None:
+        kind, *rest = args.child
+        if kind == "transformers":
+            result = child_transformers(rest[0], h, w, args.repeats)
+        elif kind == "gdino":
+            result = child_gdino(rest[0], h, w, args.repeats, rest[1])
+        elif kind == "op":
+            result = child_op(args.repeats)
+        else:
+            result = agreement(rest[0])
+        print(json.dumps(result))
+        return
+
+    from tiny_models import make_hf_model, make_tokenizer, save_hf
+
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = str(save_hf(make_hf_model("swin_t", seed=0), make_tokenizer(), Path(tmp) / "swin_t"))
+        agree = run_child("agree", model_dir)
+        theirs = run_child("transformers", model_dir)
+        ours = run_child("gdino", model_dir, "float32")
+        ours16 = run_child("gdino", model_dir, "bfloat16") if args.bf16 else None
+        op = run_child("op")
+
+    print(f"Grounding DINO Swin-T (random weights), input {h}x{w}, prompt {CAPTION!r}, {torch.get_num_threads()} threads,"
+          f" median of {args.repeats}")
+    print(f"same outputs: {agree['within_1e-3']:.1%} of queries within 1e-3 (median error {agree['median_error']:.1e})\n")
+    print("| | transformers | gdino | gdino / transformers |")
+    print("|---|---:|---:|---:|")
+    print(f"| forward, 1 image (s) | {theirs['latency']:.2f} | {ours['latency']:.2f} | {ours['latency'] / theirs['latency']:.2f}x |")
+    print(f"| peak memory (MB) | {theirs['peak_mb']:.0f} | {ours['peak_mb']:.0f} | {ours['peak_mb'] / theirs['peak_mb']:.2f}x |")
+    print(f"| detect, 1 image, from pixels (s) | | {ours['detect']:.2f} | |")
+    print(f"| re-prompt, cached image (s) | | {ours['reprompt']:.2f} | {ours['reprompt'] / ours['detect']:.2f}x of detect |")
+    print(f"| detect_batch, 4 images (images/s) | | {ours['batch4_images_per_s']:.3f} | |")
+    if ours16:
+        print(f"| forward, bfloat16 (s) | | {ours16['latency']:.2f} | {ours16['latency'] / theirs['latency']:.2f}x |")
+    line = f"\ndeformable attention alone ({op['queries']} queries, 4 levels, 8 heads, 4 points, 32 channels): " \
+           f"reference {op['reference'] * 1000:.0f} ms"
+    if "compiled" in op:
+        line += f", compiled {op['compiled'] * 1000:.0f} ms ({op['reference'] / op['compiled']:.1f}x), max diff {op['max_diff']:.1e}"
+    else:
+        line += ", compiled kernel unavailable"
+    print(line)
+
+
+if __name__ == "__main__":
+    main()
