@@ -15,28 +15,19 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "bench"))
+from timing import median_time  # noqa: E402
+
 CAPTION = "cat . remote control . couch ."
-
-
-def median_time(fn, repeats: int) -> float:
-    fn()  # warm-up (also builds the compiled kernel if needed)
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
 
 
 def peak_rss_mb() -> float:
@@ -53,8 +44,8 @@ def inputs(tokenizer, h: int, w: int, batch: int = 1):
 # ------------------------------------------------------------------------------------ children
 
 def child_transformers(model_dir: str, h: int, w: int, repeats: int) -> dict:
-    from transformers import GroundingDinoForObjectDetection
     from tiny_models import make_tokenizer
+    from transformers import GroundingDinoForObjectDetection
 
     model = GroundingDinoForObjectDetection.from_pretrained(model_dir).eval()
     pixel_values, enc = inputs(make_tokenizer(), h, w)
@@ -109,20 +100,23 @@ def child_op(repeats: int) -> dict:
     return out
 
 
-def agreement(model_dir: str) -> dict:
-    """Both models on the same small input: the fraction of queries within 1e-3 (float32)."""
+def agreement(model_dir: str, dtype: str = "float32") -> dict:
+    """Both models on the same small input (transformers in float32, gdino in `dtype`): the fraction of
+    queries within 1e-3, the median and the largest per-query difference."""
     from compare import fraction_within, per_query_error
     from transformers import GroundingDinoForObjectDetection
 
     import gdino
 
-    ours = gdino.load_model(model_dir)
+    ours = gdino.load_model(model_dir, dtype=getattr(torch, dtype))
     theirs = GroundingDinoForObjectDetection.from_pretrained(model_dir).eval()
     pixel_values, enc = inputs(ours.tokenizer, 320, 480)
     with torch.inference_mode():
         a, b = theirs(pixel_values=pixel_values, **enc), ours(pixel_values, **enc)
-    err = per_query_error(a.logits, a.pred_boxes, b.logits, b.pred_boxes)
-    return {"within_1e-3": fraction_within(err, 1e-3), "median_error": float(err.median())}
+    err = per_query_error(a.logits, a.pred_boxes, b.logits.float(), b.pred_boxes.float())
+    finite = err[torch.isfinite(err)]
+    return {"within_1e-3": fraction_within(err, 1e-3), "median_error": float(err.median()),
+            "max_error": float(finite.max()) if finite.numel() else float("inf")}
 
 
 # -------------------------------------------------------------------------------------- parent
@@ -152,7 +146,7 @@ def main() -> None:
         elif kind == "op":
             result = child_op(args.repeats)
         else:
-            result = agreement(rest[0])
+            result = agreement(rest[0], *rest[1:])
         print(json.dumps(result))
         return
 
@@ -164,6 +158,7 @@ def main() -> None:
         theirs = run_child("transformers", model_dir)
         ours = run_child("gdino", model_dir, "float32")
         ours16 = run_child("gdino", model_dir, "bfloat16") if args.bf16 else None
+        agree16 = run_child("agree", model_dir, "bfloat16") if args.bf16 else None
         op = run_child("op")
 
     print(f"Grounding DINO Swin-T (random weights), input {h}x{w}, prompt {CAPTION!r}, {torch.get_num_threads()} threads,"
@@ -171,20 +166,26 @@ def main() -> None:
     print(f"same outputs: {agree['within_1e-3']:.1%} of queries within 1e-3 (median error {agree['median_error']:.1e})\n")
     print("| | transformers | gdino | gdino / transformers |")
     print("|---|---:|---:|---:|")
-    print(f"| forward, 1 image (s) | {theirs['latency']:.2f} | {ours['latency']:.2f} | {ours['latency'] / theirs['latency']:.2f}x |")
+    ratio = ours["latency"] / theirs["latency"]
+    print(f"| forward, 1 image (s) | {theirs['latency']:.2f} | {ours['latency']:.2f} | {ratio:.2f}x |")
     print(f"| peak memory (MB) | {theirs['peak_mb']:.0f} | {ours['peak_mb']:.0f} | {ours['peak_mb'] / theirs['peak_mb']:.2f}x |")
     print(f"| detect, 1 image, from pixels (s) | | {ours['detect']:.2f} | |")
     print(f"| re-prompt, cached image (s) | | {ours['reprompt']:.2f} | {ours['reprompt'] / ours['detect']:.2f}x of detect |")
     print(f"| detect_batch, 4 images (images/s) | | {ours['batch4_images_per_s']:.3f} | |")
     if ours16:
         print(f"| forward, bfloat16 (s) | | {ours16['latency']:.2f} | {ours16['latency'] / theirs['latency']:.2f}x |")
+        print(f"| re-prompt, bfloat16 (s) | | {ours16['reprompt']:.2f} | |")
     line = f"\ndeformable attention alone ({op['queries']} queries, 4 levels, 8 heads, 4 points, 32 channels): " \
            f"reference {op['reference'] * 1000:.0f} ms"
     if "compiled" in op:
-        line += f", compiled {op['compiled'] * 1000:.0f} ms ({op['reference'] / op['compiled']:.1f}x), max diff {op['max_diff']:.1e}"
+        speedup = op["reference"] / op["compiled"]
+        line += f", compiled {op['compiled'] * 1000:.0f} ms ({speedup:.1f}x), max diff {op['max_diff']:.1e}"
     else:
         line += ", compiled kernel unavailable"
     print(line)
+    if agree16:
+        print(f"bfloat16 vs transformers float32: median per-query difference {agree16['median_error']:.2e}, "
+              f"largest {agree16['max_error']:.2e} (logits and boxes)")
 
 
 if __name__ == "__main__":

@@ -9,22 +9,16 @@ Goals: 20 boxes cost at most 1.2x one box; a refine click under 10% of a full se
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
+import sys
+from pathlib import Path
 
 import numpy as np
 import torch
 
 from gdino.segment import Segmenter
 
-
-def timed(fn, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from timing import median_time  # noqa: E402
 
 
 def main() -> None:
@@ -44,12 +38,11 @@ def main() -> None:
     boxes = np.concatenate([xy, xy + rng.uniform(0.1, 0.4, (20, 2)) * [w, h]], 1)
 
     with torch.inference_mode():
-        seg.segment(image, boxes[:1])  # warm-up
-        one = timed(lambda: seg.segment(image, boxes[:1]), args.repeats)
-        twenty = timed(lambda: seg.segment(image, boxes), args.repeats)
+        one = median_time(lambda: seg.segment(image, boxes[:1]), args.repeats)
+        twenty = median_time(lambda: seg.segment(image, boxes), args.repeats)
         seg.cache_size = 4
         seg.segment(image, boxes[:1])  # embedding cached from here on
-        click = timed(lambda: seg.refine(image, points=[(w / 2, h / 2)], labels=[1]), args.repeats)
+        click = median_time(lambda: seg.refine(image, points=[(w / 2, h / 2)], labels=[1]), args.repeats)
 
     print(f"SAM {args.model}, image {w}x{h}, {torch.get_num_threads()} threads, median of {args.repeats}")
     print(f"| {'call':<28} | {'seconds':>8} | {'ratio':>12} |")
