@@ -130,13 +130,14 @@ class Detector:
         with torch.inference_mode():
             features = self._features(loaded, batch_size)
             found: list[Labeled | None] = [None] * len(loaded)
+            texts: dict = {}
             for group in self._groups(loaded, batch_size):
                 batch = ImageFeatures.cat([features[i] for i in group])
                 sizes = [loaded[i].size for i in group]
                 if isinstance(query, _TextQuery):
-                    results = self._run_text(batch, query, sizes, box_threshold, text_threshold)
+                    results = self._run_text(batch, query, sizes, box_threshold, text_threshold, texts)
                 else:
-                    results = self._run_classes(batch, query, sizes, box_threshold)
+                    results = self._run_classes(batch, query, sizes, box_threshold, texts)
                 for i, labeled in zip(group, results, strict=True):
                     found[i] = labeled
         if isinstance(query, _TextQuery):
@@ -221,25 +222,30 @@ class Detector:
 
     # ------------------------------------------------------------------------------ the model
 
-    def _decode(self, batch: ImageFeatures, input_ids: torch.Tensor):
-        text = self.model.encode_text(input_ids.to(self.model.device))
+    def _decode(self, batch: ImageFeatures, input_ids: torch.Tensor, texts: dict):
+        """texts: the prompts' text features encoded so far in this call (one BERT pass per prompt, not
+        one per prompt and size group)."""
+        key = tuple(input_ids[0].tolist())
+        if key not in texts:
+            texts[key] = self.model.encode_text(input_ids.to(self.model.device))
+        text = texts[key]
         out = self.model.decode(batch, text.expand(batch.tokens.shape[0]))
         n = input_ids.shape[1]
         return out.logits[..., :n].float().sigmoid().cpu(), out.pred_boxes.float().cpu()
 
-    def _run_classes(self, batch, query, sizes, box_threshold) -> list[Labeled]:
+    def _run_classes(self, batch, query, sizes, box_threshold, texts) -> list[Labeled]:
         parsed, chunks = query
         per_image: list[list[Labeled]] = [[] for _ in sizes]
         for chunk in chunks:
-            probs, boxes = self._decode(batch, torch.tensor([chunk.input_ids]))
+            probs, boxes = self._decode(batch, torch.tensor([chunk.input_ids]), texts)
             for b, size in enumerate(sizes):
                 scores, labels = class_scores(probs[b], chunk, parsed.phrase_label, len(parsed.labels)).max(-1)
                 keep = scores > box_threshold
                 per_image[b].append(Labeled(_pixels(boxes[b][keep], size), scores[keep], labels[keep]))
         return [Labeled.cat(parts) for parts in per_image]
 
-    def _run_text(self, batch, query: _TextQuery, sizes, box_threshold, text_threshold) -> list[_TextFound]:
-        probs, boxes = self._decode(batch, query.input_ids)
+    def _run_text(self, batch, query: _TextQuery, sizes, box_threshold, text_threshold, texts) -> list[_TextFound]:
+        probs, boxes = self._decode(batch, query.input_ids, texts)
         results = []
         for b, size in enumerate(sizes):
             found = _TextFound([], [], [], _pixels(boxes[b], size))

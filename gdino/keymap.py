@@ -112,8 +112,8 @@ def _rename(rest: str, table: list[tuple[str, str]]) -> str:
             suffix = rest[len(prefix):]
             if new.endswith(("#q", "#k", "#v")):  # "attn.qkv#q" + "weight" -> "attn.qkv.weight#q"
                 base, slot = new.split("#")
-                sep = "" if base.endswith("in_proj") else "."
-                return f"{base}{'_' if sep == '' else sep}{suffix}#{slot}"
+                joiner = "_" if base.endswith("in_proj") else "."  # in_proj_weight, qkv.weight
+                return f"{base}{joiner}{suffix}#{slot}"
             return new + suffix
     return f"<unknown>{rest}"
 
