@@ -88,13 +88,13 @@ def child_op(repeats: int) -> dict:
     value = torch.randn(1, spatial, 8, 32, generator=g)
     loc = torch.rand(1, spatial, 8, 4, 4, 2, generator=g)
     weights = torch.rand(1, spatial, 8, 16, generator=g).softmax(-1).view(1, spatial, 8, 4, 4)
-    module = compiled.cpu_kernel()
+    module = compiled.kernel("cpu")
     with torch.inference_mode():
         ref = median_time(lambda: ms_deform_attn_reference(value, shapes, loc, weights), repeats)
         out = {"queries": spatial, "reference": ref}
         if module is not None:
-            out["compiled"] = median_time(lambda: compiled.cpu_forward(module, value, shapes, loc, weights), repeats)
-            diff = (compiled.cpu_forward(module, value, shapes, loc, weights)
+            out["compiled"] = median_time(lambda: compiled.run(module, value, shapes, loc, weights), repeats)
+            diff = (compiled.run(module, value, shapes, loc, weights)
                     - ms_deform_attn_reference(value, shapes, loc, weights)).abs().max()
             out["max_diff"] = float(diff)
     return out

@@ -1,10 +1,11 @@
-"""The compiled CPU kernel against the PyTorch reference, and the dispatcher's choices."""
+"""The compiled CPU kernel (forward and backward) against the PyTorch reference, and the dispatcher."""
 
 import shutil
 
 import pytest
 import torch
 from compare import fraction_within, per_query_error
+from msda_inputs import msda_inputs, reference_gradients
 
 from gdino.ops import compiled, kernel_for, ms_deform_attn, ms_deform_attn_reference
 
@@ -21,67 +22,101 @@ def _compiler_missing() -> str | None:
 
 reason = _compiler_missing()
 needs_kernel = pytest.mark.skipif(reason is not None, reason=f"the compiled kernel needs a compiler: {reason}")
+LEVELS = [[(7, 9)], [(20, 31), (10, 16), (5, 8), (3, 4)], [(1, 1), (2, 3)]]
 
 
-def inputs(shapes, batch=2, heads=4, channels=8, queries=50, points=3, dtype=torch.float32, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    spatial = sum(h * w for h, w in shapes)
-    value = torch.randn(batch, spatial, heads, channels, generator=g)
-    # outside [0, 1] (zero padding), exactly on the borders, and at pixel edges / centres
-    loc = torch.rand(batch, queries, heads, len(shapes), points, 2, generator=g) * 1.6 - 0.3
-    loc[:, :5] = torch.tensor([0.0, 1.0])[torch.randint(0, 2, loc[:, :5].shape, generator=g)]
-    h0, w0 = shapes[0]
-    loc[:, 5:10, :, 0, :, 0] = (torch.randint(0, w0 + 1, (batch, 5, heads, points), generator=g) / w0)
-    loc[:, 5:10, :, 0, :, 1] = (torch.randint(0, 2 * h0 + 1, (batch, 5, heads, points), generator=g) / (2 * h0))
-    weights = torch.rand(batch, queries, heads, len(shapes) * points, generator=g).softmax(-1)
-    weights = weights.view(batch, queries, heads, len(shapes), points)
-    return value.to(dtype), loc.to(dtype), weights.to(dtype)
+@pytest.fixture(scope="module")
+def cpu():
+    module = compiled.kernel("cpu")
+    assert module is not None, compiled._state["cpu"]["error"]
+    return module
 
 
 @needs_kernel
-@pytest.mark.parametrize("shapes", [[(7, 9)], [(20, 31), (10, 16), (5, 8), (3, 4)], [(1, 1), (2, 3)]])
-def test_float32_matches_the_reference(shapes):
-    module = compiled.cpu_kernel()
-    assert module is not None, compiled._cpu["error"]
-    value, loc, weights = inputs(shapes)
+@pytest.mark.parametrize("shapes", LEVELS)
+def test_float32_matches_the_reference(cpu, shapes):
+    value, loc, weights = msda_inputs(shapes)
     ref = ms_deform_attn_reference(value, shapes, loc, weights)
-    out = compiled.cpu_forward(module, value, shapes, loc, weights)
+    out = compiled.run(cpu, value, shapes, loc, weights)
     assert out.shape == ref.shape and (out - ref).abs().max() <= 1e-5
 
 
 @needs_kernel
-def test_bfloat16_is_close_to_float32():
+def test_bfloat16_is_close_to_float32(cpu):
     shapes = [(20, 31), (10, 16)]
-    value, loc, weights = inputs(shapes)
+    value, loc, weights = msda_inputs(shapes)
     ref = ms_deform_attn_reference(value, shapes, loc, weights)
-    out = compiled.cpu_forward(compiled.cpu_kernel(), value.bfloat16(), shapes, loc.bfloat16(), weights.bfloat16())
+    out = compiled.run(cpu, value.bfloat16(), shapes, loc.bfloat16(), weights.bfloat16())
     assert out.dtype == torch.bfloat16 and (out.float() - ref).abs().max() < 0.05
 
 
 @needs_kernel
-def test_dispatcher(monkeypatch):
-    value, loc, weights = inputs([(7, 9)])
-    monkeypatch.setenv("GDINO_MSDA", "auto")
-    assert kernel_for(value, needs_grad=False) == "compiled"
-    assert kernel_for(value, needs_grad=True) == "reference"  # the CPU kernel has no backward
-    assert kernel_for(value.double(), needs_grad=False) == "reference"
-    monkeypatch.setenv("GDINO_MSDA", "reference")
-    assert kernel_for(value, needs_grad=False) == "reference"
-    monkeypatch.setenv("GDINO_MSDA", "compiled")
-    with pytest.raises(RuntimeError, match="no compiled kernel runs torch.float64"):
-        kernel_for(value.double(), needs_grad=False)
-    monkeypatch.setenv("GDINO_MSDA", "sometimes")
-    with pytest.raises(ValueError, match="GDINO_MSDA must be one of"):
-        kernel_for(value, needs_grad=False)
-    monkeypatch.setenv("GDINO_MSDA", "auto")
-    value.requires_grad_(True)
-    out = ms_deform_attn(value, [(7, 9)], loc, weights)  # training-style call: the reference, with gradients
-    out.sum().backward()
-    assert value.grad is not None
+@pytest.mark.parametrize("shapes", LEVELS)
+def test_backward_matches_the_reference(cpu, shapes):
+    """Gradients of value, locations and weights, borders and pixel edges included. At a pixel centre the
+    location's gradient jumps (bilinear has a kink there), and float32 rounding picks a side at random, so
+    the location gradients of queries 0-9 (placed on edges and centres) are left out of that comparison."""
+    value, loc, weights = msda_inputs(shapes)
+    grad = torch.randn(value.shape[0], loc.shape[1], value.shape[2] * value.shape[3])
+    want_out, want = reference_gradients(value, shapes, loc, weights, grad)
+    leaves = [t.clone().requires_grad_(True) for t in (value, loc, weights)]
+    out = compiled.run(cpu, leaves[0], shapes, leaves[1], leaves[2])
+    out.backward(grad)
+    assert (out.detach().double() - want_out).abs().max() <= 1e-5
+    leaves[1].grad[:, :10], want[1][:, :10] = 0, 0
+    for name, leaf, expected in zip(("value", "locations", "weights"), leaves, want, strict=True):
+        scale = 1 + expected.abs().max().item()
+        assert (leaf.grad.double() - expected).abs().max() <= 1e-4 * scale, name
 
 
 @needs_kernel
-def test_model_outputs_are_the_same_with_the_kernel(tiny_ours, tokenizer, monkeypatch):
+def test_gradcheck_float64(cpu):
+    shapes = [(5, 6), (2, 3)]
+    value, loc, weights = msda_inputs(shapes, batch=2, heads=2, channels=3, queries=6, points=2, dtype=torch.float64,
+                                      edges=False)
+    leaves = [t.requires_grad_(True) for t in (value, loc, weights)]
+    assert torch.autograd.gradcheck(lambda v, lo, w: compiled.run(cpu, v, shapes, lo, w), leaves, eps=1e-6, atol=1e-5)
+
+
+@needs_kernel
+def test_bfloat16_backward_is_close(cpu):
+    """Against the reference at the same (bfloat16-rounded) inputs: what is left is bfloat16 arithmetic."""
+    shapes = [(9, 11), (4, 5)]
+    value, loc, weights = (t.bfloat16() for t in msda_inputs(shapes, edges=False))
+    grad = torch.randn(value.shape[0], loc.shape[1], value.shape[2] * value.shape[3]).bfloat16()
+    _, want = reference_gradients(value, shapes, loc, weights, grad)
+    leaves = [t.clone().requires_grad_(True) for t in (value, loc, weights)]
+    compiled.run(cpu, leaves[0], shapes, leaves[1], leaves[2]).backward(grad)
+    for leaf, expected in zip(leaves, want, strict=True):
+        assert leaf.grad.dtype == torch.bfloat16
+        rel = (leaf.grad.double() - expected).norm() / expected.norm()
+        assert rel < 0.03
+
+
+@needs_kernel
+def test_dispatcher(cpu, monkeypatch):
+    value, loc, weights = msda_inputs([(7, 9)])
+    monkeypatch.setenv("GDINO_MSDA", "auto")
+    assert kernel_for(value) == "compiled" and kernel_for(value.bfloat16()) == "compiled"
+    assert kernel_for(value.double()) == "reference"
+    monkeypatch.setenv("GDINO_MSDA", "reference")
+    assert kernel_for(value) == "reference"
+    monkeypatch.setenv("GDINO_MSDA", "compiled")
+    with pytest.raises(RuntimeError, match="no compiled kernel runs torch.float64"):
+        kernel_for(value.double())
+    monkeypatch.setenv("GDINO_MSDA", "sometimes")
+    with pytest.raises(ValueError, match="GDINO_MSDA must be one of"):
+        kernel_for(value)
+    monkeypatch.setenv("GDINO_MSDA", "auto")
+    value.requires_grad_(True)
+    out = ms_deform_attn(value, [(7, 9)], loc, weights)  # a training-style call: the kernel, with its backward
+    assert out.grad_fn is not None and "Function" in type(out.grad_fn).__name__
+    out.sum().backward()
+    assert value.grad is not None and value.grad.abs().sum() > 0
+
+
+@needs_kernel
+def test_model_outputs_are_the_same_with_the_kernel(cpu, tiny_ours, tokenizer, monkeypatch):
     enc = tokenizer(["a cat . remote control ."], return_tensors="pt")
     x = torch.randn(1, 3, 100, 131)
     with torch.no_grad():
@@ -93,14 +128,41 @@ def test_model_outputs_are_the_same_with_the_kernel(tiny_ours, tokenizer, monkey
     assert fraction_within(err, 1e-4) == 1.0
 
 
+def _fresh_state(monkeypatch):
+    monkeypatch.setattr(compiled, "_state", {kind: {"tried": False, "module": None, "error": None}
+                                             for kind in compiled.SOURCES})
+    monkeypatch.setenv("GDINO_MSDA", "auto")
+
+
 def test_a_failed_build_falls_back_in_one_line(monkeypatch, caplog, tmp_path):
     monkeypatch.setattr(compiled, "CSRC", tmp_path / "nowhere")
-    monkeypatch.setattr(compiled, "_cpu", {"tried": False, "module": None, "error": None})
-    monkeypatch.setenv("GDINO_MSDA", "auto")
-    value, loc, weights = inputs([(7, 9)])
+    _fresh_state(monkeypatch)
+    value, loc, weights = msda_inputs([(7, 9)])
     with caplog.at_level("WARNING", logger="gdino"):
         out = ms_deform_attn(value, [(7, 9)], loc, weights)
         ms_deform_attn(value, [(7, 9)], loc, weights)
     assert torch.equal(out, ms_deform_attn_reference(value, [(7, 9)], loc, weights))
     warnings = [r for r in caplog.records if "unavailable" in r.getMessage()]
     assert len(warnings) == 1 and "using the PyTorch reference" in warnings[0].getMessage()
+
+
+@needs_kernel
+def test_a_kernel_that_disagrees_with_the_reference_is_not_used(cpu, monkeypatch, caplog):
+    """The first-use check: a kernel whose output is 1% off (here, a wrapper around the real one) is refused."""
+
+    class OnePercentOff:
+        def forward(self, *args):
+            return cpu.forward(*args) * 1.01
+
+        def backward(self, *args):
+            return cpu.backward(*args)
+
+    monkeypatch.setattr(compiled, "build", lambda kind: OnePercentOff())
+    _fresh_state(monkeypatch)
+    value, loc, weights = msda_inputs([(7, 9)])
+    with caplog.at_level("WARNING", logger="gdino"):
+        assert kernel_for(value) == "reference"
+    assert "output differs from the reference" in caplog.text
+    monkeypatch.setenv("GDINO_MSDA", "compiled")
+    with pytest.raises(RuntimeError, match="cpu kernel is unavailable"):
+        kernel_for(value)

@@ -1,9 +1,10 @@
 """Multi-scale deformable attention behind one function.
 
-`ms_deform_attn` is the only entry point the model uses. It runs the compiled CPU kernel (float32 and
-bfloat16, inference) when it can be built, and the pure-PyTorch reference otherwise (other devices and
-dtypes, training, or no compiler). `GDINO_MSDA=reference` forces the reference, `GDINO_MSDA=compiled`
-forces the kernel (an error if it cannot be built: for testing), `auto` (default) chooses.
+`ms_deform_attn` is the only entry point the model uses. It runs a compiled kernel when one can be built
+for the tensors' device and dtype (CPU: float32, bfloat16; CUDA: float32, float16, bfloat16; forward
+and backward on both), and the pure-PyTorch reference otherwise (other dtypes, no compiler, no CUDA
+toolkit). `GDINO_MSDA=reference` forces the reference, `GDINO_MSDA=compiled` forces the kernel (an error
+if it cannot be had: for testing), `auto` (default) chooses.
 """
 
 from __future__ import annotations
@@ -18,24 +19,26 @@ from .reference import ms_deform_attn_reference
 __all__ = ["kernel_for", "ms_deform_attn", "ms_deform_attn_reference"]
 
 _MODES = ("auto", "reference", "compiled")
+KERNEL_DTYPES = {"cpu": (torch.float32, torch.bfloat16), "cuda": (torch.float32, torch.float16, torch.bfloat16)}
 
 
-def kernel_for(value: torch.Tensor, needs_grad: bool) -> str:
+def kernel_for(value: torch.Tensor) -> str:
     """"compiled" or "reference": what `ms_deform_attn` will run for such a value tensor."""
     mode = os.environ.get("GDINO_MSDA", "auto").lower()
     if mode not in _MODES:
         raise ValueError(f"GDINO_MSDA must be one of {', '.join(_MODES)}, got {mode!r}")
     if mode == "reference":
         return "reference"
-    fits = value.device.type == "cpu" and value.dtype in (torch.float32, torch.bfloat16) and not needs_grad
+    kind = value.device.type
+    fits = value.dtype in KERNEL_DTYPES.get(kind, ())
     if mode == "compiled":
         if not fits:
-            raise RuntimeError(f"GDINO_MSDA=compiled, but no compiled kernel runs {value.dtype} on {value.device} "
-                               f"{'with gradients' if needs_grad else ''}")
-        if compiled.cpu_kernel() is None:
-            raise RuntimeError(f"GDINO_MSDA=compiled, but the kernel could not be built: {compiled._cpu['error']}")
+            raise RuntimeError(f"GDINO_MSDA=compiled, but no compiled kernel runs {value.dtype} on {value.device}")
+        if compiled.kernel(kind) is None:
+            raise RuntimeError(f"GDINO_MSDA=compiled, but the {kind} kernel is unavailable: "
+                               f"{compiled._state[kind]['error']}")
         return "compiled"
-    return "compiled" if fits and compiled.cpu_kernel() is not None else "reference"
+    return "compiled" if fits and compiled.kernel(kind) is not None else "reference"
 
 
 def ms_deform_attn(
@@ -51,9 +54,8 @@ def ms_deform_attn(
     attention_weights:  (B, Q, H, L, P)
     returns:            (B, Q, H*Dh)
     """
-    needs_grad = torch.is_grad_enabled() and any(
-        t.requires_grad for t in (value, sampling_locations, attention_weights))
-    if kernel_for(value, needs_grad) == "compiled":
-        return compiled.cpu_forward(compiled.cpu_kernel(), value, spatial_shapes, sampling_locations.to(value.dtype),
-                                    attention_weights.to(value.dtype))
+    if kernel_for(value) == "compiled":
+        module = compiled.kernel(value.device.type)
+        return compiled.run(module, value, spatial_shapes, sampling_locations.to(value.dtype),
+                            attention_weights.to(value.dtype))
     return ms_deform_attn_reference(value, spatial_shapes, sampling_locations, attention_weights)
