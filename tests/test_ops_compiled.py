@@ -134,6 +134,18 @@ def _fresh_state(monkeypatch):
     monkeypatch.setenv("GDINO_MSDA", "auto")
 
 
+@needs_kernel
+def test_first_use_inside_inference_mode(cpu, monkeypatch, caplog):
+    """The first-use check runs a backward: it must work when the first call comes from inference code."""
+    monkeypatch.setattr(compiled, "build", lambda kind: cpu)
+    _fresh_state(monkeypatch)
+    value, loc, weights = msda_inputs([(7, 9)])
+    with caplog.at_level("WARNING", logger="gdino"), torch.inference_mode():
+        assert kernel_for(value) == "compiled"
+        out = ms_deform_attn(value, [(7, 9)], loc, weights)
+    assert "unavailable" not in caplog.text and (out - ms_deform_attn_reference(value, [(7, 9)], loc, weights)).abs().max() < 1e-5
+
+
 def test_a_failed_build_falls_back_in_one_line(monkeypatch, caplog, tmp_path):
     monkeypatch.setattr(compiled, "CSRC", tmp_path / "nowhere")
     _fresh_state(monkeypatch)

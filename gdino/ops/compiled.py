@@ -155,18 +155,19 @@ def run(module, value, spatial_shapes, sampling_locations, attention_weights) ->
 def self_check(module, device: str) -> None:
     """Forward and backward on a small random problem (borders and outside points included) against the
     reference in float32; raises if they differ. Milliseconds; guards users against a miscompiled kernel."""
-    g = torch.Generator().manual_seed(0)
-    shapes = [(6, 7), (3, 4)]
-    value = torch.randn(2, sum(h * w for h, w in shapes), 2, 8, generator=g)
-    loc = torch.rand(2, 5, 2, len(shapes), 3, 2, generator=g) * 1.4 - 0.2
-    weights = torch.rand(2, 5, 2, len(shapes), 3, generator=g)
-    inputs = [t.to(device).requires_grad_(True) for t in (value, loc, weights)]
-    reference = [t.detach().clone().requires_grad_(True) for t in (value, loc, weights)]
-    grad = torch.randn(2, 5, 16, generator=g)
-    out = run(module, inputs[0], shapes, inputs[1], inputs[2])
-    out.backward(grad.to(device))
-    expected = ms_deform_attn_reference(reference[0], shapes, reference[1], reference[2])
-    expected.backward(grad)
+    with torch.inference_mode(False), torch.enable_grad():  # the first use may well come from inference code
+        g = torch.Generator().manual_seed(0)
+        shapes = [(6, 7), (3, 4)]
+        value = torch.randn(2, sum(h * w for h, w in shapes), 2, 8, generator=g)
+        loc = torch.rand(2, 5, 2, len(shapes), 3, 2, generator=g) * 1.4 - 0.2
+        weights = torch.rand(2, 5, 2, len(shapes), 3, generator=g)
+        grad = torch.randn(2, 5, 16, generator=g)
+        inputs = [t.to(device).requires_grad_(True) for t in (value, loc, weights)]
+        reference = [t.detach().clone().requires_grad_(True) for t in (value, loc, weights)]
+        out = run(module, inputs[0], shapes, inputs[1], inputs[2])
+        out.backward(grad.to(device))
+        expected = ms_deform_attn_reference(reference[0], shapes, reference[1], reference[2])
+        expected.backward(grad)
     pairs = [("output", out, expected)]
     pairs += [(f"{name} gradient", a.grad, b.grad) for name, a, b in zip(("value", "location", "weight"), inputs, reference,
                                                                            strict=True)]
