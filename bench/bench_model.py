@@ -116,7 +116,25 @@ def agreement(model_dir: str, dtype: str = "float32") -> dict:
     err = per_query_error(a.logits, a.pred_boxes, b.logits.float(), b.pred_boxes.float())
     finite = err[torch.isfinite(err)]
     return {"within_1e-3": fraction_within(err, 1e-3), "median_error": float(err.median()),
-            "max_error": float(finite.max()) if finite.numel() else float("inf")}
+            "max_error": float(finite.max()) if finite.numel() else float("inf"),
+            **detections_moved(a.logits[0], a.pred_boxes[0], b.logits[0].float(), b.pred_boxes[0].float())}
+
+
+def detections_moved(logits_a, boxes_a, logits_b, boxes_b, top: int = 100) -> dict:
+    """Order-free: for each of A's `top` highest-scoring queries (score: the best token's logit; random
+    weights saturate the sigmoid), the query of B whose box overlaps it most. The fraction found at IoU >= 0.9
+    and >= 0.5, and the median score change of those at >= 0.9. logits: (Q, T), boxes: (Q, 4) cxcywh in [0, 1]."""
+    from torchvision.ops import box_convert, box_iou
+
+    score_a, score_b = logits_a.amax(-1), logits_b.amax(-1)
+    keep = score_a.topk(min(top, score_a.numel())).indices
+    iou = box_iou(box_convert(boxes_a[keep], "cxcywh", "xyxy"), box_convert(boxes_b, "cxcywh", "xyxy"))
+    best, match = iou.max(-1)
+    close = best >= 0.9
+    change = (score_a[keep][close] - score_b[match[close]]).abs()
+    return {"top": int(keep.numel()), "iou90": float(close.float().mean()), "iou50": float((best >= 0.5).float().mean()),
+            "score_change": float(change.median()) if change.numel() else float("nan"),
+            "score_spread": float(score_a[keep].std())}
 
 
 # -------------------------------------------------------------------------------------- parent
@@ -185,7 +203,12 @@ def main() -> None:
     print(line)
     if agree16:
         print(f"bfloat16 vs transformers float32: median per-query difference {agree16['median_error']:.2e}, "
-              f"largest {agree16['max_error']:.2e} (logits and boxes)")
+              f"largest {agree16['max_error']:.2e} (logits and boxes, query by query)")
+        print(f"order-free: of float32's top {agree16['top']} detections, {agree16['iou90']:.0%} have a bfloat16 box at "
+              f"IoU >= 0.9 ({agree16['iou50']:.0%} at >= 0.5), their scores differ by a median "
+              f"{agree16['score_change']:.2f} in the logits (their spread over the top {agree16['top']}: "
+              f"{agree16['score_spread']:.2f})")
+    print(f"float32 order-free check: {agree['iou90']:.0%} of the top {agree['top']} at IoU >= 0.9")
 
 
 if __name__ == "__main__":

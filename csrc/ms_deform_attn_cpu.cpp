@@ -3,7 +3,9 @@
 // with the CUDA kernel.
 //
 // value: (B, S, H, D)   sampling_locations: (B, Q, H, L, P, 2), (x, y) in [0, 1]
-// attention_weights: (B, Q, H, L, P)   output: (B, Q, H*D)
+// attention_weights: (B, Q, H, L, P)   output: (B, Q, H*D), value's dtype
+// Locations and weights come in the op-math type (float32, float64 for a float64 value): a bfloat16
+// location would be off by up to 1/256 of the map.
 #include <torch/extension.h>
 #include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
@@ -20,8 +22,9 @@ struct Sizes {
 
 // One (batch, query, head) per task: its channels accumulate in `acc`, each sample adds four corner rows.
 template <typename scalar_t>
-void forward_kernel(const scalar_t* value, const int64_t* shapes, const int64_t* starts, const scalar_t* locations,
-                    const scalar_t* weights, scalar_t* out, Sizes n) {
+void forward_kernel(const scalar_t* value, const int64_t* shapes, const int64_t* starts,
+                    const at::opmath_type<scalar_t>* locations, const at::opmath_type<scalar_t>* weights, scalar_t* out,
+                    Sizes n) {
   using acc_t = at::opmath_type<scalar_t>;
   at::parallel_for(0, n.batch * n.queries * n.heads, 16, [&](int64_t begin, int64_t end) {
     acc_t stack_acc[128];  // Grounding DINO's heads have 32 channels; the heap beyond 128
@@ -58,8 +61,9 @@ void forward_kernel(const scalar_t* value, const int64_t* shapes, const int64_t*
 
 // One (batch, head) per task, so that no two tasks write the same gradient of `value`.
 template <typename scalar_t>
-void backward_kernel(const scalar_t* value, const int64_t* shapes, const int64_t* starts, const scalar_t* locations,
-                     const scalar_t* weights, const scalar_t* grad_out, at::opmath_type<scalar_t>* grad_value,
+void backward_kernel(const scalar_t* value, const int64_t* shapes, const int64_t* starts,
+                     const at::opmath_type<scalar_t>* locations, const at::opmath_type<scalar_t>* weights,
+                     const scalar_t* grad_out, at::opmath_type<scalar_t>* grad_value,
                      at::opmath_type<scalar_t>* grad_locations, at::opmath_type<scalar_t>* grad_weights, Sizes n) {
   using acc_t = at::opmath_type<scalar_t>;
   at::parallel_for(0, n.batch * n.heads, 1, [&](int64_t begin, int64_t end) {
@@ -100,9 +104,9 @@ Sizes check(const torch::Tensor& value, const torch::Tensor& spatial_shapes, con
   TORCH_CHECK(value.device().is_cpu(), "the CPU kernel takes CPU tensors");
   TORCH_CHECK(value.dim() == 4 && sampling_locations.dim() == 6 && attention_weights.dim() == 5,
               "value (B, S, H, D), sampling_locations (B, Q, H, L, P, 2), attention_weights (B, Q, H, L, P)");
-  TORCH_CHECK(value.scalar_type() == sampling_locations.scalar_type() &&
-                  value.scalar_type() == attention_weights.scalar_type(),
-              "value, sampling_locations and attention_weights must share one dtype");
+  const auto precise = at::toOpMathType(value.scalar_type());
+  TORCH_CHECK(sampling_locations.scalar_type() == precise && attention_weights.scalar_type() == precise,
+              "sampling_locations and attention_weights must be ", precise, " for a ", value.scalar_type(), " value");
   const Sizes n{value.size(0), value.size(1), value.size(2), value.size(3), sampling_locations.size(1),
                 sampling_locations.size(3), sampling_locations.size(4)};
   TORCH_CHECK(spatial_shapes.size(0) == n.levels && level_start_index.size(0) == n.levels,
@@ -124,7 +128,7 @@ torch::Tensor ms_deform_attn_forward(const torch::Tensor& value, const torch::Te
   auto out = torch::empty({n.batch, n.queries, n.heads, n.channels}, v.options());
   AT_DISPATCH_FLOATING_TYPES_AND(at::ScalarType::BFloat16, v.scalar_type(), "ms_deform_attn_forward_cpu", [&] {
     forward_kernel<scalar_t>(v.data_ptr<scalar_t>(), shapes.data_ptr<int64_t>(), starts.data_ptr<int64_t>(),
-                             loc.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), n);
+                             loc.data_ptr<at::opmath_type<scalar_t>>(), w.data_ptr<at::opmath_type<scalar_t>>(), out.data_ptr<scalar_t>(), n);
   });
   return out.view({n.batch, n.queries, n.heads * n.channels});
 }
@@ -150,11 +154,11 @@ std::vector<torch::Tensor> ms_deform_attn_backward(const torch::Tensor& value, c
   AT_DISPATCH_FLOATING_TYPES_AND(at::ScalarType::BFloat16, v.scalar_type(), "ms_deform_attn_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
     backward_kernel<scalar_t>(v.data_ptr<scalar_t>(), shapes.data_ptr<int64_t>(), starts.data_ptr<int64_t>(),
-                              loc.data_ptr<scalar_t>(), w.data_ptr<scalar_t>(), g.data_ptr<scalar_t>(),
+                              loc.data_ptr<at::opmath_type<scalar_t>>(), w.data_ptr<at::opmath_type<scalar_t>>(), g.data_ptr<scalar_t>(),
                               grad_value.data_ptr<acc_t>(), grad_loc.data_ptr<acc_t>(), grad_w.data_ptr<acc_t>(), n);
   });
   const auto dtype = value.scalar_type();
-  return {grad_value.to(dtype), grad_loc.to(dtype), grad_w.to(dtype)};
+  return {grad_value.to(dtype), grad_loc, grad_w};
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

@@ -3,7 +3,8 @@
 //
 // One thread per output element (batch, query, head, channel), channels fastest, so that the threads of
 // a warp read neighbouring channels of the same pixels. value: (B, S, H, D); sampling_locations:
-// (B, Q, H, L, P, 2), (x, y) in [0, 1]; attention_weights: (B, Q, H, L, P); output: (B, Q, H*D).
+// (B, Q, H, L, P, 2), (x, y) in [0, 1]; attention_weights: (B, Q, H, L, P); output: (B, Q, H*D). Locations
+// and weights come in the op-math type (float32; float64 for a float64 value).
 #include <torch/extension.h>
 #include <ATen/OpMathType.h>
 #include <c10/cuda/CUDAException.h>
@@ -24,8 +25,8 @@ struct Sizes {
 
 template <typename scalar_t>
 __global__ void forward_kernel(const scalar_t* __restrict__ value, const int64_t* __restrict__ shapes,
-                               const int64_t* __restrict__ starts, const scalar_t* __restrict__ locations,
-                               const scalar_t* __restrict__ weights, scalar_t* __restrict__ out, Sizes n) {
+                               const int64_t* __restrict__ starts, const at::opmath_type<scalar_t>* __restrict__ locations,
+                               const at::opmath_type<scalar_t>* __restrict__ weights, scalar_t* __restrict__ out, Sizes n) {
   using acc_t = at::opmath_type<scalar_t>;
   const int64_t index = static_cast<int64_t>(blockIdx.x) * blockDim.x + threadIdx.x;
   if (index >= n.batch * n.queries * n.heads * n.channels) return;
@@ -60,8 +61,8 @@ __device__ __forceinline__ acc_t group_sum(acc_t x, int width) {
 // and locations' summed over a query's channels first (in the warp when D divides 32, else atomically).
 template <typename scalar_t>
 __global__ void backward_kernel(const scalar_t* __restrict__ value, const int64_t* __restrict__ shapes,
-                                const int64_t* __restrict__ starts, const scalar_t* __restrict__ locations,
-                                const scalar_t* __restrict__ weights, const scalar_t* __restrict__ grad_out,
+                                const int64_t* __restrict__ starts, const at::opmath_type<scalar_t>* __restrict__ locations,
+                                const at::opmath_type<scalar_t>* __restrict__ weights, const scalar_t* __restrict__ grad_out,
                                 at::opmath_type<scalar_t>* grad_value, at::opmath_type<scalar_t>* grad_locations,
                                 at::opmath_type<scalar_t>* grad_weights, Sizes n, bool in_warp) {
   using acc_t = at::opmath_type<scalar_t>;
@@ -110,9 +111,9 @@ Sizes check(const torch::Tensor& value, const torch::Tensor& spatial_shapes, con
               "the CUDA kernel takes CUDA tensors");
   TORCH_CHECK(value.dim() == 4 && sampling_locations.dim() == 6 && attention_weights.dim() == 5,
               "value (B, S, H, D), sampling_locations (B, Q, H, L, P, 2), attention_weights (B, Q, H, L, P)");
-  TORCH_CHECK(value.scalar_type() == sampling_locations.scalar_type() &&
-                  value.scalar_type() == attention_weights.scalar_type(),
-              "value, sampling_locations and attention_weights must share one dtype");
+  const auto precise = at::toOpMathType(value.scalar_type());
+  TORCH_CHECK(sampling_locations.scalar_type() == precise && attention_weights.scalar_type() == precise,
+              "sampling_locations and attention_weights must be ", precise, " for a ", value.scalar_type(), " value");
   const Sizes n{value.size(0), value.size(1), value.size(2), value.size(3), sampling_locations.size(1),
                 sampling_locations.size(3), sampling_locations.size(4)};
   TORCH_CHECK(spatial_shapes.size(0) == n.levels && level_start_index.size(0) == n.levels,
@@ -141,8 +142,8 @@ torch::Tensor ms_deform_attn_forward(const torch::Tensor& value, const torch::Te
   AT_DISPATCH_FLOATING_TYPES_AND2(at::ScalarType::Half, at::ScalarType::BFloat16, v.scalar_type(),
                                   "ms_deform_attn_forward_cuda", [&] {
     forward_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
-        v.data_ptr<scalar_t>(), shapes.data_ptr<int64_t>(), starts.data_ptr<int64_t>(), loc.data_ptr<scalar_t>(),
-        w.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), n);
+        v.data_ptr<scalar_t>(), shapes.data_ptr<int64_t>(), starts.data_ptr<int64_t>(), loc.data_ptr<at::opmath_type<scalar_t>>(),
+        w.data_ptr<at::opmath_type<scalar_t>>(), out.data_ptr<scalar_t>(), n);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out.view({n.batch, n.queries, n.heads * n.channels});
@@ -174,14 +175,14 @@ std::vector<torch::Tensor> ms_deform_attn_backward(const torch::Tensor& value, c
                                     "ms_deform_attn_backward_cuda", [&] {
       using acc_t = at::opmath_type<scalar_t>;
       backward_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
-          v.data_ptr<scalar_t>(), shapes.data_ptr<int64_t>(), starts.data_ptr<int64_t>(), loc.data_ptr<scalar_t>(),
-          w.data_ptr<scalar_t>(), g.data_ptr<scalar_t>(), grad_value.data_ptr<acc_t>(), grad_loc.data_ptr<acc_t>(),
+          v.data_ptr<scalar_t>(), shapes.data_ptr<int64_t>(), starts.data_ptr<int64_t>(), loc.data_ptr<at::opmath_type<scalar_t>>(),
+          w.data_ptr<at::opmath_type<scalar_t>>(), g.data_ptr<scalar_t>(), grad_value.data_ptr<acc_t>(), grad_loc.data_ptr<acc_t>(),
           grad_w.data_ptr<acc_t>(), n, in_warp);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   }
   const auto dtype = value.scalar_type();
-  return {grad_value.to(dtype), grad_loc.to(dtype), grad_w.to(dtype)};
+  return {grad_value.to(dtype), grad_loc, grad_w};
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

@@ -75,7 +75,7 @@ class Decoder(nn.Module):
         ratios = torch.cat([valid_ratios, valid_ratios], -1)[:, None]  # (B, 1, L, 4)
         for i, layer in enumerate(self.layers):
             per_level = reference[:, :, None] * ratios  # (B, Q, L, 4)
-            pos = self.ref_point_head(sine_embed_coords(per_level[:, :, 0, :], self.d_model // 2))
+            pos = self.ref_point_head(sine_embed_coords(per_level[:, :, 0, :], self.d_model // 2).to(x.dtype))
             x = layer(x, pos, per_level, memory, memory_valid, spatial_shapes, text, text_valid)
             if i < len(self.layers) - 1:  # the last refinement is made by the caller, from the normed state
                 reference = (box_head(x) + inverse_sigmoid(reference)).sigmoid().detach()

@@ -28,7 +28,8 @@ class MSDeformAttn(nn.Module):
         """
         query:            (B, Q, D), position embedding already added.
         reference_points: (B, Q, L, 2) points (x, y) or (B, Q, L, 4) boxes (cx, cy, w, h), normalized to
-                          [0, 1] over each level's padded map (valid ratios applied).
+                          [0, 1] over each level's padded map (valid ratios applied); float32 in any model
+                          dtype, so the sampling locations are float32 too.
         value:            (B, S, D) flattened multi-level features.
         value_valid:      (B, S) bool, False on padding (those values are zeroed).
         returns:          (B, Q, D)
@@ -41,7 +42,7 @@ class MSDeformAttn(nn.Module):
         weights = self.attention_weights(query).view(b, q, h, lv * p).softmax(-1).view(b, q, h, lv, p)
         if reference_points.shape[-1] == 2:
             # offsets are in pixels of each level: normalize by (w, h)
-            wh = torch.tensor([(w, hh) for hh, w in spatial_shapes], dtype=query.dtype, device=query.device)
+            wh = torch.tensor([(w, hh) for hh, w in spatial_shapes], dtype=torch.float32, device=query.device)
             locations = reference_points[:, :, None, :, None, :] + offsets / wh[None, None, None, :, None, :]
         else:
             # offsets are relative to the box size: half the box is reached at num_points

@@ -131,7 +131,9 @@ class GroundingDINO(nn.Module):
             pos.append(p.flatten(2).transpose(1, 2) + self.transformer.level_embed[level].view(1, 1, -1))
             valid.append(mask.flatten(1))
             shapes.append((lh, lw))
-            ratios.append(torch.stack([mask[:, 0, :].sum(1) / lw, mask[:, :, 0].sum(1) / lh], -1).to(src.dtype))
+            # geometry (valid ratios, reference points, boxes) stays float32 in a bfloat16 model: bfloat16 would move
+            # a sampling point by up to half a pixel on the largest map
+            ratios.append(torch.stack([mask[:, 0, :].sum(1) / lw, mask[:, :, 0].sum(1) / lh], -1).float())
         return ImageFeatures(torch.cat(tokens, 1), torch.cat(pos, 1), torch.cat(valid, 1), shapes,
                              torch.stack(ratios, 1))
 
@@ -167,7 +169,7 @@ class GroundingDINO(nn.Module):
         memory, text_tokens = t.encoder(image.tokens, image.pos, image.valid, image.spatial_shapes,
                                         image.valid_ratios, text.tokens, text.valid, text.allowed,
                                         text.position_ids)
-        proposals, usable = encoder_proposals(image.valid, image.spatial_shapes, memory.dtype)
+        proposals, usable = encoder_proposals(image.valid, image.spatial_shapes, torch.float32)
         scored = t.enc_output_norm(t.enc_output(memory.masked_fill(~usable, 0.0)))
         reference = select_queries(scored, t.enc_out_bbox_embed(scored) + proposals, text_tokens, text.valid,
                                    c.num_queries)

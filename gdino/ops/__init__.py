@@ -50,12 +50,15 @@ def ms_deform_attn(
     """
     value:              (B, S, H, Dh)
     spatial_shapes:     [(h, w)] per level, S = sum(h * w)
-    sampling_locations: (B, Q, H, L, P, 2), (x, y) in [0, 1]
-    attention_weights:  (B, Q, H, L, P)
-    returns:            (B, Q, H*Dh)
+    sampling_locations: (B, Q, H, L, P, 2), (x, y) in [0, 1], any float dtype
+    attention_weights:  (B, Q, H, L, P), any float dtype
+    returns:            (B, Q, H*Dh), value's dtype
     """
     if kernel_for(value) == "compiled":
-        module = compiled.kernel(value.device.type)
-        return compiled.run(module, value, spatial_shapes, sampling_locations.to(value.dtype),
-                            attention_weights.to(value.dtype))
-    return ms_deform_attn_reference(value, spatial_shapes, sampling_locations, attention_weights)
+        # the kernels read locations and weights in float32 for a bfloat16 / float16 value (a bfloat16
+        # location is off by up to 1/256 of the map: half a pixel on a 150-pixel level)
+        precise = torch.float64 if value.dtype == torch.float64 else torch.float32
+        return compiled.run(compiled.kernel(value.device.type), value, spatial_shapes,
+                            sampling_locations.to(precise), attention_weights.to(precise))
+    return ms_deform_attn_reference(value, spatial_shapes, sampling_locations.to(value.dtype),
+                                    attention_weights.to(value.dtype))

@@ -147,7 +147,8 @@ class _Function(torch.autograd.Function):
 
 
 def run(module, value, spatial_shapes, sampling_locations, attention_weights) -> torch.Tensor:
-    """The compiled op, differentiable. Shapes as in `gdino.ops.ms_deform_attn`; one dtype for all three."""
+    """The compiled op, differentiable. Shapes as in `gdino.ops.ms_deform_attn`; locations and weights in
+    float32 (float64 for a float64 value), value in any dtype its kernel takes."""
     shapes, starts = _level_tensors(spatial_shapes, value.device)
     return _Function.apply(module, value, shapes, starts, sampling_locations, attention_weights)
 
