@@ -22,7 +22,14 @@ from .reference import ms_deform_attn_reference
 
 log = logging.getLogger("gdino")
 
-CSRC = Path(__file__).resolve().parents[2] / "csrc"
+
+
+def _find_csrc() -> Path:
+    installed = Path(__file__).resolve().parents[1] / "_csrc"  # a wheel carries csrc/ as gdino/_csrc
+    return installed if installed.is_dir() else Path(__file__).resolve().parents[2] / "csrc"  # the repository
+
+
+CSRC = _find_csrc()
 SOURCES = {"cpu": "ms_deform_attn_cpu.cpp", "cuda": "ms_deform_attn_cuda.cu"}
 _lock = threading.Lock()
 _state: dict[str, dict] = {kind: {"tried": False, "module": None, "error": None} for kind in SOURCES}
