@@ -1,12 +1,14 @@
 """gdino vs transformers' GroundingDinoForObjectDetection on the same weights, on this machine.
 
-    python bench/bench_model.py [--size 800x1200] [--repeats 3] [--threads N]
+    python bench/bench_model.py [--size 800x1200] [--repeats 3] [--bf16]
 
 Builds a random full-size Swin-T Grounding DINO (the OGC architecture, BERT-base text encoder), saves it
 in the transformers layout, checks that both implementations give the same outputs, then times each in
 its own process (so peak memory is each one's own): per-image latency at 800x1200 with a 3-class
 prompt, gdino's re-prompt latency (image features cached), gdino's batch throughput, and the
-deformable-attention op alone (reference vs compiled) at the encoder's size. Prints a markdown table.
+deformable-attention op alone (reference vs compiled) at the encoder's size. gdino keeps freed memory
+for reuse (gdino/memory.py); two more rows run each side with the other's malloc setting, so that the
+table shows how much of the gap that is. Prints a markdown table.
 Random weights: speed and agreement are what is measured, not accuracy.
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
@@ -54,7 +57,7 @@ def child_transformers(model_dir: str, h: int, w: int, repeats: int) -> dict:
     return {"latency": latency, "peak_mb": peak_rss_mb()}
 
 
-def child_gdino(model_dir: str, h: int, w: int, repeats: int, dtype: str) -> dict:
+def child_gdino(model_dir: str, h: int, w: int, repeats: int, dtype: str, forward_only: bool = False) -> dict:
     import numpy as np
 
     import gdino
@@ -66,6 +69,8 @@ def child_gdino(model_dir: str, h: int, w: int, repeats: int, dtype: str) -> dic
     with torch.inference_mode():
         result["latency"] = median_time(lambda: model(pixel_values, **enc), repeats)
         result["peak_mb"] = peak_rss_mb()
+        if forward_only:
+            return result
         image = np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)  # resized to 800x1200 exactly
         det.detect(image, classes=["cat", "remote control", "couch"])  # fills the cache
         result["reprompt"] = median_time(lambda: det.detect(image, classes=["dog", "person", "car"]), repeats)
@@ -139,8 +144,13 @@ def detections_moved(logits_a, boxes_a, logits_b, boxes_b, top: int = 100) -> di
 
 # -------------------------------------------------------------------------------------- parent
 
-def run_child(*args: str) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True, check=False)
+# what gdino.memory sets with mallopt, as glibc's environment tunables (for the peer's process)
+KEEP_FREED = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647"
+
+
+def run_child(*args: str, env: dict | None = None) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True, check=False,
+                         env={**os.environ, **(env or {})})
     if out.returncode != 0:
         raise RuntimeError(f"child {args} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -160,7 +170,7 @@ def main() -> None:
         if kind == "transformers":
             result = child_transformers(rest[0], h, w, args.repeats)
         elif kind == "gdino":
-            result = child_gdino(rest[0], h, w, args.repeats, rest[1])
+            result = child_gdino(rest[0], h, w, args.repeats, rest[1], forward_only="forward" in rest)
         elif kind == "op":
             result = child_op(args.repeats)
         else:
@@ -175,6 +185,9 @@ def main() -> None:
         agree = run_child("agree", model_dir)
         theirs = run_child("transformers", model_dir)
         ours = run_child("gdino", model_dir, "float32")
+        # how much of the gap is malloc (gdino.memory): each with the other's setting
+        theirs_keep = run_child("transformers", model_dir, env={"GLIBC_TUNABLES": KEEP_FREED})
+        ours_system = run_child("gdino", model_dir, "float32", "forward", env={"GDINO_MALLOC": "system"})
         ours16 = run_child("gdino", model_dir, "bfloat16") if args.bf16 else None
         agree16 = run_child("agree", model_dir, "bfloat16") if args.bf16 else None
         op = run_child("op")
@@ -186,6 +199,10 @@ def main() -> None:
     print("|---|---:|---:|---:|")
     ratio = ours["latency"] / theirs["latency"]
     print(f"| forward, 1 image (s) | {theirs['latency']:.2f} | {ours['latency']:.2f} | {ratio:.2f}x |")
+    print(f"| forward, both keeping freed memory (s) | {theirs_keep['latency']:.2f} | {ours['latency']:.2f} | "
+          f"{ours['latency'] / theirs_keep['latency']:.2f}x |")
+    print(f"| forward, both with glibc's default malloc (s) | {theirs['latency']:.2f} | {ours_system['latency']:.2f} | "
+          f"{ours_system['latency'] / theirs['latency']:.2f}x |")
     print(f"| peak memory (MB) | {theirs['peak_mb']:.0f} | {ours['peak_mb']:.0f} | {ours['peak_mb'] / theirs['peak_mb']:.2f}x |")
     print(f"| detect, 1 image, from pixels (s) | | {ours['detect']:.2f} | |")
     print(f"| re-prompt, cached image (s) | | {ours['reprompt']:.2f} | {ours['reprompt'] / ours['detect']:.2f}x of detect |")

@@ -22,32 +22,29 @@ class BiMultiHeadAttention(nn.Module):
         self.out_l_proj = nn.Linear(embed_dim, dim)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, _ = x.shape  # (B, N, E) -> (B*heads, N, Eh)
-        return x.view(b, n, self.num_heads, self.head_dim).transpose(1, 2).reshape(b * self.num_heads, n, -1)
-
-    def _merge(self, x: torch.Tensor, batch: int) -> torch.Tensor:
-        _, n, eh = x.shape  # (B*heads, N, Eh) -> (B, N, E)
-        return x.view(batch, self.num_heads, n, eh).transpose(1, 2).reshape(batch, n, -1)
+        b, n, _ = x.shape  # (B, N, E) -> (B, heads, N, Eh), a view: matmul reads it strided, no copy
+        return x.view(b, n, self.num_heads, self.head_dim).transpose(1, 2)
 
     def forward(
         self, image: torch.Tensor, text: torch.Tensor, image_pad: torch.Tensor, text_pad: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """image: (B, S, D), text: (B, N, D), image_pad: (B, S), text_pad: (B, N) bool, True on padding.
         returns the updates (B, S, D) for the image and (B, N, D) for the text."""
-        b = image.shape[0]
-        q = self._heads(self.v_proj(image) * self.scale)
+        b, s, _ = image.shape
+        q = self._heads(self.v_proj(image))
         k = self._heads(self.l_proj(text))
-        scores = q @ k.transpose(1, 2)  # (B*heads, S, N)
+        scores = (q @ k.transpose(-1, -2)) * self.scale  # (B, heads, S, N); scaled here, S*N is small
         # Stabilise as the checkpoints' code does: subtract the global max, clamp to +-5e4.
         scores = (scores - scores.max()).clamp(-50000, 50000)
-        scores_t = scores.transpose(1, 2)
+        scores_t = scores.transpose(-1, -2)  # (B, heads, N, S)
         scores_t = (scores_t - scores_t.max(dim=-1, keepdim=True).values).clamp(-50000, 50000)
-        heads = self.num_heads
-        scores_t = scores_t.masked_fill(image_pad.repeat_interleave(heads, 0)[:, None, :], float("-inf"))
-        scores = scores.masked_fill(text_pad.repeat_interleave(heads, 0)[:, None, :], float("-inf"))
-        image_out = scores.softmax(-1) @ self._heads(self.values_l_proj(text))
-        text_out = scores_t.softmax(-1) @ self._heads(self.values_v_proj(image))
-        return self.out_v_proj(self._merge(image_out, b)), self.out_l_proj(self._merge(text_out, b))
+        scores_t = scores_t.masked_fill(image_pad[:, None, None, :], float("-inf"))
+        scores = scores.masked_fill(text_pad[:, None, None, :], float("-inf"))
+        image_out = scores.softmax(-1) @ self._heads(self.values_l_proj(text))  # (B, heads, S, Eh)
+        text_out = scores_t.softmax(-1) @ self._heads(self.values_v_proj(image))  # (B, heads, N, Eh)
+        image_out = image_out.transpose(1, 2).reshape(b, s, -1)
+        text_out = text_out.transpose(1, 2).reshape(b, text.shape[1], -1)
+        return self.out_v_proj(image_out), self.out_l_proj(text_out)
 
 
 class BiAttentionBlock(nn.Module):
