@@ -32,6 +32,7 @@ from .formats.dataset import split_images
 from .formats.export import FORMATS, dataset_from_project, export_dataset, export_zip
 from .keymap import KeyMapError
 from .labeling import LabelSettings, label_images, parse_class_text
+from .ops import describe
 from .processing import ImageError
 from .project import DB_NAME, ImageRecord, Project, ProjectError
 from .prompts import PromptError
@@ -309,6 +310,8 @@ def _load_models(args: argparse.Namespace) -> tuple[Detector, Segmenter | None]:
             segmenter = Segmenter.from_pretrained(args.sam, device=device)
     except ValueError as err:
         raise UsageError(str(err)) from err
+    weight = next(detector.model.parameters())
+    print(f"deformable attention: {describe(weight.device, weight.dtype, build=True)}", file=sys.stderr)
     return detector, segmenter
 
 

@@ -179,3 +179,17 @@ def test_a_kernel_that_disagrees_with_the_reference_is_not_used(cpu, monkeypatch
     monkeypatch.setenv("GDINO_MSDA", "compiled")
     with pytest.raises(RuntimeError, match="cpu kernel is unavailable"):
         kernel_for(value)
+
+
+def test_describe_says_what_runs_and_why(monkeypatch):
+    from gdino.ops import describe
+
+    monkeypatch.setenv("GDINO_MSDA", "reference")
+    assert describe("cpu", torch.float32) == "PyTorch reference (GDINO_MSDA=reference)"
+    monkeypatch.setenv("GDINO_MSDA", "auto")
+    assert describe("cpu", torch.float64) == "PyTorch reference (no compiled kernel for float64 on cpu)"
+    _fresh_state(monkeypatch)
+    assert describe("cpu", torch.float32) == "compiled CPU kernel (being built)"  # build=False never waits
+    monkeypatch.setattr(compiled, "CSRC", compiled.CSRC / "nowhere")
+    text = describe("cpu", torch.float32, build=True)
+    assert text.startswith("PyTorch reference (the compiled kernel is unavailable: FileNotFoundError")

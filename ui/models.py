@@ -8,6 +8,7 @@ import torch
 
 import gdino
 from gdino.config import PRESETS
+from gdino.ops import describe
 
 from .config import AppConfig
 
@@ -61,6 +62,9 @@ class ModelHub:
         parts = [f"running on {self.device.upper() if self.device == 'cpu' else self.device}", f"detector {self.config.model}"]
         if self._segmenter is not None:
             parts.append(f"SAM {self.config.sam}")
+        if self._detector is not None:
+            weight = next(self._detector.model.parameters())
+            parts.append(f"deformable attention: {describe(weight.device, weight.dtype)}")
         text = ", ".join(parts)
         if self._detector is not None and not self.is_published_model():
             text += (" -- WARNING: this is not a published Grounding DINO model (its sizes differ from Swin-T/Swin-B), "

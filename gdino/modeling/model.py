@@ -66,7 +66,7 @@ class TextFeatures:
 @dataclass
 class GroundingDINOOutput:
     logits: torch.Tensor  # (B, Q, max_text_len) query-token scores (pre-sigmoid), -inf past the text
-    pred_boxes: torch.Tensor  # (B, Q, 4) cxcywh normalized to the unpadded image, in [0, 1]
+    pred_boxes: torch.Tensor  # (B, Q, 4) cxcywh normalized to the unpadded image, in [0, 1]; float32 in any model dtype
 
 
 class Transformer(nn.Module):

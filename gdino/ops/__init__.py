@@ -16,7 +16,7 @@ import torch
 from . import compiled
 from .reference import ms_deform_attn_reference
 
-__all__ = ["kernel_for", "ms_deform_attn", "ms_deform_attn_reference"]
+__all__ = ["describe", "kernel_for", "ms_deform_attn", "ms_deform_attn_reference"]
 
 _MODES = ("auto", "reference", "compiled")
 KERNEL_DTYPES = {"cpu": (torch.float32, torch.bfloat16), "cuda": (torch.float32, torch.float16, torch.bfloat16)}
@@ -39,6 +39,25 @@ def kernel_for(value: torch.Tensor) -> str:
                                f"{compiled._state[kind]['error']}")
         return "compiled"
     return "compiled" if fits and compiled.kernel(kind) is not None else "reference"
+
+
+def describe(device: torch.device | str, dtype: torch.dtype, build: bool = False) -> str:
+    """One line for people: what runs deformable attention for this device and dtype, and why not the
+    compiled kernel if it is not. build=False never waits for a build (the app's status line)."""
+    device = torch.device(device)
+    mode = os.environ.get("GDINO_MSDA", "auto").lower()
+    if mode == "reference":
+        return "PyTorch reference (GDINO_MSDA=reference)"
+    if dtype not in KERNEL_DTYPES.get(device.type, ()):
+        return f"PyTorch reference (no compiled kernel for {str(dtype).removeprefix('torch.')} on {device.type})"
+    state = compiled._state[device.type]
+    if build:
+        compiled.kernel(device.type)
+    elif not state["tried"]:
+        return f"compiled {device.type.upper()} kernel (being built)"
+    if state["module"] is not None:
+        return f"compiled {device.type.upper()} kernel"
+    return f"PyTorch reference (the compiled kernel is unavailable: {state['error']})"
 
 
 def ms_deform_attn(
