@@ -104,6 +104,15 @@ def _unit(text: str) -> float:
     return value
 
 
+def _iou_or_off(text: str) -> float | None:
+    if text.strip().lower() in ("off", "none"):
+        return None
+    try:
+        return _unit(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is neither an IoU between 0 and 1 nor 'off'") from None
+
+
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0.0 <= value < 1.0:
@@ -151,6 +160,11 @@ def _add_label(commands) -> None:
                    help=f"keep boxes scoring above this (default: {defaults.box_threshold})")
     p.add_argument("--text-threshold", type=_unit, default=defaults.text_threshold, metavar="T",
                    help=f"--prompt only: words scoring above this join a phrase (default: {defaults.text_threshold})")
+    p.add_argument("--nms-iou", type=_iou_or_off, default=defaults.nms_iou, metavar="IOU|off",
+                   help=f"merge boxes of one class that overlap more than this (default: {defaults.nms_iou})")
+    p.add_argument("--cross-class-nms-iou", type=_iou_or_off, default=defaults.agnostic_nms_iou, metavar="IOU|off",
+                   help="also merge boxes of different classes that overlap more than this, keeping the higher "
+                        "score, for near classes such as car / truck (default: off)")
     p.add_argument("--copy", action=argparse.BooleanOptionalAction, default=True,
                    help="copy images into the project (default), or --no-copy to reference them where they are")
     p.add_argument("--export", choices=FORMATS, help="after labeling, export the project in this format")
@@ -259,7 +273,8 @@ def _settings(args: argparse.Namespace) -> LabelSettings:
     if args.prompt is not None and not args.prompt.strip():
         raise UsageError("--prompt is empty: give the text to look for, e.g. --prompt \"a cat on a couch\"")
     return LabelSettings(classes=classes, prompt=args.prompt, box_threshold=args.box_threshold,
-                         text_threshold=args.text_threshold, masks=args.sam.lower() != "none")
+                         text_threshold=args.text_threshold, nms_iou=args.nms_iou,
+                         agnostic_nms_iou=args.cross_class_nms_iou, masks=args.sam.lower() != "none")
 
 
 def _plan(project: Project | None, sources: list[Path]) -> _Plan:

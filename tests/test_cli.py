@@ -67,7 +67,8 @@ def labeled(tiny_hf, tmp_path_factory):
 
 @pytest.mark.parametrize("command, flags", [
     ([], ["label", "export", "info"]),
-    (["label"], ["--classes", "--prompt", "--out", "--sam", "--model", "--batch-size", "--box-threshold", "--no-copy",
+    (["label"], ["--classes", "--prompt", "--out", "--sam", "--model", "--batch-size", "--box-threshold", "--nms-iou",
+                 "--cross-class-nms-iou", "--no-copy",
                  "--export-dir", "--val-fraction", "example"]),
     (["export"], ["--format", "--out", "--reviewed-only", "--val-fraction", "--seed", "--zip", "yolo-seg", "example"]),
     (["info"], ["--json", "example"]),
@@ -247,6 +248,8 @@ def test_no_images_matched(tmp_path, capsys):
     (["--export", "coco"], "--export-dir"),
     (["--dtype", "float16", "--device", "cpu"], "CUDA only"),
     (["--box-threshold", "1.5"], "between 0 and 1"),
+    (["--nms-iou", "lots"], "neither an IoU between 0 and 1 nor 'off'"),
+    (["--cross-class-nms-iou", "2"], "between 0 and 1"),
     (["--classes", "cat,,dog"], "empty class name"),
     (["--sam", "/no/such/sam.pth"], "SAM checkpoint not found"),
 ])
@@ -255,6 +258,23 @@ def test_bad_flags(tiny_hf, tmp_path, capsys, flags, message):
     base = ["label", tmp_path / "a.png", "--out", tmp_path / "proj", "--model", tiny_hf[1]]
     code, _, err = run(capsys, *base, *(["--classes", "cat"] if "--classes" not in flags else []), *flags)
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_nms_flags_reach_the_stored_settings(tiny_hf, tmp_path, capsys):
+    from gdino import Project
+    from gdino.labeling import LabelSettings
+
+    write_image(tmp_path / "a.png", 0)
+    code, _, err = run(capsys, *label_args(tiny_hf[1], tmp_path / "a.png", "--classes", "cat,dog", "--out",
+                                           tmp_path / "proj", "--nms-iou", "off", "--cross-class-nms-iou", "0.6"))
+    assert code == 0, err
+    assert "deformable attention: " in err  # which kernel runs, said once at the start
+    project = Project.open(tmp_path / "proj")
+    try:
+        settings = LabelSettings.from_run(project.last_run(project.images()[0].id))
+    finally:
+        project.close()
+    assert settings.nms_iou is None and settings.agnostic_nms_iou == 0.6
 
 
 def test_not_a_project(tmp_path, capsys):
