@@ -41,14 +41,14 @@ void forward_kernel(const scalar_t* value, const int64_t* shapes, const int64_t*
         const int64_t col_stride = n.heads * n.channels, row_stride = width * col_stride;
         for (int64_t p = 0; p < n.points; ++p) {
           const int64_t s = sample0 + l * n.points + p;
-          const gdino::Bilinear<acc_t> at(static_cast<acc_t>(locations[2 * s]), static_cast<acc_t>(locations[2 * s + 1]),
+          const gdino::Bilinear<acc_t> where(static_cast<acc_t>(locations[2 * s]), static_cast<acc_t>(locations[2 * s + 1]),
                                           height, width);
-          if (!at.hit) continue;
+          if (!where.hit) continue;
           const acc_t attn = static_cast<acc_t>(weights[s]);
           for (int k = 0; k < 4; ++k) {
-            if (!at.inside(k, height, width)) continue;
-            const acc_t w = attn * at.weight(k);
-            const scalar_t* __restrict__ v = level_value + at.cy(k) * row_stride + at.cx(k) * col_stride;
+            if (!where.inside(k, height, width)) continue;
+            const acc_t w = attn * where.weight(k);
+            const scalar_t* __restrict__ v = level_value + where.cy(k) * row_stride + where.cx(k) * col_stride;
             for (int64_t c = 0; c < n.channels; ++c) acc[c] += w * static_cast<acc_t>(v[c]);
           }
         }
@@ -78,15 +78,15 @@ void backward_kernel(const scalar_t* value, const int64_t* shapes, const int64_t
           const int64_t col_stride = n.heads * n.channels, row_stride = width * col_stride;
           for (int64_t p = 0; p < n.points; ++p) {
             const int64_t s = (item * n.levels + l) * n.points + p;
-            const gdino::Bilinear<acc_t> at(static_cast<acc_t>(locations[2 * s]),
+            const gdino::Bilinear<acc_t> where(static_cast<acc_t>(locations[2 * s]),
                                             static_cast<acc_t>(locations[2 * s + 1]), height, width);
-            if (!at.hit) continue;
+            if (!where.hit) continue;
             const acc_t attn = static_cast<acc_t>(weights[s]);
             acc_t grad_attn = 0, grad_x = 0, grad_y = 0;
             for (int64_t c = 0; c < n.channels; ++c) {
               acc_t* gv = grad_value + level + c;
               auto add = [gv](int64_t offset, acc_t amount) { gv[offset] += amount; };
-              gdino::sample_backward(value + level + c, at, height, width, row_stride, col_stride, attn,
+              gdino::sample_backward(value + level + c, where, height, width, row_stride, col_stride, attn,
                                      static_cast<acc_t>(g[c]), add, &grad_attn, &grad_x, &grad_y);
             }
             grad_weights[s] = grad_attn;
@@ -111,6 +111,14 @@ Sizes check(const torch::Tensor& value, const torch::Tensor& spatial_shapes, con
                 sampling_locations.size(3), sampling_locations.size(4)};
   TORCH_CHECK(spatial_shapes.size(0) == n.levels && level_start_index.size(0) == n.levels,
               "one (h, w) and one start per level");
+  TORCH_CHECK(sampling_locations.size(0) == n.batch && sampling_locations.size(2) == n.heads &&
+                  sampling_locations.size(5) == 2,
+              "sampling_locations must be (B, Q, H, L, P, 2) for a value of (B, S, H, D)");
+  TORCH_CHECK(attention_weights.sizes() == sampling_locations.sizes().slice(0, 5),
+              "attention_weights must be sampling_locations' shape without the last dimension");
+  const auto shapes = spatial_shapes.to(torch::kCPU, torch::kInt64);
+  TORCH_CHECK((shapes.select(1, 0) * shapes.select(1, 1)).sum().item<int64_t>() == n.spatial,
+              "value's S must be the sum of h * w over the levels");
   return n;
 }
 

@@ -17,6 +17,9 @@
 
 namespace {
 
+// ---- device code begin: tests/test_ops_cuda_emulated.py runs the text from here to "device code end" on
+// the CPU (256 threads per block, lockstep warp shuffles), so the indexing and warp sums are checked
+// where there is no GPU
 constexpr int kThreads = 256;
 
 struct Sizes {
@@ -41,9 +44,9 @@ __global__ void forward_kernel(const scalar_t* __restrict__ value, const int64_t
     const int64_t col_stride = n.heads * n.channels, row_stride = width * col_stride;
     for (int64_t p = 0; p < n.points; ++p) {
       const int64_t s = (item * n.levels + l) * n.points + p;
-      const gdino::Bilinear<acc_t> at(static_cast<acc_t>(locations[2 * s]), static_cast<acc_t>(locations[2 * s + 1]),
+      const gdino::Bilinear<acc_t> where(static_cast<acc_t>(locations[2 * s]), static_cast<acc_t>(locations[2 * s + 1]),
                                       height, width);
-      if (at.hit) acc += static_cast<acc_t>(weights[s]) * gdino::sample(level_value, at, height, width, row_stride, col_stride);
+      if (where.hit) acc += static_cast<acc_t>(weights[s]) * gdino::sample(level_value, where, height, width, row_stride, col_stride);
     }
   }
   out[index] = static_cast<scalar_t>(acc);
@@ -82,12 +85,12 @@ __global__ void backward_kernel(const scalar_t* __restrict__ value, const int64_
       const int64_t s = (item * n.levels + l) * n.points + p;
       acc_t grad_attn = 0, grad_x = 0, grad_y = 0;
       if (active) {
-        const gdino::Bilinear<acc_t> at(static_cast<acc_t>(locations[2 * s]),
+        const gdino::Bilinear<acc_t> where(static_cast<acc_t>(locations[2 * s]),
                                         static_cast<acc_t>(locations[2 * s + 1]), height, width);
-        if (at.hit) {
+        if (where.hit) {
           acc_t* gv = grad_value + level;
           auto add = [gv](int64_t offset, acc_t amount) { atomicAdd(gv + offset, amount); };
-          gdino::sample_backward(value + level, at, height, width, row_stride, col_stride,
+          gdino::sample_backward(value + level, where, height, width, row_stride, col_stride,
                                  static_cast<acc_t>(weights[s]), grad, add, &grad_attn, &grad_x, &grad_y);
         }
       }
@@ -105,6 +108,8 @@ __global__ void backward_kernel(const scalar_t* __restrict__ value, const int64_
   }
 }
 
+// ---- device code end
+
 Sizes check(const torch::Tensor& value, const torch::Tensor& spatial_shapes, const torch::Tensor& level_start_index,
             const torch::Tensor& sampling_locations, const torch::Tensor& attention_weights) {
   TORCH_CHECK(value.is_cuda() && sampling_locations.is_cuda() && attention_weights.is_cuda(),
@@ -118,10 +123,24 @@ Sizes check(const torch::Tensor& value, const torch::Tensor& spatial_shapes, con
                 sampling_locations.size(3), sampling_locations.size(4)};
   TORCH_CHECK(spatial_shapes.size(0) == n.levels && level_start_index.size(0) == n.levels,
               "one (h, w) and one start per level");
+  TORCH_CHECK(sampling_locations.size(0) == n.batch && sampling_locations.size(2) == n.heads &&
+                  sampling_locations.size(5) == 2,
+              "sampling_locations must be (B, Q, H, L, P, 2) for a value of (B, S, H, D)");
+  TORCH_CHECK(attention_weights.sizes() == sampling_locations.sizes().slice(0, 5),
+              "attention_weights must be sampling_locations' shape without the last dimension");
+  const auto shapes = spatial_shapes.to(torch::kCPU, torch::kInt64);
+  TORCH_CHECK((shapes.select(1, 0) * shapes.select(1, 1)).sum().item<int64_t>() == n.spatial,
+              "value's S must be the sum of h * w over the levels");
+  TORCH_CHECK(sampling_locations.device() == value.device() && attention_weights.device() == value.device(),
+              "value, sampling_locations and attention_weights must be on one device");
   return n;
 }
 
-unsigned int blocks_for(int64_t total) { return static_cast<unsigned int>((total + kThreads - 1) / kThreads); }
+unsigned int blocks_for(int64_t total) {
+  const int64_t blocks = (total + kThreads - 1) / kThreads;
+  TORCH_CHECK(blocks <= INT32_MAX, "too many outputs for one launch: ", total);
+  return static_cast<unsigned int>(blocks);
+}
 
 }  // namespace
 
@@ -168,7 +187,9 @@ std::vector<torch::Tensor> ms_deform_attn_backward(const torch::Tensor& value, c
   auto grad_loc = torch::zeros(loc.sizes(), acc);
   auto grad_w = torch::zeros(w.sizes(), acc);
   const int64_t total = g.numel();
-  const bool in_warp = n.channels <= 32 && (32 % n.channels) == 0;
+  const bool in_warp = n.channels > 0 && n.channels <= 32 && (32 % n.channels) == 0;
+  // value's gradient is summed with atomicAdd: the order, and so the last bits, vary from run to run
+  at::globalContext().alertNotDeterministic("ms_deform_attn_backward_cuda");
   if (total > 0) {
     auto stream = c10::cuda::getCurrentCUDAStream();
     AT_DISPATCH_FLOATING_TYPES_AND2(at::ScalarType::Half, at::ScalarType::BFloat16, v.scalar_type(),

@@ -193,3 +193,18 @@ def test_describe_says_what_runs_and_why(monkeypatch):
     monkeypatch.setattr(compiled, "CSRC", compiled.CSRC / "nowhere")
     text = describe("cpu", torch.float32, build=True)
     assert text.startswith("PyTorch reference (the compiled kernel is unavailable: FileNotFoundError")
+
+
+@needs_kernel
+def test_mismatched_shapes_are_refused_not_read_out_of_bounds(cpu):
+    shapes = [(7, 9)]
+    value, loc, weights = msda_inputs(shapes)
+    bad = [
+        ((value[:, :-1], loc, weights), "sum of h \\* w"),
+        ((value, loc[:1], weights[:1]), "sampling_locations must be"),
+        ((value, loc, weights[..., :-1]), "attention_weights must be"),
+        ((value, loc[:, :, :2], weights[:, :, :2]), "sampling_locations must be"),
+    ]
+    for (v, lo, w), message in bad:
+        with pytest.raises(RuntimeError, match=message):
+            compiled.run(cpu, v.contiguous(), shapes, lo.contiguous(), w.contiguous())

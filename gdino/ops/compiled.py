@@ -146,6 +146,7 @@ class _Function(torch.autograd.Function):
         return module.forward(value, shapes, starts, sampling_locations, attention_weights)
 
     @staticmethod
+    @torch.autograd.function.once_differentiable
     def backward(ctx, grad_output):
         value, shapes, starts, locations, weights = ctx.saved_tensors
         grad_value, grad_locations, grad_weights = ctx.module.backward(value, shapes, starts, locations, weights,
@@ -156,7 +157,8 @@ class _Function(torch.autograd.Function):
 def run(module, value, spatial_shapes, sampling_locations, attention_weights) -> torch.Tensor:
     """The compiled op, differentiable. Shapes as in `gdino.ops.ms_deform_attn`; locations and weights in
     float32 (float64 for a float64 value), value in any dtype its kernel takes."""
-    shapes, starts = _level_tensors(spatial_shapes, value.device)
+    # the level tables stay on the CPU: the kernels check them there and copy them over (no GPU sync)
+    shapes, starts = _level_tensors(spatial_shapes, "cpu")
     return _Function.apply(module, value, shapes, starts, sampling_locations, attention_weights)
 
 
