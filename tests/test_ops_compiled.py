@@ -208,3 +208,29 @@ def test_mismatched_shapes_are_refused_not_read_out_of_bounds(cpu):
     for (v, lo, w), message in bad:
         with pytest.raises(RuntimeError, match=message):
             compiled.run(cpu, v.contiguous(), shapes, lo.contiguous(), w.contiguous())
+
+
+def test_no_cuda_build_at_start_on_a_zero_gpu_space(monkeypatch):
+    """The main process of a ZeroGPU Space must not initialize CUDA; the start-up build skips CUDA there."""
+    built = []
+    monkeypatch.setattr(compiled, "kernel", lambda kind: built.append(kind))
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setenv("SPACES_ZERO_GPU", "true")
+    compiled.prepare_in_background().join(timeout=10)
+    assert built == ["cpu"]
+    monkeypatch.setenv("SPACES_ZERO_GPU", "")
+    built.clear()
+    compiled.prepare_in_background().join(timeout=10)
+    assert built == ["cpu", "cuda"]
+
+
+def test_a_cuda_fault_in_the_first_use_check_is_not_papered_over(monkeypatch, caplog):
+    def faulting_check(module, device):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(compiled, "build", lambda kind: object())
+    monkeypatch.setattr(compiled, "self_check", faulting_check)
+    _fresh_state(monkeypatch)
+    with caplog.at_level("WARNING", logger="gdino"), pytest.raises(RuntimeError, match="CUDA context is lost"):
+        compiled.kernel("cuda")
+    assert compiled._state["cuda"]["module"] is None and compiled._state["cuda"]["tried"]

@@ -83,10 +83,28 @@ def test_backward_matches_the_reference(cuda, shapes, channels):
 
 @needs_gpu
 @needs_toolkit
-def test_gradcheck_float64(cuda):
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_types_backward_is_close(cuda, dtype):
+    """Against the reference at the same (rounded) values: what is left is half-precision arithmetic."""
+    shapes = [(9, 11), (4, 5)]
+    value, loc, weights = msda_inputs(shapes, edges=False)
+    value = value.to(dtype)
+    grad = torch.randn(value.shape[0], loc.shape[1], value.shape[2] * value.shape[3]).to(dtype)
+    _, want = reference_gradients(value, shapes, loc, weights, grad)
+    leaves = [t.cuda().requires_grad_(True) for t in (value, loc, weights)]
+    compiled.run(cuda, leaves[0], shapes, leaves[1], leaves[2]).backward(grad.cuda())
+    assert [leaf.grad.dtype for leaf in leaves] == [dtype, torch.float32, torch.float32]
+    for leaf, expected in zip(leaves, want, strict=True):
+        assert (leaf.grad.double().cpu() - expected).norm() / expected.norm() < 0.03
+
+
+@needs_gpu
+@needs_toolkit
+@pytest.mark.parametrize("channels", [4, 3])  # the in-warp sums and the atomic path
+def test_gradcheck_float64(cuda, channels):
     shapes = [(5, 6), (2, 3)]
-    value, loc, weights = msda_inputs(shapes, batch=2, heads=2, channels=4, queries=6, points=2, dtype=torch.float64,
-                                      edges=False)
+    value, loc, weights = msda_inputs(shapes, batch=2, heads=2, channels=channels, queries=6, points=2,
+                                      dtype=torch.float64, edges=False)
     leaves = [t.cuda().requires_grad_(True) for t in (value, loc, weights)]
     assert torch.autograd.gradcheck(lambda v, lo, w: compiled.run(cuda, v, shapes, lo, w), leaves, eps=1e-6, atol=1e-5)
 

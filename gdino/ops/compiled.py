@@ -118,15 +118,28 @@ def kernel(kind: str):
             state["error"] = f"{type(err).__name__}: {message.splitlines()[-1] if message else ''}"
             log.warning("gdino: the compiled deformable-attention %s kernel is unavailable (%s); using the PyTorch "
                         "reference", kind.upper(), state["error"])
+            if kind == "cuda" and _device_fault(err):  # CUDA cannot recover from these in this process
+                raise RuntimeError(f"the CUDA kernel faulted on its first-use check ({state['error']}); this "
+                                   "process's CUDA context is lost. Restart with GDINO_MSDA=reference and report "
+                                   "the error") from err
         finally:
             state["tried"] = True
     return state["module"]
 
 
+def _device_fault(err: Exception) -> bool:
+    text = str(err)
+    return any(s in text for s in ("illegal memory access", "unspecified launch failure", "device-side assert",
+                                   "misaligned address", "illegal instruction"))
+
+
 def prepare_in_background() -> threading.Thread:
     """Start building the kernels now (the CPU one, and the CUDA one where there is a GPU), so that the first
     detection does not wait for them (the app)."""
-    kinds = ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+    # not CUDA on a ZeroGPU Space: the main process there must not initialize CUDA (the check would);
+    # a GPU call builds it on first use instead
+    zero_gpu = os.environ.get("SPACES_ZERO_GPU", "").lower() in ("1", "true")
+    kinds = ["cpu", "cuda"] if torch.cuda.is_available() and not zero_gpu else ["cpu"]
     thread = threading.Thread(target=lambda: [kernel(kind) for kind in kinds], name="gdino-kernel-build", daemon=True)
     thread.start()
     return thread
