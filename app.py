@@ -10,8 +10,10 @@ def main(argv=None) -> int:
     from ui import build_app, launch, parse_args
 
     config = parse_args(argv)
+    from gdino.memory import keep_freed_memory
     from gdino.ops import compiled
 
+    keep_freed_memory()  # before any thread allocates (the kernel build, the server's workers): gdino/memory.py
     compiled.prepare_in_background()  # the first detection should not wait for the kernel's build
     demo, app = build_app(config)
     try:  # load the detector now, so the page says at once whether the weights are there

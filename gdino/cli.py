@@ -32,6 +32,7 @@ from .formats.dataset import split_images
 from .formats.export import FORMATS, dataset_from_project, export_dataset, export_zip
 from .keymap import KeyMapError
 from .labeling import LabelSettings, label_images, parse_class_text
+from .memory import keep_freed_memory
 from .ops import describe
 from .processing import ImageError
 from .project import DB_NAME, ImageRecord, Project, ProjectError
@@ -60,6 +61,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as stop:  # --help, or argparse's usage error
         return int(stop.code or 0)
+    keep_freed_memory()  # before any thread allocates: see gdino/memory.py
     try:
         return args.run(args)
     except USER_ERRORS as err:

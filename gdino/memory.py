@@ -6,6 +6,10 @@ again: at 800x1200 on a 2-core CPU that is about 1.2 million page faults and 2 s
 detection, a quarter of it. With mmap off and a high trim threshold, freed blocks stay in the heap and the
 next forward reuses them. The cost: the process keeps its peak memory (about 2.3 GB for Swin-T at
 800x1200) until it exits. `GDINO_MALLOC=system` leaves malloc as it is.
+
+All threads share one arena: a thread's own arena cannot hold a block over 64 MB and maps it anyway. A
+thread that allocated before this call keeps its arena, and later threads may be handed it, so entry
+points (the app, the `gdino` command) call this first thing; `load_model` calls it too, as a fallback.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import sys
 
 log = logging.getLogger("gdino")
 
-_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8  # glibc's mallopt parameters (malloc.h)
 _done: dict[str, bool] = {}
 
 
@@ -31,7 +35,9 @@ def keep_freed_memory() -> bool:
         try:
             mallopt = ctypes.CDLL("libc.so.6").mallopt
             mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-            result = bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**31 - 1))
+            # one arena: a thread's own arena cannot hold a block over 64 MB and maps it anyway
+            result = all(mallopt(param, value) for param, value in
+                         ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1), (_M_ARENA_MAX, 1)))
         except (OSError, AttributeError):  # not glibc (musl, ...): nothing to tune
             result = False
     _done["result"] = result
