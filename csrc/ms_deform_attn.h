@@ -18,6 +18,12 @@
 
 namespace gdino {
 
+// value (B, S, H, D), sampling_locations (B, Q, H, L, P, 2): batch B, S = sum of h * w over the L levels,
+// H heads of D channels, Q queries, P points per level.
+struct Sizes {
+  int64_t batch, spatial, heads, channels, queries, levels, points;
+};
+
 // Where one sample falls and its four bilinear corners: k = 0..3 is (x0, y0), (x0+1, y0), (x0, y0+1), (x0+1, y0+1).
 template <typename acc_t>
 struct Bilinear {

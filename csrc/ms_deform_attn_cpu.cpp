@@ -6,19 +6,13 @@
 // attention_weights: (B, Q, H, L, P)   output: (B, Q, H*D), value's dtype
 // Locations and weights come in the op-math type (float32, float64 for a float64 value): a bfloat16
 // location would be off by up to 1/256 of the map.
-#include <torch/extension.h>
-#include <ATen/OpMathType.h>
 #include <ATen/Parallel.h>
 
-#include <vector>
-
-#include "ms_deform_attn.h"
+#include "ms_deform_attn_inputs.h"
 
 namespace {
 
-struct Sizes {
-  int64_t batch, spatial, heads, channels, queries, levels, points;
-};
+using gdino::Sizes;
 
 // One (batch, query, head) per task: its channels accumulate in `acc`, each sample adds four corner rows.
 template <typename scalar_t>
@@ -99,44 +93,19 @@ void backward_kernel(const scalar_t* value, const int64_t* shapes, const int64_t
   });
 }
 
-Sizes check(const torch::Tensor& value, const torch::Tensor& spatial_shapes, const torch::Tensor& level_start_index,
-            const torch::Tensor& sampling_locations, const torch::Tensor& attention_weights) {
-  TORCH_CHECK(value.device().is_cpu(), "the CPU kernel takes CPU tensors");
-  TORCH_CHECK(value.dim() == 4 && sampling_locations.dim() == 6 && attention_weights.dim() == 5,
-              "value (B, S, H, D), sampling_locations (B, Q, H, L, P, 2), attention_weights (B, Q, H, L, P)");
-  const auto precise = at::toOpMathType(value.scalar_type());
-  TORCH_CHECK(sampling_locations.scalar_type() == precise && attention_weights.scalar_type() == precise,
-              "sampling_locations and attention_weights must be ", precise, " for a ", value.scalar_type(), " value");
-  const Sizes n{value.size(0), value.size(1), value.size(2), value.size(3), sampling_locations.size(1),
-                sampling_locations.size(3), sampling_locations.size(4)};
-  TORCH_CHECK(spatial_shapes.size(0) == n.levels && level_start_index.size(0) == n.levels,
-              "one (h, w) and one start per level");
-  TORCH_CHECK(sampling_locations.size(0) == n.batch && sampling_locations.size(2) == n.heads &&
-                  sampling_locations.size(5) == 2,
-              "sampling_locations must be (B, Q, H, L, P, 2) for a value of (B, S, H, D)");
-  TORCH_CHECK(attention_weights.sizes() == sampling_locations.sizes().slice(0, 5),
-              "attention_weights must be sampling_locations' shape without the last dimension");
-  const auto shapes = spatial_shapes.to(torch::kCPU, torch::kInt64);
-  TORCH_CHECK((shapes.select(1, 0) * shapes.select(1, 1)).sum().item<int64_t>() == n.spatial,
-              "value's S must be the sum of h * w over the levels");
-  return n;
-}
-
 }  // namespace
 
 torch::Tensor ms_deform_attn_forward(const torch::Tensor& value, const torch::Tensor& spatial_shapes,
                                      const torch::Tensor& level_start_index, const torch::Tensor& sampling_locations,
                                      const torch::Tensor& attention_weights) {
-  const Sizes n = check(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
-  auto v = value.contiguous();
-  auto shapes = spatial_shapes.to(torch::kInt64).contiguous();
-  auto starts = level_start_index.to(torch::kInt64).contiguous();
-  auto loc = sampling_locations.contiguous();
-  auto w = attention_weights.contiguous();
-  auto out = torch::empty({n.batch, n.queries, n.heads, n.channels}, v.options());
-  AT_DISPATCH_FLOATING_TYPES_AND(at::ScalarType::BFloat16, v.scalar_type(), "ms_deform_attn_forward_cpu", [&] {
-    forward_kernel<scalar_t>(v.data_ptr<scalar_t>(), shapes.data_ptr<int64_t>(), starts.data_ptr<int64_t>(),
-                             loc.data_ptr<at::opmath_type<scalar_t>>(), w.data_ptr<at::opmath_type<scalar_t>>(), out.data_ptr<scalar_t>(), n);
+  TORCH_CHECK(value.device().is_cpu(), "the CPU kernel takes CPU tensors");
+  const auto in = gdino::prepare_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
+  const Sizes n = in.n;
+  auto out = torch::empty({n.batch, n.queries, n.heads, n.channels}, in.value.options());
+  AT_DISPATCH_FLOATING_TYPES_AND(at::ScalarType::BFloat16, in.value.scalar_type(), "ms_deform_attn_forward_cpu", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
+    forward_kernel<scalar_t>(in.value.data_ptr<scalar_t>(), in.shapes.data_ptr<int64_t>(), in.starts.data_ptr<int64_t>(),
+                             in.locations.data_ptr<acc_t>(), in.weights.data_ptr<acc_t>(), out.data_ptr<scalar_t>(), n);
   });
   return out.view({n.batch, n.queries, n.heads * n.channels});
 }
@@ -146,27 +115,17 @@ std::vector<torch::Tensor> ms_deform_attn_backward(const torch::Tensor& value, c
                                                    const torch::Tensor& sampling_locations,
                                                    const torch::Tensor& attention_weights,
                                                    const torch::Tensor& grad_output) {
-  const Sizes n = check(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
-  TORCH_CHECK(grad_output.numel() == n.batch * n.queries * n.heads * n.channels, "grad_output must be (B, Q, H*D)");
-  auto v = value.contiguous();
-  auto shapes = spatial_shapes.to(torch::kInt64).contiguous();
-  auto starts = level_start_index.to(torch::kInt64).contiguous();
-  auto loc = sampling_locations.contiguous();
-  auto w = attention_weights.contiguous();
-  auto g = grad_output.to(value.scalar_type()).contiguous();
-  // gradients accumulate in the op-math type (float for bfloat16), then take the inputs' dtype
-  const auto acc = v.options().dtype(at::toOpMathType(v.scalar_type()));
-  auto grad_value = torch::zeros(v.sizes(), acc);
-  auto grad_loc = torch::zeros(loc.sizes(), acc);
-  auto grad_w = torch::zeros(w.sizes(), acc);
-  AT_DISPATCH_FLOATING_TYPES_AND(at::ScalarType::BFloat16, v.scalar_type(), "ms_deform_attn_backward_cpu", [&] {
+  TORCH_CHECK(value.device().is_cpu(), "the CPU kernel takes CPU tensors");
+  const auto in = gdino::prepare_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
+  const auto grads = gdino::gradient_buffers(in, grad_output);
+  AT_DISPATCH_FLOATING_TYPES_AND(at::ScalarType::BFloat16, in.value.scalar_type(), "ms_deform_attn_backward_cpu", [&] {
     using acc_t = at::opmath_type<scalar_t>;
-    backward_kernel<scalar_t>(v.data_ptr<scalar_t>(), shapes.data_ptr<int64_t>(), starts.data_ptr<int64_t>(),
-                              loc.data_ptr<at::opmath_type<scalar_t>>(), w.data_ptr<at::opmath_type<scalar_t>>(), g.data_ptr<scalar_t>(),
-                              grad_value.data_ptr<acc_t>(), grad_loc.data_ptr<acc_t>(), grad_w.data_ptr<acc_t>(), n);
+    backward_kernel<scalar_t>(in.value.data_ptr<scalar_t>(), in.shapes.data_ptr<int64_t>(), in.starts.data_ptr<int64_t>(),
+                              in.locations.data_ptr<acc_t>(), in.weights.data_ptr<acc_t>(),
+                              grads.grad_output.data_ptr<scalar_t>(), grads.value.data_ptr<acc_t>(),
+                              grads.locations.data_ptr<acc_t>(), grads.weights.data_ptr<acc_t>(), in.n);
   });
-  const auto dtype = value.scalar_type();
-  return {grad_value.to(dtype), grad_loc, grad_w};
+  return grads.result(value.scalar_type());
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

@@ -5,15 +5,11 @@
 // a warp read neighbouring channels of the same pixels. value: (B, S, H, D); sampling_locations:
 // (B, Q, H, L, P, 2), (x, y) in [0, 1]; attention_weights: (B, Q, H, L, P); output: (B, Q, H*D). Locations
 // and weights come in the op-math type (float32; float64 for a float64 value).
-#include <torch/extension.h>
-#include <ATen/OpMathType.h>
 #include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
-#include <vector>
-
-#include "ms_deform_attn.h"
+#include "ms_deform_attn_inputs.h"
 
 namespace {
 
@@ -21,10 +17,7 @@ namespace {
 // the CPU (256 threads per block, lockstep warp shuffles), so the indexing and warp sums are checked
 // where there is no GPU
 constexpr int kThreads = 256;
-
-struct Sizes {
-  int64_t batch, spatial, heads, channels, queries, levels, points;
-};
+using gdino::Sizes;
 
 template <typename scalar_t>
 __global__ void forward_kernel(const scalar_t* __restrict__ value, const int64_t* __restrict__ shapes,
@@ -110,32 +103,6 @@ __global__ void backward_kernel(const scalar_t* __restrict__ value, const int64_
 
 // ---- device code end
 
-Sizes check(const torch::Tensor& value, const torch::Tensor& spatial_shapes, const torch::Tensor& level_start_index,
-            const torch::Tensor& sampling_locations, const torch::Tensor& attention_weights) {
-  TORCH_CHECK(value.is_cuda() && sampling_locations.is_cuda() && attention_weights.is_cuda(),
-              "the CUDA kernel takes CUDA tensors");
-  TORCH_CHECK(value.dim() == 4 && sampling_locations.dim() == 6 && attention_weights.dim() == 5,
-              "value (B, S, H, D), sampling_locations (B, Q, H, L, P, 2), attention_weights (B, Q, H, L, P)");
-  const auto precise = at::toOpMathType(value.scalar_type());
-  TORCH_CHECK(sampling_locations.scalar_type() == precise && attention_weights.scalar_type() == precise,
-              "sampling_locations and attention_weights must be ", precise, " for a ", value.scalar_type(), " value");
-  const Sizes n{value.size(0), value.size(1), value.size(2), value.size(3), sampling_locations.size(1),
-                sampling_locations.size(3), sampling_locations.size(4)};
-  TORCH_CHECK(spatial_shapes.size(0) == n.levels && level_start_index.size(0) == n.levels,
-              "one (h, w) and one start per level");
-  TORCH_CHECK(sampling_locations.size(0) == n.batch && sampling_locations.size(2) == n.heads &&
-                  sampling_locations.size(5) == 2,
-              "sampling_locations must be (B, Q, H, L, P, 2) for a value of (B, S, H, D)");
-  TORCH_CHECK(attention_weights.sizes() == sampling_locations.sizes().slice(0, 5),
-              "attention_weights must be sampling_locations' shape without the last dimension");
-  const auto shapes = spatial_shapes.to(torch::kCPU, torch::kInt64);
-  TORCH_CHECK((shapes.select(1, 0) * shapes.select(1, 1)).sum().item<int64_t>() == n.spatial,
-              "value's S must be the sum of h * w over the levels");
-  TORCH_CHECK(sampling_locations.device() == value.device() && attention_weights.device() == value.device(),
-              "value, sampling_locations and attention_weights must be on one device");
-  return n;
-}
-
 unsigned int blocks_for(int64_t total) {
   const int64_t blocks = (total + kThreads - 1) / kThreads;
   TORCH_CHECK(blocks <= INT32_MAX, "too many outputs for one launch: ", total);
@@ -147,22 +114,20 @@ unsigned int blocks_for(int64_t total) {
 torch::Tensor ms_deform_attn_forward(const torch::Tensor& value, const torch::Tensor& spatial_shapes,
                                      const torch::Tensor& level_start_index, const torch::Tensor& sampling_locations,
                                      const torch::Tensor& attention_weights) {
-  const Sizes n = check(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
+  TORCH_CHECK(value.is_cuda(), "the CUDA kernel takes CUDA tensors");
   const c10::cuda::CUDAGuard guard(value.device());
-  auto v = value.contiguous();
-  auto shapes = spatial_shapes.to(value.device(), torch::kInt64).contiguous();
-  auto starts = level_start_index.to(value.device(), torch::kInt64).contiguous();
-  auto loc = sampling_locations.contiguous();
-  auto w = attention_weights.contiguous();
-  auto out = torch::empty({n.batch, n.queries, n.heads, n.channels}, v.options());
+  const auto in = gdino::prepare_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
+  const Sizes n = in.n;
+  auto out = torch::empty({n.batch, n.queries, n.heads, n.channels}, in.value.options());
   const int64_t total = out.numel();
   if (total == 0) return out.view({n.batch, n.queries, n.heads * n.channels});
   auto stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::ScalarType::Half, at::ScalarType::BFloat16, v.scalar_type(),
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::ScalarType::Half, at::ScalarType::BFloat16, in.value.scalar_type(),
                                   "ms_deform_attn_forward_cuda", [&] {
+    using acc_t = at::opmath_type<scalar_t>;
     forward_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
-        v.data_ptr<scalar_t>(), shapes.data_ptr<int64_t>(), starts.data_ptr<int64_t>(), loc.data_ptr<at::opmath_type<scalar_t>>(),
-        w.data_ptr<at::opmath_type<scalar_t>>(), out.data_ptr<scalar_t>(), n);
+        in.value.data_ptr<scalar_t>(), in.shapes.data_ptr<int64_t>(), in.starts.data_ptr<int64_t>(),
+        in.locations.data_ptr<acc_t>(), in.weights.data_ptr<acc_t>(), out.data_ptr<scalar_t>(), n);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
   });
   return out.view({n.batch, n.queries, n.heads * n.channels});
@@ -173,37 +138,29 @@ std::vector<torch::Tensor> ms_deform_attn_backward(const torch::Tensor& value, c
                                                    const torch::Tensor& sampling_locations,
                                                    const torch::Tensor& attention_weights,
                                                    const torch::Tensor& grad_output) {
-  const Sizes n = check(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
-  TORCH_CHECK(grad_output.numel() == n.batch * n.queries * n.heads * n.channels, "grad_output must be (B, Q, H*D)");
+  TORCH_CHECK(value.is_cuda(), "the CUDA kernel takes CUDA tensors");
   const c10::cuda::CUDAGuard guard(value.device());
-  auto v = value.contiguous();
-  auto shapes = spatial_shapes.to(value.device(), torch::kInt64).contiguous();
-  auto starts = level_start_index.to(value.device(), torch::kInt64).contiguous();
-  auto loc = sampling_locations.contiguous();
-  auto w = attention_weights.contiguous();
-  auto g = grad_output.to(value.scalar_type()).contiguous();
-  const auto acc = v.options().dtype(at::toOpMathType(v.scalar_type()));
-  auto grad_value = torch::zeros(v.sizes(), acc);
-  auto grad_loc = torch::zeros(loc.sizes(), acc);
-  auto grad_w = torch::zeros(w.sizes(), acc);
-  const int64_t total = g.numel();
+  const auto in = gdino::prepare_inputs(value, spatial_shapes, level_start_index, sampling_locations, attention_weights);
+  const auto grads = gdino::gradient_buffers(in, grad_output);
+  const Sizes n = in.n;
+  const int64_t total = grads.grad_output.numel();
   const bool in_warp = n.channels > 0 && n.channels <= 32 && (32 % n.channels) == 0;
   // value's gradient is summed with atomicAdd: the order, and so the last bits, vary from run to run
   at::globalContext().alertNotDeterministic("ms_deform_attn_backward_cuda");
   if (total > 0) {
     auto stream = c10::cuda::getCurrentCUDAStream();
-    AT_DISPATCH_FLOATING_TYPES_AND2(at::ScalarType::Half, at::ScalarType::BFloat16, v.scalar_type(),
+    AT_DISPATCH_FLOATING_TYPES_AND2(at::ScalarType::Half, at::ScalarType::BFloat16, in.value.scalar_type(),
                                     "ms_deform_attn_backward_cuda", [&] {
       using acc_t = at::opmath_type<scalar_t>;
       backward_kernel<scalar_t><<<blocks_for(total), kThreads, 0, stream>>>(
-          v.data_ptr<scalar_t>(), shapes.data_ptr<int64_t>(), starts.data_ptr<int64_t>(), loc.data_ptr<at::opmath_type<scalar_t>>(),
-          w.data_ptr<at::opmath_type<scalar_t>>(), g.data_ptr<scalar_t>(), grad_value.data_ptr<acc_t>(), grad_loc.data_ptr<acc_t>(),
-          grad_w.data_ptr<acc_t>(), n, in_warp);
+          in.value.data_ptr<scalar_t>(), in.shapes.data_ptr<int64_t>(), in.starts.data_ptr<int64_t>(),
+          in.locations.data_ptr<acc_t>(), in.weights.data_ptr<acc_t>(), grads.grad_output.data_ptr<scalar_t>(),
+          grads.value.data_ptr<acc_t>(), grads.locations.data_ptr<acc_t>(), grads.weights.data_ptr<acc_t>(), n,
+          in_warp);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   }
-  const auto dtype = value.scalar_type();
-  return {grad_value.to(dtype), grad_loc, grad_w};
+  return grads.result(value.scalar_type());
 }
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {

@@ -85,7 +85,7 @@ void save(const char* name, const std::vector<T>& v) {
 
 int main(int argc, char** argv) {
   if (argc != 8) return 2;
-  Sizes n{atoll(argv[1]), atoll(argv[2]), atoll(argv[3]), atoll(argv[4]), atoll(argv[5]), atoll(argv[6]), atoll(argv[7])};
+  gdino::Sizes n{atoll(argv[1]), atoll(argv[2]), atoll(argv[3]), atoll(argv[4]), atoll(argv[5]), atoll(argv[6]), atoll(argv[7])};
   const size_t values = n.batch * n.spatial * n.heads * n.channels;
   const size_t samples = n.batch * n.queries * n.heads * n.levels * n.points;
   const size_t outputs = n.batch * n.queries * n.heads * n.channels;
