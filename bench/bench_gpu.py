@@ -21,7 +21,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
-from timing import median_time  # noqa: E402
+from timing import ENCODER_LEVELS, encoder_op_inputs, median_time  # noqa: E402
 
 CAPTION = "cat . remote control . couch ."
 
@@ -77,14 +77,11 @@ def time_forward(call, device, repeats: int) -> tuple[float | str, float | None]
 def time_op(device: torch.device, dtype: torch.dtype, repeats: int) -> dict:
     from gdino.ops import compiled, ms_deform_attn_reference
 
-    shapes = [(100, 150), (50, 75), (25, 38), (13, 19)]  # the encoder's levels at 800x1200
-    spatial = sum(h * w for h, w in shapes)
-    g = torch.Generator().manual_seed(0)
-    value = torch.randn(1, spatial, 8, 32, generator=g).to(device, dtype)
-    loc = torch.rand(1, spatial, 8, 4, 4, 2, generator=g).to(device, dtype)
-    weights = torch.rand(1, spatial, 8, 16, generator=g).softmax(-1).view(1, spatial, 8, 4, 4).to(device, dtype)
+    shapes = ENCODER_LEVELS
+    value, loc, weights = encoder_op_inputs(device, dtype)  # locations and weights float32, as the model's
     module = compiled.kernel(device.type)
-    runs = {"reference": lambda *a: ms_deform_attn_reference(*a)}
+    # the reference wants one dtype throughout, as gdino.ops.ms_deform_attn gives it
+    runs = {"reference": lambda v, s, lo, w: ms_deform_attn_reference(v, s, lo.to(v.dtype), w.to(v.dtype))}
     if module is not None:
         runs["compiled"] = lambda *a: compiled.run(module, *a)
     out = {}

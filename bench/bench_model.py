@@ -28,7 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
-from timing import median_time  # noqa: E402
+from timing import ENCODER_LEVELS, encoder_op_inputs, median_time  # noqa: E402
 
 CAPTION = "cat . remote control . couch ."
 
@@ -87,12 +87,9 @@ def child_gdino(model_dir: str, h: int, w: int, repeats: int, dtype: str, forwar
 def child_op(repeats: int) -> dict:
     from gdino.ops import compiled, ms_deform_attn_reference
 
-    shapes = [(100, 150), (50, 75), (25, 38), (13, 19)]  # the encoder's levels at 800x1200
-    spatial = sum(h * w for h, w in shapes)
-    g = torch.Generator().manual_seed(0)
-    value = torch.randn(1, spatial, 8, 32, generator=g)
-    loc = torch.rand(1, spatial, 8, 4, 4, 2, generator=g)
-    weights = torch.rand(1, spatial, 8, 16, generator=g).softmax(-1).view(1, spatial, 8, 4, 4)
+    shapes = ENCODER_LEVELS
+    value, loc, weights = encoder_op_inputs()
+    spatial = value.shape[1]
     module = compiled.kernel("cpu")
     with torch.inference_mode():
         ref = median_time(lambda: ms_deform_attn_reference(value, shapes, loc, weights), repeats)
@@ -145,7 +142,7 @@ def detections_moved(logits_a, boxes_a, logits_b, boxes_b, top: int = 100) -> di
 # -------------------------------------------------------------------------------------- parent
 
 # what gdino.memory sets with mallopt, as glibc's environment tunables (for the peer's process)
-KEEP_FREED = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647"
+KEEP_FREED = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647:glibc.malloc.arena_max=1"
 
 
 def run_child(*args: str, env: dict | None = None) -> dict:

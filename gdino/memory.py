@@ -15,6 +15,7 @@ points (the app, the `gdino` command) call this first thing; `load_model` calls 
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import os
 import sys
@@ -22,14 +23,13 @@ import sys
 log = logging.getLogger("gdino")
 
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8  # glibc's mallopt parameters (malloc.h)
-_done: dict[str, bool] = {}
 
 
+@functools.cache
 def keep_freed_memory() -> bool:
-    """Switch glibc's malloc to reuse freed memory (once per process); True if it is on. Called by
-    `load_model` for a model on the CPU. A no-op (False) off Linux/glibc or with GDINO_MALLOC=system."""
-    if "result" in _done:
-        return _done["result"]
+    """Switch glibc's malloc to reuse freed memory (once per process); True if it is on. Called first thing
+    by the app and the `gdino` command, and by `load_model` for a model on the CPU. A no-op (False) off
+    Linux/glibc or with GDINO_MALLOC=system."""
     result = False
     if os.environ.get("GDINO_MALLOC", "keep").lower() != "system" and sys.platform.startswith("linux"):
         try:
@@ -40,6 +40,5 @@ def keep_freed_memory() -> bool:
                          ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1), (_M_ARENA_MAX, 1)))
         except (OSError, AttributeError):  # not glibc (musl, ...): nothing to tune
             result = False
-    _done["result"] = result
     log.debug("gdino: keep freed memory for reuse: %s", result)
     return result

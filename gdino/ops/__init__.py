@@ -22,11 +22,16 @@ _MODES = ("auto", "reference", "compiled")
 KERNEL_DTYPES = {"cpu": (torch.float32, torch.bfloat16), "cuda": (torch.float32, torch.float16, torch.bfloat16)}
 
 
-def kernel_for(value: torch.Tensor) -> str:
-    """"compiled" or "reference": what `ms_deform_attn` will run for such a value tensor."""
+def _mode() -> str:
     mode = os.environ.get("GDINO_MSDA", "auto").lower()
     if mode not in _MODES:
         raise ValueError(f"GDINO_MSDA must be one of {', '.join(_MODES)}, got {mode!r}")
+    return mode
+
+
+def kernel_for(value: torch.Tensor) -> str:
+    """"compiled" or "reference": what `ms_deform_attn` will run for such a value tensor."""
+    mode = _mode()
     if mode == "reference":
         return "reference"
     kind = value.device.type
@@ -45,8 +50,7 @@ def describe(device: torch.device | str, dtype: torch.dtype, build: bool = False
     """One line for people: what runs deformable attention for this device and dtype, and why not the
     compiled kernel if it is not. build=False never waits for a build (the app's status line)."""
     device = torch.device(device)
-    mode = os.environ.get("GDINO_MSDA", "auto").lower()
-    if mode == "reference":
+    if _mode() == "reference":
         return "PyTorch reference (GDINO_MSDA=reference)"
     if dtype not in KERNEL_DTYPES.get(device.type, ()):
         return f"PyTorch reference (no compiled kernel for {str(dtype).removeprefix('torch.')} on {device.type})"
@@ -74,10 +78,9 @@ def ms_deform_attn(
     returns:            (B, Q, H*Dh), value's dtype
     """
     if kernel_for(value) == "compiled":
-        # the kernels read locations and weights in float32 for a bfloat16 / float16 value (a bfloat16
+        # the kernels read locations and weights in float32 for every value dtype they take (a bfloat16
         # location is off by up to 1/256 of the map: half a pixel on a 150-pixel level)
-        precise = torch.float64 if value.dtype == torch.float64 else torch.float32
         return compiled.run(compiled.kernel(value.device.type), value, spatial_shapes,
-                            sampling_locations.to(precise), attention_weights.to(precise))
+                            sampling_locations.float(), attention_weights.float())
     return ms_deform_attn_reference(value, spatial_shapes, sampling_locations.to(value.dtype),
                                     attention_weights.to(value.dtype))

@@ -145,8 +145,10 @@ def prepare_in_background() -> threading.Thread:
     return thread
 
 
-def _level_tensors(spatial_shapes, device) -> tuple[torch.Tensor, torch.Tensor]:
-    shapes = torch.tensor(spatial_shapes, dtype=torch.int64, device=device)
+def _level_tensors(spatial_shapes) -> tuple[torch.Tensor, torch.Tensor]:
+    """(L, 2) int64 (h, w) and (L,) start offsets, on the CPU: the kernels check them there and copy them
+    to the value's device themselves (no GPU sync)."""
+    shapes = torch.tensor(spatial_shapes, dtype=torch.int64)
     starts = torch.cat([shapes.new_zeros(1), (shapes[:, 0] * shapes[:, 1]).cumsum(0)[:-1]])
     return shapes, starts
 
@@ -170,8 +172,7 @@ class _Function(torch.autograd.Function):
 def run(module, value, spatial_shapes, sampling_locations, attention_weights) -> torch.Tensor:
     """The compiled op, differentiable. Shapes as in `gdino.ops.ms_deform_attn`; locations and weights in
     float32 (float64 for a float64 value), value in any dtype its kernel takes."""
-    # the level tables stay on the CPU: the kernels check them there and copy them over (no GPU sync)
-    shapes, starts = _level_tensors(spatial_shapes, "cpu")
+    shapes, starts = _level_tensors(spatial_shapes)
     return _Function.apply(module, value, shapes, starts, sampling_locations, attention_weights)
 
 
