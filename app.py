@@ -13,7 +13,11 @@ def main(argv=None) -> int:
     from gdino.memory import keep_freed_memory
     from gdino.ops import compiled
 
-    keep_freed_memory()  # before any thread allocates (the kernel build, the server's workers): gdino/memory.py
+    try:
+        keep_freed_memory()  # before any thread allocates (the kernel build, the server's workers): gdino/memory.py
+    except ValueError as err:  # a mistyped GDINO_MALLOC
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     compiled.prepare_in_background()  # the first detection should not wait for the kernel's build
     demo, app = build_app(config)
     try:  # load the detector now, so the page says at once whether the weights are there

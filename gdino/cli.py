@@ -61,7 +61,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as stop:  # --help, or argparse's usage error
         return int(stop.code or 0)
-    keep_freed_memory()  # before any thread allocates: see gdino/memory.py
+    try:
+        keep_freed_memory()  # before any thread allocates: see gdino/memory.py
+    except ValueError as err:  # a mistyped GDINO_MALLOC
+        print(f"gdino {args.command}: error: {err}", file=sys.stderr)
+        return 2
     try:
         return args.run(args)
     except USER_ERRORS as err:

@@ -30,8 +30,11 @@ def keep_freed_memory() -> bool:
     """Switch glibc's malloc to reuse freed memory (once per process); True if it is on. Called first thing
     by the app and the `gdino` command, and by `load_model` for a model on the CPU. A no-op (False) off
     Linux/glibc or with GDINO_MALLOC=system."""
+    setting = os.environ.get("GDINO_MALLOC", "keep").strip().lower()
+    if setting not in ("keep", "system"):
+        raise ValueError(f"GDINO_MALLOC must be 'keep' (the default) or 'system', got {setting!r}")
     result = False
-    if os.environ.get("GDINO_MALLOC", "keep").lower() != "system" and sys.platform.startswith("linux"):
+    if setting == "keep" and sys.platform.startswith("linux"):
         try:
             mallopt = ctypes.CDLL("libc.so.6").mallopt
             mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int

@@ -277,6 +277,18 @@ def test_nms_flags_reach_the_stored_settings(tiny_hf, tmp_path, capsys):
     assert settings.nms_iou is None and settings.agnostic_nms_iou == 0.6
 
 
+def test_a_mistyped_malloc_setting_is_a_usage_error(tmp_path, capsys, monkeypatch):
+    from gdino import memory
+
+    monkeypatch.setenv("GDINO_MALLOC", "off")
+    memory.keep_freed_memory.cache_clear()
+    try:
+        code, _, err = run(capsys, "info", tmp_path)
+    finally:
+        memory.keep_freed_memory.cache_clear()
+    assert code == 2 and "GDINO_MALLOC must be 'keep'" in err and "Traceback" not in err
+
+
 def test_not_a_project(tmp_path, capsys):
     for command in (["info", tmp_path], ["export", tmp_path, "--format", "coco", "--out", tmp_path / "x"]):
         code, _, err = run(capsys, *command)

@@ -55,3 +55,15 @@ def test_load_model_turns_it_on(tiny_hf, monkeypatch):
     monkeypatch.setattr("gdino.weights.keep_freed_memory", lambda: calls.append(1) or True)
     gdino.load_model(tiny_hf[1])
     assert calls == [1]
+
+
+def test_a_mistyped_setting_is_refused(monkeypatch):
+    from gdino import memory
+
+    monkeypatch.setenv("GDINO_MALLOC", "off")
+    memory.keep_freed_memory.cache_clear()
+    try:
+        with pytest.raises(ValueError, match="GDINO_MALLOC must be 'keep' \\(the default\\) or 'system', got 'off'"):
+            memory.keep_freed_memory()
+    finally:
+        memory.keep_freed_memory.cache_clear()
