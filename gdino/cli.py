@@ -1,18 +1,25 @@
-"""The `gdino` command: headless batch labeling, export and a project summary.
+"""The `gdino` command: headless batch labeling, import, export, removal and a project summary.
 
     gdino label photos/ --classes "cat, remote control" --out myproject
+    gdino import dataset.zip --out myproject
     gdino export myproject --format coco --out dataset/
+    gdino rm myproject 'blurry_*.jpg'
     gdino info myproject
 
 `label` runs the same pipeline as the app (gdino.labeling.label_images) and is resumable: images it
-added before are found again (by source path), images that are not "unlabeled" any more are skipped.
-Exit codes: 0 all fine, 1 some image failed (or nothing to export), 2 usage and configuration errors
-(bad flags, weights that cannot be loaded, no images matched), 130 interrupted.
+added before are found again (by source path, kept with each image), images that are not "unlabeled"
+any more are skipped. Exit codes: 0 all fine, 1 some image failed (or nothing to export, or a dataset
+refused), 2 usage and configuration errors (bad flags, weights that cannot be loaded, no images
+matched), 130 interrupted.
+
+torch is imported only by the commands that run a model, so `gdino --help`, usage errors, `info`,
+`import`, `export` and `rm` start in well under a second.
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import signal
 import sys
@@ -27,22 +34,18 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .cli_images import NoImagesError, Prefetcher, find_images
-from .detector import DEFAULT_MODEL, Detector
+from .config import DEFAULT_MODEL
 from .formats.dataset import split_images
-from .formats.export import FORMATS, dataset_from_project, export_dataset, export_zip
-from .keymap import KeyMapError
+from .formats.export import FORMATS, ExportError, dataset_from_project, export_dataset, export_zip
+from .formats.importing import import_path
+from .formats.validate import DatasetError, ImportLimits
 from .labeling import LabelSettings, label_images, parse_class_text
 from .memory import keep_freed_memory
-from .ops import describe
 from .processing import ImageError
-from .project import DB_NAME, ImageRecord, Project, ProjectError
-from .prompts import PromptError
-from .segment import Segmenter, SegmenterError
-from .weights import WeightsError
+from .project import DB_NAME, STATUSES, ImageRecord, Project, ProjectError
+from .prompts import PromptError, parse_classes
+from .safezip import UnsafeZipError
 
-# The project remembers where each image it got from this command came from, one setting per file
-# (the store keeps only the copy's path), so a re-run finds it again without comparing pixels.
-SOURCE_KEY = "cli.source:"
 DTYPES = ("float32", "bfloat16", "float16")
 
 
@@ -50,8 +53,12 @@ class UsageError(ValueError):
     """A flag combination or input the command cannot work with; exit code 2."""
 
 
-# Errors whose message already tells the user what to do: printed as one line, exit code 2.
-USER_ERRORS = (UsageError, NoImagesError, WeightsError, KeyMapError, SegmenterError, ProjectError, PromptError)
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors whose message already tells the user what to do: printed as one line, exit code 2. The
+    model-side ones are looked up only once their modules are loaded (they import torch)."""
+    lazy = [("gdino.weights", "WeightsError"), ("gdino.keymap", "KeyMapError"), ("gdino.segment", "SegmenterError")]
+    loaded = tuple(getattr(sys.modules[module], name) for module, name in lazy if module in sys.modules)
+    return (UsageError, NoImagesError, ProjectError, PromptError, ExportError, *loaded)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -68,7 +75,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return args.run(args)
-    except USER_ERRORS as err:
+    except (DatasetError, UnsafeZipError) as err:  # a dataset refused whole: nothing was added
+        print(f"gdino {args.command}: error: {err}", file=sys.stderr)
+        return 1
+    except ValueError as err:
+        if not isinstance(err, _user_errors()):
+            raise
         print(f"gdino {args.command}: error: {err}", file=sys.stderr)
         return 2
     except OSError as err:  # disk full, permission denied: the message names the file
@@ -89,12 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "project, export it for training, or summarize it."),
         epilog="examples:\n"
                "  gdino label photos/ --classes \"cat, remote control\" --out myproject\n"
+               "  gdino import dataset.zip --out myproject\n"
                "  gdino export myproject --format yolo --out dataset/ --val-fraction 0.2\n"
+               "  gdino rm myproject 'blurry_*.jpg'\n"
                "  gdino info myproject\n\n"
                "Run `gdino COMMAND --help` for a command's options.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_label(commands)
+    _add_import(commands)
     _add_export(commands)
+    _add_rm(commands)
     _add_info(commands)
     return parser
 
@@ -175,6 +191,7 @@ def _add_label(commands) -> None:
                    help="copy images into the project (default), or --no-copy to reference them where they are")
     p.add_argument("--export", choices=FORMATS, help="after labeling, export the project in this format")
     p.add_argument("--export-dir", metavar="DIR", help="where --export writes")
+    p.add_argument("--overwrite", action="store_true", help="let --export replace a non-empty --export-dir whole")
     _add_split_flags(p)
     p.set_defaults(run=cmd_label)
 
@@ -200,8 +217,53 @@ def _add_export(commands) -> None:
     p.add_argument("--format", required=True, choices=FORMATS, help="the dataset format")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder (with --zip: the zip file)")
     p.add_argument("--zip", action="store_true", help="write one .zip file instead of a folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing, non-empty --out whole (without it, such a target is refused)")
     _add_split_flags(p)
     p.set_defaults(run=cmd_export)
+
+
+def _add_import(commands) -> None:
+    limits = ImportLimits()
+    p = commands.add_parser(
+        "import", help="import a labeled dataset (COCO, YOLO, zip) or images into a project",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=_para("Add a dataset to a project (created if missing) to continue labeling it: a zip, a COCO "
+                    ".json (its images next to it or in images/), or a folder holding a COCO file, a YOLO data.yaml "
+                    "or plain images. Each source is checked whole first and added all at once: one that has any "
+                    "problem is refused with the list of problems, and nothing of it is added. Imported labels "
+                    "count as reviewed (as auto when they carry scores)."),
+        epilog="examples:\n"
+               "  gdino import coco_export.zip --out myproject\n"
+               "  gdino import dataset/annotations/instances_train.json --out myproject\n"
+               "  gdino import yolo_dataset/ --out myproject\n\n"
+               "exit codes: 0 all imported, 1 a source was refused (the others are imported), 2 usage errors")
+    p.add_argument("sources", nargs="+", metavar="SOURCE", help="zip files, COCO .json files or dataset folders")
+    p.add_argument("--out", required=True, metavar="PROJECT_DIR", help="the project directory (created if missing)")
+    p.add_argument("--max-objects", type=_positive, default=limits.max_objects, metavar="N",
+                   help=f"refuse a source with more objects than this (default: {limits.max_objects})")
+    p.add_argument("--max-images", type=_positive, default=limits.max_images, metavar="N",
+                   help=f"refuse a source with more images than this (default: {limits.max_images})")
+    p.set_defaults(run=cmd_import)
+
+
+def _add_rm(commands) -> None:
+    p = commands.add_parser(
+        "rm", help="remove images (with their labels) from a project",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=_para("Remove images and their labels from a project, by name (shell-style patterns, any case) "
+                    "and/or by status, in one step: all of them or none. Copies inside the project are deleted; "
+                    "files referenced where they lie (--no-copy) are left alone."),
+        epilog="examples:\n"
+               "  gdino rm myproject cat_001.jpg cat_002.jpg\n"
+               "  gdino rm myproject 'blurry_*'\n"
+               "  gdino rm myproject --status skipped")
+    p.add_argument("project", metavar="PROJECT", help="the project directory")
+    p.add_argument("names", nargs="*", metavar="IMAGE", help="image names or patterns ('*.png'), as `gdino info "
+                                                             "--images` lists them")
+    p.add_argument("--status", choices=STATUSES, help="only images with this status (alone: all of them)")
+    p.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    p.set_defaults(run=cmd_rm)
 
 
 def _add_info(commands) -> None:
@@ -213,6 +275,7 @@ def _add_info(commands) -> None:
         epilog="examples:\n  gdino info myproject\n  gdino info myproject --json | jq .status")
     p.add_argument("project", metavar="PROJECT", help="the project directory")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    p.add_argument("--images", action="store_true", help="also list every image: name, status, objects")
     p.set_defaults(run=cmd_info)
 
 
@@ -234,11 +297,12 @@ class _Run:
     objects: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)  # (name, why)
     label_ids: list[int] = field(default_factory=list)
+    kept: int = 0  # images a person marked (skipped, reviewed) while the run went on: left as they were
     seconds: float = 0.0  # labeling only
 
 
 def cmd_label(args: argparse.Namespace) -> int:
-    settings = _settings(args)
+    settings = _settings(args)  # the classes are checked before anything is loaded or written
     if args.export and not args.export_dir:
         raise UsageError("--export needs --export-dir DIR")
     out = Path(args.out).expanduser().resolve()
@@ -252,6 +316,7 @@ def cmd_label(args: argparse.Namespace) -> int:
             print(f"nothing to do: no unlabeled images; {plan.done} image(s) already labeled or skipped in {out}")
             return _export_after(project, args) if args.export else 0
         detector, segmenter = _load_models(args)
+        _check_prompt(detector, settings)  # words the model's tokenizer does not know: before any file is copied
         if project is None:
             project = Project.create(out, exist_ok=True)
         run = _Run()
@@ -275,7 +340,13 @@ def cmd_label(args: argparse.Namespace) -> int:
 
 
 def _settings(args: argparse.Namespace) -> LabelSettings:
-    classes = parse_class_text(args.classes) if args.classes is not None else None
+    classes = None
+    if args.classes is not None:
+        try:
+            classes = parse_class_text(args.classes)
+            parse_classes(classes)  # duplicates, names without words
+        except PromptError as err:
+            raise UsageError(f"--classes: {err}") from None
     if args.prompt is not None and not args.prompt.strip():
         raise UsageError("--prompt is empty: give the text to look for, e.g. --prompt \"a cat on a couch\"")
     return LabelSettings(classes=classes, prompt=args.prompt, box_threshold=args.box_threshold,
@@ -298,7 +369,7 @@ def _plan(project: Project | None, sources: list[Path]) -> _Plan:
     by_path = {r.path: r for r in records.values()}
     seen: set[int] = set()
     for source in sources:
-        record = records.get(project.setting(SOURCE_KEY + str(source))) or by_path.get(source)
+        record = project.image_by_key(str(source)) or by_path.get(source)
         if record is None:
             plan.todo.append(source)
         elif record.id not in seen:
@@ -310,8 +381,13 @@ def _plan(project: Project | None, sources: list[Path]) -> _Plan:
     return plan
 
 
-def _load_models(args: argparse.Namespace) -> tuple[Detector, Segmenter | None]:
+def _load_models(args: argparse.Namespace):
+    """(Detector, Segmenter or None), as the flags ask; torch is imported here, not before."""
     import torch
+
+    from .detector import Detector
+    from .ops import describe
+    from .segment import Segmenter
 
     try:
         device = torch.device(args.device) if args.device else None
@@ -336,6 +412,14 @@ def _load_models(args: argparse.Namespace) -> tuple[Detector, Segmenter | None]:
     return detector, segmenter
 
 
+def _check_prompt(detector, settings: LabelSettings) -> None:
+    """The classes or prompt against the loaded model's tokenizer (unknown words, too long)."""
+    try:
+        detector.check_prompt(settings.classes, prompt=settings.prompt)
+    except PromptError as err:
+        raise UsageError(f"{'--classes' if settings.prompt is None else '--prompt'}: {err}") from None
+
+
 def _add(project: Project, plan: _Plan, copy: bool, run: _Run) -> None:
     """Add the new files (a bad one is reported and left out: the next run tries it again) and list the
     ids to label, in input order."""
@@ -346,9 +430,8 @@ def _add(project: Project, plan: _Plan, copy: bool, run: _Run) -> None:
                 run.label_ids.append(item.id)
                 continue
             try:
-                with _sigint_deferred():  # the image and the note of its source: both or neither
-                    record = project.add_image(item, copy=copy)
-                    project.set_setting(SOURCE_KEY + str(item), record.id)
+                with _sigint_deferred():  # the image and the note of its source: one transaction, both or neither
+                    record = project.add_image(item, copy=copy, key=str(item))
             except (ImageError, OSError) as err:
                 _fail(run, bar, _display(item), err)
             else:
@@ -357,8 +440,7 @@ def _add(project: Project, plan: _Plan, copy: bool, run: _Run) -> None:
             bar.update()
 
 
-def _label(project: Project, detector: Detector, segmenter: Segmenter | None, settings: LabelSettings,
-           batch_size: int, run: _Run) -> None:
+def _label(project: Project, detector, segmenter, settings: LabelSettings, batch_size: int, run: _Run) -> None:
     records = {r.id: r for r in project.images(order="added")}
     items = [(image_id, records[image_id].path) for image_id in run.label_ids]
     start = time.perf_counter()
@@ -373,9 +455,10 @@ def _label(project: Project, detector: Detector, segmenter: Segmenter | None, se
                 raise
 
         summary = label_images(project, detector, run.label_ids, settings, segmenter=segmenter, batch_size=batch_size,
-                               progress=lambda done, _total: bar.update(done - bar.n), images=read)
+                               progress=lambda done, _total: bar.update(done - bar.n), images=read,
+                               if_status=("unlabeled",))  # a person's decision made meanwhile is kept
     run.seconds = time.perf_counter() - start
-    run.labeled, run.objects = len(summary.labeled), summary.objects
+    run.labeled, run.objects, run.kept = len(summary.labeled), summary.objects, len(summary.kept)
     reported = {name for name, _ in run.failed}
     for image_id, why in summary.failed.items():  # failures inside the model call were not seen by `read`
         if records[image_id].name not in reported:
@@ -417,6 +500,8 @@ def _print_summary(run: _Run, skipped: int, project_dir: Path) -> None:
     else:
         print("labeled 0 image(s)")
     print(f"added {run.added} new image(s); skipped {skipped} already labeled")
+    if run.kept:
+        print(f"left {run.kept} image(s) as they were: someone marked them skipped or reviewed during the run")
     if run.failed:
         print(f"failed {len(run.failed)} image(s) (fix or remove them; a re-run tries them again):")
         for name, why in run.failed:
@@ -429,31 +514,101 @@ def _print_summary(run: _Run, skipped: int, project_dir: Path) -> None:
 
 def _export_after(project: Project, args: argparse.Namespace) -> int:
     return _export(project, args.export, Path(args.export_dir), reviewed_only=args.reviewed_only,
-                   val_fraction=args.val_fraction, seed=args.seed, as_zip=False)
+                   val_fraction=args.val_fraction, seed=args.seed, as_zip=False, overwrite=args.overwrite,
+                   flag="--export-dir")
 
 
 def cmd_export(args: argparse.Namespace) -> int:
     with Project.open(args.project) as project:
         return _export(project, args.format, Path(args.out), reviewed_only=args.reviewed_only,
-                       val_fraction=args.val_fraction, seed=args.seed, as_zip=args.zip)
+                       val_fraction=args.val_fraction, seed=args.seed, as_zip=args.zip, overwrite=args.overwrite)
 
 
 def _export(project: Project, fmt: str, out: Path, *, reviewed_only: bool, val_fraction: float, seed: int,
-            as_zip: bool) -> int:
+            as_zip: bool, overwrite: bool, flag: str = "--out") -> int:
+    """Exit code 0, or 1 when there was nothing to export or some images could not be read (left out)."""
     dataset = dataset_from_project(project, reviewed_only=reviewed_only)
     if not dataset.images:
         which = "reviewed images (--reviewed-only)" if reviewed_only else "images that are not skipped"
         print(f"gdino export: nothing to export: {project.path} has no {which}", file=sys.stderr)
         return 1
-    options = {"val_fraction": val_fraction, "seed": seed}
-    if as_zip:
-        written = export_zip(dataset, out if out.suffix.lower() == ".zip" else out.with_name(out.name + ".zip"), fmt,
-                             **options)
-    else:
-        written = export_dataset(dataset, out, fmt, **options)
-    splits = ", ".join(f"{name} {len(images)}" for name, images in split_images(dataset.images, val_fraction, seed).items())
-    objects = sum(len(image.objects) for image in dataset.images)
-    print(f"exported {len(dataset.images)} image(s) ({splits}), {objects} object(s) as {fmt} to {written}")
+    out = out.expanduser()
+    if as_zip and out.suffix.lower() != ".zip":
+        out = out.with_name(out.name + ".zip")
+    skipped: list[tuple[str, str]] = []
+    try:
+        with tqdm(total=len(dataset.images), desc="exporting", unit="img", file=sys.stderr, disable=None) as bar:
+            options = {"val_fraction": val_fraction, "seed": seed, "overwrite": overwrite, "skipped": skipped,
+                       "progress": lambda done, _total: bar.update(done - bar.n)}
+            written = (export_zip if as_zip else export_dataset)(dataset, out, fmt, **options)
+    except ExportError as err:
+        raise UsageError(f"{flag} {out}: {str(err).split('; ')[0].replace(str(out.absolute()), 'it')}; choose another "
+                         f"{flag}, or pass --overwrite to replace it whole") from None
+    left_out = {name for name, _ in skipped}
+    exported = [image for image in dataset.images if image.file_name not in left_out]
+    splits = split_images(dataset.images, val_fraction, seed)
+    counts = ", ".join(f"{name} {sum(im.file_name not in left_out for im in images)}" for name, images in splits.items())
+    objects = sum(len(image.objects) for image in exported)
+    print(f"exported {len(exported)} image(s) ({counts}), {objects} object(s) as {fmt} to {written}")
+    if skipped:
+        print(f"left out {len(skipped)} image(s) whose file could not be read (fix or remove them: gdino rm):")
+        for name, why in skipped:
+            print(f"  {name}: {why}")
+        return 1
+    return 0
+
+
+# -- import -------------------------------------------------------------------------------------------
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    out = Path(args.out).expanduser().resolve()
+    sources = [Path(s).expanduser() for s in args.sources]
+    for source in sources:
+        if not source.exists():
+            raise UsageError(f"{source}: no such file or folder")
+    limits = ImportLimits(max_objects=args.max_objects, max_images=args.max_images)
+    code = 0
+    with Project.create(out, exist_ok=True) as project:
+        for source in sources:
+            try:
+                with _sigint_deferred():  # an import is all or nothing; Ctrl-C waits for it
+                    report = import_path(project, source, limits)
+            except (DatasetError, UnsafeZipError) as err:
+                print(f"gdino import: {source}: refused, nothing of it was added: {err}", file=sys.stderr)
+                code = 1
+                continue
+            print(f"imported {report.images} image(s), {report.objects} object(s) from {source}")
+            for note in report.problems:
+                print(f"  note: {note}")
+        print(f"project: {project.path}  (gdino info {project.path})")
+    return code
+
+
+# -- rm -----------------------------------------------------------------------------------------------
+
+
+def cmd_rm(args: argparse.Namespace) -> int:
+    if not args.names and args.status is None:
+        raise UsageError("name the images to remove (names or patterns), or give --status")
+    with Project.open(args.project) as project:
+        images = project.images(status=args.status, order="name")
+        if args.names:
+            unmatched = [n for n in args.names if not any(fnmatch.fnmatch(r.name.casefold(), n.casefold()) for r in images)]
+            if unmatched:
+                raise UsageError(f"no image{' with --status ' + args.status if args.status else ''} matches "
+                                 f"{', '.join(map(repr, unmatched))}; list them with gdino info {args.project} --images")
+            images = [r for r in images if any(fnmatch.fnmatch(r.name.casefold(), n.casefold()) for n in args.names)]
+        if not images:
+            print(f"nothing to remove: no image has status {args.status}")
+            return 0
+        if args.dry_run:
+            print(f"would remove {len(images)} image(s):")
+        else:
+            project.remove_images([r.id for r in images])
+            print(f"removed {len(images)} image(s) and their labels:")
+        for record in images:
+            print(f"  {record.name}")
     return 0
 
 
@@ -463,14 +618,22 @@ def _export(project: Project, fmt: str, out: Path, *, reviewed_only: bool, val_f
 def cmd_info(args: argparse.Namespace) -> int:
     with Project.open(args.project) as project:
         stats = project.stats()
+        records = project.images(order="name") if args.images else []
         if args.json:
-            print(json.dumps({"project": str(project.path), **stats}, indent=2))
+            listing = {"images_list": [{"name": r.name, "status": r.status, "objects": r.num_objects} for r in records]}
+            print(json.dumps({"project": str(project.path), **stats, **(listing if args.images else {})}, indent=2))
             return 0
         print(f"project  {project.path}")
         print(f"images   {stats['images']}\nobjects  {stats['objects']}\n")
         _table("status", "images", stats["status"])
         print()
         _table("class", "objects", stats["classes"] or {"(none yet)": 0})
+        if records:
+            print()
+            width = max(len("image"), *(len(r.name) for r in records))
+            print(f"{'image':<{width}}  {'status':<9}  objects")
+            for r in records:
+                print(f"{r.name:<{width}}  {r.status:<9}  {r.num_objects:>7}")
     return 0
 
 

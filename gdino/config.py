@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+DEFAULT_MODEL = "IDEA-Research/grounding-dino-tiny"  # what Detector.from_pretrained, `gdino label` and the app load
+
 
 @dataclass(frozen=True)
 class SwinConfig:

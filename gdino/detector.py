@@ -26,13 +26,14 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .arguments import unit_interval, whole_number
+from .config import DEFAULT_MODEL
 from .modeling.model import GroundingDINO, ImageFeatures
 from .postprocess import Labeled, class_scores, phrase_for_query, suppress_duplicates
 from .processing import MAX_PIXELS, ImageLike, batch_from_uint8, boxes_to_pixels, resize_to_uint8, to_rgb
 from .prompts import ClassPrompt, PromptChunk, PromptError, build_chunks, parse_classes
 from .weights import load_model
 
-DEFAULT_MODEL = "IDEA-Research/grounding-dino-tiny"
 Classes = Sequence[str] | Mapping[str, str | Sequence[str]]
 
 
@@ -52,14 +53,6 @@ class _TextQuery:
     text: str
 
 
-def _check_unit(name: str, value) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
-        raise ValueError(f"{name} must be a number between 0 and 1, got {value!r}")
-    return float(value)
-
-
 class Detector:
     def __init__(self, model: GroundingDINO, tokenizer=None, *, cache_size: int = 4, max_pixels: int = MAX_PIXELS):
         self.model = model.eval()
@@ -71,8 +64,8 @@ class Detector:
         if dot not in model.config.special_token_ids or self.tokenizer.cls_token_id not in model.config.special_token_ids:
             raise ValueError("this tokenizer's '.' / [CLS] ids are not the model's phrase delimiters "
                              f"{model.config.special_token_ids}: the tokenizer does not belong to these weights")
-        self.cache_size = cache_size
-        self.max_pixels = max_pixels
+        self.cache_size = whole_number("cache_size", cache_size, 0)
+        self.max_pixels = whole_number("max_pixels", max_pixels, 1)
         self._cache: OrderedDict[str, ImageFeatures] = OrderedDict()
 
     @classmethod
@@ -103,6 +96,8 @@ class Detector:
         text_threshold: free text only: words scoring above this join the phrase.
         nms_iou: IoU for duplicate suppression within a class (None: off).
         agnostic_nms_iou: IoU for a second pass across classes, for near classes such as car / truck.
+        Thresholds and IoUs are numbers in [0, 1]: Python or numpy scalars (np.float32, 0-d arrays); NaN and
+        bool are refused with a ValueError naming the argument.
         xyxy is in pixels of the upright (EXIF-applied) image, clipped to it.
         """
         return self.detect_batch([image], classes, prompt=prompt, box_threshold=box_threshold,
@@ -113,14 +108,11 @@ class Detector:
                      batch_size: int = 4, box_threshold: float = 0.35, text_threshold: float = 0.25,
                      nms_iou: float | None = 0.5, agnostic_nms_iou: float | None = None) -> list:
         """Several images, one prompt -> a list of `supervision.Detections` (same as `detect` on each)."""
-        box_threshold = _check_unit("box_threshold", box_threshold)
-        text_threshold = _check_unit("text_threshold", text_threshold)
-        nms_iou = _check_unit("nms_iou", nms_iou)
-        agnostic_nms_iou = _check_unit("agnostic_nms_iou", agnostic_nms_iou)
-        if box_threshold is None or text_threshold is None:
-            raise ValueError("box_threshold and text_threshold must be numbers between 0 and 1")
-        if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
+        box_threshold = unit_interval("box_threshold", box_threshold)
+        text_threshold = unit_interval("text_threshold", text_threshold)
+        nms_iou = unit_interval("nms_iou", nms_iou, optional=True)
+        agnostic_nms_iou = unit_interval("agnostic_nms_iou", agnostic_nms_iou, optional=True)
+        batch_size = whole_number("batch_size", batch_size, 1)
         if isinstance(images, (str, bytes)) or not isinstance(images, Sequence):
             raise ValueError("images must be a list of images (PIL images, arrays or paths)")
         if (classes is None) == (prompt is None):
@@ -149,6 +141,17 @@ class Detector:
         self._cache.clear()
 
     # ------------------------------------------------------------------------------ the prompt
+
+    def check_prompt(self, classes: Classes | None = None, *, prompt: str | None = None) -> None:
+        """Raise PromptError now for what `detect` would refuse about these classes or this prompt (duplicates,
+        words this model's tokenizer does not know, too long), without an image: callers check before
+        they copy files or start a batch."""
+        if (classes is None) == (prompt is None):
+            raise PromptError("give either classes or a prompt")
+        if prompt is not None:
+            self._text_query(prompt)
+        else:
+            self._class_query(classes)
 
     def _class_query(self, classes: Classes) -> tuple[ClassPrompt, list[PromptChunk]]:
         parsed = parse_classes(classes)
@@ -241,14 +244,14 @@ class Detector:
             for b, size in enumerate(sizes):
                 scores, labels = class_scores(probs[b], chunk, parsed.phrase_label, len(parsed.labels)).max(-1)
                 keep = scores > box_threshold
-                per_image[b].append(Labeled(_pixels(boxes[b][keep], size), scores[keep], labels[keep]))
+                per_image[b].append(Labeled(boxes_to_pixels(boxes[b][keep], size), scores[keep], labels[keep]))
         return [Labeled.cat(parts) for parts in per_image]
 
     def _run_text(self, batch, query: _TextQuery, sizes, box_threshold, text_threshold, texts) -> list[_TextFound]:
         probs, boxes = self._decode(batch, query.input_ids, texts)
         results = []
         for b, size in enumerate(sizes):
-            found = _TextFound([], [], [], _pixels(boxes[b], size))
+            found = _TextFound([], [], [], boxes_to_pixels(boxes[b], size))
             for q in range(probs.shape[1]):
                 score, phrase, start = phrase_for_query(probs[b, q], query.word_ids, query.offsets,
                                                         query.is_delimiter, query.text, text_threshold)
@@ -289,14 +292,6 @@ def _detections(found: Labeled, names: list[str], with_phrase: bool = False):
     return sv.Detections(xyxy=found.boxes.numpy().astype(np.float32).reshape(-1, 4),
                          confidence=found.scores.numpy().astype(np.float32),
                          class_id=found.class_ids.numpy().astype(np.int64), data=data, metadata={"classes": names})
-
-
-def _pixels(pred_boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(K, 4) normalized cxcywh -> (K, 4) xyxy pixels of an (h, w) image, clipped to it."""
-    h, w = size
-    xyxy = boxes_to_pixels(pred_boxes, size)
-    return torch.stack([xyxy[:, 0].clamp(0, w), xyxy[:, 1].clamp(0, h), xyxy[:, 2].clamp(0, w),
-                        xyxy[:, 3].clamp(0, h)], -1)
 
 
 __all__ = ["DEFAULT_MODEL", "Detector"]

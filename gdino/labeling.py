@@ -92,6 +92,7 @@ class LabelSummary:
     labeled: list[int] = field(default_factory=list)  # image ids
     objects: int = 0
     failed: dict[int, str] = field(default_factory=dict)  # image id -> why
+    kept: list[int] = field(default_factory=list)  # images left alone: a person decided on them meanwhile
     cancelled: bool = False
 
 
@@ -106,12 +107,16 @@ def label_images(
     progress: Callable[[int, int], None] | None = None,
     should_stop: Callable[[], bool] | None = None,
     images: Callable[[int], object] | None = None,
+    if_status: Iterable[str] | None = None,
 ) -> LabelSummary:
     """Detect in each image and store the results as its model objects.
 
     images: optional image_id -> pixels (a PIL image, e.g. decoded ahead in another thread); default
     reads the project's file. A bad image is reported in `failed` and the run goes on; `should_stop`
     is checked between batches (the images done so far stay done).
+    if_status: store an image's results only if its status is still one of these (checked in the same
+    transaction as the write); a run over "unlabeled" images passes ("unlabeled",) so that an image a
+    person marked skipped or reviewed meanwhile keeps that decision (listed in `kept`).
     """
     if settings.masks and segmenter is None:
         raise ValueError("masks were asked for but no SAM model is loaded")
@@ -156,7 +161,10 @@ def label_images(
             objects = [{"box": [float(v) for v in dets.xyxy[k]], "class_name": str(dets.data["class_name"][k]),
                         "score": float(dets.confidence[k]), "mask": None if masks is None else mask_to_rle(masks[k])}
                        for k in range(len(dets))]
-            project.replace_model_objects(image_id, objects, run=settings.to_run())
+            stored = project.replace_model_objects(image_id, objects, run=settings.to_run(), if_status=if_status)
+            if stored is None:
+                summary.kept.append(image_id)
+                continue
             summary.labeled.append(image_id)
             summary.objects += len(objects)
         if progress is not None:

@@ -8,6 +8,9 @@ pixel mask (1 = image, 0 = padding).
 Deliberate difference: images are read upright. EXIF orientation is applied and every PIL mode is
 converted to RGB on purpose (alpha composited on white, 16-bit scaled to 8-bit), where transformers
 takes the pixels as stored. Boxes therefore refer to the image as a viewer shows it.
+
+Reading images needs no torch (the project store, the exporters and the CLI's file handling use it):
+torch is imported by the functions that make tensors, when they are called.
 """
 
 from __future__ import annotations
@@ -16,10 +19,13 @@ import os
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps
+
+if TYPE_CHECKING:
+    import torch
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -65,8 +71,10 @@ def open_image_file(path: str | os.PathLike, max_pixels: int = MAX_PIXELS) -> It
 def to_rgb(image: ImageLike, max_pixels: int = MAX_PIXELS) -> Image.Image:
     """Any supported input -> an upright 8-bit RGB PIL image.
 
-    image: PIL image of any mode, numpy array (H, W) or (H, W, 3|4) uint8 (RGB order), or a file path.
-    Images over `max_pixels` or under MIN_SIDE px on a side are refused with an ImageError.
+    image: PIL image of any mode, numpy array (H, W) or (H, W, 3|4) (RGB order), or a file path. Arrays of
+    uint8 are taken as they are, floats in [0, 1] are scaled by 255, other numbers are clipped to 0..255,
+    bool is black and white; NaN / infinite values, empty arrays and other dtypes are refused. Images over
+    `max_pixels` or under MIN_SIDE px on a side are refused with an ImageError.
     """
     name = "the image"
     if isinstance(image, (str, os.PathLike)):
@@ -92,6 +100,16 @@ def _array_to_pil(array: np.ndarray) -> Image.Image:
         array = array[:, :, 0]
     if array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] not in (3, 4)):
         raise ImageError(f"a numpy image must be (H, W), (H, W, 3) or (H, W, 4), got shape {array.shape}")
+    if array.size == 0:
+        raise ImageError(f"the numpy image is empty (shape {array.shape})")
+    if array.dtype == bool:
+        return Image.fromarray(np.where(array, np.uint8(255), np.uint8(0)))
+    if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
+        raise ImageError(f"a numpy image must hold numbers (uint8, or integers / floats), got dtype {array.dtype}")
+    if np.issubdtype(array.dtype, np.floating) and not np.isfinite(array).all():
+        bad = int((~np.isfinite(array)).sum())
+        raise ImageError(f"the numpy image has NaN or infinite values ({bad} of {array.size}); replace them first, "
+                         "e.g. np.nan_to_num(image)")
     if array.dtype != np.uint8:
         if np.issubdtype(array.dtype, np.floating) and array.size and array.min() >= 0.0 and array.max() <= 1.0:
             array = (array * 255).round()
@@ -144,6 +162,7 @@ class ImageBatch:
 
 def resize_to_uint8(image: Image.Image, shortest: int = 800, longest: int = 1333) -> torch.Tensor:
     """An RGB PIL image -> (3, h, w) uint8 at the model's input size (`resized_size`)."""
+    import torch
     import torchvision.transforms.v2.functional as tvF
 
     size = resized_size(image.height, image.width, shortest, longest)
@@ -156,6 +175,8 @@ def resize_to_uint8(image: Image.Image, shortest: int = 800, longest: int = 1333
 
 def batch_from_uint8(resized: Sequence[torch.Tensor], original_sizes: Sequence[tuple[int, int]]) -> ImageBatch:
     """(3, h, w) uint8 images -> normalized float batch, zero-padded right/bottom, with pixel mask."""
+    import torch
+
     mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1) * 255.0
     std = torch.tensor(IMAGENET_STD).view(3, 1, 1) * 255.0
     hp = max(t.shape[1] for t in resized)
@@ -190,14 +211,18 @@ def tokenize(tokenizer, captions: str | Sequence[str]) -> dict[str, torch.Tensor
 
 
 def boxes_to_pixels(pred_boxes: torch.Tensor, original_size: tuple[int, int]) -> torch.Tensor:
-    """Model boxes -> original image pixels.
+    """Model boxes -> original image pixels, clipped to the image.
 
     pred_boxes: (..., 4) cxcywh normalized to the unpadded image (what the model predicts).
     original_size: (h, w) of the upright input image.
-    returns: (..., 4) xyxy in pixels of that image (float). The resize keeps the image's extent, so
-    normalized coordinates scale straight to the original size.
+    returns: (..., 4) xyxy in pixels of that image (float), each coordinate clipped to [0, w] x [0, h]
+    (a box wholly outside keeps no width or height). The resize keeps the image's extent, so normalized
+    coordinates scale straight to the original size. transformers' post-processing does not clip.
     """
+    import torch
+
     h, w = original_size
     cx, cy, bw, bh = pred_boxes.unbind(-1)
     xyxy = torch.stack((cx - bw / 2, cy - bh / 2, cx + bw / 2, cy + bh / 2), -1)
-    return xyxy * torch.tensor([w, h, w, h], dtype=xyxy.dtype, device=xyxy.device)
+    size = torch.tensor([w, h, w, h], dtype=xyxy.dtype, device=xyxy.device)
+    return torch.minimum((xyxy * size).clamp(min=0), size)

@@ -13,6 +13,8 @@ contents.
 
 from __future__ import annotations
 
+import errno
+import filecmp
 import json
 import os
 import shutil
@@ -30,6 +32,7 @@ from PIL import Image
 
 from .processing import ImageError, open_image_file, to_rgb
 from .project_schema import (
+    MIGRATIONS,
     SOURCES,
     STATUSES,
     ProjectError,
@@ -43,9 +46,10 @@ from .project_schema import (
     mask_json,
     migrate,
     to_json,
+    translate,
 )
 
-__all__ = ["ImageRecord", "ObjectRecord", "Project", "ProjectError", "STATUSES", "SOURCES", "ORDERS"]
+__all__ = ["ImageRecord", "NewImage", "ObjectRecord", "Project", "ProjectError", "STATUSES", "SOURCES", "ORDERS"]
 
 ORDERS = ("name", "added", "confidence")
 DB_NAME = "project.sqlite"
@@ -77,6 +81,21 @@ class ObjectRecord:
     mask: dict | None  # COCO RLE {"size": [h, w], "counts": ...} of the upright image
 
 
+@dataclass(frozen=True)
+class NewImage:
+    """One image of a bulk add (`Project.add_labeled`): a file already decoded and checked by the caller,
+    with the labels it comes with. objects: dicts with box (xyxy upright pixels), class_name, optional
+    score and mask (COCO RLE of the upright image)."""
+
+    path: Path
+    name: str
+    width: int  # upright
+    height: int
+    status: str = "unlabeled"
+    objects: tuple[dict, ...] = ()
+    source: str = "manual"  # the objects' source
+
+
 _IMAGE_SELECT = """
     SELECT i.id, i.name, i.path, i.copied, i.width, i.height, i.status,
            (SELECT MIN(o.score) FROM objects o WHERE o.image_id = i.id AND o.source = 'model') AS min_score,
@@ -99,10 +118,11 @@ class Project:
     processes may open the same project: writes take SQLite's write lock (BEGIN IMMEDIATE).
     """
 
-    def __init__(self, directory: Path, db: sqlite3.Connection):
+    def __init__(self, directory: Path, db: sqlite3.Connection, *, read_only: bool = False):
         self._dir = directory
         self._db: sqlite3.Connection | None = db
         self._lock = threading.RLock()
+        self.read_only = read_only  # on read-only storage: every read works, every change is refused
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -117,8 +137,14 @@ class Project:
                                "or pass exist_ok=True")
         if directory.exists() and not directory.is_dir():
             raise ProjectError(f"{directory} is a file, not a directory; choose a directory for the project")
-        (directory / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
+        try:
+            (directory / IMAGES_DIR).mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise _os_error(err, directory) from err
         project = cls._connect(directory)
+        if project.read_only:
+            project.close()
+            raise ProjectError(f"{directory} is on read-only storage; a project can only be created on writable storage")
         if classes:
             try:
                 project.add_classes(classes)
@@ -132,25 +158,48 @@ class Project:
         """Open an existing project, migrating its database if an older gdino wrote it."""
         directory = Path(directory).expanduser().resolve()
         if not (directory / DB_NAME).is_file():
-            raise ProjectError(f"{directory} is not a gdino project (it has no {DB_NAME}); "
-                               "make one with Project.create(directory)")
+            raise ProjectError(f"{directory} is not a gdino project (it has no {DB_NAME})")
         return cls._connect(directory)
 
     @classmethod
     def _connect(cls, directory: Path) -> Project:
+        path = directory / DB_NAME
+        db = None
         try:
-            db = connect(directory / DB_NAME)
-        except sqlite3.DatabaseError as err:
-            raise ProjectError(f"{directory / DB_NAME} is not a readable project database ({err})") from err
-        try:
+            db = connect(path)
             migrate(db)
+        except sqlite3.OperationalError as err:
+            if db is not None:
+                db.close()
+            if path.is_file() and not os.access(directory, os.W_OK):  # read-only storage: open it for reading
+                return cls._connect_read_only(directory)
+            raise translate(err, directory) from err
         except sqlite3.DatabaseError as err:
-            db.close()
-            raise ProjectError(f"{directory / DB_NAME} is not a readable project database ({err})") from err
+            if db is not None:
+                db.close()
+            raise ProjectError(f"{path} is not a readable project database ({err})") from err
         except BaseException:
-            db.close()
+            if db is not None:
+                db.close()
             raise
         return cls(directory, db)
+
+    @classmethod
+    def _connect_read_only(cls, directory: Path) -> Project:
+        wal = directory / (DB_NAME + "-wal")
+        if wal.is_file() and wal.stat().st_size > 0:
+            raise ProjectError(f"{directory} is on read-only storage and its last changes are still in {wal.name}, "
+                               "which only writable storage can read back: copy the folder to a writable disk")
+        try:
+            db = connect(directory / DB_NAME, read_only=True)
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+        except sqlite3.DatabaseError as err:
+            raise ProjectError(f"{directory / DB_NAME} is not a readable project database ({err})") from err
+        if version != len(MIGRATIONS):
+            db.close()
+            raise ProjectError(f"{directory} is on read-only storage and was written by another gdino version (schema "
+                               f"{version}, this one uses {len(MIGRATIONS)}); copy it to writable storage to open it")
+        return cls(directory, db, read_only=True)
 
     def close(self) -> None:
         with self._lock:
@@ -176,31 +225,43 @@ class Project:
 
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
-        """One transaction, committed on success and rolled back on any exception."""
+        """One transaction, committed on success and rolled back on any exception. SQLite's failures
+        (busy past the timeout, disk full, read-only) come out as ProjectErrors that say what to do."""
         with self._lock:
             db = self._open_db()
-            db.execute("BEGIN IMMEDIATE")  # take the write lock now, not halfway through
+            if self.read_only:
+                raise translate(sqlite3.OperationalError("readonly"), self._dir)
+            try:
+                db.execute("BEGIN IMMEDIATE")  # take the write lock now, not halfway through
+            except sqlite3.Error as err:
+                raise translate(err, self._dir) from err
             try:
                 yield db
-            except BaseException:
+                db.execute("COMMIT")
+            except BaseException as err:
                 if db.in_transaction:
                     db.execute("ROLLBACK")
+                if isinstance(err, sqlite3.Error):
+                    raise translate(err, self._dir) from err
                 raise
-            db.execute("COMMIT")
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             db = self._open_db()
-            db.execute("BEGIN")  # one snapshot for the several queries of a read
             try:
-                yield db
-            finally:
-                db.execute("COMMIT")
+                db.execute("BEGIN")  # one snapshot for the several queries of a read
+                try:
+                    yield db
+                finally:
+                    if db.in_transaction:
+                        db.execute("COMMIT")
+            except sqlite3.Error as err:
+                raise translate(err, self._dir) from err
 
     def _open_db(self) -> sqlite3.Connection:
         if self._db is None:
-            raise ProjectError(f"the project {self._dir} is closed; open it again with Project.open")
+            raise ProjectError(f"the project {self._dir} is closed; open it again")
         return self._db
 
     # -- classes -----------------------------------------------------------------------------------
@@ -215,10 +276,14 @@ class Project:
         can be repeated; returns the names actually added."""
         names = class_names(names)
         with self._write() as db:
-            known = {n.casefold() for (n,) in db.execute("SELECT name FROM classes")}
-            added = [n for n in names if n.casefold() not in known]
-            start = db.execute("SELECT COALESCE(MAX(position), -1) + 1 FROM classes").fetchone()[0]
-            db.executemany("INSERT INTO classes (name, position) VALUES (?, ?)", [(n, start + k) for k, n in enumerate(added)])
+            return self._add_classes(db, names)
+
+    @staticmethod
+    def _add_classes(db: sqlite3.Connection, names: list[str]) -> list[str]:
+        known = {n.casefold() for (n,) in db.execute("SELECT name FROM classes")}
+        added = [n for n in names if n.casefold() not in known]
+        start = db.execute("SELECT COALESCE(MAX(position), -1) + 1 FROM classes").fetchone()[0]
+        db.executemany("INSERT INTO classes (name, position) VALUES (?, ?)", [(n, start + k) for k, n in enumerate(added)])
         return added
 
     def rename_class(self, old: str, new: str) -> None:
@@ -276,26 +341,49 @@ class Project:
     # -- images ------------------------------------------------------------------------------------
 
     def add_image(self, source: str | os.PathLike | Image.Image | np.ndarray, *, copy: bool = True,
-                  name: str | None = None) -> ImageRecord:
+                  name: str | None = None, key: str | None = None) -> ImageRecord:
         """Add one image. A path is copied byte for byte (EXIF included) into images/, or with
         copy=False referenced by its absolute path; a PIL image or numpy array (as `to_rgb` accepts) is
         made upright RGB and written as PNG. `name` defaults to the file name ("image.png" for pixels)
-        and gets a suffix (_1, _2, ...) if taken. Unreadable files raise ImageError."""
+        and gets a suffix (_1, _2, ...) if taken. The pixels are decoded in full first (of the copy, when
+        copying): unreadable, truncated or oversized files raise ImageError and nothing is added.
+
+        key: where the image comes from (the command line uses the absolute source path). An image is
+        added at most once per key, even across kills and concurrent processes: the key is stored in the
+        same transaction as the image, and if another image already has it, that one is returned instead."""
+        if key is not None and (not isinstance(key, str) or not key):
+            raise ProjectError(f"an image key must be a non-empty string, got {key!r}")
         if isinstance(source, (Image.Image, np.ndarray)):
             rgb = to_rgb(source)
             name = image_name(name or "image.png")
             if not name.lower().endswith(".png"):
                 name += ".png"
-            return self._store(name, rgb.width, rgb.height, lambda tmp: rgb.save(tmp, format="PNG"))
+            return self._store(name, key, lambda tmp: rgb.save(tmp, format="PNG"))
         if not isinstance(source, (str, os.PathLike)):
             raise ImageError(f"expected a path, a PIL image or a numpy array, got {type(source).__name__}")
         src = Path(source).expanduser().resolve()
-        width, height = upright_size(src)
         name = image_name(name or src.name)
+        if not src.is_file():
+            raise ImageError(f"could not read the image {os.fspath(source)!r}: there is no such file")
         if copy:
-            return self._store(name, width, height, lambda tmp: shutil.copyfile(src, tmp))
+            return self._store(name, key, lambda tmp: shutil.copyfile(src, tmp))
+        width, height = decoded_size(src)
         with self._write() as db:
-            return self._insert_image(db, self._free_name(db, name, None), str(src), False, width, height)
+            found = self._keyed(db, key)
+            if found is not None:
+                return found
+            return self._insert_image(db, self._free_name(db, name, None), str(src), False, width, height, key)
+
+    def image_by_key(self, key: str) -> ImageRecord | None:
+        """The image added with `key` (see add_image), or None."""
+        with self._read() as db:
+            return self._keyed(db, key)
+
+    def _keyed(self, db: sqlite3.Connection, key: str | None) -> ImageRecord | None:
+        if key is None:
+            return None
+        row = db.execute("SELECT image_id FROM sources WHERE key = ?", (key,)).fetchone()
+        return None if row is None else self._image(db, row[0])
 
     def add_images(self, sources: Iterable[str | os.PathLike | Image.Image | np.ndarray], *,
                    copy: bool = True) -> list[ImageRecord]:
@@ -313,23 +401,34 @@ class Project:
                 raise
         return added
 
-    def _store(self, name: str, width: int, height: int, write: Callable[[Path], object]) -> ImageRecord:
-        """Write the pixels into images/ under a fresh unique name, then record them, one transaction.
-        The file is complete and synced before its row commits: a crash leaves at worst an unreferenced
-        file, never a row pointing at a missing or partial one."""
+    def _store(self, name: str, key: str | None, write: Callable[[Path], object]) -> ImageRecord:
+        """Write the pixels into images/ under a temporary name, decode that copy in full, then give it its
+        unique name and record it, one transaction. The file is complete and synced before its row
+        commits: a crash leaves at worst an unreferenced hidden file, never a row pointing at a missing or
+        partial one."""
+        if self.read_only:
+            raise translate(sqlite3.OperationalError("readonly"), self._dir)
         images = self._dir / IMAGES_DIR
         tmp, placed = images / f".adding-{uuid.uuid4().hex}", None
-        images.mkdir(exist_ok=True)
         try:
+            images.mkdir(exist_ok=True)
             write(tmp)
             _fsync(tmp)
-            with self._write() as db:  # the write lock keeps another process from taking the same name
-                name = self._free_name(db, name, images)
+            width, height = decoded_size(tmp, name)
+            with self._write() as db:  # the write lock keeps another process from taking the same name or key
+                found = self._keyed(db, key)
+                if found is not None:
+                    return found
+                name = self._free_name(db, name, images, tmp)
                 placed = images / name
                 os.replace(tmp, placed)
                 _fsync(images)
-                record = self._insert_image(db, name, f"{IMAGES_DIR}/{name}", True, width, height)
+                record = self._insert_image(db, name, f"{IMAGES_DIR}/{name}", True, width, height, key)
             return record
+        except OSError as err:
+            if placed is not None:
+                placed.unlink(missing_ok=True)
+            raise _os_error(err, self._dir) from err
         except BaseException:
             if placed is not None:
                 placed.unlink(missing_ok=True)
@@ -337,19 +436,80 @@ class Project:
         finally:
             tmp.unlink(missing_ok=True)
 
+    def add_labeled(self, images: Sequence[NewImage], classes: Sequence[str] = ()) -> list[ImageRecord]:
+        """Add many images with their labels (imports use this): all of them or none.
+
+        The files are copied into images/ under temporary names first, outside any transaction; then one
+        short transaction adds the classes that are missing, every image with its objects and status, and
+        gives the files their names. A failure or a kill at any point leaves the project as it was (at
+        worst some unreferenced hidden files in images/)."""
+        classes = class_names(classes)
+        items = list(images)
+        for item in items:
+            if not isinstance(item, NewImage):
+                raise ProjectError(f"add_labeled takes NewImage records, got {type(item).__name__}")
+            check_status(item.status)
+            check_source(item.source)
+            image_name(item.name)
+        if self.read_only:
+            raise translate(sqlite3.OperationalError("readonly"), self._dir)
+        folder = self._dir / IMAGES_DIR
+        temps: list[Path] = []
+        placed: list[Path] = []
+        try:
+            folder.mkdir(exist_ok=True)
+            for item in items:
+                tmp = folder / f".adding-{uuid.uuid4().hex}"
+                temps.append(tmp)
+                shutil.copyfile(item.path, tmp)
+                _fsync(tmp)
+            records = []
+            with self._write() as db:
+                self._add_classes(db, classes)
+                for item, tmp in zip(items, temps, strict=True):
+                    name = self._free_name(db, image_name(item.name), folder, tmp)
+                    os.replace(tmp, folder / name)
+                    placed.append(folder / name)
+                    record = self._insert_image(db, name, f"{IMAGES_DIR}/{name}", True, item.width, item.height, None)
+                    for k, obj in enumerate(item.objects):
+                        if not isinstance(obj, dict) or not {"box", "class_name"} <= obj.keys():
+                            raise ProjectError(f"{item.name}: object {k} must have a box and a class_name")
+                        self._insert_object(db, record, obj["box"], obj["class_name"], obj.get("score"), item.source,
+                                            obj.get("mask"), fetch=False)
+                    db.execute("UPDATE images SET status = ? WHERE id = ?", (item.status, record.id))
+                    records.append(record.id)
+                _fsync(folder)
+                out = [self._image(db, image_id) for image_id in records]
+            placed = []
+            return out
+        except OSError as err:
+            raise _os_error(err, self._dir) from err
+        finally:
+            for path in placed:  # the transaction did not commit: its files go too
+                path.unlink(missing_ok=True)
+            for tmp in temps:
+                tmp.unlink(missing_ok=True)
+
     def _insert_image(self, db: sqlite3.Connection, name: str, path: str, copied: bool, width: int,
-                      height: int) -> ImageRecord:
+                      height: int, key: str | None) -> ImageRecord:
         cur = db.execute("INSERT INTO images (name, path, copied, width, height) VALUES (?, ?, ?, ?, ?)",
                          (name, path, int(copied), width, height))
+        if key is not None:
+            db.execute("INSERT INTO sources (key, image_id) VALUES (?, ?)", (key, cur.lastrowid))
         return self._image(db, cur.lastrowid)
 
     @staticmethod
-    def _free_name(db: sqlite3.Connection, name: str, folder: Path | None) -> str:
-        """`name`, or name_1, name_2, ... : the first not used by an image (nor by a file in `folder`)."""
+    def _free_name(db: sqlite3.Connection, name: str, folder: Path | None, pixels: Path | None = None) -> str:
+        """`name`, or name_1, name_2, ... : the first not used by an image, nor by a file in `folder`, except
+        a file that no image uses and that holds the same bytes as `pixels`: the copy a killed process
+        had placed but not yet recorded (the caller holds the write lock, so no live process is between
+        placing and recording one), which the caller then replaces. A resumed run thus gives an image the
+        name an uninterrupted run would have."""
         stem, suffix = os.path.splitext(name)
         candidate, k = name, 0
-        while (db.execute("SELECT 1 FROM images WHERE name = ?", (candidate,)).fetchone()
-               or (folder is not None and (folder / candidate).exists())):
+        while db.execute("SELECT 1 FROM images WHERE name = ?", (candidate,)).fetchone() or (
+                folder is not None and (folder / candidate).exists()
+                and not (pixels is not None and _same_bytes(folder / candidate, pixels))):
             k += 1
             candidate = f"{stem}_{k}{suffix}"
         return candidate
@@ -379,12 +539,24 @@ class Project:
 
     def remove_image(self, image_id: int) -> None:
         """Delete an image with its objects and run; a copied-in file is deleted too."""
+        self.remove_images([image_id])
+
+    def remove_images(self, image_ids: Iterable[int]) -> list[ImageRecord]:
+        """Delete several images with their objects and runs, in one transaction (all or none); their
+        copied-in files are deleted after the commit. Returns the removed records."""
+        ids = list(dict.fromkeys(image_ids))
+        files, removed = [], []
         with self._write() as db:
-            record = self._image(db, image_id)
-            copied = db.execute("SELECT copied FROM images WHERE id = ?", (image_id,)).fetchone()[0]
-            db.execute("DELETE FROM images WHERE id = ?", (image_id,))
-        if copied:  # after the commit: a crash in between leaves an orphan file, not a row without pixels
-            record.path.unlink(missing_ok=True)
+            for image_id in ids:
+                record = self._image(db, image_id)
+                copied = db.execute("SELECT copied FROM images WHERE id = ?", (image_id,)).fetchone()[0]
+                db.execute("DELETE FROM images WHERE id = ?", (image_id,))
+                removed.append(record)
+                if copied:
+                    files.append(record.path)
+        for path in files:  # after the commit: a crash in between leaves an orphan file, not a row without pixels
+            path.unlink(missing_ok=True)
+        return removed
 
     def set_status(self, image_id: int, status: str) -> None:
         check_status(status)
@@ -450,14 +622,22 @@ class Project:
             self._object(db, object_id)
             db.execute("DELETE FROM objects WHERE id = ?", (object_id,))
 
-    def replace_model_objects(self, image_id: int, objects: Sequence[dict], *, run: dict | None = None) -> list[ObjectRecord]:
+    def replace_model_objects(self, image_id: int, objects: Sequence[dict], *, run: dict | None = None,
+                              if_status: Iterable[str] | None = None) -> list[ObjectRecord] | None:
         """Swap an image's model objects for `objects` (dicts: box, class_name, score, optional mask),
         keeping manual ones, in one transaction. Status becomes "auto" unless it is "reviewed".
         `run` (the prompt and thresholds behind them, JSON-able) is kept as the image's last run;
-        None forgets the previous one. Returns the new objects."""
+        None forgets the previous one. Returns the new objects.
+
+        if_status: only if the image's status is still one of these when the transaction runs; otherwise
+        nothing changes and None is returned. A batch run that chose "unlabeled" images passes
+        ("unlabeled",), so that an image a person marked skipped or reviewed meanwhile keeps that decision."""
         run_json = None if run is None else to_json(run, "run", dict)
+        allowed = None if if_status is None else {check_status(s) for s in if_status}
         with self._write() as db:
             image = self._image(db, image_id)
+            if allowed is not None and image.status not in allowed:
+                return None
             db.execute("DELETE FROM objects WHERE image_id = ? AND source = 'model'", (image_id,))
             new = []
             for k, obj in enumerate(objects):
@@ -502,13 +682,14 @@ class Project:
             row = db.execute("SELECT run FROM runs WHERE image_id = ?", (image_id,)).fetchone()
         return None if row is None else json.loads(row[0])
 
-    def _insert_object(self, db, image: ImageRecord, box, class_name, score, source, mask) -> ObjectRecord:
+    def _insert_object(self, db, image: ImageRecord, box, class_name, score, source, mask,
+                       fetch: bool = True) -> ObjectRecord | None:
         x0, y0, x1, y1 = check_box(box, image.width, image.height)
         class_id = self._class_id(db, class_name)
         values = (image.id, class_id, x0, y0, x1, y1, check_score(score), source, mask_json(mask, image.width, image.height))
         cur = db.execute("INSERT INTO objects (image_id, class_id, x0, y0, x1, y1, score, source, mask) "
                          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
-        return self._object(db, cur.lastrowid)
+        return self._object(db, cur.lastrowid) if fetch else None
 
     def _object(self, db: sqlite3.Connection, object_id: int) -> ObjectRecord:
         row = db.execute(f"{_OBJECT_SELECT} WHERE o.id = ?", (object_id,)).fetchone()
@@ -546,6 +727,29 @@ class Project:
 # -- helpers ---------------------------------------------------------------------------------------
 
 
+def decoded_size(path: Path, name: str | None = None) -> tuple[int, int]:
+    """(width, height) of the image file as `to_rgb` returns it (upright), decoding every pixel: a
+    truncated or corrupt file is refused here with an ImageError, not later in a run or an export."""
+    try:
+        rgb = to_rgb(path)
+    except ImageError as err:
+        if name is None:
+            raise
+        raise ImageError(str(err).replace(repr(os.fspath(path)), repr(name))) from None
+    return rgb.width, rgb.height
+
+
+def _os_error(err: OSError, directory: Path) -> Exception:
+    """A failed file operation in the project folder -> a ProjectError for the cases people can act on."""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return ProjectError(f"the disk holding the project {directory} is full; nothing was added: free some space and "
+                            "try again")
+    if err.errno == errno.EROFS:
+        return ProjectError(f"the project {directory} is on read-only storage; it can be viewed and exported, not "
+                            "changed")
+    return err
+
+
 def upright_size(path: Path) -> tuple[int, int]:
     """(width, height) of the image file as `to_rgb` returns it (EXIF orientation applied), read from the
     header and the orientation tag without decoding pixels. Refuses what `to_rgb` refuses, same messages."""
@@ -554,6 +758,13 @@ def upright_size(path: Path) -> tuple[int, int]:
         orientation = 1 if f.format == "PNG" and "exif" not in f.info else f.getexif().get(0x0112, 1)
         width, height = f.size
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)  # 5-8 rotate by 90 degrees
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    try:
+        return a.is_file() and not a.is_symlink() and filecmp.cmp(a, b, shallow=False)
+    except OSError:
+        return False
 
 
 def _fsync(path: Path) -> None:

@@ -63,14 +63,40 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "DROP INDEX objects_by_image",  # a prefix of the new one
         "CREATE INDEX images_by_status ON images(status)",
     ),
+    # 4: where each image came from (the command line's absolute source path), with a unique key, written in the
+    # same transaction as the image: a re-run, a kill or a second process can never add the same file twice.
+    # Earlier versions kept these as "cli.source:<path>" settings; they move here.
+    (
+        """CREATE TABLE sources (
+            key TEXT PRIMARY KEY,
+            image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE)""",
+        "CREATE INDEX sources_by_image ON sources(image_id)",
+        """INSERT OR IGNORE INTO sources (key, image_id)
+            SELECT substr(s.key, 12), CAST(s.value AS INTEGER) FROM settings s
+            WHERE s.key LIKE 'cli.source:%' AND CAST(s.value AS INTEGER) IN (SELECT id FROM images)
+            ORDER BY CAST(s.value AS INTEGER)""",
+        "DELETE FROM settings WHERE key LIKE 'cli.source:%'",
+    ),
 )
 
 
-def connect(path: Path) -> sqlite3.Connection:
-    """Open the database file with the durability settings every connection needs."""
+BUSY_TIMEOUT_S = 30.0  # how long a write waits for another process's transaction before giving up
+
+
+def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
+    """Open the database file with the durability settings every connection needs.
+
+    read_only: for a project on read-only storage (a mounted archive, a CD, a read-only share). SQLite
+    cannot open a WAL database there the usual way (it needs to create the -shm file), so the file is
+    opened as immutable: readable, never written."""
     # autocommit mode (isolation_level=None): transactions are explicit BEGIN ... COMMIT in the caller.
     # check_same_thread=False: the caller serializes access with a lock, and the app calls from worker threads.
-    db = sqlite3.connect(path, isolation_level=None, timeout=10.0, check_same_thread=False)
+    if read_only:
+        uri = f"{path.absolute().as_uri()}?mode=ro&immutable=1"
+        db = sqlite3.connect(uri, uri=True, isolation_level=None, check_same_thread=False)
+        db.execute("PRAGMA query_only=ON")
+        return db
+    db = sqlite3.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_S, check_same_thread=False)
     try:
         # WAL: a commit appends to the log, so a process killed mid-write leaves the last commit intact and
         # readers never block the writer.
@@ -84,6 +110,28 @@ def connect(path: Path) -> sqlite3.Connection:
         db.close()
         raise
     return db
+
+
+def translate(err: sqlite3.Error, directory: Path) -> ProjectError:
+    """SQLite's own words for a failed operation -> a ProjectError that says what happened and what to do.
+    Every such failure rolls back its transaction, so the message can promise that nothing changed."""
+    text = str(err).lower()
+    if "locked" in text or "busy" in text:
+        return ProjectError(f"the project {directory} is busy: another program (another gdino command or the app) "
+                            f"kept it locked for more than {BUSY_TIMEOUT_S:.0f} s; nothing was changed, try again "
+                            "when it is done")
+    if "full" in text:
+        return ProjectError(f"the disk holding the project {directory} is full; nothing was changed: free some space "
+                            "and try again")
+    if "readonly" in text or "read-only" in text:
+        return ProjectError(f"the project {directory} is read-only (read-only storage or files); it can be viewed "
+                            "and exported, not changed: copy the folder to writable storage to edit it")
+    if "disk i/o" in text or "unable to open" in text:
+        return ProjectError(f"the project {directory} could not be read or written ({err}); check the disk and the "
+                            "folder's permissions")
+    if "malformed" in text or "not a database" in text:
+        return ProjectError(f"{directory / 'project.sqlite'} is damaged or not a project database ({err})")
+    return ProjectError(f"the project {directory} could not be updated ({err}); nothing was changed")
 
 
 def migrate(db: sqlite3.Connection) -> int:

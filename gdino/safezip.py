@@ -12,12 +12,14 @@ import os
 import posixpath
 import re
 import stat
+import unicodedata
 import zipfile
 import zlib
 from pathlib import Path
 
 CHUNK = 1 << 20
 RATIO_MIN_BYTES = 1 << 20  # small entries may compress extremely well (a blank text file); only large ones are bombs
+MAX_NAME_BYTES = 255  # per path part: what Linux, macOS and Windows file systems allow
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
@@ -30,16 +32,18 @@ def extract_zip(zip_path: str | os.PathLike, target_dir: str | os.PathLike, *, m
     """Extract the files of `zip_path` into `target_dir` (created if missing); returns their paths.
 
     Skips folder entries and macOS junk (`__MACOSX/`, `.DS_Store`, `._*`). Refuses, with UnsafeZipError
-    and before writing anything: absolute paths, drive letters, `..` leading out of the target,
-    symlinks and other special files, encrypted entries, duplicate names, more than `max_files` files,
-    more than `max_total_bytes` declared in all, an entry over RATIO_MIN_BYTES that expands more than
-    `max_ratio` times. Existing files are never overwritten.
+    and before writing anything: absolute paths, drive letters, `..` leading out of the target, NUL
+    characters, path parts over MAX_NAME_BYTES, symlinks and other special files, encrypted entries,
+    duplicate names (compared case- and Unicode-normalization-insensitively, as macOS and Windows do),
+    more than `max_files` files, more than `max_total_bytes` declared in all, an entry over
+    RATIO_MIN_BYTES that expands more than `max_ratio` times. Existing files are never overwritten.
+    Messages name the zip by its file name and entries by their names in the zip, never a server path.
     """
     target = Path(target_dir).resolve()
     try:
         archive = zipfile.ZipFile(zip_path)
     except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as err:
-        raise UnsafeZipError(f"{os.fspath(zip_path)!r} is not a readable zip file: {err}") from err
+        raise UnsafeZipError(f"{Path(zip_path).name!r} is not a readable zip file: {_reason(err)}") from err
     with archive:
         plan = _plan(archive.infolist(), target, max_files, max_total_bytes, max_ratio)
         created_dirs: list[Path] = []
@@ -58,9 +62,14 @@ def extract_zip(zip_path: str | os.PathLike, target_dir: str | os.PathLike, *, m
                 with contextlib.suppress(OSError):
                     folder.rmdir()
             if isinstance(err, (zipfile.BadZipFile, EOFError, zlib.error, OSError, NotImplementedError)):
-                raise UnsafeZipError(f"could not extract the zip entry {name!r}: {err}") from err
+                raise UnsafeZipError(f"could not extract the zip entry {name!r}: {_reason(err)}") from err
             raise
     return [dest for _, dest in plan]
+
+
+def _reason(err: BaseException) -> str:
+    """An error's text without the file path an OSError carries (it would name a server folder)."""
+    return err.strerror if isinstance(err, OSError) and err.strerror else str(err)
 
 
 def _plan(infos: list[zipfile.ZipInfo], target: Path, max_files: int, max_total_bytes: int,
@@ -72,6 +81,8 @@ def _plan(infos: list[zipfile.ZipInfo], target: Path, max_files: int, max_total_
         raise UnsafeZipError(f"the zip holds {len(files)} files, more than the limit of {max_files}")
     for info in files:
         name = info.filename
+        if "\0" in info.orig_filename:  # zipfile cuts the name there; other tools may not
+            raise UnsafeZipError(f"the zip entry {info.orig_filename!r} has a NUL character in its name")
         if _is_junk(name):
             continue
         rel = _safe_relative(name)
@@ -83,9 +94,10 @@ def _plan(infos: list[zipfile.ZipInfo], target: Path, max_files: int, max_total_
             raise UnsafeZipError(f"the zip entry {name!r} is not a regular file (mode {oct(mode)})")
         if info.flag_bits & 0x1:
             raise UnsafeZipError(f"the zip entry {name!r} is encrypted; upload a zip without a password")
-        if rel.casefold() in seen:
+        key = unicodedata.normalize("NFC", rel).casefold()
+        if key in seen:
             raise UnsafeZipError(f"the zip holds {name!r} twice (names compared case-insensitively)")
-        seen.add(rel.casefold())
+        seen.add(key)
         declared += info.file_size
         if declared > max_total_bytes:
             raise UnsafeZipError(f"the zip expands to more than {max_total_bytes} bytes (reached at {name!r}); "
@@ -96,9 +108,9 @@ def _plan(infos: list[zipfile.ZipInfo], target: Path, max_files: int, max_total_
                                  f"{info.file_size} bytes), more than max_ratio={max_ratio}: a zip bomb?")
         dest = target.joinpath(*rel.split("/"))
         if not dest.resolve().is_relative_to(target):  # e.g. through a symlinked folder already in the target
-            raise UnsafeZipError(f"the zip entry {name!r} would be written outside {target}")
+            raise UnsafeZipError(f"the zip entry {name!r} would be written outside the target folder")
         if dest.exists() or dest.is_symlink():
-            raise UnsafeZipError(f"the zip entry {name!r} would overwrite {dest}; extract into an empty folder")
+            raise UnsafeZipError(f"the zip entry {name!r} would overwrite an existing file; extract into an empty folder")
         plan.append((info, dest))
     return plan
 
@@ -120,6 +132,9 @@ def _safe_relative(name: str) -> str:
         raise UnsafeZipError(f"the zip entry {name!r} climbs out of the target folder with '..'")
     if path in ("", "."):
         raise UnsafeZipError(f"the zip entry {name!r} has no file name")
+    if any(len(part.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES for part in path.split("/")):
+        raise UnsafeZipError(f"the zip entry {name[:80]!r}... has a file or folder name too long for a file system "
+                             f"(over {MAX_NAME_BYTES} bytes)")
     return path
 
 

@@ -12,7 +12,6 @@ Images are read upright (EXIF applied), the frame the detector's boxes are in. T
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 import re
 from collections import OrderedDict
@@ -22,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .arguments import whole_number
 from .processing import MAX_PIXELS, ImageLike, to_rgb
 
 
@@ -225,8 +225,8 @@ class Segmenter:
 
         self.sam = sam.eval()
         self.transform = ResizeLongestSide(sam.image_encoder.img_size)
-        self.cache_size = cache_size
-        self.max_pixels = max_pixels
+        self.cache_size = whole_number("cache_size", cache_size, 0)
+        self.max_pixels = whole_number("max_pixels", max_pixels, 1)
         self._cache: OrderedDict[str, _Embedding] = OrderedDict()
         self.encoder_calls = 0  # how many image embeddings were computed (the cache's effect, observable)
 
@@ -251,12 +251,12 @@ class Segmenter:
 
     def segment(self, image: ImageLike, boxes_xyxy) -> Masks:
         """boxes_xyxy: (N, 4) in pixels of the upright image -> one mask per box, all boxes in one decoder
-        call. Boxes are clipped to the image; a box with no area left gives an empty mask, score 0."""
+        call. Boxes are clipped to the image; a box with no area left gives an empty mask, score 0.
+        None, another shape (one box is [[x0, y0, x1, y1]]) and NaN / infinite coordinates are refused with a
+        SegmenterError (a ValueError); [] gives no masks."""
+        boxes = _rows(boxes_xyxy, 4, "boxes", "[x0, y0, x1, y1]")
         rgb = to_rgb(image, self.max_pixels)
         h, w = rgb.height, rgb.width
-        boxes = np.asarray(boxes_xyxy, dtype=np.float64).reshape(-1, 4) if len(boxes_xyxy) else np.zeros((0, 4))
-        if not np.isfinite(boxes).all():
-            raise SegmenterError("boxes must be finite numbers (x0, y0, x1, y1) in pixels")
         boxes = np.stack([boxes[:, 0].clip(0, w), boxes[:, 1].clip(0, h), boxes[:, 2].clip(0, w),
                           boxes[:, 3].clip(0, h)], 1)
         masks = np.zeros((len(boxes), h, w), dtype=bool)
@@ -296,16 +296,17 @@ class Segmenter:
         """Positive (label 1) and negative (label 0) clicks, in pixels of the upright image, optionally
         with the object's box and its previous mask: a (H, W) bool mask or the `logits` of the last
         `Refined`. With one click and nothing else SAM's three candidate masks are compared and the one
-        with the best predicted quality is returned; with more context SAM gives one mask."""
+        with the best predicted quality is returned; with more context SAM gives one mask.
+
+        points: (N, 2) (x, y), [] for none (one point is [(x, y)]); labels: (N,) of 1 / 0 (or True / False);
+        box: [x0, y0, x1, y1]. Anything else (None, other shapes, NaN, other labels) is a SegmenterError."""
+        pts = _rows(points, 2, "points", "(x, y)")
+        lab = _labels(labels, len(pts))
+        if box is not None:
+            box = _rows(box, 4, "box", "[x0, y0, x1, y1]", one=True)
         rgb = to_rgb(image, self.max_pixels)
         h, w = rgb.height, rgb.width
-        pts = np.asarray(points, dtype=np.float64).reshape(-1, 2) if len(points) else np.zeros((0, 2))
-        lab = np.asarray(labels).reshape(-1)
-        if len(pts) != len(lab):
-            raise SegmenterError(f"{len(pts)} points but {len(lab)} labels: give one label (1 keep, 0 remove) per point")
-        if not set(lab.tolist()) <= {0, 1}:
-            raise SegmenterError("point labels must be 1 (part of the object) or 0 (not part of it)")
-        outside = [(float(x), float(y)) for x, y in pts if not (0 <= x <= w and 0 <= y <= h) or not math.isfinite(x + y)]
+        outside = [(float(x), float(y)) for x, y in pts if not (0 <= x <= w and 0 <= y <= h)]
         if outside:
             raise SegmenterError(f"points outside the {w}x{h} image: {outside[:3]}")
         if len(pts) == 0 and box is None:
@@ -320,8 +321,7 @@ class Segmenter:
                 point_prompt = (coords, torch.as_tensor(lab, dtype=torch.int64, device=self.device)[None])
             box_t = None
             if box is not None:
-                b = np.asarray(box, dtype=np.float64).reshape(1, 4)
-                box_t = torch.as_tensor(self.transform.apply_boxes(b, emb.original_size), dtype=torch.float32,
+                box_t = torch.as_tensor(self.transform.apply_boxes(box, emb.original_size), dtype=torch.float32,
                                         device=self.device)
             mask_t = None
             if mask is not None:
@@ -372,3 +372,50 @@ class Segmenter:
             while len(self._cache) > self.cache_size:
                 self._cache.popitem(last=False)
         return emb
+
+
+# ------------------------------------------------------------------------------------ prompt checks
+
+def _rows(value, width: int, name: str, example: str, one: bool = False) -> np.ndarray:
+    """A list or array of N rows of `width` finite numbers -> (N, width) float64 ((0, width) for []).
+    one: exactly one row, given flat ([x0, y0, x1, y1]) or as (1, width). Anything else: a SegmenterError."""
+    what = f"{name} must be {example} in pixels" if one else \
+        f"{name} must be an (N, {width}) array or list of {example} in pixels ([] for none)"
+    if value is None or isinstance(value, (str, bytes)):
+        raise SegmenterError(f"{what}, got {value!r}")
+    try:
+        rows = np.asarray(value, dtype=np.float64)
+    except (TypeError, ValueError) as err:  # ragged lists, words, objects
+        raise SegmenterError(f"{what} ({err})") from err
+    if one:
+        if rows.shape not in ((width,), (1, width)):
+            raise SegmenterError(f"{what}, got shape {rows.shape}")
+        rows = rows.reshape(1, width)
+    elif rows.size == 0:
+        return np.zeros((0, width))
+    elif rows.ndim != 2 or rows.shape[1] != width:
+        hint = f"; a single one needs its own brackets: [{example}]" if rows.shape == (width,) else ""
+        raise SegmenterError(f"{what}, got shape {rows.shape}{hint}")
+    if not np.isfinite(rows).all():
+        raise SegmenterError(f"{name} must be finite numbers {example} in pixels, got NaN or infinity")
+    return rows
+
+
+def _labels(labels, count: int) -> np.ndarray:
+    """Point labels -> (count,) int64 of 0 / 1; None, other shapes and other values: a SegmenterError."""
+    what = "labels must be a list of 1 (part of the object) or 0 (not part of it), one per point ([] for none)"
+    if labels is None or isinstance(labels, (str, bytes)):
+        raise SegmenterError(f"{what}, got {labels!r}")
+    try:
+        lab = np.asarray(labels)  # no dtype: "1" stays a word and is refused below
+    except ValueError as err:
+        raise SegmenterError(f"{what} ({err})") from err
+    if lab.size == 0:
+        lab = np.zeros(0, dtype=np.int64)
+    elif lab.ndim != 1:
+        raise SegmenterError(f"{what}, got shape {lab.shape}")
+    if len(lab) != count:
+        raise SegmenterError(f"{count} points but {len(lab)} labels: give one label (1 keep, 0 remove) per point")
+    if lab.dtype.kind not in "biuf" or not np.isin(lab, (0, 1)).all():
+        raise SegmenterError(f"point labels must be 1 (part of the object) or 0 (not part of it), got {lab.tolist()}")
+    return lab.astype(np.int64)

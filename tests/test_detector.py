@@ -220,3 +220,54 @@ def test_batch_arguments(det):
     with pytest.raises(ValueError, match="must be a list of images"):
         det.detect_batch("photo.jpg", classes=["cat"])
     assert det.detect_batch([], classes=["cat"]) == []
+
+
+# ------------------------------------------------------------------------------- number arguments
+
+def test_numpy_and_torch_numbers_are_accepted_as_plain_numbers(det):
+    """A threshold read from a numpy array (np.float32, a 0-d array) is a number like any other. The values
+    are exact in float32 and float16, so the results must be identical to those of Python floats."""
+    image = photo(seed=6)
+    plain = det.detect(image, classes=CLASSES, box_threshold=0.25, nms_iou=0.5, agnostic_nms_iou=0.75)
+    for kind in (np.float32, np.float16, np.float64, np.array, torch.tensor):
+        d = det.detect(image, classes=CLASSES, box_threshold=kind(0.25), nms_iou=kind(0.5),
+                       agnostic_nms_iou=kind(0.75))
+        assert_same(plain, d, atol=0)
+    text = det.detect(image, prompt="a cat on a couch", box_threshold=0.25, text_threshold=0.25)
+    assert_same(text, det.detect(image, prompt="a cat on a couch", box_threshold=np.float32(0.25),
+                                 text_threshold=np.array(0.25, dtype=np.float32)), atol=0)
+    assert_same(det.detect_batch([image], classes=CLASSES, batch_size=np.int64(2), box_threshold=np.int64(0))[0],
+                det.detect(image, classes=CLASSES, box_threshold=0), atol=0)
+
+
+@pytest.mark.parametrize("name", ["box_threshold", "text_threshold", "nms_iou", "agnostic_nms_iou"])
+@pytest.mark.parametrize("value", [float("nan"), np.float32("nan"), np.array(float("nan")), float("inf"), 1.5,
+                                   np.float32(-0.1), True, np.bool_(False), "0.3", np.array([0.3]), [0.3], 1j])
+def test_bad_numbers_are_refused_naming_the_argument_and_range(det, name, value):
+    with pytest.raises(ValueError, match=f"^{name} must be a number between 0 and 1") as err:
+        det.detect(photo(), classes=CLASSES, **{name: value})
+    assert "got" in str(err.value)
+
+
+@pytest.mark.parametrize("name", ["box_threshold", "text_threshold"])
+def test_none_is_refused_where_a_number_is_required(det, name):
+    with pytest.raises(ValueError, match=f"^{name} must be a number between 0 and 1, got None"):
+        det.detect(photo(), classes=CLASSES, **{name: None})
+
+
+@pytest.mark.parametrize("value", [np.float64(2.5), 0, -1, True, "2", None, float("nan"), float("inf")])
+def test_batch_size_must_be_a_whole_positive_number(det, value):
+    with pytest.raises(ValueError, match="batch_size must be a positive integer"):
+        det.detect_batch([photo()], classes=["cat"], batch_size=value)
+
+
+def test_detector_settings_are_checked(tiny_ours):
+    assert gdino.Detector(tiny_ours, cache_size=np.int64(2), max_pixels=np.int32(10**6)).cache_size == 2
+    assert gdino.Detector(tiny_ours, max_pixels=20e6).max_pixels == 20_000_000  # a whole float counts
+    for kwargs, message in [(dict(cache_size=-1), "cache_size must be an integer >= 0"),
+                            (dict(cache_size="4"), "cache_size must be an integer >= 0"),
+                            (dict(cache_size=None), "cache_size must be an integer >= 0"),
+                            (dict(max_pixels=0), "max_pixels must be a positive integer"),
+                            (dict(max_pixels=float("nan")), "max_pixels must be a positive integer")]:
+        with pytest.raises(ValueError, match=message):
+            gdino.Detector(tiny_ours, **kwargs)

@@ -37,3 +37,45 @@ def test_the_wheel_lists_every_package_and_kernel_source():
     patterns = setup["package-data"]["gdino._csrc"]
     sources = [p.name for p in (root / "csrc").iterdir() if p.is_file()]
     assert sources and all(any(fnmatch.fnmatch(name, pat) for pat in patterns) for name in sources), sources
+
+
+TORCH_FREE = ["gdino", "gdino.project", "gdino.formats", "gdino.labeling", "gdino.cli_images", "gdino.masks",
+              "gdino.safezip", "gdino.processing", "gdino.prompts", "gdino.project_schema"]
+
+
+def test_the_data_side_of_the_package_does_not_import_torch():
+    """`gdino --help`, the exporters and the project store must not pay torch's seconds of import."""
+    code = f"import sys\nimport {', '.join(TORCH_FREE)}\n" \
+           "heavy = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'torchvision', 'transformers'))\n" \
+           "print(heavy[:5])\nsys.exit(1 if heavy else 0)\n"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_every_public_name_is_there_on_first_use():
+    """The package imports its parts when a name is first used; each name of __all__ resolves to the object
+    its module defines, `from gdino import X` works, and dir() lists them."""
+    code = (
+        "import sys, gdino\n"
+        "from gdino import Detector, load_model, Segmenter\n"
+        "import gdino.detector, gdino.weights, gdino.segment, gdino.config, gdino.project, gdino.modeling\n"
+        "assert Detector is gdino.detector.Detector and load_model is gdino.weights.load_model\n"
+        "assert Segmenter is gdino.segment.Segmenter and gdino.preset is gdino.config.preset\n"
+        "assert gdino.Project is gdino.project.Project and gdino.GroundingDINO is gdino.modeling.GroundingDINO\n"
+        "assert issubclass(gdino.ImageError, ValueError) and issubclass(gdino.SegmenterError, ValueError)\n"
+        "missing = [n for n in gdino.__all__ if getattr(gdino, n, None) is None]\n"
+        "assert not missing, missing\n"
+        "assert set(gdino.__all__) <= set(dir(gdino)), set(gdino.__all__) - set(dir(gdino))\n"
+        "assert gdino.__version__\n"
+        "try:\n"
+        "    gdino.no_such_name\n"
+        "except AttributeError as err:\n"
+        "    assert 'no_such_name' in str(err)\n"
+        "else:\n"
+        "    raise SystemExit('no AttributeError')\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+    import gdino
+
+    assert {"Detector", "Segmenter", "load_model", "Project", "preset"} <= set(gdino.__all__)

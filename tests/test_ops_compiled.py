@@ -1,6 +1,10 @@
 """The compiled CPU kernel (forward and backward) against the PyTorch reference, and the dispatcher."""
 
+import logging
+import os
 import shutil
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -234,3 +238,70 @@ def test_a_cuda_fault_in_the_first_use_check_is_not_papered_over(monkeypatch, ca
     with caplog.at_level("WARNING", logger="gdino"), pytest.raises(RuntimeError, match="CUDA context is lost"):
         compiled.kernel("cuda")
     assert compiled._state["cuda"]["module"] is None and compiled._state["cuda"]["tried"]
+
+
+_NO_COMPILER_RUN = """
+import logging, sys
+logging.basicConfig(format="%(name)s|%(levelname)s|%(message)s")
+import torch
+from gdino.ops import describe, kernel_for
+print(kernel_for(torch.zeros(1, 63, 1, 4)))
+print(describe("cpu", torch.float32))
+print("torch.utils.cpp_extension" in sys.modules)
+"""
+
+
+@pytest.mark.parametrize("how", ["nothing on PATH", "CXX names a missing compiler"])
+def test_without_a_compiler_one_log_line_says_so_and_torch_is_never_asked_to_build(tmp_path, how):
+    """A machine without a C++ compiler: one line saying that, what runs instead and how to get the fast
+    kernel; no "compiling" line, no torch warning block (torch's build is never started)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("CXX", "GDINO_MSDA")}
+    env["GDINO_CACHE"] = str(tmp_path / "cache")  # nothing cached from an earlier build
+    if how == "nothing on PATH":
+        (tmp_path / "bin").mkdir()
+        env["PATH"] = str(tmp_path / "bin")
+    else:
+        env["CXX"] = str(tmp_path / "no-such-g++")
+    result = subprocess.run([sys.executable, "-c", _NO_COMPILER_RUN], env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    kernel, described, extension_imported = result.stdout.splitlines()
+    assert kernel == "reference" and extension_imported == "False"
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    line = lines[0]
+    assert line.startswith("gdino|WARNING|") and "no C++ compiler" in line
+    assert "PyTorch reference" in line and "slower" in line and "apt-get install g++" in line
+    assert ("c++" if how == "nothing on PATH" else "no-such-g++") in line  # what was looked for
+    assert "no C++ compiler" in described
+    assert not list((tmp_path / "cache").rglob("*.so"))
+
+
+def test_torchs_own_build_warnings_do_not_reach_the_log(monkeypatch, tmp_path, caplog):
+    """With a compiler, torch's build logs its own warnings (a compiler-compatibility block, CUDA_HOME
+    guesses); they are kept out of the log (at DEBUG under gdino), our "compiling" line stays."""
+    from torch.utils import cpp_extension
+
+    torch_log = logging.getLogger("torch.utils.cpp_extension")
+    passed = []
+    handler = logging.Handler()
+    handler.emit = passed.append
+
+    def fake_load(**kwargs):
+        torch_log.warning("!! WARNING !! Your compiler (c++) is not compatible with the compiler Pytorch was built with")
+        raise RuntimeError("Error building extension 'gdino_msda_cpu'")
+
+    monkeypatch.setattr(cpp_extension, "load", fake_load)
+    monkeypatch.setattr(compiled, "find_cxx", lambda: "/usr/bin/c++", raising=False)  # a compiler "is there"
+    monkeypatch.setenv("GDINO_CACHE", str(tmp_path))
+    torch_log.addHandler(handler)
+    try:
+        with caplog.at_level("DEBUG", logger="gdino"), pytest.raises(RuntimeError, match="Error building"):
+            compiled.build("cpu")
+        torch_log.warning("after the build")  # torch's logger is itself again
+    finally:
+        torch_log.removeHandler(handler)
+    assert [r.getMessage() for r in passed] == ["after the build"]
+    ours = [r for r in caplog.records if r.name == "gdino"]
+    assert [r.levelname for r in ours] == ["WARNING", "DEBUG"] and "compiling" in ours[0].getMessage()
+    assert "not compatible" in ours[1].getMessage()

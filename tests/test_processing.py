@@ -124,3 +124,49 @@ def test_huge_image_file_is_refused_from_its_header(tmp_path):
     Image.new("L", (8000, 7000)).save(path)  # 56 MP, a few KB on disk
     with pytest.raises(ImageError, match="8000x7000 \\(56 megapixels\\), more than the limit of 50 MP"):
         to_rgb(path)
+
+
+@pytest.mark.parametrize("array", [
+    np.full((20, 20, 3), np.nan, dtype=np.float32),
+    np.where(np.eye(20, dtype=bool)[..., None], np.nan, 0.5).repeat(3, 2),  # a NaN diagonal in a valid image
+    np.full((20, 20), np.inf),
+    np.full((20, 20, 3), -np.inf, dtype=np.float16),
+])
+def test_float_images_with_nan_or_inf_are_refused(array):
+    with pytest.raises(ImageError, match="NaN or infinite"):
+        to_rgb(array)
+
+
+@pytest.mark.parametrize("array, message", [
+    (np.zeros((20, 20, 5), dtype=np.uint8), r"\(H, W\), \(H, W, 3\) or \(H, W, 4\), got shape \(20, 20, 5\)"),
+    (np.zeros((1, 20, 20, 3), dtype=np.uint8), r"got shape \(1, 20, 20, 3\)"),
+    (np.zeros((20,), dtype=np.uint8), r"got shape \(20,\)"),
+    (np.zeros((0, 0, 3), dtype=np.uint8), r"empty \(shape \(0, 0, 3\)\)"),
+    (np.zeros((0, 20), dtype=np.float32), r"empty \(shape \(0, 20\)\)"),
+    (np.full((20, 20, 3), None, dtype=object), "dtype object"),
+    (np.full((20, 20, 3), "a"), "dtype <U1"),
+    (np.zeros((20, 20, 3), dtype=complex), "dtype complex128"),
+])
+def test_badly_shaped_or_typed_arrays_are_refused(array, message):
+    with pytest.raises(ImageError, match=message):
+        to_rgb(array)
+
+
+def test_boolean_arrays_are_black_and_white():
+    """As PIL reads a 1-bit image: True is white, not the almost-black 1 of 255."""
+    a = np.zeros((10, 12), dtype=bool)
+    a[:, 6:] = True
+    rgb = np.asarray(to_rgb(a))
+    assert rgb[0, 0].tolist() == [0, 0, 0] and rgb[0, 11].tolist() == [255, 255, 255]
+
+
+def test_boxes_to_pixels_are_clipped_to_the_image():
+    """Predicted boxes may reach past the image's edges; in pixels they end at the image's border."""
+    boxes = torch.tensor([[0.05, 0.5, 0.2, 0.4], [0.9, 0.95, 0.4, 0.3], [1.5, 0.5, 0.2, 0.2], [0.5, 0.5, 1.2, 1.4]])
+    px = boxes_to_pixels(boxes, (100, 200))  # h=100, w=200
+    expected = torch.tensor([[0.0, 30.0, 30.0, 70.0],  # x0 = -10 -> 0
+                             [140.0, 80.0, 200.0, 100.0],  # x1 = 220 -> 200, y1 = 110 -> 100
+                             [200.0, 40.0, 200.0, 60.0],  # wholly outside: no width left
+                             [0.0, 0.0, 200.0, 100.0]])
+    assert torch.allclose(px, expected)
+    assert boxes_to_pixels(boxes[None], (100, 200)).shape == (1, 4, 4)  # (..., 4)

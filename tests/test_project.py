@@ -87,7 +87,7 @@ def test_create_refuses_existing_unless_exist_ok(tmp_path):
 
 
 def test_open_errors(tmp_path):
-    with pytest.raises(ProjectError, match="not a gdino project.*Project.create"):
+    with pytest.raises(ProjectError, match="not a gdino project \\(it has no project.sqlite\\)$"):
         Project.open(tmp_path)
     (tmp_path / "junk").mkdir()
     (tmp_path / "junk" / "project.sqlite").write_bytes(b"this is not sqlite" * 100)

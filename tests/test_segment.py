@@ -171,3 +171,70 @@ def test_download_is_verified(tmp_path, monkeypatch):
         Segmenter.from_pretrained("vit_b", device="cpu", cache_dir=tmp_path)
     assert not list(tmp_path.glob("*"))
     assert SAM_CHECKPOINTS["vit_b"].url.endswith("/segment_anything/sam_vit_b_01ec64.pth")
+
+
+# ------------------------------------------------------------------------------------- bad input
+
+@pytest.mark.parametrize("boxes, message", [
+    (None, "boxes must be"),
+    ("10 10 20 20", "boxes must be"),
+    ([10, 10, 20, 20], r"\(N, 4\)"),  # one box needs its own brackets
+    ([[10, 10, 20]], r"\(N, 4\)"),
+    (np.zeros((4, 3)), r"\(N, 4\)"),  # 12 numbers: once silently read as three boxes
+    (np.zeros((2, 2, 4)), r"\(N, 4\)"),
+    ([[10, 10, 20, 20], [1, 2]], "boxes must be"),
+    ([["a", "b", "c", "d"]], "boxes must be"),
+    ([[0, 0, float("nan"), 10]], "finite"),
+    ([[0, 0, float("inf"), 10]], "finite"),
+])
+def test_bad_boxes_are_refused(seg, boxes, message):
+    with pytest.raises(SegmenterError, match=message):
+        seg.segment(photo(), boxes)
+    assert issubclass(SegmenterError, ValueError) and seg.encoder_calls == 0
+
+
+def test_empty_box_lists_are_accepted(seg):
+    for empty in ([], (), np.zeros((0, 4)), np.zeros((0,))):
+        assert seg.segment(photo(), empty).masks.shape == (0, 300, 400)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(points=None, labels=[1]), "points must be"),
+    (dict(points=[(5, 5)], labels=None), "labels must be a list"),
+    (dict(points=(5, 5), labels=[1]), r"\(N, 2\)"),  # one point needs its own brackets
+    (dict(points=[(5, 5, 5)], labels=[1]), r"\(N, 2\)"),
+    (dict(points=np.zeros((2, 3)), labels=[1, 1, 1]), r"\(N, 2\)"),  # 6 numbers: once read as three points
+    (dict(points=[("a", "b")], labels=[1]), "points must be"),
+    (dict(points=[(float("nan"), 5)], labels=[1]), "finite"),
+    (dict(points=[(5, 5)], labels=[[1]]), "labels must be a list"),
+    (dict(points=[(5, 5)], labels=[0.5]), "must be 1"),
+    (dict(points=[(5, 5)], labels=["1"]), "must be 1"),
+    (dict(points=[(5, 5)], labels=[float("nan")]), "must be 1"),
+    (dict(points=[(5, 5), (6, 6)], labels=[1]), "2 points but 1 labels"),
+    (dict(points=[(5, 5)], labels=[1], box=[1, 2, 3]), "box must be"),
+    (dict(points=[(5, 5)], labels=[1], box=[[1, 2, 30, 40], [1, 2, 30, 40]]), "box must be"),
+    (dict(points=[(5, 5)], labels=[1], box=[1, 2, float("nan"), 40]), "box must be"),
+    (dict(points=[(5, 5)], labels=[1], box="1 2 30 40"), "box must be"),
+])
+def test_bad_refine_inputs_are_refused(seg, kwargs, message):
+    with pytest.raises(SegmenterError, match=message):
+        seg.refine(photo(), **kwargs)
+    assert seg.encoder_calls == 0
+
+
+def test_refine_takes_numpy_inputs_and_boolean_labels(seg):
+    image = photo(seed=4)
+    plain = seg.refine(image, points=[(100, 100), (150, 60)], labels=[1, 0], box=[40, 40, 200, 200])
+    same = seg.refine(image, points=np.array([[100.0, 100.0], [150.0, 60.0]], dtype=np.float32),
+                      labels=np.array([True, False]), box=np.array([[40, 40, 200, 200]]))
+    assert np.array_equal(plain.mask, same.mask) and plain.score == same.score
+
+
+def test_segmenter_settings_are_checked(sam_path):
+    sam = Segmenter.from_pretrained(sam_path, device="cpu").sam
+    assert Segmenter(sam, cache_size=np.int64(1), max_pixels=np.int64(10**6)).cache_size == 1
+    for kwargs, message in [(dict(cache_size=-1), "cache_size must be an integer >= 0"),
+                            (dict(cache_size=1.5), "cache_size must be an integer >= 0"),
+                            (dict(max_pixels=None), "max_pixels must be a positive integer")]:
+        with pytest.raises(ValueError, match=message):
+            Segmenter(sam, **kwargs)

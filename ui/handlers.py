@@ -201,7 +201,7 @@ def auto_label_all(app: App, state: dict, settings: LabelSettings, progress=None
         return "nothing to do: every image is labeled already"
     segmenter = app.hub.segmenter() if settings.masks else None
     summary = label_images(project, app.hub.detector(), todo, settings, segmenter=segmenter, progress=progress,
-                           should_stop=should_stop)
+                           should_stop=should_stop, if_status=("unlabeled",))
     text = f"labeled {len(summary.labeled)} of {len(todo)} image(s), {summary.objects} object(s)"
     if summary.cancelled:
         text += " - cancelled; run again to continue with the rest"

@@ -4,14 +4,18 @@ re-encoded upright, so every trainer reads pixels that match the labels."""
 
 from __future__ import annotations
 
+import ctypes
+import glob
+import os
 import shutil
+import sys
 import tempfile
+import uuid
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
-from PIL import Image
-
-from ..processing import to_rgb
+from ..processing import open_image_file, to_rgb
 from .coco import coco_records, write_coco
 from .dataset import Dataset, LabeledImage, LabeledObject, split_images
 from .voc import voc_xml, write_voc
@@ -49,49 +53,176 @@ def _unique_name(name: str, stems: set[str]) -> str:
 
 
 def export_dataset(dataset: Dataset, out_dir: str | Path, fmt: str, *, val_fraction: float = 0.0, seed: int = 0,
-                   copy_images: bool = True, segmentation: str = "polygon") -> Path:
-    """Write `dataset` in `fmt` under out_dir (created). Layouts:
+                   copy_images: bool = True, segmentation: str = "polygon", overwrite: bool = False,
+                   progress: Callable[[int, int], None] | None = None,
+                   skipped: list[tuple[str, str]] | None = None) -> Path:
+    """Write `dataset` in `fmt` as the folder out_dir. Layouts:
     coco:         annotations/instances_<split>.json, images/<split>/
     yolo(-seg):   data.yaml, images/<split>/, labels/<split>/<stem>.txt
     voc:          Annotations/<stem>.xml, JPEGImages/, ImageSets/Main/<split>.txt
+
+    Atomic: the export is built in a hidden sibling folder and moved into place whole, so a kill at any
+    moment leaves either the previous export intact or the new one complete, never a mix. An existing
+    non-empty out_dir is refused (ExportError) unless overwrite=True, which replaces it whole.
+    An image whose file is missing or unreadable is left out of the export (labels too) and appended to
+    `skipped` as (file name, why); the others keep the split they would have had.
+    progress(done, total) is called after each image.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(out_dir).absolute()
+    _check_target(out, overwrite, "folder")
+    _remove_stale(out)
+    tmp = out.parent / f".{out.name}{_PARTIAL}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    try:
+        tmp.mkdir(parents=True)
+        _write_export(dataset, tmp, fmt, val_fraction, seed, copy_images, segmentation, progress, skipped)
+        _swap_into_place(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+class ExportError(ValueError):
+    """An export that cannot be written where asked (the target is not empty, or is a file)."""
+
+
+_PARTIAL = ".gdino-partial-"
+
+
+def _check_target(out: Path, overwrite: bool, kind: str) -> None:
+    if kind == "folder" and out.is_file():
+        raise ExportError(f"{out} is a file; choose a folder to export into")
+    if kind == "zip" and out.is_dir():
+        raise ExportError(f"{out} is a folder; choose a .zip file name")
+    if overwrite or not out.exists():
+        return
+    if kind == "folder" and not any(out.iterdir()):
+        return
+    raise ExportError(f"{out} already exists{' and is not empty' if kind == 'folder' else ''}; choose another "
+                      "place, or overwrite to replace it whole")
+
+
+def _remove_stale(out: Path) -> None:
+    """Hidden partial exports left beside `out` by processes that were killed (their pid is gone)."""
+    if not out.parent.is_dir():
+        return
+    for path in out.parent.glob(f".{glob.escape(out.name)}{_PARTIAL}*"):
+        pid = path.name[len(out.name) + 1 + len(_PARTIAL):].split("-")[0].split(".")[0]
+        if pid.isdigit() and not _alive(int(pid)):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+def _swap_into_place(new: Path, out: Path) -> None:
+    """Move the finished folder `new` to `out`. An existing `out` is exchanged with it in one atomic step
+    (renameat2 RENAME_EXCHANGE, Linux), then deleted; elsewhere it is moved aside first."""
+    _fsync_dir(new)
+    if not out.exists():
+        os.rename(new, out)
+    elif not _exchange(new, out):
+        aside = out.parent / f".{out.name}{_PARTIAL}{os.getpid()}-old-{uuid.uuid4().hex[:8]}"
+        os.rename(out, aside)
+        os.rename(new, out)
+        shutil.rmtree(aside, ignore_errors=True)
+    _fsync_dir(out.parent)
+    if new.exists():  # after an exchange: the previous export
+        shutil.rmtree(new, ignore_errors=True)
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    if sys.platform != "linux":
+        return False
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    # fails (not 0) e.g. on a file system without RENAME_EXCHANGE: the caller then moves `b` aside instead
+    return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
+
+
+def _fsync_dir(path: Path) -> None:
+    if os.name == "nt":
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_export(dataset: Dataset, out: Path, fmt: str, val_fraction: float, seed: int, copy_images: bool,
+                  segmentation: str, progress, skipped) -> None:
     splits = split_images(dataset.images, val_fraction, seed)
-    for split, images in splits.items():
+    total, done = len(dataset.images), 0
+    written: dict[str, list[LabeledImage]] = {}
+    for split, images in splits.items():  # the pixels first: an image that cannot be read leaves its labels out
+        image_dir = out / ("JPEGImages" if fmt == "voc" else f"images/{split}")
+        image_dir.mkdir(parents=True, exist_ok=True)
+        written[split] = []
+        for image in images:
+            try:
+                if copy_images:
+                    write_image_upright(image, image_dir / image.file_name)
+                written[split].append(image)
+            except (OSError, ValueError) as err:  # ImageError is a ValueError
+                if skipped is not None:
+                    skipped.append((image.file_name, _why(err, image)))
+            done += 1
+            if progress is not None:
+                progress(done, total)
+    for split, images in written.items():
         if fmt == "coco":
             write_coco(coco_records(dataset, images, segmentation), out / "annotations" / f"instances_{split}.json")
-            image_dir = out / "images" / split
         elif fmt in ("yolo", "yolo-seg"):
-            image_dir = out / "images" / split
+            (out / "labels" / split).mkdir(parents=True, exist_ok=True)
             for image in images:
                 write_labels(yolo_lines(image, segmentation=fmt == "yolo-seg"),
                              out / "labels" / split / (Path(image.file_name).stem + ".txt"))
         else:
-            image_dir = out / "JPEGImages"
             for image in images:
                 write_voc(voc_xml(image, dataset.classes), out / "Annotations" / (Path(image.file_name).stem + ".xml"))
             lists = out / "ImageSets" / "Main"
             lists.mkdir(parents=True, exist_ok=True)
             (lists / f"{split}.txt").write_text("".join(Path(im.file_name).stem + "\n" for im in images))
-        if copy_images:
-            for image in images:
-                write_image_upright(image, image_dir / image.file_name)
     if fmt in ("yolo", "yolo-seg"):
         (out / "data.yaml").write_text(data_yaml(dataset.classes, list(splits)))
-    return out
+
+
+def _why(err: Exception, image: LabeledImage) -> str:
+    """Why an image was left out, without its server path."""
+    if image.path is None or isinstance(err, FileNotFoundError) or not image.path.exists():
+        return "its file is missing"
+    text = str(err).replace(f"the image {str(image.path)!r}", "the file")
+    return text.replace(repr(str(image.path)), "the file").replace(str(image.path), "the file")
 
 
 def write_image_upright(image: LabeledImage, dest: Path) -> Path:
-    """Copy the file as it is, unless it carries an EXIF rotation: then write the upright pixels."""
+    """Copy the file as it is, unless it carries an EXIF rotation: then write the upright pixels. The
+    pixels are decoded in full either way, so a truncated or corrupt file is refused (ImageError), not
+    exported."""
     if image.path is None:
         raise ValueError(f"{image.file_name}: no image file to export")
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with Image.open(image.path) as f:
+    with open_image_file(image.path) as f:
         orientation = f.getexif().get(0x0112, 1)
         fmt = f.format
+        f.load()  # every pixel: a truncated file fails here
     if orientation in (None, 1):
         shutil.copyfile(image.path, dest)
         return dest
@@ -103,14 +234,29 @@ def write_image_upright(image: LabeledImage, dest: Path) -> Path:
     return dest
 
 
-def export_zip(dataset: Dataset, zip_path: str | Path, fmt: str, **options) -> Path:
-    """export_dataset into one zip file (for the browser's download)."""
-    zip_path = Path(zip_path)
-    with tempfile.TemporaryDirectory() as tmp:
-        root = export_dataset(dataset, Path(tmp) / "export", fmt, **options)
-        zip_path.parent.mkdir(parents=True, exist_ok=True)
-        with zipfile.ZipFile(zip_path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            for file in sorted(root.rglob("*")):
-                if file.is_file():
-                    zf.write(file, file.relative_to(root).as_posix())
+def export_zip(dataset: Dataset, zip_path: str | Path, fmt: str, *, overwrite: bool = False,
+               progress: Callable[[int, int], None] | None = None, skipped: list[tuple[str, str]] | None = None,
+               **options) -> Path:
+    """export_dataset into one zip file (for the browser's download). Atomic like export_dataset: the zip
+    is written under a hidden temporary name beside zip_path and renamed over it when complete. An
+    existing zip_path is refused unless overwrite=True."""
+    zip_path = Path(zip_path).absolute()
+    _check_target(zip_path, overwrite, "zip")
+    _remove_stale(zip_path)
+    zip_path.parent.mkdir(parents=True, exist_ok=True)
+    partial = zip_path.parent / f".{zip_path.name}{_PARTIAL}{os.getpid()}-{uuid.uuid4().hex[:8]}.zip"
+    try:
+        with tempfile.TemporaryDirectory(prefix="gdino-export-") as tmp:
+            root = Path(tmp) / "export"
+            export_dataset(dataset, root, fmt, progress=progress, skipped=skipped, **options)
+            with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+                for file in sorted(root.rglob("*")):
+                    if file.is_file():
+                        zf.write(file, file.relative_to(root).as_posix())
+            with open(partial, "rb+") as f:
+                os.fsync(f.fileno())
+        os.replace(partial, zip_path)
+        _fsync_dir(zip_path.parent)
+    finally:
+        partial.unlink(missing_ok=True)
     return zip_path

@@ -6,10 +6,13 @@ One text file per image, one line per object: `class cx cy w h` (detection) or `
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
-from ..masks import mask_to_polygon, polygons_to_mask
+from ..masks import MAX_POLYGON_VERTICES, mask_to_polygon, polygons_to_mask
 from .dataset import LabeledImage
+from .problems import Problems
+from .validate import DatasetError, ImportLimits
 
 
 def yolo_lines(image: LabeledImage, segmentation: bool = False) -> list[str]:
@@ -23,10 +26,34 @@ def yolo_lines(image: LabeledImage, segmentation: bool = False) -> list[str]:
             values = [(x0 + x1) / 2 / w, (y0 + y1) / 2 / h, (x1 - x0) / w, (y1 - y0) / h]
         else:
             mask = obj.mask_array()
-            polygon = mask_to_polygon(mask) if mask is not None and mask.any() else [x0, y0, x1, y0, x1, y1, x0, y1]
+            polygon = _polygon(mask) if mask is not None and mask.any() else [x0, y0, x1, y0, x1, y1, x0, y1]
             values = [v / (w if i % 2 == 0 else h) for i, v in enumerate(polygon)]
         lines.append(" ".join([str(obj.class_id)] + [f"{min(max(v, 0.0), 1.0):.6f}" for v in values]))
     return lines
+
+
+def _polygon(mask) -> list[float]:
+    """The mask as one exact polygon, or past MAX_POLYGON_VERTICES points (hair, noise: YOLO has no RLE)
+    the outlines of its parts simplified with OpenCV until they fit, holes dropped."""
+    exact = mask_to_polygon(mask, max_vertices=MAX_POLYGON_VERTICES)
+    if exact is not None:
+        return exact
+    import cv2
+    import numpy as np
+
+    contours, _ = cv2.findContours(mask.astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    epsilon = 0.5
+    while True:
+        parts = [cv2.approxPolyDP(c, epsilon, True).reshape(-1, 2) for c in contours]
+        parts = [p for p in parts if len(p) >= 3] or [np.array([[0, 0], [1, 0], [1, 1]])]
+        if sum(map(len, parts)) <= MAX_POLYGON_VERTICES:
+            break
+        epsilon *= 2
+    anchor = parts[0][0]
+    path = [parts[0], anchor[None]]
+    for part in parts[1:]:  # joined by bridges walked there and back, as mask_to_polygon joins parts
+        path += [part, part[:1], anchor[None]]
+    return [float(v) + 0.5 for v in np.concatenate(path).reshape(-1)]  # pixel centres -> COCO coordinates
 
 
 def data_yaml(classes: tuple[str, ...], splits: list[str]) -> str:
@@ -46,32 +73,73 @@ def write_labels(lines: list[str], path: Path) -> Path:
     return path
 
 
-def read_yolo_labels(path: Path, width: int, height: int, num_classes: int) -> list[dict]:
+def read_yolo_labels(path: Path, width: int, height: int, num_classes: int, *, name: str | None = None,
+                     limits: ImportLimits | None = None) -> list[dict]:
     """A label file -> objects {class_id, box (xyxy px), mask (RLE or None)}. Lines with more than four
-    numbers are polygons (segmentation); their box is the polygon's extent."""
+    numbers are polygons (segmentation); their box is the polygon's extent. `name` is how messages call
+    the file. Every number is checked (finite, within one image size past the edges) before any
+    geometry; problems raise one DatasetError listing them."""
+    limits = limits or ImportLimits()
+    name = name or Path(path).name
+    size = Path(path).stat().st_size
+    if size > limits.max_label_bytes:
+        raise DatasetError(f"{name} is {size / 1e6:.1f} MB, more than the {limits.max_label_bytes / 1e6:.0f} MB limit "
+                           "for one label file")
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise DatasetError(f"{name} is not a text file of YOLO label lines") from None
+    return parse_yolo_labels(text, name, width, height, num_classes, limits)
+
+
+def parse_yolo_labels(text: str, name: str, width: int, height: int, num_classes: int,
+                      limits: ImportLimits) -> list[dict]:
+    """The text of a label file -> objects; see read_yolo_labels."""
     from ..masks import mask_to_rle
 
+    problems = Problems(limits.max_problems, f"{name} cannot be imported")
     objects = []
-    for number, line in enumerate(Path(path).read_text().splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         parts = line.split()
         if not parts:
             continue
-        try:
-            cls, values = int(parts[0]), [float(v) for v in parts[1:]]
-        except ValueError as err:
-            raise ValueError(f"{path}:{number}: not a YOLO label line: {line!r}") from err
-        if not 0 <= cls < num_classes:
-            raise ValueError(f"{path}:{number}: class {cls} is not in data.yaml's {num_classes} names")
-        if len(values) == 4:
-            cx, cy, bw, bh = values
-            box = ((cx - bw / 2) * width, (cy - bh / 2) * height, (cx + bw / 2) * width, (cy + bh / 2) * height)
-            objects.append({"class_id": cls, "box": box, "mask": None})
-        elif len(values) >= 6 and len(values) % 2 == 0:
-            xs = [v * width for v in values[0::2]]
-            ys = [v * height for v in values[1::2]]
-            polygon = [c for xy in zip(xs, ys, strict=True) for c in xy]
-            mask = polygons_to_mask([polygon], height, width)
-            objects.append({"class_id": cls, "box": (min(xs), min(ys), max(xs), max(ys)), "mask": mask_to_rle(mask)})
-        else:
-            raise ValueError(f"{path}:{number}: expected 4 numbers (box) or an even number >= 6 (polygon)")
+        if len(objects) >= limits.max_objects:  # before rasterizing more polygons than one import may hold
+            raise DatasetError(f"{name} holds more than {limits.max_objects} objects, the limit for one import")
+        with problems.at():
+            where = f"{name}:{number}"
+            try:
+                cls, values = int(parts[0]), [float(v) for v in parts[1:]]
+            except ValueError:
+                raise DatasetError(f"{where}: not a YOLO label line (class then numbers): {line[:60]!r}") from None
+            if not 0 <= cls < num_classes:
+                raise DatasetError(f"{where}: class {cls} is not one of data.yaml's {num_classes} names (0 to "
+                                   f"{num_classes - 1})")
+            if len(values) > 2 * limits.max_vertices:
+                raise DatasetError(f"{where}: more than {limits.max_vertices} points")
+            for k, v in enumerate(values):
+                if not (math.isfinite(v) and -1.0 <= v <= 2.0):
+                    raise DatasetError(f"{where}: value {k + 1} is {v:g}; YOLO values are fractions of the image "
+                                       "size, between 0 and 1")
+            if len(values) == 4:
+                cx, cy, bw, bh = values
+                if not (bw > 0 and bh > 0):
+                    raise DatasetError(f"{where}: the box's width and height must be above 0")
+                box = ((cx - bw / 2) * width, (cy - bh / 2) * height, (cx + bw / 2) * width, (cy + bh / 2) * height)
+                objects.append({"class_id": cls, "box": box, "mask": None})
+            elif len(values) >= 6 and len(values) % 2 == 0:
+                xs = [v * width for v in values[0::2]]
+                ys = [v * height for v in values[1::2]]
+                if max(xs) <= min(xs) or max(ys) <= min(ys):
+                    raise DatasetError(f"{where}: the polygon has no area")
+                polygon = [c for xy in zip(xs, ys, strict=True) for c in xy]
+                try:
+                    mask = polygons_to_mask([polygon], height, width)
+                except ValueError as err:  # what gdino.masks still refuses, e.g. an outline too long to rasterize
+                    raise DatasetError(f"{where}: {err}") from None
+                objects.append({"class_id": cls, "box": (min(xs), min(ys), max(xs), max(ys)),
+                                "mask": mask_to_rle(mask)})
+            else:
+                raise DatasetError(f"{where}: expected 4 numbers (a box) or an even number of at least 6 (a polygon), "
+                                   f"got {len(values)}")
+    problems.raise_if_any()
     return objects

@@ -4,16 +4,20 @@ torch.utils.cpp_extension (ninja from PyPI), cached per torch and Python version
 Two extensions: csrc/ms_deform_attn_cpu.cpp (any C++ compiler) and csrc/ms_deform_attn_cuda.cu (needs
 nvcc, a CUDA toolkit of the major version torch was built with). Each is checked against the PyTorch
 reference on a small random problem the first time it is used; any failure (no compiler, no toolkit, a
-build error, a disagreement) is logged in one line and the reference keeps working.
+build error, a disagreement) is logged in one line and the reference keeps working. Without a C++ compiler
+torch's build is never started; during a build torch's own log lines go to gdino's log at DEBUG.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shlex
 import shutil
 import sys
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -21,7 +25,41 @@ import torch
 from .reference import ms_deform_attn_reference
 
 log = logging.getLogger("gdino")
+INSTALL_COMPILER = "xcode-select --install" if sys.platform == "darwin" else "apt-get install g++"
 
+
+class NoCompilerError(RuntimeError):
+    """No C++ compiler to build a kernel with."""
+
+
+def find_cxx() -> str | None:
+    """The C++ compiler torch's build would run, as a path: $CXX, else c++ (cl on Windows), the choice of
+    torch.utils.cpp_extension.get_cxx_compiler; None if it is not there."""
+    command = os.environ.get("CXX") or ("cl" if sys.platform == "win32" else "c++")
+    words = shlex.split(command) if sys.platform != "win32" else [command]
+    return shutil.which(words[0]) if words else None
+
+
+def _compiler_wanted() -> str:
+    cxx = os.environ.get("CXX")
+    return f"CXX={cxx!r} is not an executable on PATH" if cxx else "no c++ on PATH"
+
+
+@contextmanager
+def _torch_logs_to_debug() -> Iterator[None]:
+    """torch's build logs blocks of its own at WARNING (a compiler-compatibility banner, a CUDA_HOME guess on
+    import); while we build they go to gdino's log at DEBUG, and our one line says what happened."""
+    torch_log = logging.getLogger("torch.utils.cpp_extension")
+
+    def divert(record: logging.LogRecord) -> bool:
+        log.debug("gdino: torch's build said: %s", record.getMessage().strip())
+        return False
+
+    torch_log.addFilter(divert)
+    try:
+        yield
+    finally:
+        torch_log.removeFilter(divert)
 
 
 def _find_csrc() -> Path:
@@ -81,24 +119,30 @@ def build(kind: str):
     source = CSRC / SOURCES[kind]
     if not source.is_file():
         raise FileNotFoundError(f"{source} is not there (the C++ sources are missing from this install)")
-    from torch.utils import cpp_extension
-
     flags = {"extra_cflags": ["-O3", *_simd_flags()[1]]}
+    home = None
     if kind == "cuda":
         if torch.version.cuda is None:
             raise RuntimeError(f"this torch ({torch.__version__}) is not a CUDA build")
         home = cuda_home()
         if home is None:
             raise RuntimeError("no CUDA toolkit (nvcc) found; set CUDA_HOME to one")
-        cpp_extension.CUDA_HOME = home  # torch reads this module global when it builds
         flags = {"extra_cflags": ["-O3"], "extra_cuda_cflags": ["-O3"]}
     directory = build_dir(kind)
+    cached = any(directory.glob("*.so"))
+    if find_cxx() is None and not cached:  # (a cached build loads without one)
+        raise NoCompilerError(f"no C++ compiler found ({_compiler_wanted()})")
     directory.mkdir(parents=True, exist_ok=True)
-    if not any(directory.glob("*.so")):
+    if not cached:
         log.warning("gdino: compiling the deformable-attention %s kernel (first use only, about a minute; cached in %s)",
                     kind.upper(), directory)
-    return cpp_extension.load(name=f"gdino_msda_{kind}", sources=[str(source)], extra_include_paths=[str(CSRC)],
-                              build_directory=str(directory), verbose=False, **flags)
+    with _torch_logs_to_debug():
+        from torch.utils import cpp_extension
+
+        if home is not None:
+            cpp_extension.CUDA_HOME = home  # torch reads this module global when it builds
+        return cpp_extension.load(name=f"gdino_msda_{kind}", sources=[str(source)], extra_include_paths=[str(CSRC)],
+                                  build_directory=str(directory), verbose=False, **flags)
 
 
 def kernel(kind: str):
@@ -113,11 +157,16 @@ def kernel(kind: str):
             module = build(kind)
             self_check(module, "cuda" if kind == "cuda" else "cpu")
             state["module"] = module
-        except Exception as err:  # no compiler, no toolkit, a build error, a wrong answer: the reference still works
+        except NoCompilerError as err:
+            state["error"] = str(err)
+            log.warning("gdino: %s to build the deformable-attention %s kernel; the PyTorch reference runs instead "
+                        "(slower). For the fast kernel install a C++ compiler, e.g. `%s`", err, kind.upper(),
+                        INSTALL_COMPILER)
+        except Exception as err:  # no toolkit, a build error, a wrong answer: the reference still works
             message = str(err).strip()
             state["error"] = f"{type(err).__name__}: {message.splitlines()[-1] if message else ''}"
             log.warning("gdino: the compiled deformable-attention %s kernel is unavailable (%s); using the PyTorch "
-                        "reference", kind.upper(), state["error"])
+                        "reference (slower)", kind.upper(), state["error"])
             if kind == "cuda" and _device_fault(err):  # CUDA cannot recover from these in this process
                 raise RuntimeError(f"the CUDA kernel faulted on its first-use check ({state['error']}); this "
                                    "process's CUDA context is lost. Restart with GDINO_MSDA=reference and report "

@@ -1,0 +1,81 @@
+"""Two processes at once on one project, with real `gdino label` runs and the tiny random model: label runs
+on overlapping folders add each file once; a label run beside a person marking images (another process)
+keeps every decision the person made."""
+
+import json
+import subprocess
+import sys
+
+from fault_harness import ROOT, duplicate_sources, env, gdino_cmd, integrity, objects_by_image, write_images
+
+from gdino.project import Project
+
+
+def _label(model_dir, project, *inputs) -> list[str]:
+    return gdino_cmd("label", *inputs, "--classes", "cat, remote control", "--out", project, "--model", model_dir,
+                     "--device", "cpu", "--box-threshold", "0.05")
+
+
+def test_two_label_runs_on_overlapping_folders_add_each_file_once(tiny_hf, tmp_path):
+    for k, part in enumerate("abc"):
+        write_images(tmp_path / "photos" / part, 3, seed=k, size=(48, 48))
+    project = tmp_path / "p"
+    photos = tmp_path / "photos"
+    # both plan before either adds: without a unique source key, b/ would be added twice
+    procs = [subprocess.Popen(_label(tiny_hf[1], project, *inputs), env=env(), cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+             for inputs in ((photos / "a", photos / "b"), (photos / "c", photos / "b"))]
+    outputs = [proc.communicate(timeout=600) for proc in procs]
+    assert [proc.returncode for proc in procs] == [0, 0], outputs
+    assert integrity(project) == "ok"
+    with Project.open(project) as p:
+        records = p.images()
+        assert len(records) == 9
+        assert {r.status for r in records} == {"auto"}
+    assert duplicate_sources(project) == 0
+
+
+MARKER = """
+import json, random, sys, time
+from gdino.project import Project
+
+random.seed(0)
+decisions = []
+with Project.open(sys.argv[1]) as p:
+    ids = [r.id for r in p.images(order="added")]
+    while not any(r.status == "auto" for r in p.images()):  # the run has begun storing
+        time.sleep(0.01)
+    order = random.sample(ids, len(ids))
+    for k, image_id in enumerate(order):
+        status = ("skipped", "reviewed")[k % 2]
+        p.set_status(image_id, status)
+        objects = sorted((o.class_name, o.box, o.score) for o in p.objects(image_id))  # final from here on
+        decisions.append([p.image(image_id).name, status, objects])
+        time.sleep(0.2)
+print(json.dumps(decisions))
+"""
+
+
+def test_a_label_run_beside_a_person_keeps_every_decision(tiny_hf, tmp_path):
+    project = tmp_path / "p"
+    photos = write_images(tmp_path / "photos", 8, size=(48, 48))
+    with Project.create(project, ["cat", "remote control"]) as p:
+        for path in photos:
+            p.add_image(path)
+    run = subprocess.Popen(_label(tiny_hf[1], project), env=env(), cwd=ROOT, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    marker = subprocess.run([sys.executable, "-c", MARKER, str(project)], env=env(), capture_output=True, text=True,
+                            timeout=600)
+    out, err = run.communicate(timeout=600)
+    assert run.returncode == 0, err
+    assert marker.returncode == 0, marker.stderr
+    decisions = json.loads(marker.stdout)
+    assert len(decisions) == 8
+    with Project.open(project) as p:
+        for name, status, objects in decisions:
+            record = p.find_image(name)
+            assert record.status == status, f"{name}: marked {status}, now {record.status}"
+            now = sorted([o.class_name, list(o.box), o.score] for o in p.objects(record.id))
+            assert now == [[c, list(b), s] for c, b, s in objects], f"{name} changed after it was marked {status}"
+    assert integrity(project) == "ok"
+    assert objects_by_image(project)  # sanity: the project is readable from outside too
