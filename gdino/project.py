@@ -94,6 +94,7 @@ class NewImage:
     status: str = "unlabeled"
     objects: tuple[dict, ...] = ()
     source: str = "manual"  # the objects' source
+    key: str | None = None  # as in Project.add_image: an image whose key the project has is not added again
 
 
 _IMAGE_SELECT = """
@@ -437,7 +438,8 @@ class Project:
             tmp.unlink(missing_ok=True)
 
     def add_labeled(self, images: Sequence[NewImage], classes: Sequence[str] = ()) -> list[ImageRecord]:
-        """Add many images with their labels (imports use this): all of them or none.
+        """Add many images with their labels (imports use this): all of them or none. Returns the records
+        of the images added: an image whose `key` the project already has is left out (not an error).
 
         The files are copied into images/ under temporary names first, outside any transaction; then one
         short transaction adds the classes that are missing, every image with its objects and status, and
@@ -467,10 +469,13 @@ class Project:
             with self._write() as db:
                 self._add_classes(db, classes)
                 for item, tmp in zip(items, temps, strict=True):
+                    if self._keyed(db, item.key) is not None:
+                        continue
                     name = self._free_name(db, image_name(item.name), folder, tmp)
                     os.replace(tmp, folder / name)
                     placed.append(folder / name)
-                    record = self._insert_image(db, name, f"{IMAGES_DIR}/{name}", True, item.width, item.height, None)
+                    record = self._insert_image(db, name, f"{IMAGES_DIR}/{name}", True, item.width, item.height,
+                                                item.key)
                     for k, obj in enumerate(item.objects):
                         if not isinstance(obj, dict) or not {"box", "class_name"} <= obj.keys():
                             raise ProjectError(f"{item.name}: object {k} must have a box and a class_name")

@@ -209,3 +209,122 @@ def test_space_files_list_every_runtime_dependency():
     assert {re.split(r"[<>=\[ ]", d)[0].lower() for d in wanted} <= have
     front = (root / "README.md").read_text().split("---")[1]
     assert "sdk: gradio" in front and "app_file: app.py" in front
+
+
+# -- uploads: limits before storing, each file once, the visitor's own file names (issue 13/14) -----------
+
+
+def _upload_copy(tmp_path, path, folder):
+    """What gradio hands the handler: a copy of the visitor's file in a server folder of its own."""
+    import shutil
+    from pathlib import Path
+
+    dest = tmp_path / "gradio_tmp" / folder / Path(path).name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(path, dest)
+    return str(dest)
+
+
+def test_uploading_the_same_files_again_adds_each_once(app, tmp_path):
+    state = Sessions.new_state()
+    first = images(tmp_path, 2)
+    assert h.add_uploads(app, state, [_upload_copy(tmp_path, p, "a") for p in first]) == "added 2 image(s)"
+    (tmp_path / "more").mkdir()
+    more = images(tmp_path / "more", 3)  # the box re-sends the first two (same content) with one new file
+    again = [_upload_copy(tmp_path, p, "b") for p in first] + [_upload_copy(tmp_path, more[2], "c")]
+    message = h.add_uploads(app, state, again)
+    assert message.startswith("added 1 image(s); already in the project, not added again: photo0.png")
+    assert len(app.sessions.project(state).images()) == 3
+
+
+def test_a_zip_uploaded_twice_is_imported_once(app, tmp_path):
+    import zipfile
+
+    state = Sessions.new_state()
+    zpath = tmp_path / "photos.zip"
+    with zipfile.ZipFile(zpath, "w") as zf:
+        for p in images(tmp_path, 3):
+            zf.write(p, f"photos/{p.rsplit('/', 1)[-1]}")
+    assert h.add_uploads(app, state, [_upload_copy(tmp_path, zpath, "a")]).startswith("added 3 image(s)")
+    message = h.add_uploads(app, state, [_upload_copy(tmp_path, zpath, "b")])
+    assert message.startswith("added 0 image(s)") and "not added again" in message
+    assert len(app.sessions.project(state).images()) == 3
+
+
+def test_upload_limits_are_checked_before_anything_is_stored(tiny_hf, tmp_path):
+    import zipfile
+
+    cfg = AppConfig(model=str(tiny_hf[1]), sam="none", workspace=tmp_path / "ws", max_upload_files=3,
+                    max_upload_mb=1, max_upload_total_mb=2, max_upload_members=4)
+    app = h.make_app(cfg)
+    state = Sessions.new_state()
+    try:
+        pics = images(tmp_path, 4)
+        uploads = [_upload_copy(tmp_path, p, "many") for p in pics]
+        with pytest.raises(ProjectError, match="4 files at once; the limit is 3"):
+            h.add_uploads(app, state, uploads)
+        big = tmp_path / "big.png"
+        Image.fromarray(np.random.default_rng(0).integers(0, 255, (800, 800, 3), dtype=np.uint8)).save(big)  # ~1.9 MB
+        with pytest.raises(ProjectError, match=r"big.png is 2 MB, more than the limit of 1 MB per file"):
+            h.add_uploads(app, state, [_upload_copy(tmp_path, big, "big")])
+        zips = []
+        for k in range(2):  # 3 + 3 members: each zip is under the limit of 4, the upload is not
+            z = tmp_path / f"part{k}.zip"
+            (tmp_path / f"z{k}").mkdir()
+            with zipfile.ZipFile(z, "w") as zf:
+                for p in images(tmp_path / f"z{k}", 3):
+                    zf.write(p, p.rsplit("/", 1)[-1])
+            zips.append(_upload_copy(tmp_path, z, f"zip{k}"))
+        with pytest.raises(ProjectError, match="more than 4 files in all .reached at part1.zip"):
+            h.add_uploads(app, state, zips)
+        project = app.sessions.project(state)
+        assert project.images() == [] and list((project.path / "images").iterdir()) == []
+        leftover = [p for p in (tmp_path / "gradio_tmp").rglob("*") if p.is_file()]
+        assert leftover == [], "a refused upload leaves its copies on the server"
+    finally:
+        app.sessions.close()
+
+
+def test_broken_uploads_are_named_as_the_visitor_named_them(app, tmp_path):
+    state = Sessions.new_state()
+    good = images(tmp_path, 1, size=(300, 400))[0]
+    from pathlib import Path
+
+    data = Path(good).read_bytes()
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(data[: len(data) // 2])
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    uploads = [_upload_copy(tmp_path, p, "x") for p in (cut, empty)]
+    message = h.add_uploads(app, state, uploads)
+    assert message.startswith("added 0 image(s)")
+    assert "cut.png: " in message and "truncated" in message and "empty.jpg: " in message and "empty" in message
+    assert "gradio_tmp" not in message and str(tmp_path) not in message
+    assert app.sessions.project(state).images() == []
+
+
+# -- the review flow -------------------------------------------------------------------------------------
+
+
+def test_hand_drawn_boxes_count_as_labeled(app, tmp_path):
+    state = Sessions.new_state()
+    h.add_uploads(app, state, images(tmp_path, 2))
+    project = app.sessions.project(state)
+    first, second = (r.id for r in project.images(order="name"))
+    box = {"label": "cat", "color": "rgb(1, 2, 3)", "xmin": 10, "ymin": 10, "xmax": 60, "ymax": 50}
+    assert h.save_boxes(app, state, first, {"boxes": [box]})
+    assert project.image(first).status == "auto"
+    settings = h.settings_from_inputs("classes", "cat, remote control", "", 0.2, 0.25, False)
+    h.auto_label_all(app, state, settings)
+    objects = project.objects(first)
+    assert [(o.class_name, o.box, o.source) for o in objects] == [("cat", (10, 10, 60, 50), "manual")]
+    assert project.image(second).status == "auto"  # the other one was auto-labeled
+
+
+def test_marking_moves_to_the_next_image_within_the_filter(app, tmp_path):
+    state = Sessions.new_state()
+    h.add_uploads(app, state, images(tmp_path, 4))
+    ids = [r.id for r in app.sessions.project(state).images(order="name")]
+    assert h.mark_and_step(app, state, "unlabeled", ids[1], "reviewed") == ids[2]  # not back to the first
+    assert h.mark_and_step(app, state, "unlabeled", ids[3], "skipped") == ids[0]  # wraps around
+    assert [row[0] for row in h.rows(app, state, "unlabeled")] == [ids[0], ids[2]]

@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gdino.detector import DEFAULT_MODEL
+from gdino.config import DEFAULT_MODEL
 
 _DEFAULT_WORKSPACE = Path.home() / ".cache" / "gdino" / "sessions"
 
@@ -24,8 +24,10 @@ class AppConfig:
     share: bool = False
     allow_dirs: tuple[Path, ...] = ()
     workspace: Path = field(default_factory=lambda: Path(os.environ.get("GDINO_WORKSPACE", _DEFAULT_WORKSPACE)))
-    max_upload_images: int = 500
-    max_upload_mb: int = 2048
+    max_upload_files: int = 500  # files in one upload
+    max_upload_mb: int = 500  # one file
+    max_upload_total_mb: int = 2048  # one upload, all files
+    max_upload_members: int = 5000  # files inside the zips of one upload, counted across them
 
 
 def parse_args(argv: list[str] | None = None) -> AppConfig:
@@ -57,10 +59,21 @@ def parse_args(argv: list[str] | None = None) -> AppConfig:
     p.add_argument("--allow-dir", action="append", type=Path, default=[], metavar="DIR",
                    help="a server folder visitors may open projects or add images from (repeatable); without it "
                         "visitors can only upload")
+    limits = AppConfig()
+    p.add_argument("--max-upload-files", type=int, default=limits.max_upload_files, metavar="N",
+                   help=f"files in one upload (default {limits.max_upload_files})")
+    p.add_argument("--max-upload-mb", type=int, default=limits.max_upload_mb, metavar="MB",
+                   help=f"size of one uploaded file (default {limits.max_upload_mb})")
+    p.add_argument("--max-upload-total-mb", type=int, default=limits.max_upload_total_mb, metavar="MB",
+                   help=f"size of one upload, all files (default {limits.max_upload_total_mb})")
+    p.add_argument("--max-upload-members", type=int, default=limits.max_upload_members, metavar="N",
+                   help=f"files inside the zips of one upload, counted across them (default {limits.max_upload_members})")
     p.add_argument("--workspace", type=Path, default=None,
                    help="where per-session projects are kept (default ~/.cache/gdino/sessions or $GDINO_WORKSPACE)")
     a = p.parse_args(argv)
     extra = {"workspace": a.workspace.resolve()} if a.workspace else {}
     return AppConfig(model=a.model, text_encoder=a.text_encoder, sam=a.sam,
                      project=a.project.resolve() if a.project else None, device=a.device, host=a.host, port=a.port,
-                     share=a.share, allow_dirs=tuple(d.resolve() for d in a.allow_dir), **extra)
+                     share=a.share, allow_dirs=tuple(d.resolve() for d in a.allow_dir),
+                     max_upload_files=a.max_upload_files, max_upload_mb=a.max_upload_mb,
+                     max_upload_total_mb=a.max_upload_total_mb, max_upload_members=a.max_upload_members, **extra)

@@ -3,8 +3,11 @@ as the only memory. The layout wires these to components; the tests call them di
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
 import re
 import tempfile
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,36 +67,94 @@ def load_prompt(app: App, state: dict) -> dict:
 # -------------------------------------------------------------------------------------- images
 
 def add_uploads(app: App, state: dict, files: list[str] | None) -> str:
-    """Uploaded files (images, or zips of images / COCO / YOLO) into the visitor's project."""
+    """Uploaded files (images, or zips of images / COCO / YOLO) into the visitor's project.
+
+    The limits (files per upload, size per file, size in all, archive members across all zips) are
+    checked on the whole upload before anything enters the project: over any of them, nothing is added
+    and the uploaded copies are deleted. An image whose content is already in the project is reported,
+    not added again (the upload box re-sends earlier files). Messages name the files as the visitor
+    chose them, never a server path."""
     if not files:
         raise ProjectError("no files were uploaded")
-    if len(files) > app.config.max_upload_images:
-        raise ProjectError(f"{len(files)} files at once; the limit is {app.config.max_upload_images}: upload a zip")
+    paths = [Path(f) for f in files]
+    try:
+        _check_upload_limits(app.config, paths)
+    except ProjectError:
+        _discard(paths)
+        raise
     project = app.sessions.project(state)
-    added, problems = 0, []
-    for f in files:
-        path = Path(f)
-        if path.stat().st_size > app.config.max_upload_mb * 2**20:
-            problems.append(f"{path.name}: larger than {app.config.max_upload_mb} MB")
-        elif path.suffix.lower() == ".zip":
+    added, already, problems = 0, [], []
+    for path in paths:
+        shown = _original_name(path)
+        if path.suffix.lower() == ".zip":
             try:
-                report = import_zip(project, path)
+                report = import_zip(project, path, key="zip-sha256:" + _digest(path))
                 added += report.images
-                problems += report.problems
+                problems += [f"{shown}: {p}" for p in report.problems]
             except ValueError as err:
-                problems.append(f"{path.name}: {err}")
+                problems.append(f"{shown}: {err}")
         elif path.suffix.lower() in IMAGE_SUFFIXES:
+            key = "sha256:" + _digest(path)
+            known = project.image_by_key(key)
+            if known is not None:
+                already.append(f"{shown} (as {known.name})")
+                continue
             try:
-                project.add_image(path, name=_original_name(path))
+                project.add_image(path, name=shown, key=key)
                 added += 1
             except ValueError as err:
-                problems.append(f"{path.name}: {err}")
+                problems.append(f"{shown}: {str(err).replace(str(path), shown)}")
         else:
-            problems.append(f"{path.name}: not an image or a zip (accepted: {', '.join(sorted(IMAGE_SUFFIXES))}, .zip)")
+            problems.append(f"{shown}: not an image or a zip (accepted: {', '.join(sorted(IMAGE_SUFFIXES))}, .zip)")
     message = f"added {added} image(s)"
+    if already:
+        message += f"; already in the project, not added again: {', '.join(already)}"
     if problems:
         message += "; not added:\n" + "\n".join(f"- {p}" for p in problems)
     return message
+
+
+def _check_upload_limits(config: AppConfig, paths: list[Path]) -> None:
+    if len(paths) > config.max_upload_files:
+        raise ProjectError(f"{len(paths)} files at once; the limit is {config.max_upload_files}: upload fewer, or a "
+                           "zip (nothing was added)")
+    total = 0
+    for path in paths:
+        size = path.stat().st_size
+        total += size
+        if size > config.max_upload_mb * 2**20:
+            raise ProjectError(f"{_original_name(path)} is {size / 2**20:.0f} MB, more than the limit of "
+                               f"{config.max_upload_mb} MB per file (nothing was added)")
+    if total > config.max_upload_total_mb * 2**20:
+        raise ProjectError(f"the upload is {total / 2**20:.0f} MB in all, more than the limit of "
+                           f"{config.max_upload_total_mb} MB (nothing was added): upload it in parts")
+    members = 0
+    for path in paths:
+        if path.suffix.lower() != ".zip":
+            continue
+        try:
+            with zipfile.ZipFile(path) as archive:
+                members += sum(not info.is_dir() for info in archive.infolist())
+        except (zipfile.BadZipFile, OSError, EOFError, ValueError):
+            continue  # the import says what is wrong with it
+        if members > config.max_upload_members:
+            raise ProjectError(f"the zip files hold more than {config.max_upload_members} files in all (reached at "
+                               f"{_original_name(path)}), the limit for one upload (nothing was added)")
+
+
+def _discard(paths: list[Path]) -> None:
+    """Delete the server's copies of a refused upload."""
+    for path in paths:
+        with contextlib.suppress(OSError):
+            path.unlink()
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def add_example(app: App, state: dict, name: str) -> str:
@@ -112,7 +173,8 @@ def add_example(app: App, state: dict, name: str) -> str:
 
 
 def _original_name(path: Path) -> str:
-    return re.sub(r"^[0-9a-f]{32,}[_-]", "", path.name)
+    """The file name the visitor chose (gradio keeps it, in a folder of its own; older versions prefixed a hash)."""
+    return re.sub(r"^[0-9a-f]{32,}[_-]", "", Path(path).name)
 
 
 def open_server_project(app: App, state: dict, directory: str) -> dict:
@@ -255,6 +317,8 @@ def save_boxes(app: App, state: dict, image_id: int | None, value: dict | None) 
     for oid in free:
         project.delete_object(oid)
         changed = True
+    if changed and project.image(image_id).status == "unlabeled":
+        project.set_status(image_id, "auto")  # labeled by hand: auto-label all leaves it alone
     return changed
 
 
@@ -270,6 +334,22 @@ def set_status(app: App, state: dict, image_id: int | None, status: str) -> None
     if image_id is None:
         raise ProjectError("no image selected")
     app.sessions.project(state).set_status(image_id, status)
+
+
+def mark_and_step(app: App, state: dict, view: str, image_id: int | None, status: str) -> int | None:
+    """Mark the image (reviewed, skipped) and return the next one in the list as it is filtered now. The
+    next one is found before marking: marking may take the image out of the filter (e.g. "unlabeled")."""
+    if image_id is None:
+        raise ProjectError("no image selected")
+    ids = [row[0] for row in rows(app, state, view)]
+    following = None
+    if image_id in ids and len(ids) > 1:
+        following = ids[(ids.index(image_id) + 1) % len(ids)]
+    set_status(app, state, image_id, status)
+    remaining = [row[0] for row in rows(app, state, view)]
+    if following in remaining:
+        return following
+    return remaining[0] if remaining else image_id
 
 
 def map_phrase(app: App, state: dict, phrase: str, target: str) -> str:

@@ -80,16 +80,20 @@ def import_path(project, source: str | os.PathLike, limits: ImportLimits | None 
     raise DatasetError(f"{source.name}: no such file or folder")
 
 
-def import_zip(project, zip_path: str | os.PathLike, limits: ImportLimits | None = None) -> ImportReport:
+def import_zip(project, zip_path: str | os.PathLike, limits: ImportLimits | None = None, *,
+               key: str | None = None) -> ImportReport:
     """A zip of a COCO dataset, a YOLO dataset or plain images. Extracted with gdino.safezip (nothing
-    outside a temporary folder, size and count limits), then imported as a folder."""
+    outside a temporary folder, size and count limits), then imported as a folder.
+    key: names this archive (the app passes its content digest); each image is keyed "<key>/<its path in
+    the zip>", so importing the same archive again adds only what it has not added before."""
     limits = limits or ImportLimits()
     with tempfile.TemporaryDirectory(prefix="gdino-import-") as tmp:
         extract_zip(zip_path, tmp, max_files=limits.max_images + 1000)
-        return import_folder(project, tmp, limits)
+        return import_folder(project, tmp, limits, key=key)
 
 
-def import_folder(project, folder: str | os.PathLike, limits: ImportLimits | None = None) -> ImportReport:
+def import_folder(project, folder: str | os.PathLike, limits: ImportLimits | None = None, *,
+                  key: str | None = None) -> ImportReport:
     """A dataset folder: every COCO .json in it (with their images), else its data.yaml (YOLO), else its
     images (unlabeled). Files are only ever read inside `folder`."""
     limits = limits or ImportLimits()
@@ -117,7 +121,7 @@ def import_folder(project, folder: str | os.PathLike, limits: ImportLimits | Non
                 pending.append(_Pending(path, _rel(path, root), [], [], labeled=False))
             elif path.suffix.lower() != ".json":
                 notes.append(f"{_rel(path, root)}: not an image, a COCO file or a data.yaml; left out")
-    return _add(project, pending, limits, notes)
+    return _add(project, pending, limits, notes, key)
 
 
 def import_coco(project, json_path: str | os.PathLike, images_dir: str | os.PathLike | None = None, *,
@@ -323,7 +327,7 @@ def _yolo_label_path(folder: Path, image: Path) -> Path | None:
 # -- checking the images, then adding ---------------------------------------------------------------------
 
 
-def _add(project, pending: list[_Pending], limits: ImportLimits, notes: list[str]) -> ImportReport:
+def _add(project, pending: list[_Pending], limits: ImportLimits, notes: list[str], key: str | None = None) -> ImportReport:
     """Decode every image, check it against its labels, then add all of it in one go."""
     if len(pending) > limits.max_images:
         raise DatasetError(f"the dataset holds {len(pending)} images, more than the limit of {limits.max_images}")
@@ -355,12 +359,15 @@ def _add(project, pending: list[_Pending], limits: ImportLimits, notes: list[str
             status = ("auto" if scored else "reviewed") if item.labeled else "unlabeled"
             records.append(NewImage(item.path, _project_name(Path(item.name).name), width, height, status,
                                     tuple({"box": o["box"], "class_name": item.classes[o["class_id"]],
-                                           "score": o.get("score"), "mask": o.get("mask")} for o in objects)))
+                                           "score": o.get("score"), "mask": o.get("mask")} for o in objects),
+                                    key=None if key is None else f"{key}/{item.name}"))
         if len(problems.found) > limits.max_problems:
             break  # enough to show; no need to decode the rest
     problems.raise_if_any()
     added = project.add_labeled(records, _project_spelling(project, classes))
-    return ImportReport(images=len(added), objects=sum(len(r.objects) for r in records), problems=notes)
+    if len(added) < len(records):
+        notes.append(f"{len(records) - len(added)} image(s) came in with this same archive before; not added again")
+    return ImportReport(images=len(added), objects=sum(r.num_objects for r in added), problems=notes)
 
 
 def _project_name(name: str) -> str:
