@@ -108,6 +108,7 @@ def label_images(
     should_stop: Callable[[], bool] | None = None,
     images: Callable[[int], object] | None = None,
     if_status: Iterable[str] | None = None,
+    add_all_classes: bool = True,
 ) -> LabelSummary:
     """Detect in each image and store the results as its model objects.
 
@@ -117,10 +118,13 @@ def label_images(
     if_status: store an image's results only if its status is still one of these (checked in the same
     transaction as the write); a run over "unlabeled" images passes ("unlabeled",) so that an image a
     person marked skipped or reviewed meanwhile keeps that decision (listed in `kept`).
+    add_all_classes: add every class of `settings` to the project up front (the command line: the
+    classes someone listed are the dataset's categories), or, when False, only the classes that a stored
+    detection has (the app: a prompt tried and dropped leaves the project's class list as it was).
     """
     if settings.masks and segmenter is None:
         raise ValueError("masks were asked for but no SAM model is loaded")
-    if settings.classes is not None:
+    if settings.classes is not None and add_all_classes:
         project.add_classes(settings.labels())  # a no-op for classes the project has
     ids = list(image_ids)
     summary = LabelSummary()
@@ -155,8 +159,11 @@ def label_images(
         for image_id, px, dets in zip(ok, pixels, results, strict=True):
             if dets is None:
                 continue
+            found = set(dets.data["class_name"]) if len(dets) else set()
             if settings.prompt is not None:
-                project.add_classes(sorted(set(dets.data["class_name"])))  # free text: phrases become classes
+                project.add_classes(sorted(found))  # free text: phrases become classes
+            elif not add_all_classes and found:
+                project.add_classes([c for c in settings.labels() if c in found])  # in the prompt's order
             masks = segmenter.segment(px, dets.xyxy).masks if settings.masks and len(dets) else None
             objects = [{"box": [float(v) for v in dets.xyxy[k]], "class_name": str(dets.data["class_name"][k]),
                         "score": float(dets.confidence[k]), "mask": None if masks is None else mask_to_rle(masks[k])}

@@ -309,6 +309,17 @@ class Project:
             db.execute("DELETE FROM objects WHERE class_id = ?", (class_id,))
             db.execute("DELETE FROM classes WHERE id = ?", (class_id,))
 
+    def merge_class(self, name: str, into: str) -> int:
+        """Give every object of class `name` the class `into`, then remove `name`, in one transaction.
+        The objects keep their source, score and mask. Returns how many objects moved."""
+        with self._write() as db:
+            source, target = self._class_id(db, name), self._class_id(db, into)
+            if source == target:
+                raise ProjectError(f"{name!r} and {into!r} are the same class")
+            moved = db.execute("UPDATE objects SET class_id = ? WHERE class_id = ?", (target, source)).rowcount
+            db.execute("DELETE FROM classes WHERE id = ?", (source,))
+        return moved
+
     def set_classes(self, names: Sequence[str]) -> None:
         """Make the class list exactly `names`, in that order: reorders, adds new names, drops unused
         classes. A name matching an existing class case-insensitively is that class (respelled).

@@ -328,3 +328,81 @@ def test_marking_moves_to_the_next_image_within_the_filter(app, tmp_path):
     assert h.mark_and_step(app, state, "unlabeled", ids[1], "reviewed") == ids[2]  # not back to the first
     assert h.mark_and_step(app, state, "unlabeled", ids[3], "skipped") == ids[0]  # wraps around
     assert [row[0] for row in h.rows(app, state, "unlabeled")] == [ids[0], ids[2]]
+
+
+# -- broken images, classes the user owns, honest status --------------------------------------------------
+
+
+def test_an_image_that_becomes_unreadable_shows_a_placeholder_and_can_be_removed(app, tmp_path):
+    state = Sessions.new_state()
+    h.add_uploads(app, state, images(tmp_path, 3))
+    project = app.sessions.project(state)
+    records = project.images(order="name")
+    project.add_classes(["cat"])
+    project.add_object(records[0].id, (5, 5, 40, 40), "cat")
+    data = records[0].path.read_bytes()
+    records[0].path.write_bytes(data[: len(data) // 3])  # damaged on disk after it was added
+    value, info, choices = h.view_image(app, state, records[0].id)  # sorts first: the page opens on it
+    assert value["image"].shape == (120, 160, 3) and len(value["boxes"]) == 1 and len(choices) == 1
+    assert "cannot be read" in info and "Remove image" in info
+    assert [row[1] for row in h.rows(app, state, "all")] == [r.name for r in records]  # the rest still lists
+    nxt, message = h.remove_image(app, state, "all", records[0].id)
+    assert nxt == records[1].id and message == f"removed {records[0].name} and its 1 object(s)"
+    assert [r.id for r in project.images(order="name")] == [records[1].id, records[2].id]
+    assert not records[0].path.exists()
+
+
+def test_a_prompt_adds_only_the_classes_it_found(app, tmp_path):
+    state = Sessions.new_state()
+    h.add_uploads(app, state, images(tmp_path, 1))
+    image_id = h.current_image(app, state)
+    project = app.sessions.project(state)
+    nothing = h.settings_from_inputs("classes", "bird, truck", "", 1.0, 0.25, False)  # nothing scores above 1
+    assert h.detect_image(app, state, image_id, nothing) == "found 0 object(s)"
+    assert project.classes == []
+    some = h.settings_from_inputs("classes", "cat, remote control, bird", "", 0.05, 0.25, False)
+    h.detect_image(app, state, image_id, some)
+    found = {o.class_name for o in project.objects(image_id)}
+    assert found and project.classes == [c for c in ("cat", "remote control", "bird") if c in found]
+
+
+def test_class_manager_renames_merges_and_deletes_with_counts(app, tmp_path):
+    state = Sessions.new_state()
+    h.add_uploads(app, state, images(tmp_path, 1))
+    image_id = h.current_image(app, state)
+    project = app.sessions.project(state)
+    project.add_classes(["cat", "kitty", "dog"])
+    for k, name in enumerate(["cat", "kitty", "kitty", "dog"]):
+        project.add_object(image_id, (k * 10, 0, k * 10 + 8, 8), name, score=0.5, source="model")
+    assert h.class_counts(app, state) == [["cat", 1], ["kitty", 2], ["dog", 1]]
+    assert h.rename_class(app, state, "dog", "hound") == "renamed 'dog' to 'hound' (1 object(s))"
+    assert h.rename_class(app, state, "kitty", "Cat") == "merged 'kitty' into 'cat': 2 object(s) moved"
+    assert h.class_counts(app, state) == [["cat", 3], ["hound", 1]]
+    assert {o.source for o in project.objects(image_id)} == {"model"}  # merged objects keep their source
+    with pytest.raises(ProjectError, match="1 object.s. use the class 'hound'"):
+        h.delete_class(app, state, "hound", False)
+    assert h.delete_class(app, state, "hound", True) == "deleted the class 'hound' and its 1 object(s)"
+    assert h.class_counts(app, state) == [["cat", 3]]
+
+
+def test_status_says_which_model_is_missing_and_which_flag_fixes_it(tiny_hf, tmp_path):
+    from gdino.ops import compiled
+
+    app = h.make_app(AppConfig(model=str(tiny_hf[1]), sam=str(tmp_path / "no_such_sam.pth"), workspace=tmp_path / "ws"))
+    try:
+        problems = app.hub.check_at_start()
+        assert len(problems) == 1 and "SAM is unavailable" in problems[0] and "--sam" in problems[0]
+        assert "SAM unavailable, masks off" in app.hub.status and "detector" in app.hub.status
+        assert not app.hub.masks_available
+        assert h.load_prompt(app, Sessions.new_state())["masks"] is False  # masks default off when SAM is missing
+        state = compiled._state["cpu"]
+        saved = dict(state)
+        try:  # the line follows the kernel build as it happens, not as it was when the model loaded
+            state.update(tried=False, module=None, error=None)
+            assert "being built" in app.hub.status
+            state.update(tried=True, module=None, error="no C++ compiler found")
+            assert "no C++ compiler found" in app.hub.status and "being built" not in app.hub.status
+        finally:
+            state.update(saved)
+    finally:
+        app.sessions.close()

@@ -23,7 +23,7 @@ from gdino.prompts import PromptError
 
 from .config import AppConfig
 from .models import ModelHub
-from .render import annotator_value, image_rows, object_choices
+from .render import annotator_value, image_rows, object_choices, readable_rgb
 from .session import Sessions
 
 USER_ERRORS = (ValueError, OSError)  # PromptError, ImageError, ProjectError, WeightsError are ValueErrors
@@ -61,7 +61,7 @@ def save_prompt(app: App, state: dict, mode, classes_text, prompt_text, box_thre
 def load_prompt(app: App, state: dict) -> dict:
     saved = app.sessions.project(state).setting("prompt") or {}
     return {"mode": "classes", "classes_text": "", "prompt_text": "", "box_threshold": 0.35, "text_threshold": 0.25,
-            "masks": app.hub.sam_enabled, **saved}
+            "masks": app.hub.masks_available, **saved}
 
 
 # -------------------------------------------------------------------------------------- images
@@ -239,7 +239,61 @@ def view_image(app: App, state: dict, image_id: int | None) -> tuple[dict | None
     record = project.image(image_id)
     info = (f"**{record.name}** ({record.width}x{record.height}) - status **{record.status}** - "
             f"{record.num_objects} object(s)")
+    if readable_rgb(record) is None:
+        info += (" - **its file cannot be read any more** (missing or damaged): the grey picture stands in for it; "
+                 "*Remove image* takes it and its labels out of the project")
     return annotator_value(project, image_id), info, object_choices(project, image_id)
+
+
+def remove_image(app: App, state: dict, view: str, image_id: int | None) -> tuple[int | None, str]:
+    """Remove the image and its labels; returns (the image to show next in the list as filtered, a message)."""
+    if image_id is None:
+        raise ProjectError("no image selected")
+    project = app.sessions.project(state)
+    ids = [row[0] for row in rows(app, state, view)]
+    following = ids[(ids.index(image_id) + 1) % len(ids)] if image_id in ids and len(ids) > 1 else None
+    record = project.image(image_id)
+    project.remove_image(image_id)
+    remaining = [row[0] for row in rows(app, state, view)]
+    nxt = following if following in remaining else (remaining[0] if remaining else None)
+    return nxt, f"removed {record.name} and its {record.num_objects} object(s)"
+
+
+# ------------------------------------------------------------------------------------ classes
+
+def class_counts(app: App, state: dict) -> list[list]:
+    """Rows [class, objects] in the project's order, for the class manager."""
+    return [[name, count] for name, count in app.sessions.project(state).stats()["classes"].items()]
+
+
+def rename_class(app: App, state: dict, old: str, new: str) -> str:
+    """Rename a class, or merge it into `new` when that class exists; says how many objects it touched."""
+    project = app.sessions.project(state)
+    old, new = (old or "").strip(), (new or "").strip()
+    counts = project.stats()["classes"]
+    if old not in counts:
+        raise ProjectError(f"there is no class {old!r} in this project")
+    if not new:
+        raise ProjectError("type the new name")
+    existing = next((c for c in counts if c.casefold() == new.casefold()), None)
+    if existing is None or existing == old:
+        project.rename_class(old, new)
+        return f"renamed {old!r} to {new!r} ({counts[old]} object(s))"
+    moved = project.merge_class(old, existing)
+    return f"merged {old!r} into {existing!r}: {moved} object(s) moved"
+
+
+def delete_class(app: App, state: dict, name: str, with_objects: bool) -> str:
+    """Delete a class; refused while objects use it unless `with_objects`, which deletes them too."""
+    project = app.sessions.project(state)
+    counts = project.stats()["classes"]
+    if name not in counts:
+        raise ProjectError(f"there is no class {name!r} in this project")
+    if counts[name] and not with_objects:
+        raise ProjectError(f"{counts[name]} object(s) use the class {name!r}: tick 'delete its objects too', or "
+                           "rename it to merge it into another class")
+    project.remove_class(name, delete_objects=True)
+    return f"deleted the class {name!r}" + (f" and its {counts[name]} object(s)" if counts[name] else "")
 
 
 # ------------------------------------------------------------------------------------ labeling
@@ -249,7 +303,8 @@ def detect_image(app: App, state: dict, image_id: int | None, settings: LabelSet
         raise ProjectError("no image selected: upload images first")
     project = app.sessions.project(state)
     segmenter = app.hub.segmenter() if settings.masks else None
-    summary = label_images(project, app.hub.detector(), [image_id], settings, segmenter=segmenter)
+    summary = label_images(project, app.hub.detector(), [image_id], settings, segmenter=segmenter,
+                           add_all_classes=False)
     if summary.failed:
         raise ImageError(summary.failed[image_id])
     return f"found {summary.objects} object(s)"
@@ -263,7 +318,7 @@ def auto_label_all(app: App, state: dict, settings: LabelSettings, progress=None
         return "nothing to do: every image is labeled already"
     segmenter = app.hub.segmenter() if settings.masks else None
     summary = label_images(project, app.hub.detector(), todo, settings, segmenter=segmenter, progress=progress,
-                           should_stop=should_stop, if_status=("unlabeled",))
+                           should_stop=should_stop, if_status=("unlabeled",), add_all_classes=False)
     text = f"labeled {len(summary.labeled)} of {len(todo)} image(s), {summary.objects} object(s)"
     if summary.cancelled:
         text += " - cancelled; run again to continue with the rest"
@@ -363,13 +418,7 @@ def map_phrase(app: App, state: dict, phrase: str, target: str) -> str:
     if target not in project.classes:
         project.rename_class(phrase, target)
         return f"renamed {phrase!r} to {target!r}"
-    moved = 0
-    for record in project.images():
-        for obj in project.objects(record.id):
-            if obj.class_name == phrase:
-                project.update_object(obj.id, class_name=target, source=obj.source)
-                moved += 1
-    project.remove_class(phrase)
+    moved = project.merge_class(phrase, target)
     return f"moved {moved} object(s) from {phrase!r} to {target!r}"
 
 

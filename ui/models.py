@@ -1,4 +1,9 @@
-"""The models, loaded once per process, lazily, with a status the page can show."""
+"""The models, loaded once per process, lazily, with a status the page can show.
+
+`status` is computed each time it is read, from what is true now (loaded, loading, failed, the kernel
+build), so a page that polls it never shows a stale line. `check_at_start` loads both models when the
+server starts, so the log and the page say at once which ones are missing and which flag fixes that.
+"""
 
 from __future__ import annotations
 
@@ -19,8 +24,9 @@ class ModelHub:
         self._lock = threading.Lock()
         self._detector = None
         self._segmenter = None
-        self.error: str | None = None
-        self.status = "models not loaded yet (they load on the first detection)"
+        self._loading: str | None = None  # what is being loaded right now
+        self.detector_error: str | None = None
+        self.sam_error: str | None = None
 
     @property
     def device(self) -> str:
@@ -30,19 +36,28 @@ class ModelHub:
     def sam_enabled(self) -> bool:
         return self.config.sam.lower() != "none"
 
+    @property
+    def masks_available(self) -> bool:
+        """SAM is on and has not failed to load (masks default to on only then)."""
+        return self.sam_enabled and self.sam_error is None
+
+    @property
+    def error(self) -> str | None:
+        return self.detector_error or self.sam_error
+
     def detector(self) -> gdino.Detector:
         with self._lock:
             if self._detector is None:
-                self.status = f"loading {self.config.model} ..."
+                self._loading = f"Grounding DINO ({self.config.model})"
                 try:
                     self._detector = gdino.Detector.from_pretrained(self.config.model, text_encoder=self.config.text_encoder,
                                                                     device=self.device)
                 except ValueError as err:
-                    self.error = str(err)
-                    self.status = f"could not load the detector: {err}"
+                    self.detector_error = str(err)
                     raise
-                self.error = None
-                self.status = self._describe()
+                finally:
+                    self._loading = None
+                self.detector_error = None
             return self._detector
 
     def segmenter(self) -> gdino.Segmenter:
@@ -50,18 +65,51 @@ class ModelHub:
             raise ValueError("masks are off: the server was started with --sam none")
         with self._lock:
             if self._segmenter is None:
+                self._loading = f"SAM ({self.config.sam})"
                 try:
                     self._segmenter = gdino.Segmenter.from_pretrained(self.config.sam, device=self.device)
                 except ValueError as err:
-                    self.error = str(err)
+                    self.sam_error = str(err)
                     raise
-                self.status = self._describe()
+                finally:
+                    self._loading = None
+                self.sam_error = None
             return self._segmenter
 
-    def _describe(self) -> str:
-        parts = [f"running on {self.device.upper() if self.device == 'cpu' else self.device}", f"detector {self.config.model}"]
-        if self._segmenter is not None:
+    def check_at_start(self) -> list[str]:
+        """Load both models now; returns one line per model that is missing, saying which flag fixes it."""
+        problems = []
+        try:
+            self.detector()
+        except ValueError as err:
+            problems.append(f"Grounding DINO is unavailable: {err}. Start the app with --model /path/to/weights "
+                            "(a transformers-layout folder or a .pth file).")
+        if self.sam_enabled:
+            try:
+                self.segmenter()
+            except ValueError as err:
+                problems.append(f"SAM is unavailable, so masks are off: {err}. Start the app with --sam "
+                                "/path/to/sam_vit_b_01ec64.pth for masks, or --sam none to say you want none.")
+        return problems
+
+    @property
+    def status(self) -> str:
+        """One line for the page, true as of now."""
+        parts = [f"running on {self.device.upper() if self.device == 'cpu' else self.device}"]
+        if self._loading:
+            parts.append(f"loading {self._loading} ...")
+        if self._detector is not None:
+            parts.append(f"detector {self.config.model}")
+        elif self.detector_error:
+            parts.append(f"detector unavailable ({self.detector_error}; start with --model /path/to/weights)")
+        elif not self._loading:
+            parts.append(f"detector {self.config.model} loads on the first detection")
+        if not self.sam_enabled:
+            parts.append("masks off (--sam none)")
+        elif self._segmenter is not None:
             parts.append(f"SAM {self.config.sam}")
+        elif self.sam_error:
+            parts.append(f"SAM unavailable, masks off ({self.sam_error}; start with --sam /path/to/sam.pth)")
         if self._detector is not None:
             weight = next(self._detector.model.parameters())
             parts.append(f"deformable attention: {describe(weight.device, weight.dtype)}")

@@ -7,7 +7,7 @@ import colorsys
 import numpy as np
 
 from gdino.masks import rle_to_mask
-from gdino.processing import to_rgb
+from gdino.processing import ImageError, to_rgb
 
 
 def class_color(index: int) -> tuple[int, int, int]:
@@ -28,11 +28,31 @@ def overlay(rgb: np.ndarray, objects, classes: list[str], alpha: float = 0.45) -
     return out.round().astype(np.uint8)
 
 
+def placeholder(width: int, height: int, longest: int = 800) -> np.ndarray:
+    """A grey checkerboard standing in for an image whose file cannot be read: the page keeps working (and
+    shows its boxes) instead of failing. Scaled down to at most `longest` px per side."""
+    scale = min(1.0, longest / max(width, height))
+    h, w = max(1, round(height * scale)), max(1, round(width * scale))
+    yy, xx = np.mgrid[:h, :w]
+    return np.where(((yy // 32 + xx // 32) % 2)[..., None] == 0, 200, 170).astype(np.uint8).repeat(3, axis=2)
+
+
+def readable_rgb(record) -> np.ndarray | None:
+    """The image's upright pixels, or None when its file is missing or cannot be decoded any more."""
+    try:
+        return np.asarray(to_rgb(record.path))
+    except (ImageError, OSError):
+        return None
+
+
 def annotator_value(project, image_id: int) -> dict:
     """The value of the box editor: the upright image (masks blended in) and one box per object.
-    Box coordinates are pixels of the upright image, the frame the project stores."""
+    Box coordinates are pixels of the upright image, the frame the project stores. An image whose file
+    cannot be read shows as a placeholder of its size, with its boxes."""
     record = project.image(image_id)
-    rgb = np.asarray(to_rgb(record.path))
+    rgb = readable_rgb(record)
+    if rgb is None:
+        rgb = placeholder(record.width, record.height, longest=max(record.width, record.height))
     objects = project.objects(image_id)
     classes = project.classes
     boxes = [{"label": o.class_name, "color": class_color(classes.index(o.class_name)),
