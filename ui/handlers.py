@@ -22,6 +22,7 @@ from gdino.project import ProjectError
 from gdino.prompts import PromptError
 
 from .config import AppConfig
+from .jobs import Jobs
 from .models import ModelHub
 from .render import annotator_value, image_rows, object_choices, readable_rgb
 from .session import Sessions
@@ -34,10 +35,11 @@ class App:
     config: AppConfig
     hub: ModelHub
     sessions: Sessions
+    jobs: Jobs
 
 
 def make_app(config: AppConfig) -> App:
-    return App(config, ModelHub(config), Sessions(config))
+    return App(config, ModelHub(config), Sessions(config), Jobs())
 
 
 # ------------------------------------------------------------------------------------ settings
@@ -302,12 +304,44 @@ def detect_image(app: App, state: dict, image_id: int | None, settings: LabelSet
     if image_id is None:
         raise ProjectError("no image selected: upload images first")
     project = app.sessions.project(state)
-    segmenter = app.hub.segmenter() if settings.masks else None
-    summary = label_images(project, app.hub.detector(), [image_id], settings, segmenter=segmenter,
-                           add_all_classes=False)
+    with app.jobs.model_lock:  # between two images of any running job
+        segmenter = app.hub.segmenter() if settings.masks else None
+        summary = label_images(project, app.hub.detector(), [image_id], settings, segmenter=segmenter,
+                               add_all_classes=False)
     if summary.failed:
         raise ImageError(summary.failed[image_id])
     return f"found {summary.objects} object(s)"
+
+
+def start_auto_label(app: App, state: dict, settings: LabelSettings) -> str:
+    """Start labeling every unlabeled image as a background job of the server (or say how the running one
+    is doing); the page polls `job_status`."""
+    project = app.sessions.project(state)
+    job = app.jobs.get(project.path)
+    if job is not None and job.running:
+        return job.text()
+    if not project.images(status="unlabeled"):
+        return "nothing to do: every image is labeled already"
+    segmenter = app.hub.segmenter if settings.masks else None
+    return app.jobs.start(project, app.hub.detector, settings, segmenter).text()
+
+
+def job_status(app: App, state: dict) -> str:
+    """The project's auto-label job as one line, or "" when it never had one."""
+    job = app.jobs.get(app.sessions.project_dir(state))
+    if job is None:
+        return ""
+    text = job.text()
+    if not job.running and job.failed:
+        project = app.sessions.project(state)
+        names = {r.id: r.name for r in project.images()}
+        text += "\n" + "\n".join(f"- {names.get(i, i)}: {why}" for i, why in job.failed.items())
+    return text
+
+
+def cancel_auto_label(app: App, state: dict) -> str:
+    job = app.jobs.cancel(app.sessions.project_dir(state))
+    return "no auto-label job is running" if job is None or not job.running else job.text()
 
 
 def auto_label_all(app: App, state: dict, settings: LabelSettings, progress=None, should_stop=None) -> str:
@@ -467,9 +501,10 @@ def refine_click(app: App, state: dict, image_id: int | None, object_id: int | N
     obj = _object(project, image_id, object_id)
     clicks = state.setdefault("clicks", {}).setdefault(str(object_id), [])
     clicks.append([float(x), float(y), 1 if positive else 0])
-    refined = app.hub.segmenter().refine(project.image(image_id).path, points=[c[:2] for c in clicks],
-                                         labels=[c[2] for c in clicks], box=obj.box,
-                                         mask=rle_to_mask(obj.mask) if obj.mask else None)
+    with app.jobs.model_lock:  # between two images of any running job
+        refined = app.hub.segmenter().refine(project.image(image_id).path, points=[c[:2] for c in clicks],
+                                             labels=[c[2] for c in clicks], box=obj.box,
+                                             mask=rle_to_mask(obj.mask) if obj.mask else None)
     project.update_object(object_id, mask=mask_to_rle(refined.mask), source=obj.source)
     return f"mask refined with {len(clicks)} click(s), predicted quality {refined.score:.2f}"
 

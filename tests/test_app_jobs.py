@@ -1,0 +1,119 @@
+"""Auto-label all as a background job of the server (ui/jobs.py), with the tiny models: the request that
+starts it returns at once, another visitor's Detect gets through between two images, a person can
+review while it runs, cancel stops it, starting again resumes, and the status outlives the tab."""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ui import handlers as h
+from ui.config import AppConfig
+from ui.jobs import FairLock
+from ui.session import Sessions
+
+
+@pytest.fixture
+def app(tiny_hf, tmp_path):
+    application = h.make_app(AppConfig(model=str(tiny_hf[1]), sam="none", workspace=tmp_path / "ws"))
+    application.hub.detector()  # loaded once, as the app does at start
+    yield application
+    for project in application.sessions.open_projects():
+        application.jobs.cancel(project.path)
+        application.jobs.wait(project.path, timeout=120)
+    application.sessions.close()
+
+
+def _upload(app, state, tmp_path, n, seed=0):
+    folder = tmp_path / f"up{seed}"
+    folder.mkdir()
+    paths = []
+    for i in range(n):
+        p = folder / f"img{i:02d}.png"
+        Image.fromarray(np.random.default_rng(seed * 100 + i).integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(p)
+        paths.append(str(p))
+    h.add_uploads(app, state, paths)
+
+
+SETTINGS = dict(mode="classes", classes_text="cat, remote control", prompt_text="", box_threshold=0.05,
+                text_threshold=0.25, masks=False)
+
+
+def test_a_job_runs_beside_other_visitors_and_its_owner(app, tmp_path):
+    a, b = Sessions.new_state(), Sessions.new_state()
+    _upload(app, a, tmp_path, 12, seed=1)
+    _upload(app, b, tmp_path, 1, seed=2)
+    settings = h.settings_from_inputs(**SETTINGS)
+    started = time.monotonic()
+    assert "0 / 12" in h.start_auto_label(app, a, settings)  # returns at once: the job is a thread
+    assert time.monotonic() - started < 5
+    job = app.jobs.get(app.sessions.project_dir(a))
+    while job.done < 1:
+        time.sleep(0.02)
+    # another visitor's Detect goes between two of the job's images, not after the whole job
+    assert h.detect_image(app, b, h.current_image(app, b), settings).startswith("found")
+    assert job.running and job.done < job.total, "the visitor's Detect waited for the whole job"
+    # the owner reviews an image the job has not reached yet: the job leaves it as the person decided
+    last = app.sessions.project(a).images(order="name")[-1]
+    h.set_status(app, a, last.id, "reviewed")
+    assert "running" in h.job_status(app, a)
+    app.jobs.wait(app.sessions.project_dir(a), timeout=300)
+    assert h.job_status(app, a).endswith("done") and job.done == 12 and job.kept == 1
+    project = app.sessions.project(a)
+    assert project.image(last.id).status == "reviewed" and project.image(last.id).num_objects == 0
+    assert {r.status for r in project.images() if r.id != last.id} == {"auto"}
+
+
+def test_cancel_then_start_again_resumes(app, tmp_path):
+    state = Sessions.new_state()
+    _upload(app, state, tmp_path, 8)
+    settings = h.settings_from_inputs(**SETTINGS)
+    h.start_auto_label(app, state, settings)
+    job = app.jobs.get(app.sessions.project_dir(state))
+    while job.done < 2:
+        time.sleep(0.02)
+    assert "cancelling" in h.cancel_auto_label(app, state)
+    app.jobs.wait(app.sessions.project_dir(state), timeout=120)
+    assert job.state == "cancelled" and "start it again" in h.job_status(app, state)
+    left = len(app.sessions.project(state).images(status="unlabeled"))
+    assert 0 < left < 8
+    assert f"0 / {left}" in h.start_auto_label(app, state, settings)  # only what is left
+    app.jobs.wait(app.sessions.project_dir(state), timeout=300)
+    assert app.sessions.project(state).images(status="unlabeled") == []
+    assert h.start_auto_label(app, state, settings) == "nothing to do: every image is labeled already"
+
+
+def test_the_status_outlives_the_tab(app, tmp_path):
+    state = Sessions.new_state()
+    _upload(app, state, tmp_path, 3)
+    with app.jobs.model_lock:  # the job waits for its first image while the page reloads
+        h.start_auto_label(app, state, h.settings_from_inputs(**SETTINGS))
+        job = app.jobs.get(app.sessions.project_dir(state))
+        reloaded = {"token": state["token"], "opened": None, "image_id": None}  # the same browser after a reload
+        assert h.job_status(app, reloaded) == "auto-label all: 0 / 3 image(s), 0 object(s) - running"
+        assert h.start_auto_label(app, reloaded, h.settings_from_inputs(**SETTINGS)) == job.text()  # joins it
+        assert app.jobs.get(app.sessions.project_dir(state)) is job
+        assert h.job_status(app, Sessions.new_state()) == ""  # another visitor has no job
+    app.jobs.wait(app.sessions.project_dir(state), timeout=120)
+    assert job.state == "done" and job.done == 3
+
+
+def test_the_fair_lock_serves_in_order():
+    lock, order = FairLock(), []
+    lock.__enter__()  # held, so that the three below queue up in a known order
+
+    def take(k):
+        with lock:
+            order.append(k)
+
+    threads = []
+    for k in range(3):
+        threads.append(threading.Thread(target=take, args=(k,)))
+        threads[-1].start()
+        time.sleep(0.05)
+    lock.__exit__()
+    for t in threads:
+        t.join(5)
+    assert order == [0, 1, 2]
