@@ -102,8 +102,9 @@ def build_chunks(prompt: ClassPrompt, tokenizer, max_len: int = 256) -> list[Pro
         label = prompt.labels[prompt.phrase_label[p]]
         if not tokens or all(t == unk_id for t in tokens):
             raise PromptError(f"the text encoder knows none of the words in {prompt.phrases[p]!r} (class {label!r}); "
-                              "it reads English words: use a word for this class (you may keep this label by "
-                              f"passing {{{label!r}: ['some words']}})")
+                              "it reads English words: describe this class in words it knows, keeping the label "
+                              f"with a synonym ('{label}: some words' in a class list; {{{label!r}: ['some words']}} "
+                              "from Python)")
         if len(tokens) + 1 > budget:
             raise PromptError(f"class {label!r} is {len(tokens)} tokens long; the model reads at most {budget - 1} "
                               "tokens per phrase: shorten it")
