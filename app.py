@@ -19,7 +19,11 @@ def main(argv=None) -> int:
         print(f"error: {err}", file=sys.stderr)
         return 2
     compiled.prepare_in_background()  # the first detection should not wait for the kernel's build
-    demo, app = build_app(config)
+    try:
+        demo, app = build_app(config)
+    except ValueError as err:  # the workspace cannot keep the session key (read-only, damaged key file)
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     try:  # load the detector now, so the page says at once whether the weights are there
         app.hub.detector()
     except ValueError as err:

@@ -2,8 +2,10 @@
 
 Used by tests/test_faults.py (a seeded, bounded run in CI) and bench/fault_injection.py (hundreds of
 kills, by hand). A phase is found by watching the project database from outside, read-only, the way a
-second program would: "adding" has begun once the image count grows, "labeling" once an image leaves
-"unlabeled". The kill is SIGKILL at a random delay after that, within the phase's measured length.
+second program would: "adding" counts the image rows, "labeling" the images that left "unlabeled". A
+label-run kill waits until a random number of the remaining images are done, then SIGKILLs at a random
+moment within one image's measured time, so it lands inside the phase however loaded the machine is.
+Import and export kills come at a random moment within the command's measured length.
 """
 
 from __future__ import annotations
@@ -201,19 +203,20 @@ def label_kills(tmp: Path, model_dir: Path, kills_per_phase: int, seed: int, n_i
             for _ in range(4):  # a few kills of each phase per chain, so that several chains share them
                 if kills[phase] >= kills_per_phase:
                     break
-                added = count(project, "SELECT COUNT(*) FROM images")
-                labeled = count(project, "SELECT COUNT(*) FROM images WHERE status != 'unlabeled'")
-                if (added if phase == "adding" else labeled) >= n_images:
-                    break
+                sql = ("SELECT COUNT(*) FROM images" if phase == "adding"
+                       else "SELECT COUNT(*) FROM images WHERE status != 'unlabeled'")
+                before = count(project, sql)
+                if n_images - before < 2:
+                    break  # the last image's progress is seen only once it is done: nothing left to kill into
+                # kill while the phase is on its (k+1)-th remaining image: k images done, then a random moment
+                # within one image's time, so the kill lands inside the phase however fast the machine is now
+                k = rng.randint(1, n_images - before - 1)
+                per_image = times["add" if phase == "adding" else "label"] / max(n_images - 1, 1)
 
-                def started(project=project, phase=phase, added=added, labeled=labeled) -> bool:
-                    if phase == "adding":
-                        return count(project, "SELECT COUNT(*) FROM images") > added
-                    return count(project, "SELECT COUNT(*) FROM images WHERE status != 'unlabeled'") > labeled
+                def started(project=project, sql=sql, target=before + k) -> bool:
+                    return count(project, sql) >= target
 
-                left = (n_images - (added if phase == "adding" else labeled)) / n_images
-                window = times["add" if phase == "adding" else "label"] * left
-                killed, _ = kill_during(label_cmd(project), started, window, rng)
+                killed, _ = kill_during(label_cmd(project), started, per_image, rng)
                 if killed:
                     kills[phase] += 1
                     check_label_state(project, reference, n_images)

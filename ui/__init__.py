@@ -4,6 +4,7 @@ Nothing runs on import."""
 from __future__ import annotations
 
 from .config import AppConfig, parse_args
+from .files import served_paths
 from .handlers import App, make_app
 from .layout import HEAD, build
 
@@ -18,11 +19,10 @@ def build_app(config: AppConfig):
 
 
 def launch(demo, config: AppConfig, **kwargs):
-    allowed = [str(config.workspace), *(str(d) for d in config.allow_dirs)]
-    if config.project is not None:
-        allowed.append(str(config.project))
+    """Serve the page. Gradio serves by path only the example photos (ui/files.py): never the workspace,
+    an --allow-dir folder or the --project folder."""
     return demo.launch(server_name=config.host, server_port=config.port, share=config.share, head=HEAD,
-                       allowed_paths=allowed, **kwargs)
+                       **served_paths(config), **kwargs)
 
 
 __all__ = ["App", "AppConfig", "build_app", "launch", "parse_args"]

@@ -196,9 +196,10 @@ def add_server_folder(app: App, state: dict, directory: str) -> str:
         raise ProjectError(f"{directory} is not a folder")
     project = app.sessions.project(state)
     known = {r.path for r in project.images()}
-    added, problems = 0, []
-    for path in sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()):
-        if path.resolve() in known:
+    files, refused = app.sessions.allowed_files(folder, IMAGE_SUFFIXES)
+    added, problems = 0, [f"{name}: a link to a place outside the allowed folders (not followed)" for name in refused]
+    for path in files:  # resolved, each inside an --allow-dir folder
+        if path in known:
             continue
         try:
             project.add_image(path, copy=False)

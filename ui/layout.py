@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import threading
-from pathlib import Path
 
 import gradio as gr
 from gradio_image_annotation import image_annotator
 
 from . import handlers as h
+from .files import ASSETS
 from .render import STATUS_ORDER
+from .session import page_address
 
 try:  # on Hugging Face ZeroGPU Spaces this asks for a GPU per call; elsewhere it does nothing
     import spaces
@@ -20,7 +21,6 @@ except ImportError:  # pragma: no cover - spaces is optional off Spaces
     def gpu(fn):
         return fn
 
-ASSETS = Path(__file__).resolve().parent.parent / "assets"
 EXAMPLES = [(ASSETS / name, classes) for name, classes in
             (("cat.png", "cat, remote control"), ("coffee.png", "cup, saucer, spoon"), ("astronaut.png", "person, flag"))
             if (ASSETS / name).is_file()]
@@ -37,6 +37,14 @@ document.addEventListener('keydown', (e) => {
 });
 </script>""".replace("SHORTCUTS", json.dumps(SHORTCUTS))
 
+# after the page has read a `?project=` link, take the credential out of the address bar
+FORGET_LINK_JS = """() => {
+  const u = new URL(window.location.href);
+  if (u.searchParams.has('project')) { u.searchParams.delete('project'); window.history.replaceState(null, '', u.toString()); }
+}"""
+LINK_LABEL = ("Project link: opens this browser's project in any browser. Anyone with this link can see and edit "
+              "the project; share it only with people you trust")
+
 HELP = ("**Keys:** `n` next image, `p` previous, `r` mark reviewed, `s` skip, `g` detect. In the box editor: "
         "*Create box* to draw, drag to move or resize, double-click a box to change its label, select + `Delete` "
         "to remove it. Every change is saved as you make it.")
@@ -46,10 +54,13 @@ def build(app: h.App) -> gr.Blocks:
     cancel_flags: dict[str, threading.Event] = {}
 
     with gr.Blocks(title="gdino - label images with words") as demo:
-        bstate = gr.BrowserState(None, storage_key="gdino-session")
+        # a fixed key (kept in the workspace), so the stored project id is still readable after a restart
+        bstate = gr.BrowserState(None, storage_key="gdino-session", secret=app.sessions.browser_secret())
         gr.Markdown("# gdino\nType what to find, get boxes (Grounding DINO) and masks (SAM), fix them, export.")
         status = gr.Markdown(app.hub.status, elem_id="model-status")
         message = gr.Markdown("", elem_id="message")
+        project_link = gr.Textbox(label=LINK_LABEL, interactive=False, buttons=["copy"], elem_id="project-link",
+                                  visible=app.config.project is None)
         with gr.Row():
             uploads = gr.File(label="Add images (several files, or a zip of images / COCO / YOLO)", file_count="multiple",
                               file_types=["image", ".zip"], elem_id="uploads")
@@ -114,14 +125,12 @@ def build(app: h.App) -> gr.Blocks:
 
         # ---------------------------------------------------------------------------- helpers
 
-        def state_of(state, create=False):
-            """This browser's session. Only the page load may start a new one: an event racing ahead of
-            the load must not open a second, empty project."""
-            if isinstance(state, dict) and state.get("token"):
-                return state
-            if create:
-                return app.sessions.new_state()
-            raise h.ProjectError("the page has not finished loading; wait a moment and try again")
+        def state_of(state):
+            """This browser's session, checked (a page can send anything). Only the page load may start a
+            new one: an event racing ahead of the load must not open a second, empty project."""
+            if state is None:
+                raise h.ProjectError("the page has not finished loading; wait a moment and try again")
+            return app.sessions.check_state(state)
 
         def refresh(state, image_id="keep", note=None):
             """Everything that shows the project, after any change."""
@@ -153,19 +162,33 @@ def build(app: h.App) -> gr.Blocks:
                 try:
                     return fn(state, *args)
                 except h.USER_ERRORS as err:
-                    return refresh(state, note=f"**Could not do that:** {err}")
+                    note = f"**Could not do that:** {err}"
+                try:
+                    return refresh(state, note=note)
+                except h.USER_ERRORS:  # the project itself cannot be shown now
+                    return only_message(note)
             return run
 
         # ---------------------------------------------------------------------------- events
 
-        def on_load(state):
-            state = state_of(state, create=True)
-            saved = h.load_prompt(app, state)
-            out = refresh(state)
-            return (*out, saved["mode"], saved["classes_text"], saved["prompt_text"], saved["box_threshold"],
-                    saved["text_threshold"], saved["masks"] and app.hub.sam_enabled)
+        load_outs = [*outs, mode, classes_text, prompt_text, box_thr, text_thr, masks, project_link]
 
-        demo.load(on_load, [bstate], [*outs, mode, classes_text, prompt_text, box_thr, text_thr, masks])
+        def on_load(stored, request: gr.Request):
+            """This browser's project: the one it stored, or the one its `?project=` link names."""
+            headers = request.headers if request is not None else {}
+            address = page_address(headers.get("referer"), headers.get("origin"))
+            link = dict(request.query_params).get("project") if request is not None else None
+            try:
+                state, note = app.sessions.restore(stored, link, address)
+                saved = h.load_prompt(app, state)
+                out = refresh(state, note=note)
+            except h.USER_ERRORS as err:
+                return (*only_message(f"**Could not open the project:** {err}"), *[gr.update()] * 7)
+            shown_link = app.sessions.link(state["token"], address) if app.config.project is None else gr.update()
+            return (*out, saved["mode"], saved["classes_text"], saved["prompt_text"], saved["box_threshold"],
+                    saved["text_threshold"], saved["masks"] and app.hub.sam_enabled, shown_link)
+
+        demo.load(on_load, [bstate], load_outs).then(None, js=FORGET_LINK_JS)
 
         mode.change(lambda m: (gr.update(visible=m == "classes"), gr.update(visible=m == "free text")), [mode],
                     [classes_text, prompt_text])
@@ -267,7 +290,9 @@ def build(app: h.App) -> gr.Blocks:
         all_btn.click(label_all, [bstate, *prompt_inputs], outs, concurrency_id="model")
 
         def cancel(state):
-            if not isinstance(state, dict) or not state.get("token"):
+            try:
+                state = state_of(state)
+            except h.ProjectError:
                 return "nothing is running"
             cancel_flags.setdefault(state["token"], threading.Event()).set()
             return "cancelling after the current image ..."
@@ -288,9 +313,12 @@ def build(app: h.App) -> gr.Blocks:
         # ------------------------------------------------------------------------------ masks
 
         def pick_object(state, image_id, object_id):
-            if not isinstance(state, dict) or image_id is None or object_id is None:
+            if image_id is None or object_id is None:
                 return None, None
-            value = h.mask_editor_value(app, state, int(image_id), int(object_id))
+            try:
+                value = h.mask_editor_value(app, state_of(state), int(image_id), int(object_id))
+            except h.USER_ERRORS:
+                return None, None
             return _preview(value), value
 
         obj.change(pick_object, [bstate, shown_id, obj], [click_img, editor])
@@ -307,6 +335,9 @@ def build(app: h.App) -> gr.Blocks:
         def on_click_guarded(state, image_id, object_id, kind, evt: gr.SelectData):
             try:
                 state = state_of(state)
+            except h.USER_ERRORS as err:
+                return (*only_message(f"**{err}**"), gr.update(), gr.update())
+            try:
                 return on_click(state, image_id, object_id, kind, evt)
             except h.USER_ERRORS as err:
                 return (*refresh(state, note=f"**Could not refine:** {err}"), gr.update(), gr.update())
