@@ -24,11 +24,10 @@ def main(argv=None) -> int:
     except ValueError as err:  # the workspace cannot keep the session key (read-only, damaged key file)
         print(f"error: {err}", file=sys.stderr)
         return 2
-    try:  # load the detector now, so the page says at once whether the weights are there
-        app.hub.detector()
-    except ValueError as err:
-        print(f"warning: {err}", file=sys.stderr)
-        print("the app starts anyway and shows this in the page; pass --model /path/to/weights", file=sys.stderr)
+    # load both models now, so the log and the page say at once which one is missing and which flag fixes it
+    for problem in app.hub.check_at_start():
+        print(f"warning: {problem}", file=sys.stderr)
+    print(f"models: {app.hub.status}", file=sys.stderr)
     launch(demo, config)
     return 0
 

@@ -124,7 +124,8 @@ def test_label_two_images_in_the_browser(server, browser, tmp_path):
     page.keyboard.press("n")
     page.wait_for_selector("#image-info >> text=street1.png", timeout=30_000)
     page.locator("#auto-all-btn").click()
-    page.wait_for_selector("#message >> text=labeled 1 of 1", timeout=120_000)
+    page.wait_for_selector("#job-status >> text=1 / 1 image(s)", timeout=120_000)  # a server job, polled
+    page.wait_for_selector("#job-status >> text=done", timeout=120_000)
     assert project.image(second).status == "auto"
 
     # reload: the same state comes back from the project store, and showing it changes nothing

@@ -120,17 +120,6 @@ def test_review_skip_and_least_confident_order(app, tmp_path):
     assert [r[0] for r in h.rows(app, state, "reviewed")] == [ids[0]]
 
 
-def test_auto_label_all_resumes_and_cancels(app, tmp_path):
-    state = Sessions.new_state()
-    h.add_uploads(app, state, images(tmp_path, 3))
-    settings = h.settings_from_inputs("classes", "cat", "", 0.2, 0.25, False)
-    stops = iter([False, True])
-    text = h.auto_label_all(app, state, settings, should_stop=lambda: next(stops))
-    assert "labeled 1 of 3" in text and "cancelled" in text
-    assert "labeled 2 of 2" in h.auto_label_all(app, state, settings)
-    assert h.auto_label_all(app, state, settings).startswith("nothing to do")
-
-
 def test_masks_brush_and_clicks(app, tmp_path):
     state = Sessions.new_state()
     h.add_uploads(app, state, images(tmp_path, 1))
@@ -315,7 +304,8 @@ def test_hand_drawn_boxes_count_as_labeled(app, tmp_path):
     assert h.save_boxes(app, state, first, {"boxes": [box]})
     assert project.image(first).status == "auto"
     settings = h.settings_from_inputs("classes", "cat, remote control", "", 0.2, 0.25, False)
-    h.auto_label_all(app, state, settings)
+    h.start_auto_label(app, state, settings)  # the background job (tests/test_app_jobs.py)
+    app.jobs.wait(project.path, timeout=300)
     objects = project.objects(first)
     assert [(o.class_name, o.box, o.source) for o in objects] == [("cat", (10, 10, 60, 50), "manual")]
     assert project.image(second).status == "auto"  # the other one was auto-labeled

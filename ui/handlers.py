@@ -209,6 +209,16 @@ def add_server_folder(app: App, state: dict, directory: str) -> str:
     return f"added {added} image(s) from {folder}" + ("; not added:\n" + "\n".join(problems) if problems else "")
 
 
+def review_counter(app: App, state: dict) -> str:
+    """"12 / 49 reviewed" and the other statuses, for beside the list."""
+    counts = app.sessions.project(state).stats()["status"]
+    total = sum(counts.values())
+    if not total:
+        return ""
+    rest = ", ".join(f"{counts[s]} {s}" for s in ("auto", "unlabeled", "skipped") if counts[s])
+    return f"**{counts['reviewed']} / {total} reviewed**" + (f" ({rest})" if rest else "")
+
+
 def rows(app: App, state: dict, view: str) -> list[list]:
     return image_rows(app.sessions.project(state), view)
 
@@ -343,23 +353,6 @@ def job_status(app: App, state: dict) -> str:
 def cancel_auto_label(app: App, state: dict) -> str:
     job = app.jobs.cancel(app.sessions.project_dir(state))
     return "no auto-label job is running" if job is None or not job.running else job.text()
-
-
-def auto_label_all(app: App, state: dict, settings: LabelSettings, progress=None, should_stop=None) -> str:
-    """Label every unlabeled image (already labeled ones are skipped, so a second run resumes)."""
-    project = app.sessions.project(state)
-    todo = [r.id for r in project.images(status="unlabeled", order="name")]
-    if not todo:
-        return "nothing to do: every image is labeled already"
-    segmenter = app.hub.segmenter() if settings.masks else None
-    summary = label_images(project, app.hub.detector(), todo, settings, segmenter=segmenter, progress=progress,
-                           should_stop=should_stop, if_status=("unlabeled",), add_all_classes=False)
-    text = f"labeled {len(summary.labeled)} of {len(todo)} image(s), {summary.objects} object(s)"
-    if summary.cancelled:
-        text += " - cancelled; run again to continue with the rest"
-    if summary.failed:
-        text += "\n" + "\n".join(f"- {project.image(i).name}: {why}" for i, why in summary.failed.items())
-    return text
 
 
 def save_boxes(app: App, state: dict, image_id: int | None, value: dict | None) -> bool:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import threading
 
 import gradio as gr
 from gradio_image_annotation import image_annotator
@@ -51,14 +50,11 @@ HELP = ("**Keys:** `n` next image, `p` previous, `r` mark reviewed, `s` skip, `g
 
 
 def build(app: h.App) -> gr.Blocks:
-    cancel_flags: dict[str, threading.Event] = {}
-
     with gr.Blocks(title="gdino - label images with words") as demo:
         # a fixed key (kept in the workspace), so the stored project id is still readable after a restart
         bstate = gr.BrowserState(None, storage_key="gdino-session", secret=app.sessions.browser_secret())
         gr.Markdown("# gdino\nType what to find, get boxes (Grounding DINO) and masks (SAM), fix them, export.")
         status = gr.Markdown(app.hub.status, elem_id="model-status")
-        message = gr.Markdown("", elem_id="message")
         project_link = gr.Textbox(label=LINK_LABEL, interactive=False, buttons=["copy"], elem_id="project-link",
                                   visible=app.config.project is None)
         with gr.Row():
@@ -80,7 +76,7 @@ def build(app: h.App) -> gr.Blocks:
         with gr.Row():
             box_thr = gr.Slider(0.05, 0.95, value=0.35, step=0.01, label="Box threshold")
             text_thr = gr.Slider(0.05, 0.95, value=0.25, step=0.01, label="Text threshold (free text)")
-            masks = gr.Checkbox(value=app.hub.sam_enabled, label="Masks (SAM)", interactive=app.hub.sam_enabled)
+            masks = gr.Checkbox(value=app.hub.masks_available, label="Masks (SAM)", interactive=app.hub.sam_enabled)
             detect_btn = gr.Button("Detect", variant="primary", elem_id="detect-btn")
         shown_id = gr.Number(value=None, visible=False, precision=0)
         if EXAMPLES:
@@ -91,19 +87,24 @@ def build(app: h.App) -> gr.Blocks:
                 annotator = image_annotator(None, label_list=[], label="Boxes", elem_id="annotator", sources=[],
                                             show_clear_button=False, height=560)
                 info = gr.Markdown("", elem_id="image-info")
+                message = gr.Markdown("", elem_id="message")  # next to the editor: what the last action did
                 with gr.Row():
                     prev_btn = gr.Button("◀ Prev (p)", elem_id="prev-btn")
                     next_btn = gr.Button("Next (n) ▶", elem_id="next-btn")
                     reviewed_btn = gr.Button("Mark reviewed (r)", elem_id="reviewed-btn")
                     skip_btn = gr.Button("Skip (s)", elem_id="skip-btn")
+                    remove_btn = gr.Button("Remove image", elem_id="remove-btn", variant="stop")
                 gr.Markdown(HELP)
             with gr.Column(scale=2):
+                counter = gr.Markdown("", elem_id="counter")
                 view = gr.Dropdown(list(STATUS_ORDER), value="all", label="Show")
                 table = gr.Dataframe(headers=["id", "name", "status", "objects", "lowest score"], interactive=False,
                                      elem_id="image-table", wrap=True)
                 with gr.Row():
                     all_btn = gr.Button("Auto-label all unlabeled", elem_id="auto-all-btn")
                     cancel_btn = gr.Button("Cancel", elem_id="cancel-btn")
+                job_line = gr.Markdown("", elem_id="job-status")  # the server's job: the page stays usable meanwhile
+                ticker = gr.Timer(2.0)
                 with gr.Accordion("Export", open=True):
                     fmt = gr.Radio(["coco", "yolo", "yolo-seg", "voc"], value="coco", label="Format")
                     reviewed_only = gr.Checkbox(value=False, label="Reviewed images only")
@@ -113,6 +114,15 @@ def build(app: h.App) -> gr.Blocks:
                     phrase = gr.Dropdown([], label="Found label")
                     target = gr.Textbox(label="Class")
                     map_btn = gr.Button("Map")
+                with gr.Accordion("Classes", open=False):
+                    class_table = gr.Dataframe(headers=["class", "objects"], interactive=False, elem_id="class-table")
+                    with gr.Row():
+                        class_old = gr.Dropdown([], label="Class", elem_id="class-old")
+                        class_new = gr.Textbox(label="New name (an existing class: merge into it)", elem_id="class-new")
+                    with gr.Row():
+                        rename_btn = gr.Button("Rename / merge", elem_id="rename-class-btn")
+                        with_objects = gr.Checkbox(value=False, label="delete its objects too")
+                        delete_class_btn = gr.Button("Delete class", elem_id="delete-class-btn")
         with gr.Accordion("Fix a mask", open=False):
             obj = gr.Dropdown([], label="Object", elem_id="object-choice")
             with gr.Row():
@@ -143,10 +153,12 @@ def build(app: h.App) -> gr.Blocks:
             annot = gr.update(value=value, label_list=classes) if value is not None else gr.update(value=None)
             return (state, annot, image_id, text, h.rows(app, state, view_value.get(state["token"], "all")),
                     gr.update(choices=choices, value=None), gr.update(choices=classes),
+                    gr.update(choices=classes, value=None), h.class_counts(app, state), h.review_counter(app, state),
                     note if note is not None else gr.update(), app.hub.status)
 
         view_value: dict[str, str] = {}
-        outs = [bstate, annotator, shown_id, info, table, obj, phrase, message, status]
+        # message and status stay last: only_message relies on it
+        outs = [bstate, annotator, shown_id, info, table, obj, phrase, class_old, class_table, counter, message, status]
 
         def only_message(text):
             """Leave the page as it is and say why (an action that could not start)."""
@@ -186,14 +198,15 @@ def build(app: h.App) -> gr.Blocks:
                 return (*only_message(f"**Could not open the project:** {err}"), *[gr.update()] * 7)
             shown_link = app.sessions.link(state["token"], address) if app.config.project is None else gr.update()
             return (*out, saved["mode"], saved["classes_text"], saved["prompt_text"], saved["box_threshold"],
-                    saved["text_threshold"], saved["masks"] and app.hub.sam_enabled, shown_link)
+                    saved["text_threshold"], saved["masks"] and app.hub.masks_available, shown_link)
 
         demo.load(on_load, [bstate], load_outs).then(None, js=FORGET_LINK_JS)
 
         mode.change(lambda m: (gr.update(visible=m == "classes"), gr.update(visible=m == "free text")), [mode],
                     [classes_text, prompt_text])
 
-        uploads.upload(guarded(lambda s, files: refresh(s, "keep", h.add_uploads(app, s, files))), [bstate, uploads], outs)
+        uploads.upload(guarded(lambda s, files: refresh(s, "keep", h.add_uploads(app, s, files))), [bstate, uploads],
+                       outs).then(lambda: None, None, uploads)  # cleared: the next upload sends only its own files
 
         def open_folder(state, path):
             state = h.open_server_project(app, state, path)
@@ -244,13 +257,24 @@ def build(app: h.App) -> gr.Blocks:
 
         def mark(status_name):
             def run(state, image_id, view_name):
-                h.set_status(app, state, None if image_id is None else int(image_id), status_name)
                 view_value[state["token"]] = view_name
-                return refresh(state, h.step(app, {**state, "image_id": int(image_id)}, view_name, +1))
+                nxt = h.mark_and_step(app, state, view_name, None if image_id is None else int(image_id), status_name)
+                return refresh(state, nxt)
             return run
 
         reviewed_btn.click(guarded(mark("reviewed")), [bstate, shown_id, view], outs)
         skip_btn.click(guarded(mark("skipped")), [bstate, shown_id, view], outs)
+
+        def remove(state, image_id, view_name):
+            view_value[state["token"]] = view_name
+            nxt, note = h.remove_image(app, state, view_name, None if image_id is None else int(image_id))
+            return refresh(state, nxt, note)
+
+        remove_btn.click(guarded(remove), [bstate, shown_id, view], outs)
+        rename_btn.click(guarded(lambda s, old, new: refresh(s, "keep", h.rename_class(app, s, old, new))),
+                         [bstate, class_old, class_new], outs)
+        delete_class_btn.click(guarded(lambda s, name, both: refresh(s, "keep", h.delete_class(app, s, name, both))),
+                               [bstate, class_old, with_objects], outs)
 
         def choose_view(state, view_name):
             view_value[state["token"]] = view_name
@@ -268,36 +292,40 @@ def build(app: h.App) -> gr.Blocks:
 
         table.select(pick_row, [bstate], outs)
 
-        @gpu
-        def label_all(state, mode_, classes_, prompt_, box_, text_, masks_, progress=gr.Progress()):  # noqa: B008
-            # not wrapped: gradio finds `progress` (and shows the bar) by this signature
-            try:
-                state = state_of(state)
-                prompt = (mode_, classes_, prompt_, box_, text_, masks_)
-                settings = h.settings_from_inputs(*prompt)
-                h.save_prompt(app, state, *prompt)
-                flag = cancel_flags.setdefault(state["token"], threading.Event())
-                flag.clear()
+        def label_all(state, *prompt):
+            """Start the project's auto-label job on the server; the page polls it (ticker) and stays usable."""
+            settings = h.settings_from_inputs(*prompt)
+            h.save_prompt(app, state, *prompt)
+            return refresh(state, "keep", h.start_auto_label(app, state, settings))
 
-                def report(done, total):
-                    progress(done / total, desc=f"{done}/{total} images")
-
-                note = h.auto_label_all(app, state, settings, progress=report, should_stop=flag.is_set)
-                return refresh(state, "keep", note)
-            except h.USER_ERRORS as err:
-                return only_message(f"**Could not do that:** {err}")
-
-        all_btn.click(label_all, [bstate, *prompt_inputs], outs, concurrency_id="model")
+        all_btn.click(guarded(label_all), [bstate, *prompt_inputs], outs)
 
         def cancel(state):
             try:
-                state = state_of(state)
-            except h.ProjectError:
-                return "nothing is running"
-            cancel_flags.setdefault(state["token"], threading.Event()).set()
-            return "cancelling after the current image ..."
+                return h.cancel_auto_label(app, state_of(state))
+            except h.USER_ERRORS as err:
+                return f"**{err}**"
 
-        cancel_btn.click(cancel, [bstate], [message], queue=False)
+        cancel_btn.click(cancel, [bstate], [job_line], queue=False)
+
+        shown_done: dict[str, tuple] = {}
+
+        def tick(state, view_name):
+            """Every 2 s: the model status and the job's progress; the list only when the job moved on."""
+            try:
+                state = state_of(state)
+                line = h.job_status(app, state)
+            except h.USER_ERRORS:
+                return gr.update(), app.hub.status, gr.update(), gr.update()
+            job = app.jobs.get(app.sessions.project_dir(state))
+            mark_ = None if job is None else (id(job), job.done, job.state)
+            if mark_ is None or shown_done.get(state["token"]) == mark_:
+                return line, app.hub.status, gr.update(), gr.update()
+            shown_done[state["token"]] = mark_
+            return line, app.hub.status, h.rows(app, state, view_name), h.review_counter(app, state)
+
+        ticker.tick(tick, [bstate, view], [job_line, status, table, counter], show_progress="hidden",
+                    concurrency_limit=None)
 
         def do_export(state, fmt_name, only_reviewed):
             try:
