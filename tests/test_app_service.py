@@ -311,3 +311,33 @@ def test_add_its_images_does_not_follow_links_out(tiny_hf, tmp_path):
         assert paths == [(allowed / "ok.png").resolve()] and "out.png" in message
     finally:
         app.sessions.close()
+
+
+def test_an_over_size_upload_is_refused_while_it_uploads(tiny_hf, tmp_path):
+    """--max-upload-mb is also gradio's own upload limit: the file is refused (413) before it is stored."""
+    from gradio import utils
+
+    demo, app = start(["--model", str(tiny_hf[1]), "--sam", "none", "--workspace", str(tmp_path / "ws"),
+                       "--max-upload-mb", "1", "--port", str(free_port())])
+    try:
+        upload_dir = Path(utils.get_upload_folder())
+        before = {p for p in upload_dir.rglob("*") if p.is_file()} if upload_dir.exists() else set()
+        parts = urlsplit(demo.local_url)
+        boundary = "gdinoboundary"
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"files\"; filename=\"big.png\"\r\n"
+                "Content-Type: image/png\r\n\r\n").encode() + b"\0" * (2 * 2**20) + f"\r\n--{boundary}--\r\n".encode()
+        conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
+        try:
+            conn.request("POST", "/gradio_api/upload", body=body,
+                         headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+            response = conn.getresponse()
+            status = response.status
+            response.read()
+        finally:
+            conn.close()
+        assert status == 413
+        after = {p for p in upload_dir.rglob("*") if p.is_file()} if upload_dir.exists() else set()
+        assert not [p for p in after - before if p.name == "big.png"]
+    finally:
+        demo.close()
+        app.sessions.close()

@@ -21,8 +21,9 @@ def build_app(config: AppConfig):
 def launch(demo, config: AppConfig, **kwargs):
     """Serve the page. Gradio serves by path only the example photos (ui/files.py): never the workspace,
     an --allow-dir folder or the --project folder."""
+    # gradio itself refuses a larger file while it is being uploaded (HTTP 413), before storing it
     return demo.launch(server_name=config.host, server_port=config.port, share=config.share, head=HEAD,
-                       **served_paths(config), **kwargs)
+                       max_file_size=f"{config.max_upload_mb}mb", **served_paths(config), **kwargs)
 
 
 __all__ = ["App", "AppConfig", "build_app", "launch", "parse_args"]
