@@ -12,7 +12,7 @@ from .layout import HEAD, build
 def build_app(config: AppConfig):
     """(gradio Blocks, App): the page and the state behind it (models, sessions)."""
     app = make_app(config)
-    config.workspace.mkdir(parents=True, exist_ok=True)
+    config.workspace.mkdir(parents=True, exist_ok=True, mode=0o700)  # visitors' projects: not for other local users
     demo = build(app)
     demo.queue(default_concurrency_limit=1, max_size=64)
     return demo, app

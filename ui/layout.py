@@ -50,7 +50,8 @@ HELP = ("**Keys:** `n` next image, `p` previous, `r` mark reviewed, `s` skip, `g
 
 
 def build(app: h.App) -> gr.Blocks:
-    with gr.Blocks(title="gdino - label images with words") as demo:
+    # gradio's copies of the pictures it sent (unguessable URLs, one session's) are deleted after a day
+    with gr.Blocks(title="gdino - label images with words", delete_cache=(3600, 86400)) as demo:
         # a fixed key (kept in the workspace), so the stored project id is still readable after a restart
         bstate = gr.BrowserState(None, storage_key="gdino-session", secret=app.sessions.browser_secret())
         gr.Markdown("# gdino\nType what to find, get boxes (Grounding DINO) and masks (SAM), fix them, export.")

@@ -43,7 +43,7 @@ def workspace_secret(workspace: Path) -> str:
     its final name, which fails if another process got there first; everyone then reads the winner's."""
     path = workspace / SECRET_FILE
     try:
-        workspace.mkdir(parents=True, exist_ok=True)
+        workspace.mkdir(parents=True, exist_ok=True, mode=0o700)
         if not path.exists():
             _create_secret(workspace, path)
         deadline = time.monotonic() + 5

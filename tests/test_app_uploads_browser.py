@@ -1,0 +1,64 @@
+"""Uploads in Chromium, as a person makes them: a truncated PNG and a 0-byte file get clear messages and
+the page keeps working; an image whose file breaks later shows a placeholder and can be removed with
+the page's button; uploading twice in the same page adds each file once. Checked in the project store."""
+
+import numpy as np
+from PIL import Image
+from test_app_browser import ARGS, CHROMIUM, pytestmark, server  # noqa: F401  (fixtures and the skip rule)
+
+
+def _photo(path, seed, size=(120, 160)):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (*size, 3), dtype=np.uint8)).save(path)
+    return path
+
+
+def _text(page, selector):
+    return page.locator(selector).inner_text()
+
+
+def test_broken_and_repeated_uploads(server, tmp_path):  # noqa: F811  (the imported fixture)
+    from playwright.sync_api import sync_playwright
+
+    url, app = server
+    good = [_photo(tmp_path / f"good{k}.png", k) for k in range(2)]
+    data = _photo(tmp_path / "big.png", 9, size=(300, 400)).read_bytes()
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(data[: len(data) // 2])
+    empty = tmp_path / "empty.jpg"
+    empty.write_bytes(b"")
+    with sync_playwright() as pw:
+        context = pw.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=CHROMIUM,
+                                                        headless=True, args=ARGS, viewport={"width": 1400, "height": 1000})
+        try:
+            page = context.new_page()
+            page.goto(url, wait_until="load")
+            page.wait_for_selector("#image-info >> text=No images yet", timeout=60_000)
+            upload = page.locator("#uploads input[type=file]")
+
+            upload.set_input_files([str(good[0]), str(cut), str(empty)])
+            page.wait_for_selector("#message >> text=added 1 image(s)", timeout=60_000)
+            message = _text(page, "#message")
+            assert "cut.png" in message and "truncated" in message and "empty.jpg" in message
+            assert "/tmp" not in message and str(tmp_path) not in message
+            [project] = app.sessions.open_projects()
+            assert [r.name for r in project.images()] == ["good0.png"]
+
+            # the same page, a second upload with the first file again: each file once
+            upload.set_input_files([str(good[0]), str(good[1])])
+            page.wait_for_selector("#message >> text=already in the project", timeout=60_000)
+            assert sorted(r.name for r in project.images()) == ["good0.png", "good1.png"]
+
+            # a file that breaks after it was added: the page shows the rest and offers to remove it
+            broken = project.find_image("good0.png")
+            broken.path.write_bytes(broken.path.read_bytes()[:100])
+            page.reload(wait_until="load")
+            page.wait_for_selector("#image-info >> text=cannot be read", timeout=60_000)
+            assert "good1.png" in _text(page, "#image-table")
+            page.locator("#remove-btn").click()
+            page.wait_for_selector("#message >> text=removed good0.png", timeout=30_000)
+            page.wait_for_selector("#image-info >> text=good1.png", timeout=30_000)
+            assert [r.name for r in project.images()] == ["good1.png"]
+            assert ".toast-body.error" not in page.content()
+        finally:
+            context.close()
