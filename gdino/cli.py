@@ -19,8 +19,10 @@ torch is imported only by the commands that run a model, so `gdino --help`, usag
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fnmatch
 import json
+import os
 import signal
 import sys
 import textwrap
@@ -83,12 +85,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"gdino {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # `gdino info p | head`: the reader left; not an error
+        with contextlib.suppress(OSError):
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115  (stays open: Python flushes stdout at exit)
+        return 0
     except OSError as err:  # disk full, permission denied: the message names the file
         print(f"gdino {args.command}: error: {err}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f"\ngdino {args.command}: interrupted", file=sys.stderr)
         return 130
+
 
 
 # -- the parser ---------------------------------------------------------------------------------------
@@ -539,11 +546,11 @@ def _export(project: Project, fmt: str, out: Path, *, reviewed_only: bool, val_f
     try:
         with tqdm(total=len(dataset.images), desc="exporting", unit="img", file=sys.stderr, disable=None) as bar:
             options = {"val_fraction": val_fraction, "seed": seed, "overwrite": overwrite, "skipped": skipped,
-                       "progress": lambda done, _total: bar.update(done - bar.n)}
+                       "progress": lambda done, _total: bar.update(done - bar.n), "keep": [project.path]}
             written = (export_zip if as_zip else export_dataset)(dataset, out, fmt, **options)
     except ExportError as err:
-        raise UsageError(f"{flag} {out}: {str(err).split('; ')[0].replace(str(out.absolute()), 'it')}; choose another "
-                         f"{flag}, or pass --overwrite to replace it whole") from None
+        hint = f"choose another {flag}" + (", or pass --overwrite to replace it whole" if err.overwritable else "")
+        raise UsageError(f"{flag} {out}: {err.reason}; {hint}") from None
     left_out = {name for name, _ in skipped}
     exported = [image for image in dataset.images if image.file_name not in left_out]
     splits = split_images(dataset.images, val_fraction, seed)
@@ -573,7 +580,7 @@ def cmd_import(args: argparse.Namespace) -> int:
         for source in sources:
             try:
                 with _sigint_deferred():  # an import is all or nothing; Ctrl-C waits for it
-                    report = import_path(project, source, limits)
+                    report = import_path(project, source, limits, keyed=True)  # again: adds only what is new
             except (DatasetError, UnsafeZipError) as err:
                 print(f"gdino import: {source}: refused, nothing of it was added: {err}", file=sys.stderr)
                 code = 1

@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 from .masks import mask_to_rle
 from .processing import ImageError
+from .project_schema import ProjectError
 from .prompts import PromptError
 
 
@@ -93,6 +94,7 @@ class LabelSummary:
     objects: int = 0
     failed: dict[int, str] = field(default_factory=dict)  # image id -> why
     kept: list[int] = field(default_factory=list)  # images left alone: a person decided on them meanwhile
+    gone: list[int] = field(default_factory=list)  # images removed from the project while the run went on
     cancelled: bool = False
 
 
@@ -141,6 +143,10 @@ def label_images(
                 ok.append(image_id)
             except (OSError, ImageError) as err:
                 summary.failed[image_id] = str(err)
+            except ProjectError:
+                if project.has_image(image_id):
+                    raise
+                summary.gone.append(image_id)
         try:
             results = detector.detect_batch(pixels, settings.classes, prompt=settings.prompt, batch_size=batch_size,
                                             box_threshold=settings.box_threshold, text_threshold=settings.text_threshold,
@@ -160,15 +166,20 @@ def label_images(
             if dets is None:
                 continue
             found = set(dets.data["class_name"]) if len(dets) else set()
-            if settings.prompt is not None:
-                project.add_classes(sorted(found))  # free text: phrases become classes
-            elif not add_all_classes and found:
-                project.add_classes([c for c in settings.labels() if c in found])  # in the prompt's order
+            # the classes join the project with the objects, in one transaction (free text: the phrases)
+            classes = sorted(found) if settings.prompt is not None else [c for c in settings.labels() if c in found]
             masks = segmenter.segment(px, dets.xyxy).masks if settings.masks and len(dets) else None
             objects = [{"box": [float(v) for v in dets.xyxy[k]], "class_name": str(dets.data["class_name"][k]),
                         "score": float(dets.confidence[k]), "mask": None if masks is None else mask_to_rle(masks[k])}
                        for k in range(len(dets))]
-            stored = project.replace_model_objects(image_id, objects, run=settings.to_run(), if_status=if_status)
+            try:
+                stored = project.replace_model_objects(image_id, objects, run=settings.to_run(), if_status=if_status,
+                                                       classes=classes)
+            except ProjectError:
+                if not project.has_image(image_id):  # removed while the model looked at it: nothing to store
+                    summary.gone.append(image_id)
+                    continue
+                raise
             if stored is None:
                 summary.kept.append(image_id)
                 continue

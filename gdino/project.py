@@ -543,6 +543,10 @@ class Project:
             rows = db.execute(f"{_IMAGE_SELECT}{where} ORDER BY {_ORDER_BY[order]}", args).fetchall()
         return [self._image_record(row) for row in rows]
 
+    def has_image(self, image_id: int) -> bool:
+        with self._read() as db:
+            return db.execute("SELECT 1 FROM images WHERE id = ?", (image_id,)).fetchone() is not None
+
     def image(self, image_id: int) -> ImageRecord:
         with self._read() as db:
             return self._image(db, image_id)
@@ -570,8 +574,13 @@ class Project:
                 removed.append(record)
                 if copied:
                     files.append(record.path)
-        for path in files:  # after the commit: a crash in between leaves an orphan file, not a row without pixels
-            path.unlink(missing_ok=True)
+        if files:  # after the commit (a crash in between leaves an orphan file, not a row without pixels), and
+            # under the write lock, sparing a file that an image added meanwhile took over (same name, same bytes)
+            with self._write() as db:
+                for path in files:
+                    relative = path.relative_to(self._dir).as_posix() if path.is_relative_to(self._dir) else None
+                    if not db.execute("SELECT 1 FROM images WHERE copied = 1 AND path = ?", (relative,)).fetchone():
+                        path.unlink(missing_ok=True)
         return removed
 
     def set_status(self, image_id: int, status: str) -> None:
@@ -600,11 +609,18 @@ class Project:
         return [_object_record(row) for row in rows]
 
     def add_object(self, image_id: int, box: Sequence[float], class_name: str, *, score: float | None = None,
-                   source: str = "manual", mask: dict | None = None) -> ObjectRecord:
-        """Add one object; `box` is xyxy in upright image pixels and is clipped to the image."""
+                   source: str = "manual", mask: dict | None = None, labeled: str | None = None) -> ObjectRecord:
+        """Add one object; `box` is xyxy in upright image pixels and is clipped to the image.
+        labeled: a status that an "unlabeled" image takes in the same transaction (the app passes "auto"
+        for a box drawn by hand, so a batch run can never add model boxes to it in between)."""
         check_source(source)
+        if labeled is not None:
+            check_status(labeled)
         with self._write() as db:
-            return self._insert_object(db, self._image(db, image_id), box, class_name, score, source, mask)
+            obj = self._insert_object(db, self._image(db, image_id), box, class_name, score, source, mask)
+            if labeled is not None:
+                db.execute("UPDATE images SET status = ? WHERE id = ? AND status = 'unlabeled'", (labeled, image_id))
+            return obj
 
     def update_object(self, object_id: int, *, box: Sequence[float] | None = None, class_name: str | None = None,
                       mask: dict | None = _UNSET, score: float | None = _UNSET, source: str = _UNSET) -> ObjectRecord:
@@ -639,7 +655,8 @@ class Project:
             db.execute("DELETE FROM objects WHERE id = ?", (object_id,))
 
     def replace_model_objects(self, image_id: int, objects: Sequence[dict], *, run: dict | None = None,
-                              if_status: Iterable[str] | None = None) -> list[ObjectRecord] | None:
+                              if_status: Iterable[str] | None = None,
+                              classes: Sequence[str] = ()) -> list[ObjectRecord] | None:
         """Swap an image's model objects for `objects` (dicts: box, class_name, score, optional mask),
         keeping manual ones, in one transaction. Status becomes "auto" unless it is "reviewed".
         `run` (the prompt and thresholds behind them, JSON-able) is kept as the image's last run;
@@ -647,13 +664,18 @@ class Project:
 
         if_status: only if the image's status is still one of these when the transaction runs; otherwise
         nothing changes and None is returned. A batch run that chose "unlabeled" images passes
-        ("unlabeled",), so that an image a person marked skipped or reviewed meanwhile keeps that decision."""
+        ("unlabeled",), so that an image a person marked skipped or reviewed meanwhile keeps that decision.
+        classes: added to the project (those it lacks) in the same transaction, only if the write happens: a
+        run's classes never outlive a result that was dropped, and a class deleted meanwhile comes back
+        only with objects that use it."""
         run_json = None if run is None else to_json(run, "run", dict)
         allowed = None if if_status is None else {check_status(s) for s in if_status}
+        wanted = class_names(classes)
         with self._write() as db:
             image = self._image(db, image_id)
             if allowed is not None and image.status not in allowed:
                 return None
+            self._add_classes(db, wanted)
             db.execute("DELETE FROM objects WHERE image_id = ? AND source = 'model'", (image_id,))
             new = []
             for k, obj in enumerate(objects):

@@ -396,3 +396,75 @@ def test_status_says_which_model_is_missing_and_which_flag_fixes_it(tiny_hf, tmp
             state.update(saved)
     finally:
         app.sessions.close()
+
+
+# -- found by review: each reproduced first ---------------------------------------------------------------
+
+
+def test_page_messages_carry_no_server_paths(app, tmp_path):
+    state = Sessions.new_state()
+    h.add_uploads(app, state, images(tmp_path, 1))
+    record = app.sessions.project(state).images()[0]
+    record.path.unlink()  # the file went away on the server
+    settings = h.settings_from_inputs("classes", "cat", "", 0.2, 0.25, False)
+    with pytest.raises(ValueError) as caught:
+        h.detect_image(app, state, record.id, settings)
+    assert str(app.config.workspace) in str(caught.value)  # what the library says, for the log
+    shown = h.page_words(app, state, caught.value)
+    assert "'photo0.png'" in shown and str(tmp_path) not in shown and "/tmp" not in shown
+
+
+def test_open_projects_are_capped_but_a_job_keeps_its_own(app, tmp_path, monkeypatch):
+    from ui import session
+
+    monkeypatch.setattr(session, "MAX_OPEN", 3)
+    busy = Sessions.new_state()
+    kept = app.sessions.project(busy)
+    monkeypatch.setattr(app.sessions, "_in_use", lambda directory: directory == kept.path)
+    others = [app.sessions.project(Sessions.new_state()) for _ in range(6)]
+    still = app.sessions.open_projects()
+    assert len(still) <= 3 + 1 and kept in still and others[-1] in still
+    assert kept.images() == []  # still open for its job
+    with pytest.raises(ProjectError, match="closed"):
+        others[0].images()  # closed; the visitor's next action opens it again
+    assert app.sessions.project({"token": others[0].path.name, "opened": None, "image_id": None}).images() == []
+
+
+def test_jobs_are_found_through_a_linked_workspace(tiny_hf, tmp_path):
+    real = tmp_path / "real_ws"
+    real.mkdir()
+    (tmp_path / "ws_link").symlink_to(real, target_is_directory=True)
+    app = h.make_app(AppConfig(model=str(tiny_hf[1]), sam="none", workspace=tmp_path / "ws_link"))
+    try:
+        state = Sessions.new_state()
+        h.add_uploads(app, state, images(tmp_path, 2))
+        settings = h.settings_from_inputs("classes", "cat", "", 0.2, 0.25, False)
+        with app.jobs.model_lock:  # the job waits: it is running while we look
+            h.start_auto_label(app, state, settings)
+            assert h.job_status(app, state).endswith("running")
+            assert "cancelling" in h.cancel_auto_label(app, state)
+        app.jobs.wait(app.sessions.project(state).path, timeout=120)
+    finally:
+        app.sessions.close()
+
+
+def test_delete_class_never_deletes_objects_it_was_not_told_to(app, tmp_path, monkeypatch):
+    state = Sessions.new_state()
+    h.add_uploads(app, state, images(tmp_path, 1))
+    project = app.sessions.project(state)
+    project.add_classes(["dog"])
+    project.add_object(h.current_image(app, state), (1, 1, 9, 9), "dog", score=0.7, source="model")
+    real_stats = project.stats
+    # the page's view of the counts is from before a detection of "dog" landed
+    monkeypatch.setattr(project, "stats", lambda: {**real_stats(), "classes": {"dog": 0}})
+    with pytest.raises(ProjectError, match="used by 1 object"):
+        h.delete_class(app, state, "dog", False)
+    assert [o.class_name for o in project.objects(h.current_image(app, state))] == ["dog"]
+
+
+def test_an_export_zip_is_named_without_the_project_id(app, tmp_path):
+    state = Sessions.new_state()
+    h.add_uploads(app, state, images(tmp_path, 2))
+    path, message = h.export(app, state, "coco", False)
+    assert path.endswith("/gdino-coco.zip") and state["token"] not in path
+    assert message == "exported 2 image(s) as coco"

@@ -354,3 +354,142 @@ def test_concurrent_label_commands_on_one_project_never_traceback(tmp_path):
         t.join()
     assert len(threads_ok) == 3
     assert os.path.isfile(tmp_path / "p" / "project.sqlite")
+
+
+# -- found by review: each reproduced first -----------------------------------------------------------------
+
+
+def test_an_export_never_replaces_the_project_or_its_images(tmp_path):
+    source = labeled_project(tmp_path / "t", 3, 1)  # t/photos (the originals), t/source_project
+    for out in (source.parent, source, source / "images", source / "exports"):
+        done = run("export", source, "--format", "yolo", "--out", out, "--overwrite")
+        assert done.returncode == 2, (out, done.stdout)
+        assert "--out" in done.stderr and "Traceback" not in done.stderr
+    with Project.open(source) as project:
+        assert len(project.images()) == 3 and all(r.path.is_file() for r in project.images())
+    assert len(list((source.parent / "photos").iterdir())) == 3
+
+
+def test_a_killed_swap_without_exchange_gives_the_previous_export_back(tmp_path):
+    """Where folders cannot be exchanged atomically, the previous export is moved aside first; if the
+    process dies then, the next export moves it back instead of deleting it."""
+    source = labeled_project(tmp_path, 2, 1)
+    with Project.open(source) as project:
+        dataset = dataset_from_project(project)
+    out = tmp_path / "out"
+    dead = subprocess.Popen(["true"])
+    dead.wait()  # its pid now belongs to no process
+    aside = tmp_path / f".out.gdino-partial-{dead.pid}-old-deadbeef"
+    aside.mkdir()
+    (aside / "data.yaml").write_text("the previous export\n")
+    with pytest.raises(ExportError, match="not empty"):
+        export_dataset(dataset, out, "yolo")
+    assert (out / "data.yaml").read_text() == "the previous export\n" and not aside.exists()
+
+
+def test_importing_the_same_source_twice_adds_it_once(tmp_path):
+    source = labeled_project(tmp_path / "src", 3, 2)
+    done = run("export", source, "--format", "coco", "--out", tmp_path / "c.zip", "--zip")
+    assert done.returncode == 0, done.stderr
+    write_images(tmp_path / "plain", 2)
+    for _ in range(2):
+        done = run("import", tmp_path / "c.zip", tmp_path / "plain", "--out", tmp_path / "p")
+        assert done.returncode == 0, done.stderr
+    assert "imported 0 image(s), 0 object(s)" in done.stdout and "not added again" in done.stdout
+    with Project.open(tmp_path / "p") as project:
+        assert project.stats()["images"] == 5 and project.stats()["objects"] == 6
+
+
+def test_removing_an_image_spares_a_copy_added_meanwhile(tmp_path, monkeypatch):
+    """remove_images deletes the file after its commit; an identical image added in between (it takes
+    over the same name) keeps its file."""
+    from contextlib import contextmanager
+
+    src = _png(tmp_path / "cat.png")
+    a = Project.create(tmp_path / "p", ["cat"])
+    b = Project.open(tmp_path / "p")  # another process or app thread
+    try:
+        removed = a.add_image(src)
+        real_write, commits = a._write, []
+
+        @contextmanager
+        def write():
+            with real_write() as db:
+                yield db
+            commits.append(1)
+            if len(commits) == 1:  # the removal has just committed; its file is not deleted yet
+                again = b.add_image(src)
+                b.add_object(again.id, (1, 1, 5, 5), "cat")
+
+        monkeypatch.setattr(a, "_write", write)
+        a.remove_images([removed.id])
+        [record] = b.images()
+        assert record.num_objects == 1 and record.path.is_file()
+    finally:
+        a.close()
+        b.close()
+
+
+class _OneCat:
+    """A stand-in detector that finds one "cat" in every image (the store's behaviour is under test)."""
+
+    def detect_batch(self, images, classes, **kwargs):
+        import supervision as sv
+
+        return [sv.Detections(xyxy=np.array([[2.0, 2.0, 20.0, 20.0]]), confidence=np.array([0.9]),
+                              class_id=np.array([0]), data={"class_name": np.array(["cat"])}) for _ in images]
+
+
+def test_a_run_survives_images_and_classes_removed_under_it(tmp_path):
+    from gdino.labeling import LabelSettings, label_images
+
+    with Project.create(tmp_path / "p") as project:
+        ids = [project.add_image(_png(tmp_path / f"{k}.png", k)).id for k in range(4)]
+
+        def read(image_id):  # while the model looks at each image, a person changes the project
+            pixels = project.image(image_id).path
+            if image_id == ids[0]:
+                project.remove_image(image_id)
+            elif image_id == ids[1]:
+                project.set_status(image_id, "skipped")
+            elif image_id == ids[2] and "cat" in project.classes:
+                project.remove_class("cat", delete_objects=True)
+            return pixels
+
+        summary = label_images(project, _OneCat(), ids, LabelSettings(classes=["cat", "dog"]), images=read,
+                               if_status=("unlabeled",), add_all_classes=False)
+        assert summary.gone == [ids[0]] and summary.kept == [ids[1]] and sorted(summary.labeled) == ids[2:]
+        assert project.classes == ["cat"]  # back with the objects that use it; "dog" never found
+        assert [project.image(i).num_objects for i in ids[1:]] == [0, 1, 1]
+
+
+def test_a_dropped_result_adds_no_class(tmp_path):
+    from gdino.labeling import LabelSettings, label_images
+
+    with Project.create(tmp_path / "p") as project:
+        image_id = project.add_image(_png(tmp_path / "a.png")).id
+
+        def read(i):
+            project.set_status(i, "reviewed")  # decided while the model ran
+            return project.image(i).path
+
+        summary = label_images(project, _OneCat(), [image_id], LabelSettings(classes=["cat"]), images=read,
+                               if_status=("unlabeled",), add_all_classes=False)
+        assert summary.kept == [image_id] and project.classes == []
+
+
+def test_a_hand_drawn_box_and_the_labeled_status_are_one_write(tmp_path):
+    with Project.create(tmp_path / "p", ["cat"]) as project:
+        image_id = project.add_image(_png(tmp_path / "a.png")).id
+        project.add_object(image_id, (1, 1, 9, 9), "cat", labeled="auto")
+        assert project.image(image_id).status == "auto"
+        late = project.replace_model_objects(image_id, [{"box": (2, 2, 8, 8), "class_name": "cat", "score": 0.5}],
+                                             if_status=("unlabeled",))  # a batch run's result, arriving late
+        assert late is None and [o.source for o in project.objects(image_id)] == ["manual"]
+
+
+def test_gdino_info_into_a_closed_pipe_is_not_an_error(tmp_path):
+    source = labeled_project(tmp_path, 40, 1)
+    done = subprocess.run(f"{sys.executable} -m gdino.cli info {source} --images | head -1", shell=True, env=env(),
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.stdout.startswith("project") and "Broken pipe" not in done.stderr and "error" not in done.stderr

@@ -4,7 +4,6 @@ as the only memory. The layout wires these to components; the tests call them di
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import re
 import tempfile
 import zipfile
@@ -14,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from gdino.formats import FORMATS, dataset_from_project, export_zip
-from gdino.formats.importing import IMAGE_SUFFIXES, import_zip
+from gdino.formats.importing import IMAGE_SUFFIXES, file_digest, import_zip
 from gdino.labeling import LabelSettings, label_images, parse_class_text
 from gdino.masks import mask_to_rle, rle_to_mask
 from gdino.processing import ImageError, to_rgb
@@ -30,6 +29,20 @@ from .session import Sessions
 USER_ERRORS = (ValueError, OSError)  # PromptError, ImageError, ProjectError, WeightsError are ValueErrors
 
 
+def page_words(app: App, state: dict | None, text: str) -> str:
+    """A message for the page without server paths: an image in the project is called by its name, the
+    project folder "the project", the workspace "the server"."""
+    text = str(text)
+    try:
+        directory = app.sessions.project_dir(state) if state is not None else None
+    except USER_ERRORS:
+        directory = None
+    if directory is not None:
+        text = re.sub(re.escape(str(directory / "images")) + r"/([^'\s]+)", r"\1", text)
+        text = text.replace(f"the project {directory}", "the project").replace(str(directory), "the project")
+    return text.replace(str(app.config.workspace), "the server")
+
+
 @dataclass
 class App:
     config: AppConfig
@@ -39,7 +52,9 @@ class App:
 
 
 def make_app(config: AppConfig) -> App:
-    return App(config, ModelHub(config), Sessions(config), Jobs())
+    jobs = Jobs()
+    sessions = Sessions(config, in_use=jobs.busy)
+    return App(sessions.config, ModelHub(sessions.config), sessions, jobs)
 
 
 # ------------------------------------------------------------------------------------ settings
@@ -90,13 +105,13 @@ def add_uploads(app: App, state: dict, files: list[str] | None) -> str:
         shown = _original_name(path)
         if path.suffix.lower() == ".zip":
             try:
-                report = import_zip(project, path, key="zip-sha256:" + _digest(path))
+                report = import_zip(project, path, key="zip-sha256:" + file_digest(path))
                 added += report.images
                 problems += [f"{shown}: {p}" for p in report.problems]
             except ValueError as err:
                 problems.append(f"{shown}: {err}")
         elif path.suffix.lower() in IMAGE_SUFFIXES:
-            key = "sha256:" + _digest(path)
+            key = "sha256:" + file_digest(path)
             known = project.image_by_key(key)
             if known is not None:
                 already.append(f"{shown} (as {known.name})")
@@ -149,14 +164,6 @@ def _discard(paths: list[Path]) -> None:
     for path in paths:
         with contextlib.suppress(OSError):
             path.unlink()
-
-
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def add_example(app: App, state: dict, name: str) -> str:
@@ -305,7 +312,7 @@ def delete_class(app: App, state: dict, name: str, with_objects: bool) -> str:
     if counts[name] and not with_objects:
         raise ProjectError(f"{counts[name]} object(s) use the class {name!r}: tick 'delete its objects too', or "
                            "rename it to merge it into another class")
-    project.remove_class(name, delete_objects=True)
+    project.remove_class(name, delete_objects=with_objects)  # the store re-checks in its own transaction
     return f"deleted the class {name!r}" + (f" and its {counts[name]} object(s)" if counts[name] else "")
 
 
@@ -339,7 +346,7 @@ def start_auto_label(app: App, state: dict, settings: LabelSettings) -> str:
 
 def job_status(app: App, state: dict) -> str:
     """The project's auto-label job as one line, or "" when it never had one."""
-    job = app.jobs.get(app.sessions.project_dir(state))
+    job = app.jobs.get(app.sessions.project(state).path)
     if job is None:
         return ""
     text = job.text()
@@ -347,11 +354,11 @@ def job_status(app: App, state: dict) -> str:
         project = app.sessions.project(state)
         names = {r.id: r.name for r in project.images()}
         text += "\n" + "\n".join(f"- {names.get(i, i)}: {why}" for i, why in job.failed.items())
-    return text
+    return page_words(app, state, text)
 
 
 def cancel_auto_label(app: App, state: dict) -> str:
-    job = app.jobs.cancel(app.sessions.project_dir(state))
+    job = app.jobs.cancel(app.sessions.project(state).path)
     return "no auto-label job is running" if job is None or not job.running else job.text()
 
 
@@ -395,13 +402,11 @@ def save_boxes(app: App, state: dict, image_id: int | None, value: dict | None) 
             project.update_object(best, box=box, class_name=label)
             free.pop(best)
         else:
-            project.add_object(image_id, box, label, source="manual")
+            project.add_object(image_id, box, label, source="manual", labeled="auto")  # drawn by hand: labeled
         changed = True
     for oid in free:
         project.delete_object(oid)
         changed = True
-    if changed and project.image(image_id).status == "unlabeled":
-        project.set_status(image_id, "auto")  # labeled by hand: auto-label all leaves it alone
     return changed
 
 
@@ -512,7 +517,13 @@ def _object(project, image_id: int, object_id: int):
 
 # ------------------------------------------------------------------------------------- export
 
-def export(app: App, state: dict, fmt: str, reviewed_only: bool) -> str:
+EXPORT_PREFIX = "gdino-app-export-"  # not the library's own temporary folders (gdino-export-)
+EXPORT_KEEP_S = 3600  # an export's zip stays this long for its download (gradio copies it when it sends it)
+
+
+def export(app: App, state: dict, fmt: str, reviewed_only: bool) -> tuple[str, str]:
+    """(the zip's path, a message). The zip's name carries no project id (the id opens the project); zips
+    of earlier exports, of anyone, are deleted once they are an hour old."""
     if fmt not in FORMATS:
         raise ProjectError(f"unknown format {fmt!r}")
     project = app.sessions.project(state)
@@ -520,5 +531,21 @@ def export(app: App, state: dict, fmt: str, reviewed_only: bool) -> str:
     if not dataset.images:
         what = "reviewed images" if reviewed_only else "images"
         raise ProjectError(f"nothing to export: the project has no {what} yet")
-    out = Path(tempfile.mkdtemp(prefix="gdino-export-")) / f"{project.path.name}-{fmt}.zip"
-    return str(export_zip(dataset, out, fmt))
+    _remove_old_exports()
+    skipped: list[tuple[str, str]] = []
+    out = Path(tempfile.mkdtemp(prefix=EXPORT_PREFIX)) / f"gdino-{fmt}.zip"
+    path = str(export_zip(dataset, out, fmt, skipped=skipped))
+    message = f"exported {len(dataset.images) - len(skipped)} image(s) as {fmt}"
+    if skipped:
+        message += "; left out, their files cannot be read:\n" + "\n".join(f"- {n}: {why}" for n, why in skipped)
+    return path, message
+
+
+def _remove_old_exports() -> None:
+    import shutil
+    import time
+
+    for folder in Path(tempfile.gettempdir()).glob(EXPORT_PREFIX + "*"):
+        with contextlib.suppress(OSError):
+            if time.time() - folder.stat().st_mtime > EXPORT_KEEP_S:
+                shutil.rmtree(folder)

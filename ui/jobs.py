@@ -100,6 +100,11 @@ class Jobs:
         job.thread.start()
         return job
 
+    def busy(self, project_dir: Path) -> bool:
+        """Whether a job is running on the project (its Project must stay open)."""
+        job = self.get(project_dir)
+        return job is not None and job.running
+
     def cancel(self, project_dir: Path) -> Job | None:
         job = self.get(project_dir)
         if job is not None and job.running:

@@ -175,7 +175,7 @@ def build(app: h.App) -> gr.Blocks:
                 try:
                     return fn(state, *args)
                 except h.USER_ERRORS as err:
-                    note = f"**Could not do that:** {err}"
+                    note = f"**Could not do that:** {h.page_words(app, state, err)}"
                 try:
                     return refresh(state, note=note)
                 except h.USER_ERRORS:  # the project itself cannot be shown now
@@ -196,7 +196,8 @@ def build(app: h.App) -> gr.Blocks:
                 saved = h.load_prompt(app, state)
                 out = refresh(state, note=note)
             except h.USER_ERRORS as err:
-                return (*only_message(f"**Could not open the project:** {err}"), *[gr.update()] * 7)
+                return (*only_message(f"**Could not open the project:** {h.page_words(app, None, err)}"),
+                        *[gr.update()] * 7)
             shown_link = app.sessions.link(state["token"], address) if app.config.project is None else gr.update()
             return (*out, saved["mode"], saved["classes_text"], saved["prompt_text"], saved["box_threshold"],
                     saved["text_threshold"], saved["masks"] and app.hub.masks_available, shown_link)
@@ -289,7 +290,7 @@ def build(app: h.App) -> gr.Blocks:
                 row = evt.row_value if evt is not None else None
                 return refresh(state, int(row[0])) if row else refresh(state)
             except h.USER_ERRORS as err:
-                return only_message(f"**Could not open that image:** {err}")
+                return only_message(f"**Could not open that image:** {h.page_words(app, state, err)}")
 
         table.select(pick_row, [bstate], outs)
 
@@ -311,18 +312,20 @@ def build(app: h.App) -> gr.Blocks:
 
         shown_done: dict[str, tuple] = {}
 
-        def tick(state, view_name):
-            """Every 2 s: the model status and the job's progress; the list only when the job moved on."""
+        def tick(state, view_name, request: gr.Request):
+            """Every 2 s: the model status and the job's progress; the list only when the job moved on (per
+            page: two tabs of one project both follow it)."""
             try:
                 state = state_of(state)
                 line = h.job_status(app, state)
             except h.USER_ERRORS:
                 return gr.update(), app.hub.status, gr.update(), gr.update()
-            job = app.jobs.get(app.sessions.project_dir(state))
+            job = app.jobs.get(app.sessions.project(state).path)
             mark_ = None if job is None else (id(job), job.done, job.state)
-            if mark_ is None or shown_done.get(state["token"]) == mark_:
+            page = getattr(request, "session_hash", None) or state["token"]
+            if mark_ is None or shown_done.get(page) == mark_:
                 return line, app.hub.status, gr.update(), gr.update()
-            shown_done[state["token"]] = mark_
+            shown_done[page] = mark_
             return line, app.hub.status, h.rows(app, state, view_name), h.review_counter(app, state)
 
         ticker.tick(tick, [bstate, view], [job_line, status, table, counter], show_progress="hidden",
@@ -331,9 +334,9 @@ def build(app: h.App) -> gr.Blocks:
         def do_export(state, fmt_name, only_reviewed):
             try:
                 state = state_of(state)
-                return h.export(app, state, fmt_name, only_reviewed), f"exported {fmt_name}"
+                return h.export(app, state, fmt_name, only_reviewed)
             except h.USER_ERRORS as err:
-                return None, f"**Could not export:** {err}"
+                return None, f"**Could not export:** {h.page_words(app, state, err)}"
 
         export_btn.click(do_export, [bstate, fmt, reviewed_only], [download, message])
 
@@ -369,7 +372,8 @@ def build(app: h.App) -> gr.Blocks:
             try:
                 return on_click(state, image_id, object_id, kind, evt)
             except h.USER_ERRORS as err:
-                return (*refresh(state, note=f"**Could not refine:** {err}"), gr.update(), gr.update())
+                return (*refresh(state, note=f"**Could not refine:** {h.page_words(app, state, err)}"), gr.update(),
+                        gr.update())
 
         click_img.select(on_click_guarded, [bstate, shown_id, obj, click_kind], [*outs, click_img, editor],
                          concurrency_id="model")

@@ -16,6 +16,9 @@ import re
 import secrets
 import threading
 import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
@@ -100,11 +103,17 @@ def page_address(referer: str | None, origin: str | None = None) -> str:
     return ""
 
 
+MAX_OPEN = 64  # projects kept open at once (3 file descriptors each); the least recently used close first
+
+
 class Sessions:
-    def __init__(self, config: AppConfig):
-        self.config = config
-        self._open: dict[Path, Project] = {}
+    def __init__(self, config: AppConfig, in_use: Callable[[Path], bool] = lambda directory: False):
+        # the workspace resolved once: a project's folder must be the same Path however it is reached
+        # (jobs and open projects are keyed by it), e.g. through a $GDINO_WORKSPACE that is a link
+        self.config = replace(config, workspace=config.workspace.expanduser().resolve())
+        self._open: OrderedDict[Path, Project] = OrderedDict()
         self._lock = threading.Lock()
+        self._in_use = in_use  # a project a background job works on is never closed under it
 
     @staticmethod
     def new_state() -> dict:
@@ -197,7 +206,16 @@ class Sessions:
                     self._open[directory] = Project.open(directory)
                 else:
                     self._open[directory] = Project.create(directory, exist_ok=True)
+                self._close_idle()
+            self._open.move_to_end(directory)
             return self._open[directory]
+
+    def _close_idle(self) -> None:
+        """Close the least recently used projects beyond MAX_OPEN (not those a job works on): every visitor
+        gets a project, and each open one holds file descriptors. A closed one opens again when used."""
+        for directory in list(self._open)[: max(0, len(self._open) - MAX_OPEN)]:
+            if not self._in_use(directory):
+                self._open.pop(directory).close()
 
     def open_projects(self) -> list[Project]:
         with self._lock:

@@ -12,7 +12,7 @@ import sys
 import tempfile
 import uuid
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..processing import open_image_file, to_rgb
@@ -55,7 +55,7 @@ def _unique_name(name: str, stems: set[str]) -> str:
 def export_dataset(dataset: Dataset, out_dir: str | Path, fmt: str, *, val_fraction: float = 0.0, seed: int = 0,
                    copy_images: bool = True, segmentation: str = "polygon", overwrite: bool = False,
                    progress: Callable[[int, int], None] | None = None,
-                   skipped: list[tuple[str, str]] | None = None) -> Path:
+                   skipped: list[tuple[str, str]] | None = None, keep: Sequence[Path] = ()) -> Path:
     """Write `dataset` in `fmt` as the folder out_dir. Layouts:
     coco:         annotations/instances_<split>.json, images/<split>/
     yolo(-seg):   data.yaml, images/<split>/, labels/<split>/<stem>.txt
@@ -67,12 +67,14 @@ def export_dataset(dataset: Dataset, out_dir: str | Path, fmt: str, *, val_fract
     An image whose file is missing or unreadable is left out of the export (labels too) and appended to
     `skipped` as (file name, why); the others keep the split they would have had.
     progress(done, total) is called after each image.
+    keep: folders the export must never replace nor lie inside (the project's); the images' own files
+    are always kept out of reach: a target holding one of them is refused, overwrite or not.
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     out = Path(out_dir).absolute()
-    _check_target(out, overwrite, "folder")
-    _remove_stale(out)
+    _remove_stale(out)  # first: it may give a previous export back, which the check must then see
+    _check_target(out, overwrite, "folder", [*keep, *(im.path for im in dataset.images if im.path is not None)])
     tmp = out.parent / f".{out.name}{_PARTIAL}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         tmp.mkdir(parents=True)
@@ -85,36 +87,60 @@ def export_dataset(dataset: Dataset, out_dir: str | Path, fmt: str, *, val_fract
 
 
 class ExportError(ValueError):
-    """An export that cannot be written where asked (the target is not empty, or is a file)."""
+    """An export that cannot be written where asked. `reason` says why in a few words; `overwritable` tells
+    whether overwrite=True would allow it (a non-empty target) or not (a file, the project itself)."""
+
+    def __init__(self, message: str, reason: str = "", overwritable: bool = False):
+        super().__init__(message)
+        self.reason = reason or message
+        self.overwritable = overwritable
 
 
 _PARTIAL = ".gdino-partial-"
 
 
-def _check_target(out: Path, overwrite: bool, kind: str) -> None:
+def _check_target(out: Path, overwrite: bool, kind: str, keep: Sequence[Path] = ()) -> None:
+    """Refuse a target that is a file (folder exports) or a folder (zips), that is or holds or lies inside
+    one of `keep` (the project, the images exported: replacing the target would delete them), or that
+    exists and is not empty, unless overwrite."""
     if kind == "folder" and out.is_file():
-        raise ExportError(f"{out} is a file; choose a folder to export into")
+        raise ExportError(f"{out} is a file; choose a folder to export into", "it is a file")
     if kind == "zip" and out.is_dir():
-        raise ExportError(f"{out} is a folder; choose a .zip file name")
+        raise ExportError(f"{out} is a folder; choose a .zip file name", "it is a folder")
+    target = out.resolve()
+    for path in keep:
+        kept = Path(path).resolve()
+        if kept == target or target in kept.parents:
+            raise ExportError(f"{out} holds {kept.name}, which the export reads; choose a folder of its own",
+                              f"it holds {kept.name}, which the export reads")
+        if kind == "folder" and kept.is_dir() and kept in target.parents:
+            raise ExportError(f"{out} is inside {kept}; choose a folder outside the project",
+                              "it is inside the project")
     if overwrite or not out.exists():
         return
     if kind == "folder" and not any(out.iterdir()):
         return
     raise ExportError(f"{out} already exists{' and is not empty' if kind == 'folder' else ''}; choose another "
-                      "place, or overwrite to replace it whole")
+                      "place, or overwrite to replace it whole",
+                      "it already exists" + (" and is not empty" if kind == "folder" else ""), overwritable=True)
 
 
 def _remove_stale(out: Path) -> None:
-    """Hidden partial exports left beside `out` by processes that were killed (their pid is gone)."""
+    """Hidden partial exports left beside `out` by processes that were killed (their pid is gone). A
+    previous export that a killed process had moved aside (file systems without an atomic exchange) is
+    moved back when `out` is missing, not deleted."""
     if not out.parent.is_dir():
         return
-    for path in out.parent.glob(f".{glob.escape(out.name)}{_PARTIAL}*"):
+    for path in sorted(out.parent.glob(f".{glob.escape(out.name)}{_PARTIAL}*")):
         pid = path.name[len(out.name) + 1 + len(_PARTIAL):].split("-")[0].split(".")[0]
-        if pid.isdigit() and not _alive(int(pid)):
-            if path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-            else:
-                path.unlink(missing_ok=True)
+        if not pid.isdigit() or _alive(int(pid)):
+            continue
+        if "-old-" in path.name and not out.exists():
+            os.rename(path, out)
+        elif path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def _alive(pid: int) -> bool:
@@ -236,13 +262,13 @@ def write_image_upright(image: LabeledImage, dest: Path) -> Path:
 
 def export_zip(dataset: Dataset, zip_path: str | Path, fmt: str, *, overwrite: bool = False,
                progress: Callable[[int, int], None] | None = None, skipped: list[tuple[str, str]] | None = None,
-               **options) -> Path:
+               keep: Sequence[Path] = (), **options) -> Path:
     """export_dataset into one zip file (for the browser's download). Atomic like export_dataset: the zip
     is written under a hidden temporary name beside zip_path and renamed over it when complete. An
     existing zip_path is refused unless overwrite=True."""
     zip_path = Path(zip_path).absolute()
-    _check_target(zip_path, overwrite, "zip")
     _remove_stale(zip_path)
+    _check_target(zip_path, overwrite, "zip", [*keep, *(im.path for im in dataset.images if im.path is not None)])
     zip_path.parent.mkdir(parents=True, exist_ok=True)
     partial = zip_path.parent / f".{zip_path.name}{_PARTIAL}{os.getpid()}-{uuid.uuid4().hex[:8]}.zip"
     try:

@@ -17,6 +17,7 @@ server's disk.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import tempfile
@@ -66,15 +67,22 @@ class _Pending:
 # -- entry points -----------------------------------------------------------------------------------------
 
 
-def import_path(project, source: str | os.PathLike, limits: ImportLimits | None = None) -> ImportReport:
-    """A zip, a COCO .json, or a folder (COCO, YOLO, or plain images), whichever `source` is."""
+def import_path(project, source: str | os.PathLike, limits: ImportLimits | None = None, *,
+                keyed: bool = False) -> ImportReport:
+    """A zip, a COCO .json, or a folder (COCO, YOLO, or plain images), whichever `source` is.
+    keyed: remember each image by where it came from (a zip by its content digest, a folder or a .json by
+    its path), so that importing the same source again adds only what it did not add before."""
     source = Path(source)
+    key = None
+    if keyed:
+        key = f"zip-sha256:{file_digest(source)}" if source.suffix.lower() == ".zip" and source.is_file() else \
+            f"import:{source.resolve()}"
     if source.is_dir():
-        return import_folder(project, source, limits)
+        return import_folder(project, source, limits, key=key)
     if source.suffix.lower() == ".zip":
-        return import_zip(project, source, limits)
+        return import_zip(project, source, limits, key=key)
     if source.suffix.lower() == ".json":
-        return import_coco(project, source, limits=limits)
+        return import_coco(project, source, limits=limits, key=key)
     if source.is_file():
         raise DatasetError(f"{source.name} is not a zip, a COCO .json or a folder")
     raise DatasetError(f"{source.name}: no such file or folder")
@@ -125,7 +133,7 @@ def import_folder(project, folder: str | os.PathLike, limits: ImportLimits | Non
 
 
 def import_coco(project, json_path: str | os.PathLike, images_dir: str | os.PathLike | None = None, *,
-                limits: ImportLimits | None = None) -> ImportReport:
+                limits: ImportLimits | None = None, key: str | None = None) -> ImportReport:
     """A COCO file and its images. The dataset's folder is `images_dir` if given, else the file's folder
     (its parent's, when the file sits in "annotations/", COCO's own layout); file names resolve only
     inside it."""
@@ -141,7 +149,7 @@ def import_coco(project, json_path: str | os.PathLike, images_dir: str | os.Path
         raise DatasetError(f"{name} is not a COCO file: it needs 'images' and 'categories' lists")
     notes: list[str] = []
     pending = _coco_pending([(json_path, data)], root, _files_under(root), limits, notes, note_unlisted=False)
-    return _add(project, pending, limits, notes)
+    return _add(project, pending, limits, notes, key)
 
 
 def import_yolo(project, folder: str | os.PathLike, limits: ImportLimits | None = None) -> ImportReport:
@@ -380,6 +388,15 @@ def _project_name(name: str) -> str:
     stem, suffix = os.path.splitext(name)
     suffix = suffix[:16]
     return stem.encode()[:NAME_MAX_BYTES - len(suffix.encode())].decode("utf-8", "ignore") + suffix
+
+
+def file_digest(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, read in chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _project_spelling(project, classes: list[str]) -> list[str]:
