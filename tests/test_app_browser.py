@@ -5,39 +5,21 @@ reload and see the same labels, export COCO and check the zip."""
 import contextlib
 import io
 import json
-import os
-import shutil
-import socket
 import zipfile
 
 import numpy as np
 import pytest
+from app_harness import free_port, needs_browser, profile, start
 from PIL import Image
 from tiny_sam import save_tiny_sam
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-# CI installs chromium and sets GDINO_REQUIRE_BROWSER=1, so there a missing browser fails instead of skipping
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM) and not os.environ.get("GDINO_REQUIRE_BROWSER"),
-                                reason="needs Debian's chromium: apt-get install -y chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+pytestmark = needs_browser
 
 
 @pytest.fixture
 def server(tiny_hf, tmp_path):
-    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-    from ui import build_app, launch, parse_args
-
-    config = parse_args(["--model", str(tiny_hf[1]), "--sam", str(save_tiny_sam(tmp_path / "sam.pth")),
-                         "--workspace", str(tmp_path / "ws"), "--port", str(free_port())])
-    demo, app = build_app(config)
-    launch(demo, config, prevent_thread_lock=True, quiet=True)
+    demo, app = start(["--model", str(tiny_hf[1]), "--sam", str(save_tiny_sam(tmp_path / "sam.pth")),
+                       "--workspace", str(tmp_path / "ws"), "--port", str(free_port())])
     yield demo.local_url, app
     demo.close()
     app.sessions.close()
@@ -48,9 +30,7 @@ def browser(tmp_path):
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=CHROMIUM,
-                                                        headless=True, args=ARGS, viewport={"width": 1400, "height": 1000},
-                                                        accept_downloads=True)
+        context = profile(pw, tmp_path / "profile", accept_downloads=True)
         yield context
         context.close()
 

@@ -3,8 +3,11 @@ Detect answers while the job is still running, between two of its images, and th
 during the job with the page's own buttons; what the project stores is checked, not only the page."""
 
 import numpy as np
+from app_harness import needs_browser, profile
 from PIL import Image
-from test_app_browser import ARGS, CHROMIUM, pytestmark, server  # noqa: F401  (fixtures and the skip rule)
+from test_app_browser import server  # noqa: F401  (the fixture)
+
+pytestmark = needs_browser
 
 N_IMAGES = 40
 
@@ -24,10 +27,7 @@ def test_a_job_leaves_other_visitors_and_its_owner_free(server, tmp_path):  # no
 
     url, app = server
     with sync_playwright() as pw:
-        contexts = [pw.chromium.launch_persistent_context(str(tmp_path / f"profile{k}"), executable_path=CHROMIUM,
-                                                          headless=True, args=ARGS,
-                                                          viewport={"width": 1400, "height": 1000})
-                    for k in range(2)]
+        contexts = [profile(pw, tmp_path / f"profile{k}") for k in range(2)]
         try:
             a, b = (context.new_page() for context in contexts)
             for page, n, seed in ((a, N_IMAGES, 1), (b, 1, 2)):

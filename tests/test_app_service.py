@@ -6,7 +6,6 @@ never an error, and never reach outside the workspace."""
 import http.client
 import multiprocessing
 import os
-import socket
 import stat
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ from urllib.parse import quote, urlsplit
 
 import numpy as np
 import pytest
+from app_harness import free_port, start
 from PIL import Image
 from tiny_sam import save_tiny_sam
 
@@ -26,26 +26,10 @@ ROOT = Path(__file__).resolve().parents[1]
 ASSETS = ROOT / "assets"
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def photo(path: Path, seed=0) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(np.random.default_rng(seed).integers(0, 255, (48, 64, 3), dtype=np.uint8)).save(path)
     return path
-
-
-def start(config_args):
-    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-    from ui import build_app, launch, parse_args
-
-    config = parse_args(config_args)
-    demo, app = build_app(config)
-    launch(demo, config, prevent_thread_lock=True, quiet=True)
-    return demo, app
 
 
 @pytest.fixture

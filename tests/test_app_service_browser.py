@@ -3,48 +3,21 @@ after a real server restart (same browser profile), opens from its project link 
 a forged project id or link gets a message in the page, never an error."""
 
 import json
-import os
-import shutil
-import socket
 
 import numpy as np
 import pytest
+from app_harness import free_port, needs_browser, profile, start
 from PIL import Image
 from tiny_sam import save_tiny_sam
 
 from ui.session import valid_token
 
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
-pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM) and not os.environ.get("GDINO_REQUIRE_BROWSER"),
-                                reason="needs Debian's chromium: apt-get install -y chromium")
-ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start(args):
-    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
-    from ui import build_app, launch, parse_args
-
-    config = parse_args(args)
-    demo, app = build_app(config)
-    launch(demo, config, prevent_thread_lock=True, quiet=True)
-    return demo, app
+pytestmark = needs_browser
 
 
 def stop(demo, app):
     demo.close()
     app.sessions.close()
-
-
-def profile(pw, path):
-    return pw.chromium.launch_persistent_context(str(path), executable_path=CHROMIUM, headless=True, args=ARGS,
-                                                 viewport={"width": 1400, "height": 1000})
 
 
 def loaded(page, url):

@@ -3,8 +3,11 @@ the page keeps working; an image whose file breaks later shows a placeholder and
 the page's button; uploading twice in the same page adds each file once. Checked in the project store."""
 
 import numpy as np
+from app_harness import needs_browser, profile
 from PIL import Image
-from test_app_browser import ARGS, CHROMIUM, pytestmark, server  # noqa: F401  (fixtures and the skip rule)
+from test_app_browser import server  # noqa: F401  (the fixture)
+
+pytestmark = needs_browser
 
 
 def _photo(path, seed, size=(120, 160)):
@@ -28,8 +31,7 @@ def test_broken_and_repeated_uploads(server, tmp_path):  # noqa: F811  (the impo
     empty = tmp_path / "empty.jpg"
     empty.write_bytes(b"")
     with sync_playwright() as pw:
-        context = pw.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=CHROMIUM,
-                                                        headless=True, args=ARGS, viewport={"width": 1400, "height": 1000})
+        context = profile(pw, tmp_path / "profile")
         try:
             page = context.new_page()
             page.goto(url, wait_until="load")

@@ -1,0 +1,38 @@
+"""What the app's tests share: the browser (Debian's chromium, driven by playwright), a free port, and the
+app started as `python app.py` would start it, in this process."""
+
+import os
+import shutil
+import socket
+
+import pytest
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+# CI installs chromium and sets GDINO_REQUIRE_BROWSER=1, so there a missing browser fails instead of skipping
+needs_browser = pytest.mark.skipif(not os.path.exists(CHROMIUM) and not os.environ.get("GDINO_REQUIRE_BROWSER"),
+                                   reason="needs Debian's chromium: apt-get install -y chromium")
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+        "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start(args: list[str]):
+    """(gradio Blocks, App): the app built and served from `python app.py ARGS`' flags, without blocking."""
+    os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
+    from ui import build_app, launch, parse_args
+
+    config = parse_args(args)
+    demo, app = build_app(config)
+    launch(demo, config, prevent_thread_lock=True, quiet=True)
+    return demo, app
+
+
+def profile(pw, path, **options):
+    """A fresh Chromium profile in `path` (its own storage: a new visitor)."""
+    return pw.chromium.launch_persistent_context(str(path), executable_path=CHROMIUM, headless=True, args=ARGS,
+                                                 viewport={"width": 1400, "height": 1000}, **options)
