@@ -13,6 +13,7 @@ contents.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import filecmp
 import json
@@ -20,6 +21,7 @@ import os
 import shutil
 import sqlite3
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -183,6 +185,7 @@ class Project:
             if db is not None:
                 db.close()
             raise
+        _remove_abandoned(directory / IMAGES_DIR)
         return cls(directory, db)
 
     @classmethod
@@ -796,6 +799,19 @@ def upright_size(path: Path) -> tuple[int, int]:
         orientation = 1 if f.format == "PNG" and "exif" not in f.info else f.getexif().get(0x0112, 1)
         width, height = f.size
     return (height, width) if orientation in (5, 6, 7, 8) else (width, height)  # 5-8 rotate by 90 degrees
+
+
+ABANDONED_AFTER_S = 86_400  # an add's temporary copy older than this belongs to a process that was killed
+
+
+def _remove_abandoned(folder: Path) -> None:
+    """Delete the hidden temporary copies (".adding-*") that killed adds and imports left in images/. Only
+    old ones: a live process's copy exists for seconds, never a day."""
+    now = time.time()
+    for path in folder.glob(".adding-*"):
+        with contextlib.suppress(OSError):
+            if now - path.stat().st_mtime > ABANDONED_AFTER_S:
+                path.unlink()
 
 
 def _same_bytes(a: Path, b: Path) -> bool:

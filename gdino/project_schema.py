@@ -183,11 +183,24 @@ def class_names(names: Iterable[str]) -> list[str]:
     return out
 
 
+NAME_MAX_BYTES = 200  # an image's name; longer ones are shortened (file systems stop at 255, and "_2" may follow)
+
+
 def image_name(name: str) -> str:
-    # the name is also the file name in images/, so it must not be able to leave that folder
+    """A plain file name (it is also the file's name in images/, so it must not be able to leave that
+    folder). Bytes that are not UTF-8 (a file name from disk) become U+FFFD; a name over NAME_MAX_BYTES
+    keeps its suffix and loses the end of its stem."""
     if not isinstance(name, str) or name.strip() in ("", ".", "..") or any(c in name for c in "/\\\0"):
         raise ProjectError(f"an image name must be a plain file name (no slashes), got {name!r}")
-    return name.strip()
+    name = name.strip().encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    if len(name.encode()) <= NAME_MAX_BYTES:
+        return name
+    stem, dot, suffix = name.rpartition(".")
+    if not dot or not stem or len(suffix) > 16:
+        stem, suffix = name, ""
+    else:
+        suffix = "." + suffix
+    return stem.encode()[: NAME_MAX_BYTES - len(suffix.encode())].decode("utf-8", "ignore") + suffix
 
 
 def check_status(status: str) -> str:

@@ -7,6 +7,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -493,3 +494,30 @@ def test_gdino_info_into_a_closed_pipe_is_not_an_error(tmp_path):
     done = subprocess.run(f"{sys.executable} -m gdino.cli info {source} --images | head -1", shell=True, env=env(),
                           capture_output=True, text=True, cwd=tmp_path)
     assert done.stdout.startswith("project") and "Broken pipe" not in done.stderr and "error" not in done.stderr
+
+
+def test_long_and_undecodable_file_names_are_added_under_a_safe_name(tmp_path):
+    """A 254-byte name twice (the second gets "_1": over the file system's 255 bytes unless shortened) and a
+    name that is not UTF-8, as a folder on disk can hold them."""
+    long_name = "x" * 250 + ".png"  # 254 bytes: with "_1" 256, over the limit
+    odd = os.fsdecode(b"caf\xe9.png")  # Latin-1 bytes: not UTF-8
+    first = _png(tmp_path / "a" / long_name, 1)
+    second = _png(tmp_path / "b" / long_name, 2)
+    third = _png(tmp_path / "c" / odd, 3)
+    with Project.create(tmp_path / "p") as project:
+        names = [project.add_image(path).name for path in (first, second, third)]
+        assert all(len(n.encode()) <= 255 for n in names) and names[0].endswith(".png")
+        assert names[1] != names[0] and names[2] == "caf\ufffd.png"
+        assert all(r.path.is_file() for r in project.images())
+
+
+def test_abandoned_temporary_copies_are_cleaned_when_a_project_opens(tmp_path):
+    Project.create(tmp_path / "p").close()
+    images = tmp_path / "p" / "images"
+    old, fresh = images / ".adding-old", images / ".adding-fresh"
+    old.write_bytes(b"left by a killed import")
+    fresh.write_bytes(b"another process is adding this one right now")
+    day_ago = time.time() - 2 * 86_400
+    os.utime(old, (day_ago, day_ago))
+    Project.open(tmp_path / "p").close()
+    assert not old.exists() and fresh.exists()

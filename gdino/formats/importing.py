@@ -26,6 +26,7 @@ from pathlib import Path
 
 from ..processing import ImageError
 from ..project import NewImage, decoded_size
+from ..project_schema import image_name
 from ..safezip import extract_zip
 from .coco import is_coco, load_json, parse_coco
 from .problems import Problems
@@ -36,7 +37,6 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 YAML_NAMES = ("data.yaml", "dataset.yaml")
 YAML_MAX_BYTES = 1_000_000  # a data.yaml is a few lines; PyYAML takes seconds per 10 kB of hostile nesting
 YAML_MAX_DEPTH = 32  # nested [ and { (real ones use 2)
-NAME_MAX_BYTES = 200  # an image's name in the project; longer ones are shortened (file systems stop at 255)
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 __all__ = ["DatasetError", "IMAGE_SUFFIXES", "ImportLimits", "ImportReport", "import_coco", "import_folder",
@@ -365,7 +365,7 @@ def _add(project, pending: list[_Pending], limits: ImportLimits, notes: list[str
                     classes.append(c)
             scored = any(o.get("score") is not None for o in objects)
             status = ("auto" if scored else "reviewed") if item.labeled else "unlabeled"
-            records.append(NewImage(item.path, _project_name(Path(item.name).name), width, height, status,
+            records.append(NewImage(item.path, image_name(Path(item.name).name), width, height, status,
                                     tuple({"box": o["box"], "class_name": item.classes[o["class_id"]],
                                            "score": o.get("score"), "mask": o.get("mask")} for o in objects),
                                     key=None if key is None else f"{key}/{item.name}"))
@@ -376,18 +376,6 @@ def _add(project, pending: list[_Pending], limits: ImportLimits, notes: list[str
     if len(added) < len(records):
         notes.append(f"{len(records) - len(added)} image(s) came in with this same archive before; not added again")
     return ImportReport(images=len(added), objects=sum(r.num_objects for r in added), problems=notes)
-
-
-def _project_name(name: str) -> str:
-    """A file's name as the project's image name: bytes that are not UTF-8 (Python hands them over as
-    surrogates, which SQLite refuses) become U+FFFD, and the stem is cut to fit NAME_MAX_BYTES (the project
-    may append "_2", and file systems refuse names over 255 bytes)."""
-    name = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-    if len(name.encode()) <= NAME_MAX_BYTES:
-        return name
-    stem, suffix = os.path.splitext(name)
-    suffix = suffix[:16]
-    return stem.encode()[:NAME_MAX_BYTES - len(suffix.encode())].decode("utf-8", "ignore") + suffix
 
 
 def file_digest(path: str | os.PathLike) -> str:
