@@ -601,11 +601,13 @@ def cmd_rm(args: argparse.Namespace) -> int:
     with Project.open(args.project) as project:
         images = project.images(status=args.status, order="name")
         if args.names:
-            unmatched = [n for n in args.names if not any(fnmatch.fnmatch(r.name.casefold(), n.casefold()) for r in images)]
+            hits = {n: {r.id for r in images if fnmatch.fnmatch(r.name.casefold(), n.casefold())} for n in args.names}
+            unmatched = [n for n, ids in hits.items() if not ids]
             if unmatched:
                 raise UsageError(f"no image{' with --status ' + args.status if args.status else ''} matches "
                                  f"{', '.join(map(repr, unmatched))}; list them with gdino info {args.project} --images")
-            images = [r for r in images if any(fnmatch.fnmatch(r.name.casefold(), n.casefold()) for n in args.names)]
+            chosen = set().union(*hits.values())
+            images = [r for r in images if r.id in chosen]
         if not images:
             print(f"nothing to remove: no image has status {args.status}")
             return 0

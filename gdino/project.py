@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from .processing import ImageError, open_image_file, to_rgb
+from .durable import fsync
+from .processing import ImageError, to_rgb
 from .project_schema import (
     MIGRATIONS,
     SOURCES,
@@ -233,8 +234,7 @@ class Project:
         (busy past the timeout, disk full, read-only) come out as ProjectErrors that say what to do."""
         with self._lock:
             db = self._open_db()
-            if self.read_only:
-                raise translate(sqlite3.OperationalError("readonly"), self._dir)
+            self._check_writable()
             try:
                 db.execute("BEGIN IMMEDIATE")  # take the write lock now, not halfway through
             except sqlite3.Error as err:
@@ -262,6 +262,10 @@ class Project:
                         db.execute("COMMIT")
             except sqlite3.Error as err:
                 raise translate(err, self._dir) from err
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise translate(sqlite3.OperationalError("readonly"), self._dir)
 
     def _open_db(self) -> sqlite3.Connection:
         if self._db is None:
@@ -421,14 +425,13 @@ class Project:
         unique name and record it, one transaction. The file is complete and synced before its row
         commits: a crash leaves at worst an unreferenced hidden file, never a row pointing at a missing or
         partial one."""
-        if self.read_only:
-            raise translate(sqlite3.OperationalError("readonly"), self._dir)
+        self._check_writable()  # before any file is written
         images = self._dir / IMAGES_DIR
         tmp, placed = images / f".adding-{uuid.uuid4().hex}", None
         try:
             images.mkdir(exist_ok=True)
             write(tmp)
-            _fsync(tmp)
+            fsync(tmp)
             width, height = decoded_size(tmp, name)
             with self._write() as db:  # the write lock keeps another process from taking the same name or key
                 found = self._keyed(db, key)
@@ -437,16 +440,14 @@ class Project:
                 name = self._free_name(db, name, images, tmp)
                 placed = images / name
                 os.replace(tmp, placed)
-                _fsync(images)
+                fsync(images)
                 record = self._insert_image(db, name, f"{IMAGES_DIR}/{name}", True, width, height, key)
             return record
-        except OSError as err:
+        except BaseException as err:
             if placed is not None:
                 placed.unlink(missing_ok=True)
-            raise _os_error(err, self._dir) from err
-        except BaseException:
-            if placed is not None:
-                placed.unlink(missing_ok=True)
+            if isinstance(err, OSError):
+                raise _os_error(err, self._dir) from err
             raise
         finally:
             tmp.unlink(missing_ok=True)
@@ -467,8 +468,7 @@ class Project:
             check_status(item.status)
             check_source(item.source)
             image_name(item.name)
-        if self.read_only:
-            raise translate(sqlite3.OperationalError("readonly"), self._dir)
+        self._check_writable()  # before any file is copied
         folder = self._dir / IMAGES_DIR
         temps: list[Path] = []
         placed: list[Path] = []
@@ -478,7 +478,7 @@ class Project:
                 tmp = folder / f".adding-{uuid.uuid4().hex}"
                 temps.append(tmp)
                 shutil.copyfile(item.path, tmp)
-                _fsync(tmp)
+                fsync(tmp)
             records = []
             with self._write() as db:
                 self._add_classes(db, classes)
@@ -497,7 +497,7 @@ class Project:
                                             obj.get("mask"), fetch=False)
                     db.execute("UPDATE images SET status = ? WHERE id = ?", (item.status, record.id))
                     records.append(record.id)
-                _fsync(folder)
+                fsync(folder)
                 out = [self._image(db, image_id) for image_id in records]
             placed = []
             return out
@@ -791,16 +791,6 @@ def _os_error(err: OSError, directory: Path) -> Exception:
     return err
 
 
-def upright_size(path: Path) -> tuple[int, int]:
-    """(width, height) of the image file as `to_rgb` returns it (EXIF orientation applied), read from the
-    header and the orientation tag without decoding pixels. Refuses what `to_rgb` refuses, same messages."""
-    with open_image_file(path) as f:
-        # PIL only finds a PNG eXIf chunk stored after the pixels by decoding them all; such files are rare
-        orientation = 1 if f.format == "PNG" and "exif" not in f.info else f.getexif().get(0x0112, 1)
-        width, height = f.size
-    return (height, width) if orientation in (5, 6, 7, 8) else (width, height)  # 5-8 rotate by 90 degrees
-
-
 ABANDONED_AFTER_S = 86_400  # an add's temporary copy older than this belongs to a process that was killed
 
 
@@ -819,20 +809,6 @@ def _same_bytes(a: Path, b: Path) -> bool:
         return a.is_file() and not a.is_symlink() and filecmp.cmp(a, b, shallow=False)
     except OSError:
         return False
-
-
-def _fsync(path: Path) -> None:
-    """Flush a file's bytes, or a folder's entries, to disk (Windows cannot open folders: skipped there)."""
-    if path.is_dir():
-        if os.name != "nt":
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        return
-    with open(path, "rb+") as f:
-        os.fsync(f.fileno())
 
 
 def _object_record(row) -> ObjectRecord:

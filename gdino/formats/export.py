@@ -15,6 +15,7 @@ import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from ..durable import fsync
 from ..processing import open_image_file, to_rgb
 from .coco import coco_records, write_coco
 from .dataset import Dataset, LabeledImage, LabeledObject, split_images
@@ -74,7 +75,7 @@ def export_dataset(dataset: Dataset, out_dir: str | Path, fmt: str, *, val_fract
         raise ValueError(f"unknown export format {fmt!r}; choose one of {', '.join(FORMATS)}")
     out = Path(out_dir).absolute()
     _remove_stale(out)  # first: it may give a previous export back, which the check must then see
-    _check_target(out, overwrite, "folder", [*keep, *(im.path for im in dataset.images if im.path is not None)])
+    _check_target(out, overwrite, "folder", _kept(dataset, keep))
     tmp = out.parent / f".{out.name}{_PARTIAL}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         tmp.mkdir(parents=True)
@@ -97,6 +98,11 @@ class ExportError(ValueError):
 
 
 _PARTIAL = ".gdino-partial-"
+
+
+def _kept(dataset: Dataset, keep: Sequence[Path]) -> list[Path]:
+    """What an export target may neither be, hold nor lie inside: `keep` and every exported image's file."""
+    return [*keep, *(image.path for image in dataset.images if image.path is not None)]
 
 
 def _check_target(out: Path, overwrite: bool, kind: str, keep: Sequence[Path] = ()) -> None:
@@ -156,7 +162,7 @@ def _alive(pid: int) -> bool:
 def _swap_into_place(new: Path, out: Path) -> None:
     """Move the finished folder `new` to `out`. An existing `out` is exchanged with it in one atomic step
     (renameat2 RENAME_EXCHANGE, Linux), then deleted; elsewhere it is moved aside first."""
-    _fsync_dir(new)
+    fsync(new)
     if not out.exists():
         os.rename(new, out)
     elif not _exchange(new, out):
@@ -164,7 +170,7 @@ def _swap_into_place(new: Path, out: Path) -> None:
         os.rename(out, aside)
         os.rename(new, out)
         shutil.rmtree(aside, ignore_errors=True)
-    _fsync_dir(out.parent)
+    fsync(out.parent)
     if new.exists():  # after an exchange: the previous export
         shutil.rmtree(new, ignore_errors=True)
 
@@ -180,16 +186,6 @@ def _exchange(a: Path, b: Path) -> bool:
     at_fdcwd, rename_exchange = -100, 2
     # fails (not 0) e.g. on a file system without RENAME_EXCHANGE: the caller then moves `b` aside instead
     return renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0
-
-
-def _fsync_dir(path: Path) -> None:
-    if os.name == "nt":
-        return
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_export(dataset: Dataset, out: Path, fmt: str, val_fraction: float, seed: int, copy_images: bool,
@@ -268,7 +264,7 @@ def export_zip(dataset: Dataset, zip_path: str | Path, fmt: str, *, overwrite: b
     existing zip_path is refused unless overwrite=True."""
     zip_path = Path(zip_path).absolute()
     _remove_stale(zip_path)
-    _check_target(zip_path, overwrite, "zip", [*keep, *(im.path for im in dataset.images if im.path is not None)])
+    _check_target(zip_path, overwrite, "zip", _kept(dataset, keep))
     zip_path.parent.mkdir(parents=True, exist_ok=True)
     partial = zip_path.parent / f".{zip_path.name}{_PARTIAL}{os.getpid()}-{uuid.uuid4().hex[:8]}.zip"
     try:
@@ -279,10 +275,9 @@ def export_zip(dataset: Dataset, zip_path: str | Path, fmt: str, *, overwrite: b
                 for file in sorted(root.rglob("*")):
                     if file.is_file():
                         zf.write(file, file.relative_to(root).as_posix())
-            with open(partial, "rb+") as f:
-                os.fsync(f.fileno())
+            fsync(partial)
         os.replace(partial, zip_path)
-        _fsync_dir(zip_path.parent)
+        fsync(zip_path.parent)
     finally:
         partial.unlink(missing_ok=True)
     return zip_path
