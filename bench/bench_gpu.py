@@ -142,9 +142,11 @@ def main() -> None:
         agree, rows = time_models(model_dir, tokenizer, device, h, w, args.batches, args.repeats)
     op = {dtype: time_op(device, dtype, args.repeats) for dtype in (torch.float32, torch.bfloat16)}
 
+    import transformers
+
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"Grounding DINO Swin-T (random weights) on {name}, input {h}x{w}, prompt {CAPTION!r}, "
-          f"torch {torch.__version__}, median of {args.repeats}")
+          f"torch {torch.__version__}, transformers {transformers.__version__}, median of {args.repeats}")
     print(f"same outputs in float32: {agree['within_1e-3']:.1%} of queries within 1e-3 (median {agree['median']:.1e})\n")
     print("| dtype | batch | transformers (images/s) | gdino (images/s) | gdino speed-up | peak MB transformers / gdino |")
     print("|---|---:|---:|---:|---:|---:|")
