@@ -534,7 +534,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 def _export(project: Project, fmt: str, out: Path, *, reviewed_only: bool, val_fraction: float, seed: int,
             as_zip: bool, overwrite: bool, flag: str = "--out") -> int:
     """Exit code 0, or 1 when there was nothing to export or some images could not be read (left out)."""
-    dataset = dataset_from_project(project, reviewed_only=reviewed_only)
+    phrases: dict[str, int] = {}
+    dataset = dataset_from_project(project, reviewed_only=reviewed_only, left_out=phrases)
     if not dataset.images:
         which = "reviewed images (--reviewed-only)" if reviewed_only else "images that are not skipped"
         print(f"gdino export: nothing to export: {project.path} has no {which}", file=sys.stderr)
@@ -557,6 +558,10 @@ def _export(project: Project, fmt: str, out: Path, *, reviewed_only: bool, val_f
     counts = ", ".join(f"{name} {sum(im.file_name not in left_out for im in images)}" for name, images in splits.items())
     objects = sum(len(image.objects) for image in exported)
     print(f"exported {len(exported)} image(s) ({counts}), {objects} object(s) as {fmt} to {written}")
+    if phrases:  # the app's free-text prompts: labels that are no category until someone maps them
+        listed = ", ".join(f"{phrase!r} ({n})" for phrase, n in phrases.items())
+        print(f"left out {sum(phrases.values())} object(s) labeled with free-text phrases not mapped to a class: "
+              f"{listed}; map them to classes in the app (Free text: map a found phrase) to export them", file=sys.stderr)
     if skipped:
         print(f"left out {len(skipped)} image(s) whose file could not be read (fix or remove them: gdino rm):")
         for name, why in skipped:
@@ -637,6 +642,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         _table("status", "images", stats["status"])
         print()
         _table("class", "objects", stats["classes"] or {"(none yet)": 0})
+        if stats["phrases"]:
+            print()
+            _table("phrase", "objects", stats["phrases"])
         if records:
             print()
             width = max(len("image"), *(len(r.name) for r in records))

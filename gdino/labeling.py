@@ -111,6 +111,7 @@ def label_images(
     images: Callable[[int], object] | None = None,
     if_status: Iterable[str] | None = None,
     add_all_classes: bool = True,
+    keep_phrases: bool = False,
 ) -> LabelSummary:
     """Detect in each image and store the results as its model objects.
 
@@ -123,6 +124,9 @@ def label_images(
     add_all_classes: add every class of `settings` to the project up front (the command line: the
     classes someone listed are the dataset's categories), or, when False, only the classes that a stored
     detection has (the app: a prompt tried and dropped leaves the project's class list as it was).
+    keep_phrases: free text only. True: the phrases found label their objects as phrases, outside the class
+    list, until a person maps them to classes (`Project.map_phrase`; the app). False: they become classes
+    (the command line, where `--prompt` asks for exactly that dataset).
     """
     if settings.masks and segmenter is None:
         raise ValueError("masks were asked for but no SAM model is loaded")
@@ -167,14 +171,17 @@ def label_images(
                 continue
             found = set(dets.data["class_name"]) if len(dets) else set()
             # the classes join the project with the objects, in one transaction (free text: the phrases)
-            classes = sorted(found) if settings.prompt is not None else [c for c in settings.labels() if c in found]
+            if settings.prompt is None:
+                classes, phrases = [c for c in settings.labels() if c in found], []
+            else:
+                classes, phrases = ([], sorted(found)) if keep_phrases else (sorted(found), [])
             masks = segmenter.segment(px, dets.xyxy).masks if settings.masks and len(dets) else None
             objects = [{"box": [float(v) for v in dets.xyxy[k]], "class_name": str(dets.data["class_name"][k]),
                         "score": float(dets.confidence[k]), "mask": None if masks is None else mask_to_rle(masks[k])}
                        for k in range(len(dets))]
             try:
                 stored = project.replace_model_objects(image_id, objects, run=settings.to_run(), if_status=if_status,
-                                                       classes=classes)
+                                                       classes=classes, phrases=phrases)
             except ProjectError:
                 if not project.has_image(image_id):  # removed while the model looked at it: nothing to store
                     summary.gone.append(image_id)

@@ -77,11 +77,12 @@ class ImageRecord:
 class ObjectRecord:
     id: int
     image_id: int
-    class_name: str
+    class_name: str  # the class, or for a phrase object the phrase
     box: tuple[float, float, float, float]  # xyxy, pixels of the upright image
     score: float | None
     source: str  # "model" or "manual"
     mask: dict | None  # COCO RLE {"size": [h, w], "counts": ...} of the upright image
+    phrase: bool = False  # labeled with a free-text phrase not yet mapped to a class (see Project.phrases)
 
 
 @dataclass(frozen=True)
@@ -111,7 +112,7 @@ _ORDER_BY = {
     "confidence": "min_score IS NULL, min_score, i.id",  # least confident first, images without model objects last
 }
 _OBJECT_SELECT = """
-    SELECT o.id, o.image_id, c.name, o.x0, o.y0, o.x1, o.y1, o.score, o.source, o.mask
+    SELECT o.id, o.image_id, c.name, o.x0, o.y0, o.x1, o.y1, o.score, o.source, o.mask, c.kind
     FROM objects o JOIN classes c ON c.id = o.class_id"""
 
 
@@ -277,7 +278,16 @@ class Project:
     @property
     def classes(self) -> list[str]:
         with self._read() as db:
-            return [name for (name,) in db.execute("SELECT name FROM classes ORDER BY position, id")]
+            return [name for (name,) in db.execute("SELECT name FROM classes WHERE kind = 'class' ORDER BY position, id")]
+
+    @property
+    def phrases(self) -> list[str]:
+        """Free-text phrases that label objects but are not classes yet (the app's free-text prompts find
+        them; `map_phrase` turns them into classes). Not in `classes`, not exported."""
+        with self._read() as db:
+            return [name for (name,) in db.execute(
+                "SELECT c.name FROM classes c WHERE c.kind = 'phrase' AND EXISTS (SELECT 1 FROM objects o "
+                "WHERE o.class_id = c.id) ORDER BY c.position, c.id")]
 
     def add_classes(self, names: Iterable[str]) -> list[str]:
         """Append classes. Names already present (case-insensitively) are left as they are, so the call
@@ -288,20 +298,73 @@ class Project:
 
     @staticmethod
     def _add_classes(db: sqlite3.Connection, names: list[str]) -> list[str]:
-        known = {n.casefold() for (n,) in db.execute("SELECT name FROM classes")}
-        added = [n for n in names if n.casefold() not in known]
-        start = db.execute("SELECT COALESCE(MAX(position), -1) + 1 FROM classes").fetchone()[0]
-        db.executemany("INSERT INTO classes (name, position) VALUES (?, ?)", [(n, start + k) for k, n in enumerate(added)])
+        """A name that is a phrase makes that phrase a class (its objects with it), respelled as given."""
+        rows = {n.casefold(): (cid, kind) for cid, n, kind in db.execute("SELECT id, name, kind FROM classes")}
+        added = []
+        for name in names:
+            cid, kind = rows.get(name.casefold(), (None, None))
+            if kind == "class":
+                continue
+            position = db.execute("SELECT COALESCE(MAX(position), -1) + 1 FROM classes").fetchone()[0]
+            if cid is None:
+                db.execute("INSERT INTO classes (name, position) VALUES (?, ?)", (name, position))
+            else:
+                db.execute("UPDATE classes SET name = ?, kind = 'class', position = ? WHERE id = ?", (name, position, cid))
+            rows[name.casefold()] = (cid, "class")
+            added.append(name)
         return added
+
+    @staticmethod
+    def _add_phrases(db: sqlite3.Connection, names: list[str]) -> None:
+        """Phrases the project lacks (a name that is already a class or phrase stays what it is)."""
+        known = {n.casefold() for (n,) in db.execute("SELECT name FROM classes")}
+        for name in names:
+            if name.casefold() not in known:
+                position = db.execute("SELECT COALESCE(MAX(position), -1) + 1 FROM classes").fetchone()[0]
+                db.execute("INSERT INTO classes (name, position, kind) VALUES (?, ?, 'phrase')", (name, position))
+                known.add(name.casefold())
+
+    def map_phrase(self, phrase: str, class_name: str) -> int:
+        """Give every object labeled with a free-text `phrase` the class `class_name` (an existing class,
+        matched case-insensitively, or a new one, added at the end of the list), in one transaction. The
+        objects keep their source, score and mask. Returns how many objects it moved."""
+        (target,) = class_names([class_name])
+        with self._write() as db:
+            row = db.execute("SELECT id, kind FROM classes WHERE name = ?", (str(phrase).strip(),)).fetchone()
+            if row is None or row[1] != "phrase":
+                raise ProjectError(f"{phrase!r} is not a phrase found by a free-text prompt in this project; "
+                                   f"its phrases are {self._names(db, 'phrase')}")
+            phrase_id = row[0]
+            moved = db.execute("SELECT COUNT(*) FROM objects WHERE class_id = ?", (phrase_id,)).fetchone()[0]
+            other = db.execute("SELECT id FROM classes WHERE name = ? AND id != ?", (target, phrase_id)).fetchone()
+            if other is None:  # a new class: the phrase's row becomes it
+                position = db.execute("SELECT COALESCE(MAX(position), -1) + 1 FROM classes").fetchone()[0]
+                db.execute("UPDATE classes SET name = ?, kind = 'class', position = ? WHERE id = ?",
+                           (target, position, phrase_id))
+            else:  # an existing class (or another phrase, which becomes a class)
+                self._add_classes(db, [target])
+                db.execute("UPDATE objects SET class_id = ? WHERE class_id = ?", (other[0], phrase_id))
+                db.execute("DELETE FROM classes WHERE id = ?", (phrase_id,))
+        return moved
+
+    @staticmethod
+    def _names(db: sqlite3.Connection, kind: str) -> list[str]:
+        return [n for (n,) in db.execute("SELECT name FROM classes WHERE kind = ? ORDER BY position, id", (kind,))]
+
+    @staticmethod
+    def _drop_unused_phrases(db: sqlite3.Connection) -> None:
+        db.execute("DELETE FROM classes WHERE kind = 'phrase' AND NOT EXISTS "
+                   "(SELECT 1 FROM objects o WHERE o.class_id = classes.id)")
 
     def rename_class(self, old: str, new: str) -> None:
         """Rename a class; its objects keep it (they reference the class, not the name)."""
         (new,) = class_names([new])
         with self._write() as db:
             class_id = self._class_id(db, old)
-            clash = db.execute("SELECT name FROM classes WHERE name = ? AND id != ?", (new, class_id)).fetchone()
+            clash = db.execute("SELECT name, kind FROM classes WHERE name = ? AND id != ?", (new, class_id)).fetchone()
             if clash:
-                raise ProjectError(f"cannot rename {old!r} to {new!r}: the class {clash[0]!r} already exists "
+                what = "a found phrase is named" if clash[1] == "phrase" else "the class"
+                raise ProjectError(f"cannot rename {old!r} to {new!r}: {what} {clash[0]!r} already exists "
                                    "(names are compared case-insensitively)")
             db.execute("UPDATE classes SET name = ? WHERE id = ?", (new, class_id))
 
@@ -333,7 +396,8 @@ class Project:
         Refuses to drop a class that objects use."""
         names = class_names(names)
         with self._write() as db:
-            existing = {n.casefold(): (cid, n) for cid, n in db.execute("SELECT id, name FROM classes")}
+            self._add_classes(db, names)  # a listed phrase becomes a class (with its objects)
+            existing = {n.casefold(): (cid, n) for cid, n in db.execute("SELECT id, name FROM classes WHERE kind = 'class'")}
             wanted = {n.casefold() for n in names}
             for key, (cid, old) in existing.items():
                 if key in wanted:
@@ -350,11 +414,12 @@ class Project:
                 else:
                     db.execute("INSERT INTO classes (name, position) VALUES (?, ?)", (name, position))
 
-    def _class_id(self, db: sqlite3.Connection, name: str) -> int:
-        row = db.execute("SELECT id FROM classes WHERE name = ?", (str(name).strip(),)).fetchone()
-        if row is None:
-            known = [n for (n,) in db.execute("SELECT name FROM classes ORDER BY position, id")]
-            raise ProjectError(f"unknown class {name!r}; the project's classes are {known} (add it with add_classes)")
+    def _class_id(self, db: sqlite3.Connection, name: str, *, phrases: bool = False) -> int:
+        """The row of a class (phrases=True: or of a phrase; a model run stores either)."""
+        row = db.execute("SELECT id, kind FROM classes WHERE name = ?", (str(name).strip(),)).fetchone()
+        if row is None or (row[1] == "phrase" and not phrases):
+            raise ProjectError(f"unknown class {name!r}; the project's classes are {self._names(db, 'class')} "
+                               "(add it with add_classes)")
         return row[0]
 
     # -- images ------------------------------------------------------------------------------------
@@ -637,8 +702,8 @@ class Project:
             sets: dict[str, Any] = {}
             if box is not None:
                 sets.update(zip(("x0", "y0", "x1", "y1"), check_box(box, image.width, image.height), strict=True))
-            if class_name is not None:
-                sets["class_id"] = self._class_id(db, class_name)
+            if class_name is not None and str(class_name).strip().casefold() != obj.class_name.casefold():
+                sets["class_id"] = self._class_id(db, class_name)  # a class: relabeling a phrase object maps it
             if mask is not _UNSET:
                 sets["mask"] = mask_json(mask, image.width, image.height)
             if score is not _UNSET:
@@ -650,16 +715,18 @@ class Project:
             if sets:
                 assignments = ", ".join(f"{column} = ?" for column in sets)
                 db.execute(f"UPDATE objects SET {assignments} WHERE id = ?", (*sets.values(), object_id))
+                self._drop_unused_phrases(db)
             return self._object(db, object_id)
 
     def delete_object(self, object_id: int) -> None:
         with self._write() as db:
             self._object(db, object_id)
             db.execute("DELETE FROM objects WHERE id = ?", (object_id,))
+            self._drop_unused_phrases(db)
 
     def replace_model_objects(self, image_id: int, objects: Sequence[dict], *, run: dict | None = None,
-                              if_status: Iterable[str] | None = None,
-                              classes: Sequence[str] = ()) -> list[ObjectRecord] | None:
+                              if_status: Iterable[str] | None = None, classes: Sequence[str] = (),
+                              phrases: Sequence[str] = ()) -> list[ObjectRecord] | None:
         """Swap an image's model objects for `objects` (dicts: box, class_name, score, optional mask),
         keeping manual ones, in one transaction. Status becomes "auto" unless it is "reviewed".
         `run` (the prompt and thresholds behind them, JSON-able) is kept as the image's last run;
@@ -670,15 +737,18 @@ class Project:
         ("unlabeled",), so that an image a person marked skipped or reviewed meanwhile keeps that decision.
         classes: added to the project (those it lacks) in the same transaction, only if the write happens: a
         run's classes never outlive a result that was dropped, and a class deleted meanwhile comes back
-        only with objects that use it."""
+        only with objects that use it.
+        phrases: free-text phrases the objects are labeled with, kept apart from the classes (`phrases`);
+        one that names a class (case-insensitively) is that class. Phrases no object uses any more go."""
         run_json = None if run is None else to_json(run, "run", dict)
         allowed = None if if_status is None else {check_status(s) for s in if_status}
-        wanted = class_names(classes)
+        wanted, found = class_names(classes), class_names(phrases)
         with self._write() as db:
             image = self._image(db, image_id)
             if allowed is not None and image.status not in allowed:
                 return None
             self._add_classes(db, wanted)
+            self._add_phrases(db, found)
             db.execute("DELETE FROM objects WHERE image_id = ? AND source = 'model'", (image_id,))
             new = []
             for k, obj in enumerate(objects):
@@ -688,7 +758,8 @@ class Project:
                 if obj["score"] is None:
                     raise ProjectError(f"objects[{k}] has score None; model objects need a score")
                 new.append(self._insert_object(db, image, obj["box"], obj["class_name"], obj["score"], "model",
-                                               obj.get("mask")))
+                                               obj.get("mask"), phrases=True))
+            self._drop_unused_phrases(db)
             if image.status != "reviewed":
                 db.execute("UPDATE images SET status = 'auto' WHERE id = ?", (image_id,))
             db.execute("DELETE FROM runs WHERE image_id = ?", (image_id,))
@@ -724,9 +795,9 @@ class Project:
         return None if row is None else json.loads(row[0])
 
     def _insert_object(self, db, image: ImageRecord, box, class_name, score, source, mask,
-                       fetch: bool = True) -> ObjectRecord | None:
+                       fetch: bool = True, phrases: bool = False) -> ObjectRecord | None:
         x0, y0, x1, y1 = check_box(box, image.width, image.height)
-        class_id = self._class_id(db, class_name)
+        class_id = self._class_id(db, class_name, phrases=phrases)
         values = (image.id, class_id, x0, y0, x1, y1, check_score(score), source, mask_json(mask, image.width, image.height))
         cur = db.execute("INSERT INTO objects (image_id, class_id, x0, y0, x1, y1, score, source, mask) "
                          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
@@ -755,14 +826,17 @@ class Project:
         return default if row is None else json.loads(row[0])
 
     def stats(self) -> dict:
-        """{"images": n, "objects": n, "status": {status: images}, "classes": {class: objects}}, every
-        status and class listed (zeros included), classes in project order."""
+        """{"images": n, "objects": n, "status": {status: images}, "classes": {class: objects},
+        "phrases": {phrase: objects}}, every status and class listed (zeros included), in project order."""
         with self._read() as db:
             status = dict.fromkeys(STATUSES, 0)
             status.update(db.execute("SELECT status, COUNT(*) FROM images GROUP BY status").fetchall())
-            classes = dict(db.execute("SELECT c.name, COUNT(o.id) FROM classes c LEFT JOIN objects o ON o.class_id = c.id "
-                                      "GROUP BY c.id ORDER BY c.position, c.id").fetchall())
-        return {"images": sum(status.values()), "objects": sum(classes.values()), "status": status, "classes": classes}
+            counts = db.execute("SELECT c.name, c.kind, COUNT(o.id) FROM classes c LEFT JOIN objects o ON o.class_id = c.id "
+                                "GROUP BY c.id ORDER BY c.position, c.id").fetchall()
+        classes = {name: n for name, kind, n in counts if kind == "class"}
+        phrases = {name: n for name, kind, n in counts if kind == "phrase" and n}
+        return {"images": sum(status.values()), "objects": sum(classes.values()) + sum(phrases.values()),
+                "status": status, "classes": classes, "phrases": phrases}
 
 
 # -- helpers ---------------------------------------------------------------------------------------
@@ -812,6 +886,7 @@ def _same_bytes(a: Path, b: Path) -> bool:
 
 
 def _object_record(row) -> ObjectRecord:
-    id_, image_id, class_name, x0, y0, x1, y1, score, source, mask = row
-    return ObjectRecord(id_, image_id, class_name, (x0, y0, x1, y1), score, source, None if mask is None else json.loads(mask))
+    id_, image_id, class_name, x0, y0, x1, y1, score, source, mask, kind = row
+    return ObjectRecord(id_, image_id, class_name, (x0, y0, x1, y1), score, source,
+                        None if mask is None else json.loads(mask), kind == "phrase")
 

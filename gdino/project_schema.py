@@ -77,6 +77,13 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             ORDER BY CAST(s.value AS INTEGER)""",
         "DELETE FROM settings WHERE key LIKE 'cli.source:%'",
     ),
+    # 5: free-text phrases. A phrase the model found for a free-text prompt in the app labels its objects
+    # like a class does, but is not one of the project's classes (not in the class list, not a category of
+    # an export) until a person maps it to a class. Both share the table so that names stay unique
+    # across them and an object always references one row. Existing rows are classes.
+    (
+        "ALTER TABLE classes ADD COLUMN kind TEXT NOT NULL DEFAULT 'class' CHECK (kind IN ('class', 'phrase'))",
+    ),
 )
 
 

@@ -142,3 +142,35 @@ def test_label_two_images_in_the_browser(server, browser, tmp_path):
     assert loaded.loadCats(ours[0]["category_id"])[0]["name"] == "remote control"
     x, y, w, h = ours[0]["bbox"]
     assert np.allclose([x, y, x + w, y + h], drawn.box, atol=0.01)
+
+
+def test_free_text_phrases_stay_phrases_until_mapped_in_the_browser(server, browser, tmp_path):
+    url, app = server
+    page = browser.new_page()
+    page.goto(url, wait_until="load")
+    page.wait_for_selector("#image-info >> text=No images yet", timeout=60_000)
+    page.locator("#uploads input[type=file]").set_input_files(photos(tmp_path)[:1])
+    page.wait_for_selector("#image-info >> text=street0.png", timeout=60_000)
+    [project] = app.sessions.open_projects()
+    [image] = project.images()
+
+    page.get_by_role("radio", name="free text").check()
+    page.locator("#prompt textarea, #prompt input").first.fill("a cat on the red couch")
+    page.locator("#detect-btn").click()
+    page.wait_for_selector("#message >> text=found", timeout=120_000)
+    objects = project.objects(image.id)
+    assert objects and all(o.phrase for o in objects), page.locator("#message").inner_text()
+    assert project.classes == []  # free text added no class
+    phrase = project.phrases[0]
+    moved = sum(o.class_name == phrase for o in objects)
+
+    page.get_by_text("Free text: map a found phrase to a class").click()
+    page.locator("#phrase-choice input").click()
+    page.locator("li[role=option]", has_text=phrase).first.click()
+    page.locator("#phrase-target textarea, #phrase-target input").first.fill("pet")
+    page.locator("#map-phrase-btn").click()
+    page.wait_for_selector(f"#message >> text={moved} object(s) labeled", timeout=30_000)
+    assert project.classes == ["pet"] and phrase not in project.phrases
+    assert sum(o.class_name == "pet" and not o.phrase for o in project.objects(image.id)) == moved
+    page.locator("#class-manager .label-wrap").first.click()  # the class manager lists the new class
+    page.locator("#class-table >> text=pet >> visible=true").first.wait_for(timeout=30_000)

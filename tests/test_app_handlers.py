@@ -156,16 +156,60 @@ def test_sessions_are_private_and_server_folders_need_allow_dir(app, tmp_path):
         h.rows(app, {"token": "../../etc"}, "all")
 
 
-def test_free_text_phrases_map_to_classes(app, tmp_path):
+def test_free_text_phrases_stay_phrases_until_mapped(app, tmp_path):
     state = Sessions.new_state()
     h.add_uploads(app, state, images(tmp_path, 1))
     image_id = h.current_image(app, state)
+    project = app.sessions.project(state)
+    project.add_classes(["pet"])
     settings = h.settings_from_inputs("free text", "", "a cat on the red couch", 0.2, 0.25, False)
     h.detect_image(app, state, image_id, settings)
+    found = project.objects(image_id)
+    assert found and all(o.phrase for o in found)
+    assert project.classes == ["pet"]  # free text never grows the class list
+    phrases = h.phrase_choices(app, state)
+    assert phrases == sorted({o.class_name for o in found}) and phrases == project.phrases
+    assert h.class_counts(app, state) == [["pet", 0]]
+    # the export says what it left out, in the page's words
+    message = h.export(app, state, "coco", False)[1]
+    assert f"{len(found)} object(s) labeled with free-text phrases not mapped to a class were left out" in message
+    first = phrases[0]
+    count = sum(o.class_name == first for o in found)
+    assert h.map_phrase(app, state, first, "pet") == f"{count} object(s) labeled {first!r} are now 'pet'"
+    assert project.classes == ["pet"] and first not in project.phrases
+    for phrase in project.phrases:
+        h.map_phrase(app, state, phrase, "furniture")
+    assert project.classes == ["pet", "furniture"] and project.phrases == []
+    with pytest.raises(ProjectError, match="choose a found phrase"):
+        h.map_phrase(app, state, None, "pet")
+    with pytest.raises(ProjectError, match="type the class"):
+        h.map_phrase(app, state, first, " ")
+
+
+def test_moving_a_phrase_box_keeps_its_phrase_and_relabeling_makes_a_class(app, tmp_path):
+    state = Sessions.new_state()
+    h.add_uploads(app, state, images(tmp_path, 1))
+    image_id = h.current_image(app, state)
     project = app.sessions.project(state)
-    phrase = project.objects(image_id)[0].class_name
-    assert h.map_phrase(app, state, phrase, "pet").startswith("renamed")
-    assert "pet" in project.classes and phrase not in project.classes
+    project.replace_model_objects(image_id, [{"box": (10, 10, 50, 50), "class_name": "a red couch", "score": 0.6},
+                                             {"box": (60, 60, 100, 100), "class_name": "the man", "score": 0.5}],
+                                  phrases=["a red couch", "the man"])
+    boxes = h.view_image(app, state, image_id)[0]["boxes"]
+    assert h.save_boxes(app, state, image_id, {"boxes": [dict(boxes[0], xmin=12, xmax=52), dict(boxes[1], label="person")]})
+    couch, man = project.objects(image_id)
+    assert (couch.class_name, couch.phrase, couch.box) == ("a red couch", True, (12, 10, 52, 50))
+    assert (man.class_name, man.phrase) == ("person", False)
+    assert project.classes == ["person"] and project.phrases == ["a red couch"]
+
+
+def test_a_failed_free_text_prompt_leaves_the_class_list_as_it_was(app, tmp_path):
+    state = Sessions.new_state()
+    h.add_uploads(app, state, images(tmp_path, 1))
+    image_id = h.current_image(app, state)
+    project = app.sessions.project(state)
+    nothing = h.settings_from_inputs("free text", "", "a cat on the red couch", 1.0, 0.25, False)
+    assert h.detect_image(app, state, image_id, nothing) == "found 0 object(s)"
+    assert project.classes == [] and project.phrases == []
 
 
 def test_prompt_is_saved_with_the_project(app):

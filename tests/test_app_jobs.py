@@ -117,3 +117,15 @@ def test_the_fair_lock_serves_in_order():
     for t in threads:
         t.join(5)
     assert order == [0, 1, 2]
+
+
+def test_auto_label_all_with_free_text_keeps_phrases_out_of_the_class_list(app, tmp_path):
+    state = Sessions.new_state()
+    _upload(app, state, tmp_path, 3)
+    project = app.sessions.project(state)
+    free_text = dict(SETTINGS, mode="free text", prompt_text="a cat on the red couch")
+    h.start_auto_label(app, state, h.settings_from_inputs(**free_text))
+    app.jobs.wait(app.sessions.project_dir(state), timeout=120)
+    objects = [o for r in project.images() for o in project.objects(r.id)]
+    assert objects and all(o.phrase for o in objects)
+    assert project.classes == [] and sorted(project.phrases) == sorted({o.class_name for o in objects})

@@ -320,3 +320,19 @@ def test_prefetcher_returns_images_in_order_and_raises_their_errors(tmp_path):
         assert prefetch(3).mode == "RGB"
         with pytest.raises(LookupError):
             prefetch(4)
+
+
+def test_export_and_info_of_a_project_with_unmapped_phrases(tmp_path, capsys):
+    with Project.create(tmp_path / "proj", ["cat"]) as project:  # as the app leaves it after a free-text prompt
+        image = project.add_image(write_image(tmp_path / "a.png", 1))
+        project.replace_model_objects(image.id, [{"box": (1, 1, 20, 20), "class_name": "cat", "score": 0.9},
+                                                 {"box": (2, 2, 30, 30), "class_name": "a red couch", "score": 0.5}],
+                                      phrases=["cat", "a red couch"])
+    code, out, err = run(capsys, "export", tmp_path / "proj", "--format", "coco", "--out", tmp_path / "coco")
+    assert code == 0 and "1 object(s) as coco" in out
+    assert "left out 1 object(s) labeled with free-text phrases not mapped to a class: 'a red couch' (1)" in err
+    assert [c["name"] for c in json.loads((tmp_path / "coco/annotations/instances_train.json").read_text())["categories"]] \
+        == ["cat"]
+    code, out, _ = run(capsys, "info", tmp_path / "proj")
+    lines = [line.split() for line in out.splitlines()]
+    assert ["cat", "1"] in lines and ["phrase", "objects"] in lines and ["a", "red", "couch", "1"] in lines

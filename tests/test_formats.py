@@ -236,3 +236,23 @@ def test_hostile_zip_is_refused(tmp_path):
 def test_unknown_format(project, tmp_path):
     with pytest.raises(ValueError, match="unknown export format 'tfrecord'"):
         export_dataset(dataset_from_project(project), tmp_path / "x", "tfrecord")
+
+
+@pytest.mark.parametrize("fmt", ["coco", "yolo"])
+def test_unmapped_phrases_are_left_out_of_exports_and_counted(project, tmp_path, fmt):
+    a = project.images(order="name")[0]
+    project.replace_model_objects(a.id, [{"box": (1, 1, 30, 30), "class_name": "a cat sitting", "score": 0.7},
+                                         {"box": (2, 2, 40, 40), "class_name": "a cat sitting", "score": 0.6}],
+                                  phrases=["a cat sitting"])
+    project.set_status(a.id, "reviewed")
+    left_out: dict = {}
+    dataset = dataset_from_project(project, left_out=left_out)
+    assert left_out == {"a cat sitting": 2}
+    assert dataset.classes == ("cat", "dog", "car")
+    out = export_dataset(dataset, tmp_path / fmt, fmt)
+    if fmt == "coco":
+        coco = coco_quiet(out / "annotations/instances_train.json")
+        assert [c["name"] for c in coco.loadCats(coco.getCatIds())] == ["cat", "dog", "car"]
+        assert len(coco.getAnnIds()) == 2  # a's hand-made car and b's dog (the run replaced a's model cat)
+    else:
+        assert yaml.safe_load((out / "data.yaml").read_text())["names"] == {0: "cat", 1: "dog", 2: "car"}

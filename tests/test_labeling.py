@@ -84,6 +84,17 @@ def test_free_text_phrases_become_classes(setup):
     summary = label_images(project, det, ids[:1], LabelSettings(prompt="a cat on the red couch", box_threshold=0.2))
     names = {o.class_name for o in project.objects(ids[0])}
     assert summary.objects > 0 and names <= set(project.classes) and all(n in "a cat on the red couch" for n in names)
+    assert project.phrases == []
+
+
+def test_free_text_phrases_can_stay_phrases(setup):
+    det, _, project, ids = setup
+    before = project.classes
+    summary = label_images(project, det, ids[:1], LabelSettings(prompt="a cat on the red couch", box_threshold=0.2),
+                           add_all_classes=False, keep_phrases=True)
+    objects = project.objects(ids[0])
+    assert summary.objects == len(objects) > 0 and all(o.phrase for o in objects)
+    assert project.classes == before and project.phrases == sorted({o.class_name for o in objects})
 
 
 def test_masks_without_a_segmenter_is_an_error(setup):

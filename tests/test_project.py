@@ -427,7 +427,7 @@ def test_stats(project, image, tmp_path):
     assert project.stats() == {
         "images": 2, "objects": 4,
         "status": {"unlabeled": 0, "auto": 1, "reviewed": 1, "skipped": 0},
-        "classes": {"cat": 4, "dog": 0},
+        "classes": {"cat": 4, "dog": 0}, "phrases": {},
     }
 
 
@@ -557,3 +557,80 @@ def test_add_objects_is_one_transaction(tmp_path):
         with pytest.raises(ProjectError, match="dog"):
             p.add_objects(image.id, [{"box": (1, 1, 5, 5), "class_name": "cat"}, {"box": (1, 1, 5, 5), "class_name": "dog"}])
         assert len(p.objects(image.id)) == 2  # the failed call added nothing
+
+
+# -- free-text phrases: labels outside the class list until a person maps them -------------------------
+
+
+def test_found_phrases_stay_out_of_the_class_list(project, image):
+    found = project.replace_model_objects(image.id, [
+        {"box": (0, 0, 5, 5), "class_name": "a cat sitting", "score": 0.8},
+        {"box": (1, 1, 6, 6), "class_name": "Cat", "score": 0.7},  # a phrase that names a class is that class
+    ], phrases=["a cat sitting", "Cat"])
+    assert project.classes == ["cat", "dog"]
+    assert project.phrases == ["a cat sitting"]
+    assert [(o.class_name, o.phrase) for o in found] == [("a cat sitting", True), ("cat", False)]
+    assert project.stats()["classes"] == {"cat": 1, "dog": 0}
+    assert project.stats()["phrases"] == {"a cat sitting": 1}
+    # a re-run that no longer finds the phrase leaves no phrase behind
+    project.replace_model_objects(image.id, [{"box": (0, 0, 5, 5), "class_name": "the red", "score": 0.8}],
+                                  phrases=["the red"])
+    assert project.phrases == ["the red"] and project.classes == ["cat", "dog"]
+
+
+def test_mapping_a_phrase_moves_its_objects_into_a_class(project, image, tmp_path):
+    other = project.add_image(make_image(tmp_path / "b.png"))
+    for img in (image, other):
+        project.replace_model_objects(img.id, [{"box": (0, 0, 5, 5), "class_name": "a cat sitting", "score": 0.8}],
+                                      phrases=["a cat sitting"])
+    assert project.map_phrase("a cat sitting", "CAT") == 2  # an existing class, matched case-insensitively
+    assert project.phrases == [] and project.classes == ["cat", "dog"]
+    assert {o.class_name for img in (image, other) for o in project.objects(img.id)} == {"cat"}
+    assert all(o.source == "model" and o.score == 0.8 for o in project.objects(image.id))  # nothing else changes
+
+    project.replace_model_objects(image.id, [{"box": (0, 0, 5, 5), "class_name": "the red couch", "score": 0.6}],
+                                  phrases=["the red couch"])
+    assert project.map_phrase("the red couch", "couch") == 1  # a new class
+    assert project.classes == ["cat", "dog", "couch"] and project.phrases == []
+    with pytest.raises(ProjectError, match="not a phrase"):
+        project.map_phrase("cat", "dog")
+    with pytest.raises(ProjectError, match="not a phrase"):
+        project.map_phrase("nothing like it", "dog")
+
+
+def test_adding_a_class_named_like_a_phrase_maps_the_phrase(project, image):
+    project.replace_model_objects(image.id, [{"box": (0, 0, 5, 5), "class_name": "remote", "score": 0.8}],
+                                  phrases=["remote"])
+    assert project.add_classes(["Remote"]) == ["Remote"]
+    assert project.classes == ["cat", "dog", "Remote"] and project.phrases == []
+    assert [(o.class_name, o.phrase) for o in project.objects(image.id)] == [("Remote", False)]
+
+
+def test_class_edits_never_touch_phrases(project, image):
+    project.replace_model_objects(image.id, [{"box": (0, 0, 5, 5), "class_name": "a dog", "score": 0.8}],
+                                  phrases=["a dog"])
+    project.set_classes(["dog", "bird"])  # drops the unused class cat; the phrase is not a class to drop
+    assert project.classes == ["dog", "bird"] and project.phrases == ["a dog"]
+    with pytest.raises(ProjectError, match="unknown class"):
+        project.rename_class("a dog", "hound")
+    with pytest.raises(ProjectError, match="unknown class"):
+        project.add_object(image.id, (0, 0, 5, 5), "a dog")  # a person labels with classes only
+    with pytest.raises(ProjectError, match="unknown class"):
+        project.merge_class("a dog", "dog")  # map_phrase does that
+    project.update_object(project.objects(image.id)[0].id, class_name="bird")  # relabeling maps that one object
+    assert project.phrases == []
+
+
+def test_a_version_4_project_keeps_its_classes_when_migrated(tmp_path):
+    path = tmp_path / "old"
+    (path / "images").mkdir(parents=True)
+    db = sqlite3.connect(path / "project.sqlite")
+    for statements in MIGRATIONS[:4]:
+        for sql in statements:
+            db.execute(sql)
+    db.execute("PRAGMA user_version = 4")
+    db.execute("INSERT INTO classes (name, position) VALUES ('a cat sitting', 0)")
+    db.commit()
+    db.close()
+    with Project.open(path) as p:
+        assert p.schema_version == len(MIGRATIONS) and p.classes == ["a cat sitting"] and p.phrases == []

@@ -325,7 +325,7 @@ def detect_image(app: App, state: dict, image_id: int | None, settings: LabelSet
     with app.jobs.model_lock:  # between two images of any running job
         segmenter = app.hub.segmenter() if settings.masks else None
         summary = label_images(project, app.hub.detector(), [image_id], settings, segmenter=segmenter,
-                               add_all_classes=False)
+                               add_all_classes=False, keep_phrases=True)
     if summary.failed:
         raise ImageError(summary.failed[image_id])
     return f"found {summary.objects} object(s)"
@@ -392,12 +392,17 @@ def save_boxes(app: App, state: dict, image_id: int | None, value: dict | None) 
         label = (b.get("label") or "").strip()
         if not label:
             label = classes[0] if classes else "object"
-        if label not in classes:
-            project.add_classes([label])
-            classes = project.classes
         box = (b["xmin"], b["ymin"], b["xmax"], b["ymax"])
         # the same object moved or relabeled: the stored one that overlaps it most
         best = max(free, key=lambda oid: _iou(by_id[oid].box, box), default=None)
+        if best is not None and _iou(by_id[best].box, box) > 0.3 and label == by_id[best].class_name:
+            project.update_object(best, box=box)  # moved: keeps its label, a found phrase too
+            free.pop(best)
+            changed = True
+            continue
+        if label not in classes:  # a label typed in the editor becomes a class (a phrase too: it is now one)
+            project.add_classes([label])
+            classes = project.classes
         if best is not None and _iou(by_id[best].box, box) > 0.3:
             project.update_object(best, box=box, class_name=label)
             free.pop(best)
@@ -440,19 +445,20 @@ def mark_and_step(app: App, state: dict, view: str, image_id: int | None, status
     return remaining[0] if remaining else image_id
 
 
-def map_phrase(app: App, state: dict, phrase: str, target: str) -> str:
-    """Free text: give the objects labeled with a found phrase one of the project's classes."""
-    project = app.sessions.project(state)
+def phrase_choices(app: App, state: dict) -> list[str]:
+    """The free-text phrases found in this project that are not classes yet."""
+    return app.sessions.project(state).phrases
+
+
+def map_phrase(app: App, state: dict, phrase: str | None, target: str | None) -> str:
+    """Free text: give the objects labeled with a found phrase a class (an existing one or a new one)."""
+    if not phrase:
+        raise ProjectError("choose a found phrase first")
     target = (target or "").strip()
-    if phrase not in project.classes:
-        raise ProjectError(f"{phrase!r} is not a label in this project")
     if not target:
         raise ProjectError("type the class to map it to")
-    if target not in project.classes:
-        project.rename_class(phrase, target)
-        return f"renamed {phrase!r} to {target!r}"
-    moved = project.merge_class(phrase, target)
-    return f"moved {moved} object(s) from {phrase!r} to {target!r}"
+    moved = app.sessions.project(state).map_phrase(phrase, target)
+    return f"{moved} object(s) labeled {phrase!r} are now {target!r}"
 
 
 # -------------------------------------------------------------------------------------- masks
@@ -527,7 +533,8 @@ def export(app: App, state: dict, fmt: str, reviewed_only: bool) -> tuple[str, s
     if fmt not in FORMATS:
         raise ProjectError(f"unknown format {fmt!r}")
     project = app.sessions.project(state)
-    dataset = dataset_from_project(project, reviewed_only=reviewed_only)
+    left_out: dict[str, int] = {}
+    dataset = dataset_from_project(project, reviewed_only=reviewed_only, left_out=left_out)
     if not dataset.images:
         what = "reviewed images" if reviewed_only else "images"
         raise ProjectError(f"nothing to export: the project has no {what} yet")
@@ -536,6 +543,10 @@ def export(app: App, state: dict, fmt: str, reviewed_only: bool) -> tuple[str, s
     out = Path(tempfile.mkdtemp(prefix=EXPORT_PREFIX)) / f"gdino-{fmt}.zip"
     path = str(export_zip(dataset, out, fmt, skipped=skipped))
     message = f"exported {len(dataset.images) - len(skipped)} image(s) as {fmt}"
+    if left_out:
+        phrases = ", ".join(f"{phrase!r} ({n})" for phrase, n in left_out.items())
+        message += (f"; {sum(left_out.values())} object(s) labeled with free-text phrases not mapped to a class were "
+                    f"left out: {phrases}. Map them to classes (Free text: map a found phrase) and export again")
     if skipped:
         message += "; left out, their files cannot be read:\n" + "\n".join(f"- {n}: {why}" for n, why in skipped)
     return path, message

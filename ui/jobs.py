@@ -122,7 +122,7 @@ class Jobs:
                     return
                 with self.model_lock:  # one image; a visitor's call goes next if one is waiting
                     summary = label_images(project, det, [image_id], settings, segmenter=seg,
-                                           if_status=("unlabeled",), add_all_classes=False)
+                                           if_status=("unlabeled",), add_all_classes=False, keep_phrases=True)
                 job.done += 1
                 job.labeled += len(summary.labeled)
                 job.objects += summary.objects

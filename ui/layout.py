@@ -112,10 +112,12 @@ def build(app: h.App) -> gr.Blocks:
                     export_btn = gr.Button("Export zip", elem_id="export-btn")
                     download = gr.File(label="Download", elem_id="download")
                 with gr.Accordion("Free text: map a found phrase to a class", open=False):
-                    phrase = gr.Dropdown([], label="Found label")
-                    target = gr.Textbox(label="Class")
-                    map_btn = gr.Button("Map")
-                with gr.Accordion("Classes", open=False):
+                    gr.Markdown("Phrases found by a free-text prompt label their boxes (grey) but are not classes, "
+                                "and exports leave them out, until you map each to a class here.")
+                    phrase = gr.Dropdown([], label="Found phrase", elem_id="phrase-choice")
+                    target = gr.Textbox(label="Class (an existing one or a new one)", elem_id="phrase-target")
+                    map_btn = gr.Button("Map", elem_id="map-phrase-btn")
+                with gr.Accordion("Classes", open=False, elem_id="class-manager"):
                     class_table = gr.Dataframe(headers=["class", "objects"], interactive=False, elem_id="class-table")
                     with gr.Row():
                         class_old = gr.Dropdown([], label="Class", elem_id="class-old")
@@ -153,7 +155,7 @@ def build(app: h.App) -> gr.Blocks:
             classes = project.classes
             annot = gr.update(value=value, label_list=classes) if value is not None else gr.update(value=None)
             return (state, annot, image_id, text, h.rows(app, state, view_value.get(state["token"], "all")),
-                    gr.update(choices=choices, value=None), gr.update(choices=classes),
+                    gr.update(choices=choices, value=None), gr.update(choices=project.phrases, value=None),
                     gr.update(choices=classes, value=None), h.class_counts(app, state), h.review_counter(app, state),
                     note if note is not None else gr.update(), app.hub.status)
 
@@ -242,7 +244,7 @@ def build(app: h.App) -> gr.Blocks:
             if h.save_boxes(app, state, image_id, value):
                 _, text, choices = h.view_image(app, state, image_id)
                 return (text, h.rows(app, state, view_value.get(state["token"], "all")),
-                        gr.update(choices=choices), gr.update(choices=app.sessions.project(state).classes))
+                        gr.update(choices=choices), gr.update(choices=app.sessions.project(state).phrases))
             return gr.update(), gr.update(), gr.update(), gr.update()
 
         annotator.change(guarded_small(on_boxes, state_of), [bstate, shown_id, annotator], [info, table, obj, phrase],

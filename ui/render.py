@@ -16,6 +16,13 @@ def class_color(index: int) -> tuple[int, int, int]:
     return int(r * 255), int(g * 255), int(b * 255)
 
 
+PHRASE_COLOR = (150, 150, 150)  # objects labeled with a free-text phrase not mapped to a class yet
+
+
+def label_color(obj, classes: list[str]) -> tuple[int, int, int]:
+    return PHRASE_COLOR if obj.phrase else class_color(classes.index(obj.class_name))
+
+
 def overlay(rgb: np.ndarray, objects, classes: list[str], alpha: float = 0.45) -> np.ndarray:
     """(H, W, 3) uint8 image with each object's mask blended in its class colour."""
     out = rgb.astype(np.float32)
@@ -23,7 +30,7 @@ def overlay(rgb: np.ndarray, objects, classes: list[str], alpha: float = 0.45) -
         if obj.mask is None:
             continue
         m = rle_to_mask(obj.mask)
-        color = np.array(class_color(classes.index(obj.class_name)), dtype=np.float32)
+        color = np.array(label_color(obj, classes), dtype=np.float32)
         out[m] = out[m] * (1 - alpha) + color * alpha
     return out.round().astype(np.uint8)
 
@@ -55,7 +62,7 @@ def annotator_value(project, image_id: int) -> dict:
         rgb = placeholder(record.width, record.height, longest=max(record.width, record.height))
     objects = project.objects(image_id)
     classes = project.classes
-    boxes = [{"label": o.class_name, "color": class_color(classes.index(o.class_name)),
+    boxes = [{"label": o.class_name, "color": label_color(o, classes),
               "xmin": round(o.box[0]), "ymin": round(o.box[1]), "xmax": round(o.box[2]), "ymax": round(o.box[3])}
              for o in objects]
     return {"image": overlay(rgb, objects, classes), "boxes": boxes}
@@ -79,5 +86,6 @@ def image_rows(project, view: str = "all") -> list[list]:
 def object_choices(project, image_id: int | None) -> list[tuple[str, int]]:
     if image_id is None:
         return []
-    return [(f"#{o.id} {o.class_name}" + (f" {o.score:.2f}" if o.score is not None else "") + (" (mask)" if o.mask else ""),
+    return [(f"#{o.id} {o.class_name}" + (" (phrase)" if o.phrase else "") + (f" {o.score:.2f}" if o.score is not None else "")
+             + (" (mask)" if o.mask else ""),
              o.id) for o in project.objects(image_id)]

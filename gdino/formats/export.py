@@ -25,21 +25,27 @@ from .yolo import data_yaml, write_labels, yolo_lines
 FORMATS = ("coco", "yolo", "yolo-seg", "voc")
 
 
-def dataset_from_project(project, *, reviewed_only: bool = False) -> Dataset:
+def dataset_from_project(project, *, reviewed_only: bool = False, left_out: dict[str, int] | None = None) -> Dataset:
     """The project's labels as a Dataset: all images (negatives included), or only reviewed ones.
     Skipped images are never exported. File names are made unique by stem (YOLO and VOC name label
-    files after the image stem)."""
+    files after the image stem). Objects labeled with a free-text phrase that is not mapped to a class yet
+    are not exported (their phrase is no category); `left_out` gets {phrase: objects left out}."""
     classes = tuple(project.classes)
     index = {name: i for i, name in enumerate(classes)}
     images, stems = [], set()
     for record in project.images(order="name"):
         if record.status == "skipped" or (reviewed_only and record.status != "reviewed"):
             continue
-        objects = tuple(LabeledObject(class_id=index[o.class_name], box=tuple(o.box), mask=o.mask, score=o.score, id=o.id)
-                        for o in project.objects(record.id))
+        objects = []
+        for o in project.objects(record.id):
+            if o.phrase:
+                if left_out is not None:
+                    left_out[o.class_name] = left_out.get(o.class_name, 0) + 1
+                continue
+            objects.append(LabeledObject(class_id=index[o.class_name], box=tuple(o.box), mask=o.mask, score=o.score, id=o.id))
         name = _unique_name(record.name, stems)
         images.append(LabeledImage(file_name=name, path=Path(record.path), width=record.width, height=record.height,
-                                   objects=objects, id=record.id))
+                                   objects=tuple(objects), id=record.id))
     return Dataset(classes=classes, images=tuple(images))
 
 
