@@ -584,8 +584,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     with Project.create(out, exist_ok=True) as project:
         for source in sources:
             try:
-                with _sigint_deferred():  # an import is all or nothing; Ctrl-C waits for it
-                    report = import_path(project, source, limits, keyed=True)  # again: adds only what is new
+                # all or nothing even on Ctrl-C: the check writes nothing and the adding is one transaction
+                report = import_path(project, source, limits, keyed=True)  # again: adds only what is new
             except (DatasetError, UnsafeZipError) as err:
                 print(f"gdino import: {source}: refused, nothing of it was added: {err}", file=sys.stderr)
                 code = 1

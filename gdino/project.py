@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from . import history
 from .durable import fsync
 from .processing import ImageError, to_rgb
 from .project_schema import (
@@ -83,6 +84,23 @@ class ObjectRecord:
     source: str  # "model" or "manual"
     mask: dict | None  # COCO RLE {"size": [h, w], "counts": ...} of the upright image
     phrase: bool = False  # labeled with a free-text phrase not yet mapped to a class (see Project.phrases)
+    clicks: dict | None = None  # SAM clicks behind the mask: {"box": xyxy prompt or None, "points": [[x, y, positive]]}
+
+
+@dataclass(frozen=True)
+class ObjectState:
+    """What an edit makes an object (`Project.edit_objects`): its label, box and the rest, as stored."""
+
+    class_name: str  # a class (added if the project lacks it), or the object's own phrase
+    box: tuple[float, float, float, float]  # xyxy, pixels of the upright image
+    score: float | None = None
+    source: str = "manual"
+    mask: dict | None = None
+    clicks: dict | None = None
+
+    @classmethod
+    def of(cls, record: ObjectRecord) -> ObjectState:
+        return cls(record.class_name, record.box, record.score, record.source, record.mask, record.clicks)
 
 
 @dataclass(frozen=True)
@@ -112,7 +130,7 @@ _ORDER_BY = {
     "confidence": "min_score IS NULL, min_score, i.id",  # least confident first, images without model objects last
 }
 _OBJECT_SELECT = """
-    SELECT o.id, o.image_id, c.name, o.x0, o.y0, o.x1, o.y1, o.score, o.source, o.mask, c.kind
+    SELECT o.id, o.image_id, c.name, o.x0, o.y0, o.x1, o.y1, o.score, o.source, o.mask, c.kind, o.clicks
     FROM objects o JOIN classes c ON c.id = o.class_id"""
 
 
@@ -569,8 +587,19 @@ class Project:
         except OSError as err:
             raise _os_error(err, self._dir) from err
         finally:
-            for path in placed:  # the transaction did not commit: its files go too
-                path.unlink(missing_ok=True)
+            # the transaction did not commit, or Ctrl-C came between its commit and here: files the project
+            # does not reference go (a reference means it committed; the check is a plain read)
+            referenced: set[str] | None = set()
+            if placed:
+                try:
+                    with self._read() as db:
+                        referenced = {p for p in (f"{IMAGES_DIR}/{path.name}" for path in placed)
+                                      if db.execute("SELECT 1 FROM images WHERE path = ?", (p,)).fetchone()}
+                except Exception:  # noqa: BLE001 - cannot tell: keep them (an unreferenced file does no harm)
+                    referenced = None
+            for path in placed if referenced is not None else ():
+                if f"{IMAGES_DIR}/{path.name}" not in referenced:
+                    path.unlink(missing_ok=True)
             for tmp in temps:
                 tmp.unlink(missing_ok=True)
 
@@ -760,6 +789,7 @@ class Project:
                 new.append(self._insert_object(db, image, obj["box"], obj["class_name"], obj["score"], "model",
                                                obj.get("mask"), phrases=True))
             self._drop_unused_phrases(db)
+            history.forget(db, image_id)  # earlier edits of the replaced objects no longer apply
             if image.status != "reviewed":
                 db.execute("UPDATE images SET status = 'auto' WHERE id = ?", (image_id,))
             db.execute("DELETE FROM runs WHERE image_id = ?", (image_id,))
@@ -786,6 +816,80 @@ class Project:
             if status is not None:
                 db.execute("UPDATE images SET status = ? WHERE id = ?", (status, image_id))
         return new
+
+    def edit_objects(self, image_id: int, changes: dict[int, ObjectState | None] | None = None,
+                     new: Sequence[ObjectState] = (), *, expect: Sequence[ObjectRecord] = ()) -> list[ObjectRecord]:
+        """One edit of a person (the canvas), in one transaction with its undo entry: set objects to new
+        states (None deletes one) and add `new` ones. An image that gets a new object and was "unlabeled"
+        becomes "auto" (labeled by hand). expect: the objects as the caller read them before computing
+        the change; if any differs now (another window, a model run), nothing is written and a
+        ProjectError says so. A class_name the project lacks becomes a class. Returns the new objects."""
+        changes = dict(changes or {})
+        with self._write() as db:
+            image = self._image(db, image_id)
+            current = history.rows(db, image_id, [*changes, *(o.id for o in expect)])
+            for record in expect:
+                now = self._object(db, record.id) if record.id in current else None
+                if now != record:
+                    raise ProjectError("that box was changed meanwhile (in another window, or by a run); the canvas "
+                                       "shows it as it is now: edit it again")
+            missing = [i for i in changes if i not in current]
+            if missing:
+                raise ProjectError("that box is gone (deleted or replaced meanwhile); the canvas shows what is stored now")
+            before = {i: current[i] for i in changes}
+            # a label a person gives is a class (added, or a phrase promoted); an object keeping its label keeps it
+            relabeled = [s.class_name for i, s in changes.items()
+                         if s is not None and s.class_name.strip().casefold() != before[i]["class_name"].casefold()]
+            self._add_classes(db, class_names([*relabeled, *(s.class_name for s in new)]))
+            for object_id, state in changes.items():
+                if state is None:
+                    db.execute("DELETE FROM objects WHERE id = ?", (object_id,))
+                    continue
+                db.execute("UPDATE objects SET class_id = ?, x0 = ?, y0 = ?, x1 = ?, y1 = ?, score = ?, source = ?, "
+                           "mask = ?, clicks = ? WHERE id = ?", (*self._state_values(db, image, state), object_id))
+            added = []
+            for state in new:
+                cur = db.execute("INSERT INTO objects (class_id, x0, y0, x1, y1, score, source, mask, clicks, image_id) "
+                                 "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (*self._state_values(db, image, state), image_id))
+                added.append(cur.lastrowid)
+            if added:
+                db.execute("UPDATE images SET status = 'auto' WHERE id = ? AND status = 'unlabeled'", (image_id,))
+            self._drop_unused_phrases(db)
+            history.record(db, image_id, before, [*changes, *added], image.status)
+            return [self._object(db, i) for i in added]
+
+    def _state_values(self, db: sqlite3.Connection, image: ImageRecord, state: ObjectState) -> tuple:
+        x0, y0, x1, y1 = check_box(state.box, image.width, image.height)
+        clicks = None if state.clicks is None else to_json(state.clicks, "the clicks", dict)
+        return (self._class_id(db, state.class_name, phrases=True), x0, y0, x1, y1, check_score(state.score),
+                check_source(state.source), mask_json(state.mask, image.width, image.height), clicks)
+
+    def undo(self, image_id: int) -> bool:
+        """Undo the image's last edit (`edit_objects`); False when there is none. If the objects were
+        changed otherwise since, the image's history is cleared and a ProjectError says so."""
+        return self._step(image_id, history.undo)
+
+    def redo(self, image_id: int) -> bool:
+        """Redo the image's last undone edit; False when there is none."""
+        return self._step(image_id, history.redo)
+
+    def _step(self, image_id: int, step) -> bool:
+        conflict = None
+        with self._write() as db:
+            self._image(db, image_id)
+            try:
+                done = step(db, image_id)
+            except history.HistoryConflictError as err:  # the cleared history is committed, then reported
+                conflict, done = err, False
+        if conflict is not None:
+            raise ProjectError(str(conflict))
+        return done
+
+    def history(self, image_id: int) -> tuple[bool, bool]:
+        """(can undo, can redo) for the image."""
+        with self._read() as db:
+            self._image(db, image_id)
+            return history.available(db, image_id)
 
     def last_run(self, image_id: int) -> dict | None:
         """The `run` given with the image's current model objects, or None."""
@@ -886,7 +990,8 @@ def _same_bytes(a: Path, b: Path) -> bool:
 
 
 def _object_record(row) -> ObjectRecord:
-    id_, image_id, class_name, x0, y0, x1, y1, score, source, mask, kind = row
+    id_, image_id, class_name, x0, y0, x1, y1, score, source, mask, kind, clicks = row
     return ObjectRecord(id_, image_id, class_name, (x0, y0, x1, y1), score, source,
-                        None if mask is None else json.loads(mask), kind == "phrase")
+                        None if mask is None else json.loads(mask), kind == "phrase",
+                        None if clicks is None else json.loads(clicks))
 

@@ -84,6 +84,17 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         "ALTER TABLE classes ADD COLUMN kind TEXT NOT NULL DEFAULT 'class' CHECK (kind IN ('class', 'phrase'))",
     ),
+    # 6: the canvas. Each object keeps the SAM clicks behind its mask (JSON: {"box", "points"}), and each
+    # image the history of a person's edits, for undo and redo that survive a reload (gdino/history.py).
+    (
+        "ALTER TABLE objects ADD COLUMN clicks TEXT",
+        """CREATE TABLE edits (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+            entry TEXT NOT NULL,  -- JSON: the touched objects' rows before and after, the status before and after
+            undone INTEGER NOT NULL DEFAULT 0 CHECK (undone IN (0, 1)))""",
+        "CREATE INDEX edits_by_image ON edits(image_id, undone, id)",
+    ),
 )
 
 

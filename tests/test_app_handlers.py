@@ -48,9 +48,13 @@ def test_upload_detect_and_navigate(app, tmp_path):
     first = h.current_image(app, state)
     settings = h.settings_from_inputs("classes", "cat, remote control", "", 0.2, 0.25, True)
     assert h.detect_image(app, state, first, settings).startswith("found")
-    value, info, choices = h.view_image(app, state, first)
-    assert value["image"].shape == (120, 160, 3) and len(value["boxes"]) == len(choices) > 0
-    assert set(value["boxes"][0]) == {"label", "color", "xmin", "ymin", "xmax", "ymax"}  # what the editor accepts
+    value, info = h.view_image(app, state, first)
+    assert (value["width"], value["height"]) == (160, 120) and len(value["objects"]) > 0
+    with Image.open(value["image"]["path"]) as picture:  # the file the canvas shows: upright, full size
+        assert picture.size == (160, 120)
+    assert value["image"]["meta"] == {"_type": "gradio.FileData"}
+    assert {o["class_name"] for o in value["objects"]} <= {"cat", "remote control"}
+    assert [c["name"] for c in value["classes"]] == app.sessions.project(state).classes
     assert "status **auto**" in info and "running on" in app.hub.status
     state["image_id"] = first
     assert h.step(app, state, "all", +1) != first and h.step(app, state, "all", -1) != first
@@ -83,26 +87,69 @@ def test_empty_prompt_and_empty_export(app):
         h.export(app, state, "coco", False)
 
 
-def test_box_edits_are_saved_by_content(app, tmp_path):
+def edit(app, state, image_id, **payload):
+    value, shown = h.canvas_edit(app, state, {"image_id": image_id, "seq": 1, **payload})
+    assert shown == image_id
+    return value
+
+
+def test_canvas_edits_are_applied_and_answered_with_the_new_state(app, tmp_path):
     state = Sessions.new_state()
     h.add_uploads(app, state, images(tmp_path, 1))
     image_id = h.current_image(app, state)
     project = app.sessions.project(state)
     project.add_classes(["cat", "dog"])
     a = project.add_object(image_id, (10, 10, 50, 50), "cat", score=0.9, source="model")
-    b = project.add_object(image_id, (60, 60, 100, 100), "dog", score=0.8, source="model")
-    boxes = h.view_image(app, state, image_id)[0]["boxes"]
-    assert not h.save_boxes(app, state, image_id, {"boxes": list(reversed(boxes))})  # order does not matter
-    moved = [dict(boxes[0], xmin=12, xmax=52), dict(boxes[1], label="cat"),
-             {"label": "", "color": "rgb(1, 2, 3)", "xmin": 100, "ymin": 5, "xmax": 150, "ymax": 40}]
-    assert h.save_boxes(app, state, image_id, {"boxes": moved})
-    objects = {o.id: o for o in project.objects(image_id)}
-    assert objects[a.id].box == (12, 10, 52, 50) and objects[a.id].source == "manual"
-    assert objects[b.id].class_name == "cat"
-    new = [o for o in objects.values() if o.id not in (a.id, b.id)]
-    assert len(new) == 1 and new[0].class_name == "cat" and new[0].source == "manual"  # unlabeled: first class
-    assert h.save_boxes(app, state, image_id, {"boxes": moved[:1]})
-    assert [o.id for o in project.objects(image_id)] == [a.id]
+    value = edit(app, state, image_id, kind="move", object_id=a.id, dx=2, dy=0)
+    assert value["objects"][0]["box"] == [12, 10, 52, 50] and value["seq"] == 1 and value["can_undo"]
+    value = edit(app, state, image_id, kind="add", box=[100, 5, 150, 40], class_name="bird")
+    new = value["objects"][1]
+    assert value["selected"] == new["id"] and new["class_name"] == "bird" and "bird" in project.classes
+    value = edit(app, state, image_id, kind="relabel", object_ids=[a.id], class_name="dog")
+    assert [o["class_name"] for o in value["objects"]] == ["dog", "bird"]
+    value = edit(app, state, image_id, kind="delete", object_ids=[new["id"]])
+    assert [o["id"] for o in value["objects"]] == [a.id]
+    value = edit(app, state, image_id, kind="undo")
+    assert [o["id"] for o in value["objects"]] == [a.id, new["id"]] and value["can_redo"]
+    refused = edit(app, state, image_id, kind="move", object_id=999, dx=1, dy=1)
+    assert "that box is gone" in refused["message"] and len(refused["objects"]) == 2  # nothing changed
+
+
+def test_a_payload_naming_another_projects_objects_changes_nothing(app, tmp_path):
+    a, b = Sessions.new_state(), Sessions.new_state()
+    h.add_uploads(app, a, images(tmp_path, 1))
+    h.add_uploads(app, b, images(tmp_path, 1))
+    mine, theirs = h.current_image(app, a), h.current_image(app, b)
+    assert mine == theirs  # ids are per project: the same number names an image in each
+    project_b = app.sessions.project(b)
+    project_b.add_classes(["cat"])
+    obj = project_b.add_object(theirs, (1, 1, 9, 9), "cat")
+    for payload in ({"kind": "delete", "image_id": theirs, "object_ids": [obj.id]},
+                    {"kind": "relabel", "image_id": theirs, "object_ids": [obj.id], "class_name": "dog"},
+                    {"kind": "delete", "image_id": 12345, "object_ids": [obj.id]}, "junk"):
+        value, _ = h.canvas_edit(app, a, payload)
+        assert value["message"] and value["objects"] == []
+    assert project_b.objects(theirs) == [obj]
+
+
+def test_canvas_masks_reach_the_page_as_a_palette_overlay(app, tmp_path):
+    state = Sessions.new_state()
+    h.add_uploads(app, state, images(tmp_path, 1))
+    image_id = h.current_image(app, state)
+    app.sessions.project(state).add_classes(["cat"])
+    value = edit(app, state, image_id, kind="stroke", object_id=None, points=[[20, 20], [60, 30]], radius=4.0,
+                 erase=False, class_name="cat")
+    (obj,) = value["objects"]
+    assert obj["has_mask"] and value["selected"] == obj["id"]
+    with Image.open(value["overlay"]["path"]) as overlay:
+        assert overlay.mode == "P" and overlay.size == (160, 120)
+        index = np.asarray(overlay)
+    from gdino.masks import rle_to_mask
+    assert np.array_equal(index == 1, rle_to_mask(app.sessions.project(state).objects(image_id)[0].mask))
+    moved = edit(app, state, image_id, kind="move", object_id=obj["id"], dx=5, dy=0)
+    assert moved["overlay"]["path"] != value["overlay"]["path"]  # a new file per change of the masks
+    same = edit(app, state, image_id, kind="relabel", object_ids=[obj["id"]], class_name="dog")
+    assert same["overlay"]["path"] == moved["overlay"]["path"]  # masks unchanged: the same file
 
 
 def test_review_skip_and_least_confident_order(app, tmp_path):
@@ -120,22 +167,19 @@ def test_review_skip_and_least_confident_order(app, tmp_path):
     assert [r[0] for r in h.rows(app, state, "reviewed")] == [ids[0]]
 
 
-def test_masks_brush_and_clicks(app, tmp_path):
+def test_sam_clicks_chain_on_the_canvas(app, tmp_path):
     state = Sessions.new_state()
     h.add_uploads(app, state, images(tmp_path, 1))
     image_id = h.current_image(app, state)
     project = app.sessions.project(state)
     project.add_classes(["cat"])
     obj = project.add_object(image_id, (20, 20, 90, 100), "cat")
-    value = h.mask_editor_value(app, state, image_id, obj.id)
-    assert value["background"].shape == (120, 160, 4) and not value["layers"][0].any()
-    value["layers"][0][30:60, 40:80] = (255, 0, 80, 255)
-    assert h.save_mask_edit(app, state, image_id, obj.id, value) == "mask saved (1200 pixels)"
-    note = h.refine_click(app, state, image_id, obj.id, 50, 40, True)
-    assert "1 click" in note and project.objects(image_id)[0].mask is not None
-    assert "2 click" in h.refine_click(app, state, image_id, obj.id, 10, 10, False)
-    with pytest.raises(ValueError, match="outside"):
-        h.refine_click(app, state, image_id, obj.id, 500, 10, True)
+    value = edit(app, state, image_id, kind="click", object_id=obj.id, x=50, y=40, positive=True, class_name="cat")
+    assert value["selected"] == obj.id and value["objects"][0]["has_mask"], value["message"]
+    value = edit(app, state, image_id, kind="click", object_id=obj.id, x=30, y=30, positive=False, class_name="cat")
+    assert value["objects"][0]["clicks"] == [[50, 40, True], [30, 30, False]]
+    outside = edit(app, state, image_id, kind="click", object_id=obj.id, x=500, y=10, positive=True, class_name="cat")
+    assert outside["message"] == "click on the picture"
 
 
 def test_sessions_are_private_and_server_folders_need_allow_dir(app, tmp_path):
@@ -194,8 +238,9 @@ def test_moving_a_phrase_box_keeps_its_phrase_and_relabeling_makes_a_class(app, 
     project.replace_model_objects(image_id, [{"box": (10, 10, 50, 50), "class_name": "a red couch", "score": 0.6},
                                              {"box": (60, 60, 100, 100), "class_name": "the man", "score": 0.5}],
                                   phrases=["a red couch", "the man"])
-    boxes = h.view_image(app, state, image_id)[0]["boxes"]
-    assert h.save_boxes(app, state, image_id, {"boxes": [dict(boxes[0], xmin=12, xmax=52), dict(boxes[1], label="person")]})
+    couch, man = project.objects(image_id)
+    edit(app, state, image_id, kind="move", object_id=couch.id, dx=2, dy=0)
+    edit(app, state, image_id, kind="relabel", object_ids=[man.id], class_name="person")
     couch, man = project.objects(image_id)
     assert (couch.class_name, couch.phrase, couch.box) == ("a red couch", True, (12, 10, 52, 50))
     assert (man.class_name, man.phrase) == ("person", False)
@@ -344,8 +389,7 @@ def test_hand_drawn_boxes_count_as_labeled(app, tmp_path):
     h.add_uploads(app, state, images(tmp_path, 2))
     project = app.sessions.project(state)
     first, second = (r.id for r in project.images(order="name"))
-    box = {"label": "cat", "color": "rgb(1, 2, 3)", "xmin": 10, "ymin": 10, "xmax": 60, "ymax": 50}
-    assert h.save_boxes(app, state, first, {"boxes": [box]})
+    edit(app, state, first, kind="add", box=[10, 10, 60, 50], class_name="cat")
     assert project.image(first).status == "auto"
     settings = h.settings_from_inputs("classes", "cat, remote control", "", 0.2, 0.25, False)
     h.start_auto_label(app, state, settings)  # the background job (tests/test_app_jobs.py)
@@ -376,8 +420,10 @@ def test_an_image_that_becomes_unreadable_shows_a_placeholder_and_can_be_removed
     project.add_object(records[0].id, (5, 5, 40, 40), "cat")
     data = records[0].path.read_bytes()
     records[0].path.write_bytes(data[: len(data) // 3])  # damaged on disk after it was added
-    value, info, choices = h.view_image(app, state, records[0].id)  # sorts first: the page opens on it
-    assert value["image"].shape == (120, 160, 3) and len(value["boxes"]) == 1 and len(choices) == 1
+    value, info = h.view_image(app, state, records[0].id)  # sorts first: the page opens on it
+    with Image.open(value["image"]["path"]) as picture:  # the grey placeholder, of the image's size
+        assert picture.size == (160, 120)
+    assert len(value["objects"]) == 1
     assert "cannot be read" in info and "Remove image" in info
     assert [row[1] for row in h.rows(app, state, "all")] == [r.name for r in records]  # the rest still lists
     nxt, message = h.remove_image(app, state, "all", records[0].id)

@@ -141,6 +141,22 @@ def test_the_workspace_is_not_served(service, secrets_on_disk):
     assert_refused(demo.local_url, secret, secret.read_bytes().strip())
 
 
+def test_the_canvas_files_are_not_served_by_path(service):
+    """The canvas' picture and mask overlay are written for one session under the system's temporary folder;
+    only gradio's copies (cache folders named by content hashes) reach a page, never these paths."""
+    demo, app, other = service
+    state = {"token": other.name, "opened": None, "image_id": None}
+    image_id = h.current_image(app, state)
+    app.sessions.project(state).add_classes(["cat"])
+    value, _ = h.canvas_edit(app, state, {"kind": "stroke", "image_id": image_id, "seq": 1, "object_id": None,
+                                          "points": [[5, 5], [20, 20]], "radius": 3.0, "erase": False,
+                                          "class_name": "cat"})
+    for key in ("image", "overlay"):
+        path = Path(value[key]["path"])
+        assert path.is_file() and path.is_relative_to(app.canvas_files.root)
+        assert_refused(demo.local_url, path, path.read_bytes()[-64:])
+
+
 def test_a_shared_project_folder_is_not_served(tiny_hf, tmp_path):
     project = Project.create(tmp_path / "shared")
     project.add_image(photo(tmp_path / "p.png"))

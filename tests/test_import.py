@@ -37,6 +37,10 @@ def test_the_wheel_lists_every_package_and_kernel_source():
     patterns = setup["package-data"]["gdino._csrc"]
     sources = [p.name for p in (root / "csrc").iterdir() if p.is_file()]
     assert sources and all(any(fnmatch.fnmatch(name, pat) for pat in patterns) for name in sources), sources
+    # the canvas' JS and CSS are read at import: a wheel without them would fail to start the app
+    assets = [p.name for p in (root / "ui" / "canvas").iterdir() if p.is_file() and p.suffix != ".py"]
+    canvas_patterns = setup["package-data"]["ui.canvas"]
+    assert assets and all(any(fnmatch.fnmatch(name, pat) for pat in canvas_patterns) for name in assets), assets
 
 
 TORCH_FREE = ["gdino", "gdino.project", "gdino.formats", "gdino.labeling", "gdino.cli_images", "gdino.masks",

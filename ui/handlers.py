@@ -10,20 +10,19 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-
 from gdino.formats import FORMATS, dataset_from_project, export_zip
 from gdino.formats.importing import IMAGE_SUFFIXES, file_digest, import_zip
 from gdino.labeling import LabelSettings, label_images, parse_class_text
-from gdino.masks import mask_to_rle, rle_to_mask
-from gdino.processing import ImageError, to_rgb
+from gdino.processing import ImageError
 from gdino.project import ProjectError
 from gdino.prompts import PromptError
 
+from . import edits
+from .canvas_view import CanvasFiles, canvas_value
 from .config import AppConfig
 from .jobs import Jobs
 from .models import ModelHub
-from .render import annotator_value, image_rows, object_choices, readable_rgb
+from .render import image_rows
 from .session import Sessions
 
 USER_ERRORS = (ValueError, OSError)  # PromptError, ImageError, ProjectError, WeightsError are ValueErrors
@@ -49,12 +48,13 @@ class App:
     hub: ModelHub
     sessions: Sessions
     jobs: Jobs
+    canvas_files: CanvasFiles
 
 
 def make_app(config: AppConfig) -> App:
     jobs = Jobs()
     sessions = Sessions(config, in_use=jobs.busy)
-    return App(sessions.config, ModelHub(sessions.config), sessions, jobs)
+    return App(sessions.config, ModelHub(sessions.config), sessions, jobs, CanvasFiles())
 
 
 # ------------------------------------------------------------------------------------ settings
@@ -251,18 +251,23 @@ def step(app: App, state: dict, view: str, delta: int) -> int | None:
     return ids[(ids.index(current) + delta) % len(ids)]
 
 
-def view_image(app: App, state: dict, image_id: int | None) -> tuple[dict | None, str, list]:
-    """(box editor value, a line about the image, object choices) for `image_id`."""
+def view_image(app: App, state: dict, image_id: int | None, *, message: str | None = None) -> tuple[dict | None, str]:
+    """(the canvas' value, a line about the image) for `image_id`."""
     if image_id is None:
-        return None, "No images yet: upload some (or a zip) above.", []
-    project = app.sessions.project(state)
-    record = project.image(image_id)
+        return None, "No images yet: upload some (or a zip) above."
+    value = canvas_state(app, state, image_id, message=message)
+    return value, image_line(app, state, image_id, value["readable"])
+
+
+def image_line(app: App, state: dict, image_id: int, readable: bool = True) -> str:
+    """The line about the image beside the canvas: name, size, status, objects (and a damaged file)."""
+    record = app.sessions.project(state).image(image_id)
     info = (f"**{record.name}** ({record.width}x{record.height}) - status **{record.status}** - "
             f"{record.num_objects} object(s)")
-    if readable_rgb(record) is None:
+    if not readable:
         info += (" - **its file cannot be read any more** (missing or damaged): the grey picture stands in for it; "
                  "*Remove image* takes it and its labels out of the project")
-    return annotator_value(project, image_id), info, object_choices(project, image_id)
+    return info
 
 
 def remove_image(app: App, state: dict, view: str, image_id: int | None) -> tuple[int | None, str]:
@@ -362,67 +367,6 @@ def cancel_auto_label(app: App, state: dict) -> str:
     return "no auto-label job is running" if job is None or not job.running else job.text()
 
 
-def save_boxes(app: App, state: dict, image_id: int | None, value: dict | None) -> bool:
-    """Bring the stored objects in line with the box editor: new boxes are added (manual), moved or
-    relabeled ones updated (their masks kept), removed ones deleted. Boxes are matched by content,
-    never by position in the list. Returns whether anything changed."""
-    if image_id is None or not value or value.get("boxes") is None:
-        return False
-    project = app.sessions.project(state)
-    objects = project.objects(image_id)
-    boxes = [b for b in value["boxes"] if b.get("xmax", 0) > b.get("xmin", 0) and b.get("ymax", 0) > b.get("ymin", 0)]
-    classes = project.classes
-
-    def key(label, x0, y0, x1, y1):
-        return label, round(x0), round(y0), round(x1), round(y1)
-
-    stored = {o.id: key(o.class_name, *o.box) for o in objects}
-    unmatched_boxes = []
-    free = dict(stored)
-    for b in boxes:
-        k = key(b.get("label") or "", b["xmin"], b["ymin"], b["xmax"], b["ymax"])
-        hit = next((oid for oid, ok in free.items() if ok == k), None)
-        if hit is None:
-            unmatched_boxes.append(b)
-        else:
-            free.pop(hit)
-    changed = False
-    by_id = {o.id: o for o in objects}
-    for b in unmatched_boxes:
-        label = (b.get("label") or "").strip()
-        if not label:
-            label = classes[0] if classes else "object"
-        box = (b["xmin"], b["ymin"], b["xmax"], b["ymax"])
-        # the same object moved or relabeled: the stored one that overlaps it most
-        best = max(free, key=lambda oid: _iou(by_id[oid].box, box), default=None)
-        if best is not None and _iou(by_id[best].box, box) > 0.3 and label == by_id[best].class_name:
-            project.update_object(best, box=box)  # moved: keeps its label, a found phrase too
-            free.pop(best)
-            changed = True
-            continue
-        if label not in classes:  # a label typed in the editor becomes a class (a phrase too: it is now one)
-            project.add_classes([label])
-            classes = project.classes
-        if best is not None and _iou(by_id[best].box, box) > 0.3:
-            project.update_object(best, box=box, class_name=label)
-            free.pop(best)
-        else:
-            project.add_object(image_id, box, label, source="manual", labeled="auto")  # drawn by hand: labeled
-        changed = True
-    for oid in free:
-        project.delete_object(oid)
-        changed = True
-    return changed
-
-
-def _iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
-
-
 def set_status(app: App, state: dict, image_id: int | None, status: str) -> None:
     if image_id is None:
         raise ProjectError("no image selected")
@@ -461,64 +405,43 @@ def map_phrase(app: App, state: dict, phrase: str | None, target: str | None) ->
     return f"{moved} object(s) labeled {phrase!r} are now {target!r}"
 
 
-# -------------------------------------------------------------------------------------- masks
+# ------------------------------------------------------------------------------------- canvas
 
-def mask_editor_value(app: App, state: dict, image_id: int | None, object_id: int | None) -> dict | None:
-    """The brush editor's value: the image as background, the object's mask as a red layer (RGBA)."""
-    if image_id is None or object_id is None:
+def canvas_state(app: App, state: dict, image_id: int | None, *, selected: int | None = None,
+                 message: str | None = None, seq: int | None = None) -> dict | None:
+    """The canvas' value for the image: what the project stores now (see ui/canvas_view.py)."""
+    return canvas_value(app.sessions.project(state), state["token"], app.canvas_files, image_id, selected=selected,
+                        message=message, seq=seq)
+
+
+def canvas_edit(app: App, state: dict, payload: object) -> tuple[dict | None, int | None]:
+    """One edit from the canvas, applied in one transaction (ui/edits.py) -> (the canvas' new value, the
+    image it is on). A refused edit changes nothing; the value then carries the reason as its message."""
+    seq = payload.get("seq") if isinstance(payload, dict) and isinstance(payload.get("seq"), int) else None
+    shown = payload.get("image_id") if isinstance(payload, dict) else None
+    project = app.sessions.project(state)
+    if not (isinstance(shown, int) and not isinstance(shown, bool) and project.has_image(shown)):
+        image_id = current_image(app, state)
+        return canvas_state(app, state, image_id, seq=seq, message="that image is not in this project any more"), image_id
+    try:
+        edit = edits.parse(payload)
+        applied = edits.apply(project, edit, segment=_segment(app, project, shown))
+    except USER_ERRORS as err:
+        return canvas_state(app, state, shown, seq=seq, message=page_words(app, state, err)), shown
+    return canvas_state(app, state, shown, selected=applied.selected, message=applied.message, seq=seq), shown
+
+
+def _segment(app: App, project, image_id: int):
+    """SAM for the canvas' clicks on this image, or None when SAM is off. Runs between two images of any
+    running job (the model lock)."""
+    if not app.hub.sam_enabled:
         return None
-    project = app.sessions.project(state)
-    record = project.image(image_id)
-    rgb = np.asarray(to_rgb(record.path))
-    layer = np.zeros((record.height, record.width, 4), dtype=np.uint8)
-    obj = _object(project, image_id, object_id)
-    if obj.mask is not None:
-        m = rle_to_mask(obj.mask)
-        layer[m] = (255, 0, 80, 255)
-    background = np.dstack([rgb, np.full(rgb.shape[:2], 255, np.uint8)])
-    return {"background": background, "layers": [layer], "composite": None}
+    path = project.image(image_id).path
 
-
-def save_mask_edit(app: App, state: dict, image_id: int | None, object_id: int | None, value: dict | None) -> str:
-    """Keep the brushed mask: every painted pixel of the editor's layers (alpha > 0)."""
-    if image_id is None or object_id is None or not value:
-        raise ProjectError("select an object first")
-    project = app.sessions.project(state)
-    record = project.image(image_id)
-    layers = [np.asarray(layer) for layer in value.get("layers") or [] if layer is not None]
-    if not layers:
-        raise ProjectError("the editor has no mask layer")
-    mask = np.zeros((record.height, record.width), dtype=bool)
-    for layer in layers:
-        if layer.shape[:2] != mask.shape:
-            raise ProjectError(f"the edited mask is {layer.shape[1]}x{layer.shape[0]}, the image {record.width}x{record.height}")
-        mask |= layer[..., 3] > 0
-    project.update_object(object_id, mask=mask_to_rle(mask) if mask.any() else None, source="manual")
-    return f"mask saved ({int(mask.sum())} pixels)"
-
-
-def refine_click(app: App, state: dict, image_id: int | None, object_id: int | None, x: float, y: float,
-                 positive: bool) -> str:
-    """One SAM click on the selected object: added to its clicks so far, with its box and mask."""
-    if image_id is None or object_id is None:
-        raise ProjectError("select an object to refine first")
-    project = app.sessions.project(state)
-    obj = _object(project, image_id, object_id)
-    clicks = state.setdefault("clicks", {}).setdefault(str(object_id), [])
-    clicks.append([float(x), float(y), 1 if positive else 0])
-    with app.jobs.model_lock:  # between two images of any running job
-        refined = app.hub.segmenter().refine(project.image(image_id).path, points=[c[:2] for c in clicks],
-                                             labels=[c[2] for c in clicks], box=obj.box,
-                                             mask=rle_to_mask(obj.mask) if obj.mask else None)
-    project.update_object(object_id, mask=mask_to_rle(refined.mask), source=obj.source)
-    return f"mask refined with {len(clicks)} click(s), predicted quality {refined.score:.2f}"
-
-
-def _object(project, image_id: int, object_id: int):
-    for obj in project.objects(image_id):
-        if obj.id == object_id:
-            return obj
-    raise ProjectError(f"object {object_id} is not on this image (it may have been deleted)")
+    def segment(points, labels, box):
+        with app.jobs.model_lock:
+            return app.hub.segmenter().refine(path, points=points, labels=labels, box=box).mask
+    return segment
 
 
 # ------------------------------------------------------------------------------------- export

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import gradio as gr
-from gradio_image_annotation import image_annotator
 
 from . import handlers as h
+from .canvas import make_canvas
 from .files import ASSETS
 from .render import STATUS_ORDER
 from .session import page_address
@@ -24,7 +24,7 @@ EXAMPLES = [(ASSETS / name, classes) for name, classes in
             (("cat.png", "cat, remote control"), ("coffee.png", "cup, saucer, spoon"), ("astronaut.png", "person, flag"))
             if (ASSETS / name).is_file()]
 
-# letters the box editor does not use itself (it takes c, d, Delete, Enter, Escape and the arrows)
+# letters the canvas does not use itself (it takes v, b, k, u, e, f, [, ], 1-9 and only while it has the focus)
 SHORTCUTS = {"n": "next-btn", "p": "prev-btn", "r": "reviewed-btn", "s": "skip-btn", "g": "detect-btn"}
 HEAD = """<script>
 document.addEventListener('keydown', (e) => {
@@ -44,9 +44,13 @@ FORGET_LINK_JS = """() => {
 LINK_LABEL = ("Project link: opens this browser's project in any browser. Anyone with this link can see and edit "
               "the project; share it only with people you trust")
 
-HELP = ("**Keys:** `n` next image, `p` previous, `r` mark reviewed, `s` skip, `g` detect. In the box editor: "
-        "*Create box* to draw, drag to move or resize, double-click a box to change its label, select + `Delete` "
-        "to remove it. Every change is saved as you make it.")
+HELP = ("**Keys:** `n` next image, `p` previous, `r` mark reviewed, `s` skip, `g` detect. **On the picture** (click it "
+        "first): *Box* (`b`) draws a box on empty space, drags a box to move it and its handles to resize it; `1`-`9` "
+        "give the selected box (or the next one) a class; `Delete` or `Backspace` removes it. *Click* (`k`) segments "
+        "with SAM: a click adds a point (Alt-click or right-click: a negative one) to the selected object, or starts "
+        "a new one; `Esc` ends. *Brush* (`u`) and *Eraser* (`e`) paint the selected object's mask, radius in image "
+        "pixels (`[` `]`). Wheel zooms, space+drag or the middle button pans, `f` fits. `Ctrl+Z` undoes, "
+        "`Ctrl+Shift+Z` or `Ctrl+Y` redoes, also after a reload. Every change is saved as you make it.")
 
 
 def build(app: h.App) -> gr.Blocks:
@@ -85,8 +89,7 @@ def build(app: h.App) -> gr.Blocks:
                         label="Examples: one click adds the photo and its classes; then press Detect")
         with gr.Row():
             with gr.Column(scale=3):
-                annotator = image_annotator(None, label_list=[], label="Boxes", elem_id="annotator", sources=[],
-                                            show_clear_button=False, height=560)
+                canvas = make_canvas(elem_id="canvas", height=560)
                 info = gr.Markdown("", elem_id="image-info")
                 message = gr.Markdown("", elem_id="message")  # next to the editor: what the last action did
                 with gr.Row():
@@ -126,16 +129,6 @@ def build(app: h.App) -> gr.Blocks:
                         rename_btn = gr.Button("Rename / merge", elem_id="rename-class-btn")
                         with_objects = gr.Checkbox(value=False, label="delete its objects too")
                         delete_class_btn = gr.Button("Delete class", elem_id="delete-class-btn")
-        with gr.Accordion("Fix a mask", open=False):
-            obj = gr.Dropdown([], label="Object", elem_id="object-choice")
-            with gr.Row():
-                with gr.Column():
-                    click_kind = gr.Radio(["positive", "negative"], value="positive", label="Click adds")
-                    click_img = gr.Image(label="Click on the image to refine with SAM", interactive=False)
-                with gr.Column():
-                    editor = gr.ImageEditor(label="Brush / eraser", type="numpy", image_mode="RGBA", format="png")
-                    save_mask_btn = gr.Button("Save brushed mask")
-
         # ---------------------------------------------------------------------------- helpers
 
         def state_of(state):
@@ -150,18 +143,17 @@ def build(app: h.App) -> gr.Blocks:
             if image_id == "keep":
                 image_id = h.current_image(app, state)
             state = {**state, "image_id": image_id}
-            value, text, choices = h.view_image(app, state, image_id)
+            value, text = h.view_image(app, state, image_id)
             project = app.sessions.project(state)
             classes = project.classes
-            annot = gr.update(value=value, label_list=classes) if value is not None else gr.update(value=None)
-            return (state, annot, image_id, text, h.rows(app, state, view_value.get(state["token"], "all")),
-                    gr.update(choices=choices, value=None), gr.update(choices=project.phrases, value=None),
+            return (state, value, image_id, text, h.rows(app, state, view_value.get(state["token"], "all")),
+                    gr.update(choices=project.phrases, value=None),
                     gr.update(choices=classes, value=None), h.class_counts(app, state), h.review_counter(app, state),
                     note if note is not None else gr.update(), app.hub.status)
 
         view_value: dict[str, str] = {}
         # message and status stay last: only_message relies on it
-        outs = [bstate, annotator, shown_id, info, table, obj, phrase, class_old, class_table, counter, message, status]
+        outs = [bstate, canvas, shown_id, info, table, phrase, class_old, class_table, counter, message, status]
 
         def only_message(text):
             """Leave the page as it is and say why (an action that could not start)."""
@@ -237,18 +229,23 @@ def build(app: h.App) -> gr.Blocks:
 
         detect_btn.click(guarded(detect), [bstate, shown_id, *prompt_inputs], outs, concurrency_id="model")
 
-        def on_boxes(state, image_id, value):
-            if image_id is None or value is None:
-                return gr.update(), gr.update(), gr.update(), gr.update()
-            image_id = int(image_id)
-            if h.save_boxes(app, state, image_id, value):
-                _, text, choices = h.view_image(app, state, image_id)
-                return (text, h.rows(app, state, view_value.get(state["token"], "all")),
-                        gr.update(choices=choices), gr.update(choices=app.sessions.project(state).phrases))
-            return gr.update(), gr.update(), gr.update(), gr.update()
+        def on_edit(state, evt: gr.EventData):
+            """One edit from the canvas: applied by the server, answered with the new canvas and what it changes
+            around it (the image's line, the list, the counter, the phrase and class choices)."""
+            try:
+                state = state_of(state)
+                value, image_id = h.canvas_edit(app, state, getattr(evt, "_data", None))
+                text = h.image_line(app, state, image_id, value["readable"]) if value is not None else gr.update()
+                project = app.sessions.project(state)
+                return (value, text, h.rows(app, state, view_value.get(state["token"], "all")),
+                        h.review_counter(app, state), gr.update(choices=project.phrases),
+                        gr.update(choices=project.classes))
+            except h.USER_ERRORS as err:
+                return (gr.update(), f"**Could not do that:** {h.page_words(app, None, err)}", gr.update(), gr.update(),
+                        gr.update(), gr.update())
 
-        annotator.change(guarded_small(on_boxes, state_of), [bstate, shown_id, annotator], [info, table, obj, phrase],
-                         trigger_mode="always_last")
+        canvas.edit(on_edit, [bstate], [canvas, info, table, counter, phrase, class_old], show_progress="hidden",
+                    trigger_mode="multiple", concurrency_id="edits", concurrency_limit=1)
 
         def go(delta):
             def run(state, view_name):
@@ -344,67 +341,4 @@ def build(app: h.App) -> gr.Blocks:
 
         map_btn.click(guarded(lambda s, p, t: refresh(s, "keep", h.map_phrase(app, s, p, t))), [bstate, phrase, target], outs)
 
-        # ------------------------------------------------------------------------------ masks
-
-        def pick_object(state, image_id, object_id):
-            if image_id is None or object_id is None:
-                return None, None
-            try:
-                value = h.mask_editor_value(app, state_of(state), int(image_id), int(object_id))
-            except h.USER_ERRORS:
-                return None, None
-            return _preview(value), value
-
-        obj.change(pick_object, [bstate, shown_id, obj], [click_img, editor])
-
-        @gpu
-        def on_click(state, image_id, object_id, kind, evt: gr.SelectData):
-            x, y = evt.index
-            note = h.refine_click(app, state, None if image_id is None else int(image_id),
-                                  None if object_id is None else int(object_id), x, y, kind == "positive")
-            out = refresh(state, int(image_id), note)
-            value = h.mask_editor_value(app, out[0], int(image_id), int(object_id))
-            return (*out, _preview(value), value)
-
-        def on_click_guarded(state, image_id, object_id, kind, evt: gr.SelectData):
-            try:
-                state = state_of(state)
-            except h.USER_ERRORS as err:
-                return (*only_message(f"**{err}**"), gr.update(), gr.update())
-            try:
-                return on_click(state, image_id, object_id, kind, evt)
-            except h.USER_ERRORS as err:
-                return (*refresh(state, note=f"**Could not refine:** {h.page_words(app, state, err)}"), gr.update(),
-                        gr.update())
-
-        click_img.select(on_click_guarded, [bstate, shown_id, obj, click_kind], [*outs, click_img, editor],
-                         concurrency_id="model")
-
-        def save_brush(state, image_id, object_id, value):
-            note = h.save_mask_edit(app, state, None if image_id is None else int(image_id),
-                                    None if object_id is None else int(object_id), value)
-            return refresh(state, int(image_id), note)
-
-        save_mask_btn.click(guarded(save_brush), [bstate, shown_id, obj, editor], outs)
-
     return demo
-
-
-def guarded_small(fn, state_of):
-    def run(state, *args):
-        try:
-            return fn(state_of(state), *args)
-        except h.USER_ERRORS:
-            return gr.update(), gr.update(), gr.update(), gr.update()
-    return run
-
-
-def _preview(value: dict):
-    """The image with the object's mask tinted, for clicking."""
-    import numpy as np
-
-    background = value["background"][..., :3].astype(np.float32)
-    layer = value["layers"][0]
-    m = layer[..., 3] > 0
-    background[m] = background[m] * 0.5 + np.array([255, 0, 80], dtype=np.float32) * 0.5
-    return background.round().astype(np.uint8)

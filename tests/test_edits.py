@@ -1,0 +1,239 @@
+"""The canvas's edit protocol (ui/edits.py) on a real project file: every edit kind, what it does to masks
+and SAM clicks, undo / redo (also after reopening the project), and refusals in the page's words."""
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_mask_edits import brute_stroke
+
+from gdino import history
+from gdino.masks import mask_to_rle, rle_to_mask
+from gdino.project import Project, ProjectError
+from ui import edits
+from ui.edits import EditError, parse
+
+H, W = 60, 80
+
+
+@pytest.fixture
+def project(tmp_path):
+    path = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (H, W, 3), dtype=np.uint8)).save(path)
+    with Project.create(tmp_path / "proj", ["cat", "dog"]) as p:
+        p.add_image(path)
+        yield p
+
+
+def image_id(project):
+    return project.images()[0].id
+
+
+def send(project, segment=None, **payload):
+    payload.setdefault("image_id", image_id(project))
+    return edits.apply(project, parse(payload), segment)
+
+
+def block(y0, y1, x0, x1):
+    m = np.zeros((H, W), bool)
+    m[y0:y1, x0:x1] = True
+    return m
+
+
+def test_add_then_undo_and_redo(project):
+    iid = image_id(project)
+    result = send(project, kind="add", box=[30, 40, 10, 5], class_name="dog")  # corners in any order
+    (obj,) = project.objects(iid)
+    assert result.selected == obj.id and obj.box == (10, 5, 30, 40) and obj.source == "manual"
+    assert project.image(iid).status == "auto"  # drawn by hand: labeled
+    assert project.history(iid) == (True, False)
+    send(project, kind="undo")
+    assert project.objects(iid) == [] and project.image(iid).status == "unlabeled"
+    assert project.history(iid) == (False, True)
+    send(project, kind="redo")
+    assert project.objects(iid) == [obj] and project.image(iid).status == "auto"
+    assert send(project, kind="redo").message == "nothing to redo"
+
+
+def test_a_moved_box_takes_its_mask_and_clicks_along(project):
+    iid = image_id(project)
+    mask = block(10, 20, 15, 30)
+    obj = project.add_object(iid, (15, 10, 30, 20), "cat", score=0.8, source="model", mask=mask_to_rle(mask))
+    send(project, kind="move", object_id=obj.id, dx=10.4, dy=-5.6)
+    (moved,) = project.objects(iid)
+    assert moved.box == (25, 4, 40, 14)  # whole pixels: the same offset as the mask
+    assert np.array_equal(rle_to_mask(moved.mask), block(4, 14, 25, 40))
+    assert moved.score == 0.8 and moved.source == "manual"
+    plain = project.add_object(iid, (0, 0, 5, 5), "dog")
+    send(project, kind="move", object_id=plain.id, dx=1.25, dy=2.5)  # no mask: exact
+    assert project.objects(iid)[1].box == (1.25, 2.5, 6.25, 7.5)
+
+
+def test_a_resized_box_keeps_the_mask_inside_it(project):
+    iid = image_id(project)
+    obj = project.add_object(iid, (15, 10, 30, 20), "cat", mask=mask_to_rle(block(10, 20, 15, 30)))
+    send(project, kind="resize", object_id=obj.id, box=[15, 10, 22, 20])
+    (resized,) = project.objects(iid)
+    assert resized.box == (15, 10, 22, 20) and np.array_equal(rle_to_mask(resized.mask), block(10, 20, 15, 22))
+
+
+def test_delete_and_undo_restore_everything(project):
+    iid = image_id(project)
+    a = project.add_object(iid, (1, 1, 9, 9), "cat", score=0.4, source="model", mask=mask_to_rle(block(1, 9, 1, 9)))
+    b = project.add_object(iid, (20, 20, 30, 30), "dog")
+    send(project, kind="delete", object_ids=[a.id, b.id])
+    assert project.objects(iid) == []
+    send(project, kind="undo")
+    assert project.objects(iid) == [a, b]  # the same ids, scores, sources and masks
+
+
+def test_relabel_adds_a_new_class_and_maps_a_phrase_object(project):
+    iid = image_id(project)
+    project.replace_model_objects(iid, [{"box": (1, 1, 9, 9), "class_name": "a red couch", "score": 0.5}],
+                                  phrases=["a red couch"])
+    (obj,) = project.objects(iid)
+    send(project, kind="relabel", object_ids=[obj.id], class_name="couch")
+    (relabeled,) = project.objects(iid)
+    assert (relabeled.class_name, relabeled.phrase, relabeled.source) == ("couch", False, "manual")
+    assert project.classes == ["cat", "dog", "couch"] and project.phrases == []
+    send(project, kind="undo")
+    assert project.objects(iid) == [obj] and project.phrases == ["a red couch"]
+
+
+def test_brush_and_eraser_store_the_stroke_rasterized(project):
+    iid = image_id(project)
+    stroke = [[10.2, 10.7], [30.5, 22.1], [50.0, 21.0]]
+    result = send(project, kind="stroke", object_id=None, points=stroke, radius=3.0, erase=False, class_name="cat")
+    (obj,) = project.objects(iid)
+    painted = brute_stroke(H, W, stroke, 3.0)
+    assert result.selected == obj.id and np.array_equal(rle_to_mask(obj.mask), painted)
+    ys, xs = np.nonzero(painted)
+    assert obj.box == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+    rub = [[30.0, 10.0], [30.0, 40.0]]
+    send(project, kind="stroke", object_id=obj.id, points=rub, radius=2.0, erase=True, class_name="cat")
+    (erased,) = project.objects(iid)
+    assert np.array_equal(rle_to_mask(erased.mask), painted & ~brute_stroke(H, W, rub, 2.0))
+    assert erased.box == obj.box  # a box never shrinks by erasing
+
+
+class FakeSam:
+    """Records what SAM was asked; answers a disc around the last positive click."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, points, labels, box):
+        self.calls.append((points.tolist(), labels.tolist(), box))
+        x, y = points[labels == 1][-1]
+        yy, xx = np.mgrid[:H, :W]
+        return (xx + 0.5 - x) ** 2 + (yy + 0.5 - y) ** 2 <= 25
+
+
+def test_clicks_chain_on_the_selected_object_and_undo_removes_one(project):
+    iid = image_id(project)
+    sam = FakeSam()
+    first = send(project, sam, kind="click", object_id=None, x=20, y=20, positive=True, class_name="dog")
+    (obj,) = project.objects(iid)
+    assert first.selected == obj.id and obj.class_name == "dog" and obj.clicks["points"] == [[20, 20, True]]
+    assert sam.calls[-1] == ([[20, 20]], [1], None)
+    send(project, sam, kind="click", object_id=obj.id, x=40, y=30, positive=True, class_name="dog")
+    send(project, sam, kind="click", object_id=obj.id, x=22, y=22, positive=False, class_name="dog")
+    assert sam.calls[-1] == ([[20, 20], [40, 30], [22, 22]], [1, 1, 0], None)
+    (obj,) = project.objects(iid)
+    assert len(obj.clicks["points"]) == 3 and len(project.objects(iid)) == 1
+    send(project, kind="undo")
+    assert project.objects(iid)[0].clicks["points"] == [[20, 20, True], [40, 30, True]]
+    # a box from a model run: its clicks are prompted with the box
+    boxed = project.add_object(iid, (50, 5, 70, 25), "cat", score=0.9, source="model")
+    send(project, sam, kind="click", object_id=boxed.id, x=60, y=15, positive=True, class_name="cat")
+    assert sam.calls[-1] == ([[60, 15]], [1], (50, 5, 70, 25))
+    refined = project.objects(iid)[-1]
+    assert refined.box == (50, 5, 70, 25) and refined.mask is not None and refined.source == "manual"
+
+
+def test_clicks_without_sam_say_so(project):
+    with pytest.raises(ProjectError, match="start the app with --sam"):
+        send(project, kind="click", object_id=None, x=20, y=20, positive=True, class_name="dog")
+
+
+def test_undo_and_redo_work_after_reopening(project, tmp_path):
+    iid = image_id(project)
+    send(project, kind="add", box=[1, 1, 10, 10], class_name="cat")
+    send(project, kind="add", box=[20, 20, 30, 30], class_name="dog")
+    send(project, kind="undo")
+    project.close()
+    with Project.open(tmp_path / "proj") as again:
+        assert again.history(iid) == (True, True)
+        edits.apply(again, parse({"kind": "redo", "image_id": iid}))
+        assert [o.class_name for o in again.objects(iid)] == ["cat", "dog"]
+        edits.apply(again, parse({"kind": "undo", "image_id": iid}))
+        edits.apply(again, parse({"kind": "undo", "image_id": iid}))
+        assert again.objects(iid) == [] and again.history(iid) == (False, True)
+
+
+def test_a_new_edit_drops_what_was_undone(project):
+    iid = image_id(project)
+    send(project, kind="add", box=[1, 1, 10, 10], class_name="cat")
+    send(project, kind="undo")
+    send(project, kind="add", box=[20, 20, 30, 30], class_name="dog")
+    assert project.history(iid) == (True, False)
+
+
+def test_a_model_run_in_between_clears_the_history_with_a_message(project):
+    iid = image_id(project)
+    send(project, kind="add", box=[1, 1, 10, 10], class_name="cat")
+    project.replace_model_objects(iid, [{"box": (5, 5, 15, 15), "class_name": "dog", "score": 0.7}])
+    assert project.history(iid) == (False, False)  # the run starts a new history
+    obj = project.objects(iid)[-1]
+    send(project, kind="move", object_id=obj.id, dx=1, dy=1)
+    with project._write() as db:  # another writer changes the object without an entry
+        db.execute("UPDATE objects SET x0 = 0 WHERE id = ?", (obj.id,))
+    with pytest.raises(ProjectError, match="changed by something else"):
+        send(project, kind="undo")
+    assert project.history(iid) == (False, False)
+
+
+def test_an_object_changed_meanwhile_is_not_overwritten(project):
+    iid = image_id(project)
+    obj = project.add_object(iid, (1, 1, 10, 10), "cat")
+    stale = project.objects(iid)
+    project.update_object(obj.id, box=(2, 2, 12, 12))
+    with pytest.raises(ProjectError, match="changed meanwhile"):
+        project.edit_objects(iid, {obj.id: None}, expect=stale)
+    assert project.objects(iid)[0].box == (2, 2, 12, 12)
+
+
+def test_history_is_capped_per_image(project, monkeypatch):
+    monkeypatch.setattr(history, "LIMIT", 3)
+    iid = image_id(project)
+    for k in range(5):
+        send(project, kind="add", box=[k, k, k + 5, k + 5], class_name="cat")
+    for _ in range(3):
+        send(project, kind="undo")
+    assert len(project.objects(iid)) == 2 and send(project, kind="undo").message == "nothing to undo"
+
+
+@pytest.mark.parametrize("payload, message", [
+    ("add", "not an edit"),
+    ({"kind": "add", "image_id": "1", "box": [0, 0, 1, 1], "class_name": "cat"}, "no valid image id"),
+    ({"kind": "add", "image_id": 1, "box": [0, 0, 1], "class_name": "cat"}, "four corners"),
+    ({"kind": "add", "image_id": 1, "box": [0, 0, float("nan"), 1], "class_name": "cat"}, "not a number"),
+    ({"kind": "add", "image_id": 1, "box": [0, 0, 1, 1], "class_name": " "}, "choose a class"),
+    ({"kind": "delete", "image_id": 1, "object_ids": []}, "select the boxes"),
+    ({"kind": "stroke", "image_id": 1, "object_id": None, "points": [[1, 2, 3]], "radius": 2, "erase": False,
+      "class_name": "cat"}, r"\[x, y\] pairs"),
+    ({"kind": "stroke", "image_id": 1, "object_id": None, "points": [[1, 2]] * 20_001, "radius": 2, "erase": False,
+      "class_name": "cat"}, "1 to 20000 points"),
+    ({"kind": "stroke", "image_id": 1, "object_id": None, "points": [[1, 2]], "radius": 0, "erase": False,
+      "class_name": "cat"}, "brush size"),
+    ({"kind": "click", "image_id": 1, "object_id": None, "x": 1, "y": 2, "positive": 1, "class_name": "cat"},
+     "no valid positive"),
+    ({"kind": "rotate", "image_id": 1}, "unknown edit"),
+])
+def test_bad_payloads_are_refused_in_the_pages_words(payload, message):
+    with pytest.raises(EditError, match=message):
+        parse(payload)
+
+
+def test_an_edit_of_a_box_that_is_gone_says_so(project):
+    with pytest.raises(ProjectError, match="that box is gone"):
+        send(project, kind="move", object_id=12345, dx=1, dy=1)

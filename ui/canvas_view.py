@@ -1,0 +1,132 @@
+"""What the canvas draws, computed from the project: the value of `ui.canvas.make_canvas` for one image.
+
+The picture and the mask overlay reach the page as files: the upright image (written once per image
+file, JPEG), and one palette PNG of the masks per change of the masks (a box edit reuses the last one).
+They are written to a folder of this session under the system's temporary folder, from where gradio
+copies them into its cache and serves them under unguessable names; the workspace itself is never served.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import itertools
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from gdino.masks import rle_to_mask
+from gdino.processing import to_rgb
+
+from .canvas import mask_index_to_overlay
+from .render import PHRASE_COLOR, class_color, placeholder
+
+# the canvas ignores a value older than the one it shows (gradio may deliver replies out of order): revisions
+# only grow, across images, sessions and server restarts (they start from the clock, in milliseconds)
+_revisions = itertools.count(int(time.time() * 1000))
+JPEG_QUALITY = 92
+
+
+def file_data(path: Path) -> dict:
+    return {"path": str(path), "meta": {"_type": "gradio.FileData"}}
+
+
+class CanvasFiles:
+    """Per-session folders for the canvas' image and overlay files, under one folder of this server."""
+
+    KEEP_S = 86400  # folders of earlier server runs are removed once this old
+
+    def __init__(self):
+        self.root = Path(tempfile.mkdtemp(prefix="gdino-canvas-"))
+        for old in self.root.parent.glob("gdino-canvas-*"):  # what servers that stopped left behind
+            with contextlib.suppress(OSError):
+                if old != self.root and time.time() - old.stat().st_mtime > self.KEEP_S:
+                    shutil.rmtree(old)
+        self._lock = threading.Lock()
+        self._overlays: dict[tuple[str, int], tuple[str, Path]] = {}  # (session, image) -> (masks key, file)
+
+    def folder(self, token: str) -> Path:
+        folder = self.root / hashlib.sha256(token.encode()).hexdigest()[:24]
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def image(self, token: str, record) -> tuple[Path, bool]:
+        """(the upright picture of the image as a JPEG, written once per version of its file; whether the
+        file could be read: if not, the picture is a grey placeholder of its size)."""
+        try:
+            stat = record.path.stat()
+            version = f"{record.path}:{stat.st_mtime_ns}:{stat.st_size}"
+        except OSError:
+            version = "missing"
+        stem = f"image-{record.id}-{hashlib.sha256(version.encode()).hexdigest()[:16]}"
+        folder = self.folder(token)
+        for readable, path in ((True, folder / f"{stem}.jpg"), (False, folder / f"{stem}-unreadable.jpg")):
+            if path.exists():
+                return path, readable
+        from PIL import Image
+
+        try:
+            rgb, readable = to_rgb(record.path), True
+        except Exception:  # noqa: BLE001 - any unreadable file shows as the placeholder
+            rgb = Image.fromarray(placeholder(record.width, record.height, longest=max(record.width, record.height)))
+            readable = False
+        path = folder / (f"{stem}.jpg" if readable else f"{stem}-unreadable.jpg")
+        partial = path.with_suffix(".part")
+        rgb.convert("RGB").save(partial, format="JPEG", quality=JPEG_QUALITY)
+        partial.replace(path)
+        return path, readable
+
+    def overlay(self, token: str, image_id: int, objects, shape: tuple[int, int]) -> Path | None:
+        """The masks as one palette PNG (pixel value k = objects[k-1]); the same file while the masks are."""
+        masked = [(k, o) for k, o in enumerate(objects, start=1) if o.mask is not None]
+        if not masked:
+            return None
+        key = hashlib.sha256(repr([(k, o.id, o.mask["counts"]) for k, o in masked]).encode()).hexdigest()
+        with self._lock:
+            last = self._overlays.get((token, image_id))
+        if last is not None and last[0] == key and last[1].exists():
+            return last[1]
+        index = np.zeros(shape, dtype=np.uint16)
+        for k, o in masked:
+            index[rle_to_mask(o.mask)] = k
+        path = self.folder(token) / f"overlay-{image_id}-{next(_revisions)}.png"
+        mask_index_to_overlay(index).save(path, format="PNG", compress_level=1)
+        with self._lock:
+            self._overlays[(token, image_id)] = (key, path)
+        if last is not None and last[1] != path:
+            last[1].unlink(missing_ok=True)  # gradio has its own copy of what it sent
+        return path
+
+    def close(self) -> None:
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
+def canvas_value(project, token: str, files: CanvasFiles, image_id: int | None, *, selected: int | None = None,
+                 message: str | None = None, seq: int | None = None) -> dict | None:
+    """The canvas' value for the image (None: no image), from what the project stores now."""
+    if image_id is None:
+        return None
+    record = project.image(image_id)
+    objects = project.objects(image_id)
+    classes = project.classes
+    can_undo, can_redo = project.history(image_id)
+
+    def color(o):
+        return list(PHRASE_COLOR if o.phrase else class_color(classes.index(o.class_name)))
+
+    overlay = files.overlay(token, image_id, objects, (record.height, record.width))
+    picture, readable = files.image(token, record)
+    return {
+        "image_id": image_id, "revision": next(_revisions), "readable": readable,  # readable: for the page's line
+        "image": file_data(picture), "width": record.width, "height": record.height,
+        "objects": [{"id": o.id, "class_name": o.class_name, "phrase": o.phrase, "box": list(o.box), "score": o.score,
+                     "source": o.source, "color": color(o), "has_mask": o.mask is not None,
+                     "clicks": [] if o.clicks is None else o.clicks["points"]} for o in objects],
+        "overlay": None if overlay is None else file_data(overlay),
+        "classes": [{"name": c, "color": list(class_color(k))} for k, c in enumerate(classes)],
+        "selected": selected, "can_undo": can_undo, "can_redo": can_redo, "seq": seq, "message": message,
+    }

@@ -1,0 +1,324 @@
+"""The canvas's edits as a small typed protocol.
+
+A payload from the page (JSON) -> `parse` -> one typed edit -> `apply`: one project transaction with its
+undo entry (`Project.edit_objects`, `Project.undo`, `Project.redo`). The page then draws the state the
+server answers with; it never holds the truth. Coordinates are pixels of the upright image.
+
+What each edit does to a mask (choices, documented in the README):
+- move: the box and its mask move together, by whole pixels when the object has a mask (so that both
+  move by exactly the same offset), and its SAM clicks with them;
+- resize: the mask keeps its pixels inside the new box (no re-segmenting: a person resizing a box means
+  "this far", and a click refines it with SAM if wanted); the clicks are dropped;
+- click: SAM with every click of the object so far (and the box it started from, if it had one); a click
+  with nothing selected creates an object from that click alone, its box the mask's;
+- stroke: brush adds, eraser removes the stroke's pixels (radius in image pixels, see gdino.mask_edits);
+  a box grows to hold what was brushed outside it, never shrinks; the clicks are dropped.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from gdino.mask_edits import bounding_box, inside_box, shift, stroke
+from gdino.masks import mask_to_rle, rle_to_mask
+from gdino.project import ObjectRecord, ObjectState, Project, ProjectError
+
+MAX_POINTS = 20_000  # per stroke
+MAX_IDS = 10_000  # per delete / relabel
+
+
+class EditError(ValueError):
+    """A payload the server cannot apply; the message is in the page's words."""
+
+
+@dataclass(frozen=True)
+class Add:
+    image_id: int
+    box: tuple[float, float, float, float]
+    class_name: str
+
+
+@dataclass(frozen=True)
+class Move:
+    image_id: int
+    object_id: int
+    dx: float
+    dy: float
+
+
+@dataclass(frozen=True)
+class Resize:
+    image_id: int
+    object_id: int
+    box: tuple[float, float, float, float]
+
+
+@dataclass(frozen=True)
+class Delete:
+    image_id: int
+    object_ids: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Relabel:
+    image_id: int
+    object_ids: tuple[int, ...]
+    class_name: str
+
+
+@dataclass(frozen=True)
+class Click:
+    image_id: int
+    object_id: int | None  # None: a new object
+    x: float
+    y: float
+    positive: bool
+    class_name: str  # for a new object
+
+
+@dataclass(frozen=True)
+class Stroke:
+    image_id: int
+    object_id: int | None  # None: a new object (brush only)
+    points: tuple[tuple[float, float], ...]
+    radius: float
+    erase: bool
+    class_name: str  # for a new object
+
+
+@dataclass(frozen=True)
+class Undo:
+    image_id: int
+
+
+@dataclass(frozen=True)
+class Redo:
+    image_id: int
+
+
+Edit = Add | Move | Resize | Delete | Relabel | Click | Stroke | Undo | Redo
+
+# (points (N, 2), labels (N,) 1/0, box xyxy or None) -> (H, W) bool mask of the image
+Segment = Callable[[np.ndarray, np.ndarray, "tuple[float, float, float, float] | None"], np.ndarray]
+
+
+# -- parsing ------------------------------------------------------------------------------------------
+
+
+def parse(payload: object) -> Edit:
+    """A payload from the canvas -> a typed edit, or an EditError that says what was wrong."""
+    if not isinstance(payload, dict):
+        raise EditError("the canvas sent something that is not an edit; reload the page")
+    kind = payload.get("kind")
+    image_id = _id(payload, "image_id")
+    if kind == "add":
+        return Add(image_id, _box(payload), _name(payload))
+    if kind == "move":
+        return Move(image_id, _id(payload, "object_id"), _number(payload, "dx"), _number(payload, "dy"))
+    if kind == "resize":
+        return Resize(image_id, _id(payload, "object_id"), _box(payload))
+    if kind == "delete":
+        return Delete(image_id, _ids(payload))
+    if kind == "relabel":
+        return Relabel(image_id, _ids(payload), _name(payload))
+    if kind == "click":
+        return Click(image_id, _optional_id(payload), _number(payload, "x"), _number(payload, "y"),
+                     _flag(payload, "positive"), _name(payload))
+    if kind == "stroke":
+        points = payload.get("points")
+        if not isinstance(points, list) or not 0 < len(points) <= MAX_POINTS:
+            raise EditError(f"a brush stroke needs 1 to {MAX_POINTS} points")
+        pts = tuple((_finite(p[0]), _finite(p[1])) if isinstance(p, list | tuple) and len(p) == 2 else _bad_point()
+                    for p in points)
+        radius = _number(payload, "radius")
+        if not 0 < radius <= 2000:
+            raise EditError("the brush size must be between 0 and 2000 pixels")
+        return Stroke(image_id, _optional_id(payload), pts, radius, _flag(payload, "erase"), _name(payload))
+    if kind == "undo":
+        return Undo(image_id)
+    if kind == "redo":
+        return Redo(image_id)
+    raise EditError(f"unknown edit {kind!r}; reload the page")
+
+
+def _id(payload: dict, key: str) -> int:
+    value = payload.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise EditError(f"the edit has no valid {key.replace('_', ' ')}; reload the page")
+    return value
+
+
+def _optional_id(payload: dict) -> int | None:
+    return None if payload.get("object_id") is None else _id(payload, "object_id")
+
+
+def _ids(payload: dict) -> tuple[int, ...]:
+    values = payload.get("object_ids")
+    if not isinstance(values, list) or not 0 < len(values) <= MAX_IDS:
+        raise EditError("select the boxes first")
+    return tuple(_id({"object_id": v}, "object_id") for v in values)
+
+
+def _finite(value) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise EditError("the edit has a coordinate that is not a number; reload the page")
+    return float(value)
+
+
+def _bad_point():
+    raise EditError("a brush stroke's points must be [x, y] pairs; reload the page")
+
+
+def _number(payload: dict, key: str) -> float:
+    return _finite(payload.get(key))
+
+
+def _flag(payload: dict, key: str) -> bool:
+    value = payload.get(key)
+    if not isinstance(value, bool):
+        raise EditError(f"the edit has no valid {key}; reload the page")
+    return value
+
+
+def _box(payload: dict) -> tuple[float, float, float, float]:
+    box = payload.get("box")
+    if not isinstance(box, list) or len(box) != 4:
+        raise EditError("a box needs four corners; reload the page")
+    x0, y0, x1, y1 = (_finite(v) for v in box)
+    return min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1)
+
+
+def _name(payload: dict) -> str:
+    name = payload.get("class_name")
+    if not isinstance(name, str) or not name.strip():
+        raise EditError("choose a class first (type one under Classes, or pick it in the canvas)")
+    return name.strip()
+
+
+# -- applying -----------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Applied:
+    selected: int | None = None  # the object the canvas selects next (the one created or edited)
+    message: str | None = None
+
+
+def apply(project: Project, edit: Edit, segment: Segment | None = None) -> Applied:
+    """Apply one edit to the project in one transaction (with its undo entry). ProjectError / EditError
+    say what went wrong; nothing is changed then."""
+    if isinstance(edit, Undo):
+        return Applied(message=None if project.undo(edit.image_id) else "nothing to undo")
+    if isinstance(edit, Redo):
+        return Applied(message=None if project.redo(edit.image_id) else "nothing to redo")
+    image = project.image(edit.image_id)
+    shape = (image.height, image.width)
+    if isinstance(edit, Add):
+        (new,) = project.edit_objects(edit.image_id, new=[ObjectState(edit.class_name, edit.box)])
+        return Applied(selected=new.id)
+    if isinstance(edit, Delete):
+        found = _objects(project, edit.image_id, edit.object_ids)
+        project.edit_objects(edit.image_id, {o.id: None for o in found}, expect=found)
+        return Applied()
+    if isinstance(edit, Relabel):
+        found = _objects(project, edit.image_id, edit.object_ids)
+        changes = {o.id: replace(ObjectState.of(o), class_name=edit.class_name, source="manual") for o in found}
+        project.edit_objects(edit.image_id, changes, expect=found)
+        return Applied(selected=found[0].id if len(found) == 1 else None)
+    if isinstance(edit, Move):
+        (obj,) = _objects(project, edit.image_id, [edit.object_id])
+        state = _moved(obj, edit.dx, edit.dy, shape)
+        project.edit_objects(edit.image_id, {obj.id: state}, expect=[obj])
+        return Applied(selected=obj.id)
+    if isinstance(edit, Resize):
+        (obj,) = _objects(project, edit.image_id, [edit.object_id])
+        mask = None
+        if obj.mask is not None:
+            mask = mask_to_rle(rle_to_mask(obj.mask) & inside_box(shape, edit.box))
+        state = replace(ObjectState.of(obj), box=edit.box, mask=mask, clicks=None, source="manual")
+        project.edit_objects(edit.image_id, {obj.id: state}, expect=[obj])
+        return Applied(selected=obj.id)
+    if isinstance(edit, Click):
+        return _click(project, edit, shape, segment)
+    if isinstance(edit, Stroke):
+        return _stroke(project, edit, shape)
+    raise EditError(f"unknown edit {edit!r}")
+
+
+def _objects(project: Project, image_id: int, ids: Sequence[int]) -> list[ObjectRecord]:
+    by_id = {o.id: o for o in project.objects(image_id)}
+    missing = [i for i in ids if i not in by_id]
+    if missing:
+        raise ProjectError("that box is gone (deleted or replaced meanwhile); the canvas shows what is stored now")
+    return [by_id[i] for i in dict.fromkeys(ids)]
+
+
+def _moved(obj: ObjectRecord, dx: float, dy: float, shape: tuple[int, int]) -> ObjectState:
+    state = ObjectState.of(obj)
+    clicks = state.clicks
+    if obj.mask is not None:  # box and mask by the same whole-pixel offset
+        dx, dy = round(dx), round(dy)
+        state = replace(state, mask=mask_to_rle(shift(rle_to_mask(obj.mask), dx, dy)))
+    if clicks is not None:
+        box = None if clicks["box"] is None else [v + d for v, d in zip(clicks["box"], (dx, dy, dx, dy), strict=True)]
+        clicks = {"box": box, "points": [[x + dx, y + dy, p] for x, y, p in clicks["points"]]}
+    x0, y0, x1, y1 = obj.box
+    return replace(state, box=(x0 + dx, y0 + dy, x1 + dx, y1 + dy), clicks=clicks, source="manual")
+
+
+def _click(project: Project, edit: Click, shape: tuple[int, int], segment: Segment | None) -> Applied:
+    if segment is None:
+        raise ProjectError("SAM is not loaded, so clicks cannot segment (start the app with --sam)")
+    h, w = shape
+    if not (0 <= edit.x <= w and 0 <= edit.y <= h):
+        raise EditError("click on the picture")
+    point = [edit.x, edit.y, edit.positive]
+    if edit.object_id is None:
+        if not edit.positive:
+            raise EditError("a new object starts with a positive click")
+        mask = segment(np.array([[edit.x, edit.y]]), np.array([1]), None)
+        box = bounding_box(mask)
+        if box is None:
+            raise EditError("SAM found nothing at that point; click elsewhere")
+        state = ObjectState(edit.class_name, box, mask=mask_to_rle(mask), clicks={"box": None, "points": [point]})
+        (new,) = project.edit_objects(edit.image_id, new=[state])
+        return Applied(selected=new.id)
+    (obj,) = _objects(project, edit.image_id, [edit.object_id])
+    clicks = obj.clicks or {"box": list(obj.box), "points": []}
+    points = [*clicks["points"], point]
+    prompt_box = None if clicks["box"] is None else tuple(clicks["box"])
+    mask = segment(np.array([p[:2] for p in points], dtype=np.float64), np.array([int(p[2]) for p in points]), prompt_box)
+    box = obj.box if prompt_box is not None else bounding_box(mask)
+    if box is None:
+        raise EditError("with that click SAM finds nothing; undo it or click elsewhere")
+    state = replace(ObjectState.of(obj), box=box, mask=mask_to_rle(mask), clicks={"box": clicks["box"], "points": points},
+                    source="manual")
+    project.edit_objects(edit.image_id, {obj.id: state}, expect=[obj])
+    return Applied(selected=obj.id)
+
+
+def _stroke(project: Project, edit: Stroke, shape: tuple[int, int]) -> Applied:
+    painted = stroke(shape, edit.points, edit.radius)
+    if edit.object_id is None:
+        if edit.erase:
+            raise EditError("select the object to erase from")
+        box = bounding_box(painted)
+        if box is None:
+            raise EditError("the stroke is outside the picture")
+        (new,) = project.edit_objects(edit.image_id, new=[ObjectState(edit.class_name, box, mask=mask_to_rle(painted))])
+        return Applied(selected=new.id)
+    (obj,) = _objects(project, edit.image_id, [edit.object_id])
+    mask = rle_to_mask(obj.mask) if obj.mask is not None else np.zeros(shape, dtype=bool)
+    mask = mask & ~painted if edit.erase else mask | painted
+    box = obj.box
+    grown = bounding_box(mask)
+    if grown is not None:
+        box = (min(box[0], grown[0]), min(box[1], grown[1]), max(box[2], grown[2]), max(box[3], grown[3]))
+    state = replace(ObjectState.of(obj), box=box, mask=mask_to_rle(mask) if mask.any() else None, clicks=None,
+                    source="manual")
+    project.edit_objects(edit.image_id, {obj.id: state}, expect=[obj])
+    return Applied(selected=obj.id)
