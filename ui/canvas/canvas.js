@@ -36,6 +36,7 @@ let acked = 0;           // the last seq the server echoed
 let pending = [];        // edits sent and not yet acknowledged: {payload, at}
 let held = [];           // clicks/strokes waiting for the object a pending click/stroke creates
 let selection = new Set();
+let picked = 0;  // how many times the person changed the selection (a reply's "selected" must not undo a newer pick)
 let tool = 'box';
 let positive = true;
 let currentClass = null;
@@ -177,7 +178,7 @@ function handleAt(p, objs) {
 function send(kind, fields) {
   if (!value) return;
   const payload = Object.assign({ kind, image_id: value.image_id, seq: ++seq }, fields || {});
-  pending.push({ payload, at: performance.now() });
+  pending.push({ payload, at: performance.now(), picked });
   trigger('edit', payload);
   root.dataset.sentAt = String(performance.now());
   status();
@@ -243,6 +244,8 @@ function onValue(v) {
     status(); requestRender();
     return;
   }
+  const mine = v.seq != null ? pending.find((e) => e.payload.seq === v.seq) : null;
+  const pickedSince = mine != null && mine.picked !== picked;  // the person chose another selection meanwhile
   if (v.seq != null) { acked = Math.max(acked, v.seq); seq = Math.max(seq, v.seq); }
   if (newImage) { pending = []; held = []; selection.clear(); drag = null; view.fit = true; }
   const ourl = fileUrl(v.overlay);
@@ -252,7 +255,7 @@ function onValue(v) {
   pending = pending.filter((e) => e.payload.seq > acked || (e.payload.kind === 'stroke' && overlayLoading));
 
   const ids = new Set((v.objects || []).map((o) => o.id));
-  if (v.selected != null && ids.has(v.selected)) selection = new Set([v.selected]);
+  if (v.selected != null && ids.has(v.selected) && !pickedSince) selection = new Set([v.selected]);
   else selection = new Set(Array.from(selection).filter((id) => ids.has(id)));
 
   syncClasses(v.classes || []);
@@ -618,8 +621,9 @@ canvas.addEventListener('pointerdown', (e) => {
       drag = { type: 'resize', id: h.object.id, name: h.name, start: q, box: h.object.box.slice(), orig: h.object.box.slice(), p0: p };
     } else if (hit && (e.ctrlKey || e.metaKey)) {
       if (selection.has(hit.id)) selection.delete(hit.id); else selection.add(hit.id);
+      picked++;
     } else if (hit) {
-      if (!selection.has(hit.id) || selection.size !== 1) selection = new Set([hit.id]);
+      if (!selection.has(hit.id) || selection.size !== 1) { selection = new Set([hit.id]); picked++; }
       drag = { type: 'move', id: hit.id, start: q, p0: p, dx: 0, dy: 0, orig: hit.box.slice() };
     } else {
       const c = { x: clamp(q.x, 0, value.width), y: clamp(q.y, 0, value.height) };
@@ -710,6 +714,7 @@ function finish(e, cancelled) {
         send('add', { box: b, class_name: currentClass || '' });
       } else if (!d.moved) {
         selection.clear();
+        picked++;
       }
     } else if (d.type === 'move' && d.moved) {
       send('move', { object_id: d.id, dx: d.dx, dy: d.dy });
@@ -761,7 +766,7 @@ root.addEventListener('keydown', (e) => {
   } else if (/^[1-9]$/.test(k)) used = chooseClass(Number(k) - 1);
   else if (k === 'Escape') {
     if (drag) cancelDrag();
-    else selection.clear();
+    else { selection.clear(); picked++; }
   } else if (k === ' ') { spaceHeld = true; setCursor(hover); }
   else if (TOOL_KEYS[lower] && !e.shiftKey) setTool(TOOL_KEYS[lower]);
   else if (k === '[' || k === ']') setRadius(k === ']' ? radius * 1.25 : radius / 1.25);
