@@ -1,7 +1,11 @@
 """Edit-to-paint latency of the labeling canvas (ui/canvas) in headless Chromium (Debian's chromium + playwright):
 the time from the pointer-up that ends an edit to the frame that draws the server's answer.
 
-    python bench/bench_canvas.py [--runs 20] [--handler-delay-ms 0] [--size 4000x3000] [--points 2000]
+    python bench/bench_canvas.py [--runs 20] [--handler-delay-ms 0] [--size 4000x3000] [--points 2000] [--app]
+
+--app times the whole app instead (`python app.py` with a tiny random model, SAM off): the real edit protocol,
+the project store on disk (one transaction and an undo entry per edit), the canvas value with the picture and
+the palette overlay written as the app writes them, and the other outputs of an edit (image line, list, counter).
 
 Two edits, each timed `--runs` times after one warm-up:
 - a box drawn with the box tool (Shift+drag: always a new box): pointer-up -> the frame that draws the new
@@ -111,6 +115,7 @@ def main():
     parser.add_argument("--size", default="4000x3000", help="image WxH in px")
     parser.add_argument("--points", type=int, default=2000, help="pointer moves per brush stroke")
     parser.add_argument("--no-input", action="store_true", help="wire the listener without the canvas as its input")
+    parser.add_argument("--app", action="store_true", help="the whole app and its project store, not a stand-in")
     args = parser.parse_args()
     width, height = (int(v) for v in args.size.lower().split("x"))
 
@@ -125,6 +130,8 @@ def main():
     folder = Path(gr.utils.get_upload_folder()) / f"canvas-bench-{uuid.uuid4().hex}"
     folder.mkdir(parents=True)
     store = Store(folder, width, height, args.handler_delay_ms / 1000)
+    if args.app:
+        return bench_app(args, width, height, store.image, folder)
 
     def on_edit(value, evt: gr.EventData):
         return store.edit(evt._data)
@@ -153,67 +160,12 @@ def main():
           addEventListener('pointerup', () => { window.upAt = performance.now(); }, true);
           addEventListener('pointerdown', (e) => { window.downId = e.pointerId; }, true);
         }""")
-        r = page.locator("#canvas canvas").bounding_box()
-        s = min(r["width"] / width, r["height"] / height)
-        left, top = r["x"] + (r["width"] - width * s) / 2, r["y"] + (r["height"] - height * s) / 2
-        at = lambda fx, fy: (round(left + fx * width * s), round(top + fy * height * s))  # noqa: E731
-        rng = np.random.default_rng(0)
-
         def finished(revision, attr="revision"):
             page.wait_for_selector(f"{ROOT}[data-{attr}='{revision}']", state="attached", timeout=60_000)
             key = "paintedAt" if attr == "revision" else "overlayPaintedAt"
             return page.evaluate(f"() => document.querySelector('{ROOT}').dataset.{key} - window.upAt")
 
-        def phases():  # pointer-up -> edit sent -> value received (watch) -> value painted, ms
-            d = page.evaluate(f"() => Object.assign({{}}, document.querySelector('{ROOT}').dataset)")
-            sent, got, painted = (float(d[k]) for k in ("sentAt", "receivedAt", "paintedAt"))
-            up = page.evaluate("() => window.upAt")
-            return sent - up, got - sent, painted - got
-
-        box_ms, box_phases = [], []
-        for i in range(args.runs + 1):
-            x, y = rng.uniform(0.05, 0.8), rng.uniform(0.05, 0.8)
-            revision = store.revision + 1
-            page.mouse.move(*at(x, y))
-            page.keyboard.down("Shift")
-            page.mouse.down()
-            page.mouse.move(*at(x + 0.1, y + 0.1), steps=4)
-            page.mouse.up()
-            page.keyboard.up("Shift")
-            ms = finished(revision)
-            if i:
-                box_ms.append(ms)
-                box_phases.append(phases())
-        rows["box drawn: pointer-up -> value painted"] = box_ms
-        for k, name in enumerate(("pointer-up -> edit sent", "edit sent -> value received", "value received -> painted")):
-            rows[f"box drawn, phase: {name}"] = [p[k] for p in box_phases]
-
-        page.keyboard.press("u")
-        page.keyboard.press("Escape")
-        value_ms, overlay_ms, handler_ms, stroke_phases = [], [], [], []
-        for i in range(args.runs + 1):
-            x, y = rng.uniform(0.1, 0.6), rng.uniform(0.1, 0.6)
-            revision, n_before = store.revision + 1, len(store.handler_ms)
-            (ax, ay), (bx, by) = at(x, y), at(x + 0.3, y + 0.3)
-            page.mouse.move(ax, ay)
-            page.mouse.down()
-            # the moves in between are dispatched in the page for the real pointer (CDP waits a frame per move:
-            # 2,000 of them would take half a minute); the down and the timed up are real
-            page.evaluate(MOVES, [ax, ay, bx, by, args.points - 1])
-            page.mouse.move(bx, by)
-            page.mouse.up()
-            v = finished(revision)
-            o = finished(revision, "overlay-revision")
-            if i:
-                stroke_phases.append(phases())
-                value_ms.append(v)
-                overlay_ms.append(o)
-                handler_ms.append(store.handler_ms[n_before])
-        rows[f"{args.points}-point stroke: pointer-up -> value painted"] = value_ms
-        rows[f"{args.points}-point stroke: pointer-up -> overlay painted"] = overlay_ms
-        rows[f"{args.points}-point stroke: handler (rasterize + PNG)"] = handler_ms
-        for k, name in enumerate(("pointer-up -> edit sent", "edit sent -> value received", "value received -> painted")):
-            rows[f"{args.points}-point stroke, phase: {name}"] = [p[k] for p in stroke_phases]
+        rows.update(measure(page, args, width, height, lambda: store.revision + 1, finished, store))
         context.close()
     demo.close()
     shutil.rmtree(folder, ignore_errors=True)
@@ -222,6 +174,124 @@ def main():
           f"canvas {'not ' if args.no_input else ''}an input, "
           f"{args.runs} runs, {os.cpu_count()} CPUs; points per stroke sent: {min(store.stroke_points)}-"
           f"{max(store.stroke_points)}\n")
+    print("| measure | median ms | p90 ms |")
+    print("|---|---:|---:|")
+    for name, xs in rows.items():
+        print(f"| {name} | {statistics.median(xs):.0f} | {percentile(xs, 0.9):.0f} |")
+
+
+def measure(page, args, width, height, next_revision, finished, store=None) -> dict:
+    """Time `--runs` box draws and brush strokes on the open page; {measure: [ms, ...]}."""
+    rows = {}
+    r = page.locator("#canvas canvas").bounding_box()
+    s = min(r["width"] / width, r["height"] / height)
+    left, top = r["x"] + (r["width"] - width * s) / 2, r["y"] + (r["height"] - height * s) / 2
+    at = lambda fx, fy: (round(left + fx * width * s), round(top + fy * height * s))  # noqa: E731
+    rng = np.random.default_rng(0)
+
+    def phases():  # pointer-up -> edit sent -> value received (watch) -> value painted, ms
+        d = page.evaluate(f"() => Object.assign({{}}, document.querySelector('{ROOT}').dataset)")
+        sent, got, painted = (float(d[k]) for k in ("sentAt", "receivedAt", "paintedAt"))
+        up = page.evaluate("() => window.upAt")
+        return sent - up, got - sent, painted - got
+
+    box_ms, box_phases = [], []
+    for i in range(args.runs + 1):
+        x, y = rng.uniform(0.05, 0.8), rng.uniform(0.05, 0.8)
+        revision = next_revision()
+        page.mouse.move(*at(x, y))
+        page.keyboard.down("Shift")
+        page.mouse.down()
+        page.mouse.move(*at(x + 0.1, y + 0.1), steps=4)
+        page.mouse.up()
+        page.keyboard.up("Shift")
+        ms = finished(revision)
+        if i:
+            box_ms.append(ms)
+            box_phases.append(phases())
+    rows["box drawn: pointer-up -> value painted"] = box_ms
+    for k, name in enumerate(("pointer-up -> edit sent", "edit sent -> value received", "value received -> painted")):
+        rows[f"box drawn, phase: {name}"] = [p[k] for p in box_phases]
+
+    page.keyboard.press("u")
+    page.keyboard.press("Escape")
+    value_ms, overlay_ms, handler_ms, stroke_phases = [], [], [], []
+    for i in range(args.runs + 1):
+        x, y = rng.uniform(0.1, 0.6), rng.uniform(0.1, 0.6)
+        revision, n_before = next_revision(), len(store.handler_ms) if store else 0
+        (ax, ay), (bx, by) = at(x, y), at(x + 0.3, y + 0.3)
+        page.mouse.move(ax, ay)
+        page.mouse.down()
+        # the moves in between are dispatched in the page for the real pointer (CDP waits a frame per move:
+        # 2,000 of them would take half a minute); the down and the timed up are real
+        page.evaluate(MOVES, [ax, ay, bx, by, args.points - 1])
+        page.mouse.move(bx, by)
+        page.mouse.up()
+        v = finished(revision)
+        o = finished(revision, "overlay-revision")
+        if i:
+            stroke_phases.append(phases())
+            value_ms.append(v)
+            overlay_ms.append(o)
+            if store is not None:
+                handler_ms.append(store.handler_ms[n_before])
+    rows[f"{args.points}-point stroke: pointer-up -> value painted"] = value_ms
+    rows[f"{args.points}-point stroke: pointer-up -> overlay painted"] = overlay_ms
+    if handler_ms:
+        rows[f"{args.points}-point stroke: handler (rasterize + PNG)"] = handler_ms
+    for k, name in enumerate(("pointer-up -> edit sent", "edit sent -> value received", "value received -> painted")):
+        rows[f"{args.points}-point stroke, phase: {name}"] = [p[k] for p in stroke_phases]
+    return rows
+
+
+def bench_app(args, width, height, picture: Path, folder: Path) -> None:
+    """The same timings against the whole app and its project store."""
+    import tempfile
+
+    from app_harness import free_port, profile, start
+    from playwright.sync_api import sync_playwright
+    from tiny_models import make_hf_model, make_tokenizer, save_hf
+
+    with tempfile.TemporaryDirectory() as tmp, sync_playwright() as pw:
+        model = save_hf(make_hf_model("tiny", seed=0), make_tokenizer(), Path(tmp) / "tiny")
+        demo, app = start(["--model", str(model), "--sam", "none", "--workspace", str(Path(tmp) / "ws"),
+                           "--port", str(free_port())])
+        context = profile(pw, Path(tmp) / "profile")
+        page = context.new_page()
+        page.goto(demo.local_url, wait_until="load")
+        page.wait_for_selector("#image-info >> text=No images yet", timeout=60_000)
+        page.locator("#uploads input[type=file]").set_input_files([str(picture)])
+        page.wait_for_selector(f"#image-info >> text={picture.name}", timeout=120_000)
+        [project] = [p for p in app.sessions.open_projects() if p.images()]
+        project.add_classes(["cat", "dog"])
+        page.locator("#next-btn").click()
+        page.wait_for_function("() => document.querySelector('#canvas .gc-class')?.options.length === 2", timeout=60_000)
+        page.wait_for_selector(f"{ROOT}[data-image-ready='1']", state="attached", timeout=60_000)
+        page.evaluate("""() => {
+          addEventListener('pointerup', () => { window.upAt = performance.now(); }, true);
+        }""")
+
+        def finished(_revision, attr="revision"):
+            key = "paintedAt" if attr == "revision" else "overlayPaintedAt"
+            js_attr = "revision" if attr == "revision" else "overlayRevision"
+            page.wait_for_function(f"() => Number(document.querySelector('{ROOT}').dataset.{js_attr}) > window.mark_{js_attr}",
+                                   timeout=60_000)
+            return page.evaluate(f"() => document.querySelector('{ROOT}').dataset.{key} - window.upAt")
+
+        def mark():  # the revisions shown before the edit: the app's revisions are its own
+            page.evaluate(f"""() => {{ const d = document.querySelector('{ROOT}').dataset;
+                window.mark_revision = Number(d.revision || 0);
+                window.mark_overlayRevision = Number(d.overlayRevision || 0); }}""")
+            return None
+
+        rows = measure(page, args, width, height, mark, finished)
+        objects = sum(len(project.objects(r.id)) for r in project.images())
+        context.close()
+        demo.close()
+        app.sessions.close()
+    shutil.rmtree(folder, ignore_errors=True)
+    print(f"\nCanvas edit latency in the whole app (project store on disk, {objects} objects at the end), "
+          f"{width}x{height} image, {args.runs} runs, {os.cpu_count()} CPUs\n")
     print("| measure | median ms | p90 ms |")
     print("|---|---:|---:|")
     for name, xs in rows.items():

@@ -598,3 +598,24 @@ def test_no_image(server, contexts):
     page = open_canvas(contexts, url, FakeStore(None))
     assert page.locator("#canvas .gc-message").inner_text() == "No image"
     assert page.locator("#canvas .gc-empty").is_visible()
+
+
+def test_a_label_at_the_top_edge_stays_visible_and_new_boxes_have_their_colour(server, contexts):
+    url, folder = server
+    store = FakeStore(folder / "photo.png", [obj(1, [1000, 0, 2000, 1000], "dog")])
+    page = open_canvas(contexts, url, store)
+    fit = Fit(page)
+    assert fit.top + fit.ty == fit.top  # the picture starts at the canvas' top: no room above the box
+    x, y = fit.page(1000, 0)
+    # the label's background (dog's blue at 0.85 over the photo) fills most of a 20x12 px patch inside the box
+    label = [pixel(page, x + dx, y + dy) for dx in range(3, 23, 2) for dy in range(3, 15, 2)]
+    blend = [round(0.85 * c + 0.15 * b) for c, b in zip(COLORS["dog"], BACKGROUND, strict=True)]
+    assert sum(all(abs(u - v) <= 3 for u, v in zip(c, blend, strict=True)) for c in label) > len(label) // 3, label
+    # a box drawn in class "bird" is drawn in bird's colour as soon as the answer comes, no reload needed
+    page.mouse.click(*fit.page(3000, 500))  # the canvas takes the keys once clicked (empty space: no edit)
+    page.keyboard.press("3")  # nothing selected: the class of the next box
+    drag(page, fit.page(2600, 1600), fit.page(3400, 2400))
+    assert payloads(page, store, 1)[0]["class_name"] == "bird"
+    drawn(page, store)
+    ex, ey = fit.page(2600, 1800)  # on its left edge, clear of the handles (it is selected)
+    assert [0, 200, 0] in [pixel(page, ex + dx, ey) for dx in (-2, -1, 0, 1)]
