@@ -229,12 +229,20 @@ def build(app: h.App) -> gr.Blocks:
 
         detect_btn.click(guarded(detect), [bstate, shown_id, *prompt_inputs], outs, concurrency_id="model")
 
+        def apply_edit(state, payload):
+            value, image_id = h.canvas_edit(app, state, payload)
+            return value, image_id
+
+        apply_on_gpu = gpu(apply_edit)  # SAM clicks: on a ZeroGPU Space the model runs only inside such a call
+
         def on_edit(state, evt: gr.EventData):
             """One edit from the canvas: applied by the server, answered with the new canvas and what it changes
             around it (the image's line, the list, the counter, the phrase and class choices)."""
             try:
                 state = state_of(state)
-                value, image_id = h.canvas_edit(app, state, getattr(evt, "_data", None))
+                payload = getattr(evt, "_data", None)
+                clicks = isinstance(payload, dict) and payload.get("kind") == "click"
+                value, image_id = (apply_on_gpu if clicks else apply_edit)(state, payload)
                 text = h.image_line(app, state, image_id, value["readable"]) if value is not None else gr.update()
                 project = app.sessions.project(state)
                 return (value, text, h.rows(app, state, view_value.get(state["token"], "all")),
