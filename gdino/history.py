@@ -54,25 +54,23 @@ def record(db: sqlite3.Connection, image_id: int, before: dict[int, dict], ids: 
 
 def undo(db: sqlite3.Connection, image_id: int) -> bool:
     """Put the image's last edit back; False when there is nothing to undo."""
-    row = db.execute("SELECT id, entry FROM edits WHERE image_id = ? AND undone = 0 ORDER BY id DESC LIMIT 1",
-                     (image_id,)).fetchone()
-    if row is None:
-        return False
-    entry = json.loads(row[1])
-    _apply(db, image_id, entry, "after", "before")
-    db.execute("UPDATE edits SET undone = 1 WHERE id = ?", (row[0],))
-    return True
+    return _step(db, image_id, undo=True)
 
 
 def redo(db: sqlite3.Connection, image_id: int) -> bool:
     """Do the image's last undone edit again; False when there is nothing to redo."""
-    row = db.execute("SELECT id, entry FROM edits WHERE image_id = ? AND undone = 1 ORDER BY id LIMIT 1",
-                     (image_id,)).fetchone()
+    return _step(db, image_id, undo=False)
+
+
+def _step(db: sqlite3.Connection, image_id: int, *, undo: bool) -> bool:
+    # undo takes the newest entry still done; redo the oldest undone one (the last that was undone)
+    order = "DESC" if undo else "ASC"
+    row = db.execute(f"SELECT id, entry FROM edits WHERE image_id = ? AND undone = ? ORDER BY id {order} LIMIT 1",
+                     (image_id, 0 if undo else 1)).fetchone()
     if row is None:
         return False
-    entry = json.loads(row[1])
-    _apply(db, image_id, entry, "before", "after")
-    db.execute("UPDATE edits SET undone = 0 WHERE id = ?", (row[0],))
+    _apply(db, image_id, json.loads(row[1]), *(("after", "before") if undo else ("before", "after")))
+    db.execute("UPDATE edits SET undone = ? WHERE id = ?", (1 if undo else 0, row[0]))
     return True
 
 

@@ -44,6 +44,18 @@ def photos(tmp_path):
     return paths
 
 
+def one_photo(browser, url, app, tmp_path):
+    """A new visitor's page with one photo uploaded: (page, its project, the image record)."""
+    page = browser.new_page()
+    page.goto(url, wait_until="load")
+    page.wait_for_selector("#image-info >> text=No images yet", timeout=60_000)
+    page.locator("#uploads input[type=file]").set_input_files(photos(tmp_path)[:1])
+    page.wait_for_selector("#image-info >> text=street0.png", timeout=60_000)
+    [project] = app.sessions.open_projects()
+    [image] = project.images()
+    return page, project, image
+
+
 def table_text(page):
     return page.locator("#image-table").inner_text()
 
@@ -157,13 +169,7 @@ def test_label_two_images_in_the_browser(server, browser, tmp_path):
 
 def test_free_text_phrases_stay_phrases_until_mapped_in_the_browser(server, browser, tmp_path):
     url, app = server
-    page = browser.new_page()
-    page.goto(url, wait_until="load")
-    page.wait_for_selector("#image-info >> text=No images yet", timeout=60_000)
-    page.locator("#uploads input[type=file]").set_input_files(photos(tmp_path)[:1])
-    page.wait_for_selector("#image-info >> text=street0.png", timeout=60_000)
-    [project] = app.sessions.open_projects()
-    [image] = project.images()
+    page, project, image = one_photo(browser, url, app, tmp_path)
 
     page.get_by_role("radio", name="free text").check()
     page.locator("#prompt textarea, #prompt input").first.fill("a cat on the red couch")
@@ -191,13 +197,7 @@ def test_five_edits_sent_25_ms_apart_are_all_stored_in_order(server, browser, tm
     import sqlite3
 
     url, app = server
-    page = browser.new_page()
-    page.goto(url, wait_until="load")
-    page.wait_for_selector("#image-info >> text=No images yet", timeout=60_000)
-    page.locator("#uploads input[type=file]").set_input_files(photos(tmp_path)[:1])
-    page.wait_for_selector("#image-info >> text=street0.png", timeout=60_000)
-    [project] = app.sessions.open_projects()
-    [image] = project.images()
+    page, project, image = one_photo(browser, url, app, tmp_path)
     project.add_classes(["cat", "dog"])
     box = project.add_object(image.id, (40, 40, 120, 100), "cat")
     page.locator("#next-btn").click()  # show it again: the canvas gets the classes and the box
