@@ -7,6 +7,7 @@ files at run time. `weights.py` turns a checkpoint's own config (or its tensor s
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from typing import Literal
 
 DEFAULT_MODEL = "IDEA-Research/grounding-dino-tiny"  # what Detector.from_pretrained, `gdino label` and the app load
 
@@ -49,8 +50,16 @@ class TextConfig:
     pad_token_id: int = 0
 
 
+Family = Literal["gdino", "mm_gdino"]
+
+
 @dataclass(frozen=True)
 class GroundingDINOConfig:
+    # "gdino": IDEA's Grounding DINO: one box head shared by every decoder layer, a parameter-free (query . token)
+    # class head. "mm_gdino": MM-Grounding-DINO (arXiv 2401.02361) and LLMDet: a box head and a class head per
+    # decoder layer, an encoder class head of its own, and class heads that scale by 1/sqrt(d_model) and add a
+    # learned bias. Everything else is the same network.
+    family: Family = "gdino"
     swin: SwinConfig = field(default_factory=SwinConfig)
     text: TextConfig = field(default_factory=TextConfig)
     d_model: int = 256
@@ -96,6 +105,7 @@ class GroundingDINOConfig:
             (len(self.swin.depths) == len(self.swin.num_heads), "swin depths and num_heads differ in length"),
             (self.num_feature_levels >= len(self.swin.out_indices), "fewer feature levels than backbone outputs"),
             (self.encoder_heads % 2 == 0, "encoder_heads must be even (text enhancer and fusion use half)"),
+            (self.family in ("gdino", "mm_gdino"), f"unknown family {self.family!r} (gdino or mm_gdino)"),
         ]
         for ok, message in checks:
             if not ok:
@@ -114,11 +124,27 @@ TINY = GroundingDINOConfig(
     d_model=64, num_queries=30, encoder_layers=2, decoder_layers=2, encoder_ffn_dim=128, decoder_ffn_dim=128,
 )
 
-PRESETS: dict[str, GroundingDINOConfig] = {"swin_t": SWIN_T, "swin_b": SWIN_B, "tiny": TINY}
+# MM-Grounding-DINO / LLMDet: the same backbones; Swin-L reads all four stages (strides 4-32) and adds a fifth
+# level, as the conversion of its mmdetection config does.
+MM_SWIN_T = replace(SWIN_T, family="mm_gdino")
+MM_SWIN_B = replace(SWIN_B, family="mm_gdino")
+MM_SWIN_L = GroundingDINOConfig(
+    family="mm_gdino", num_feature_levels=5,
+    swin=SwinConfig(embed_dim=192, depths=(2, 2, 18, 2), num_heads=(6, 12, 24, 48), window_size=12,
+                    out_indices=(0, 1, 2, 3)),
+)
+# not in PRESETS: the app treats every preset but "tiny" as published. Three decoder layers, so that a middle
+# layer's own box head is exercised.
+MM_TINY = replace(TINY, family="mm_gdino", decoder_layers=3)
+
+PRESETS: dict[str, GroundingDINOConfig] = {
+    "swin_t": SWIN_T, "swin_b": SWIN_B, "tiny": TINY, "mm_swin_t": MM_SWIN_T, "mm_swin_b": MM_SWIN_B, "mm_swin_l": MM_SWIN_L,
+}
 
 
 def preset(name: str, **overrides) -> GroundingDINOConfig:
-    """A named preset (`swin_t`, `swin_b`, `tiny`), optionally with top-level fields replaced."""
+    """A named preset (`swin_t`, `swin_b`, `tiny`; `mm_swin_t`, `mm_swin_b`, `mm_swin_l` for MM-Grounding-DINO
+    and LLMDet), optionally with top-level fields replaced."""
     if name not in PRESETS:
         raise ValueError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
     return replace(PRESETS[name], **overrides)

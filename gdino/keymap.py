@@ -5,6 +5,8 @@ map almost one to one. The transformers layout (hub repos `IDEA-Research/groundi
 here; transformers 5 also renames some Swin keys in memory (`swin.` prefix, `q_proj`, `mlp.fc1`, ...)
 while files on the hub and files it saves use the older names, so both spellings are accepted.
 Separate q/k/v projections are merged into the `qkv` / `in_proj_*` tensors the original code uses.
+MM-Grounding-DINO (transformers' `MMGroundingDinoForObjectDetection`) adds per-layer heads; its files
+name them `bbox_embed.N.*` / `class_embed.N.bias` or, for the decoder's copies, `model.decoder.*`.
 """
 
 from __future__ import annotations
@@ -57,6 +59,13 @@ _HUB_RULES: list[tuple[str, str]] = [
     (r"model\.decoder\.layer_norm\.(.*)", r"transformer.decoder.norm.\1"),
     (r"model\.decoder\.reference_points_head\.(.*)", r"transformer.decoder.ref_point_head.\1"),
     (r"(?:model\.decoder\.)?bbox_embed\.\d+\.(.*)", r"bbox_embed.\1"),
+]
+
+# MM-Grounding-DINO: per-layer heads (tried before _HUB_RULES, whose box rule folds every layer into one head)
+_MM_HUB_RULES: list[tuple[str, str]] = [
+    (r"(?:model\.decoder\.)?bbox_embed\.(\d+)\.(.*)", r"bbox_embed.\1.\2"),
+    (r"(?:model\.decoder\.)?class_embed\.(\d+)\.bias", r"class_embed.\1.bias"),
+    (r"model\.encoder_output_class_embed\.bias", r"transformer.enc_out_class_embed.bias"),
 ]
 
 _ORIGINAL_RULES: list[tuple[str, str]] = [
@@ -138,13 +147,18 @@ class KeyMapError(ValueError):
     pass
 
 
-def convert_state_dict(state: Mapping[str, torch.Tensor], layout: str) -> dict[str, torch.Tensor]:
-    """Rename a checkpoint's tensors to ours. layout: "hub" (transformers) or "original" (.pth).
+def convert_state_dict(state: Mapping[str, torch.Tensor], layout: str, family: str = "gdino") -> dict[str, torch.Tensor]:
+    """Rename a checkpoint's tensors to ours. layout: "hub" (transformers) or "original" (.pth);
+    family: "gdino" or "mm_gdino" (hub layout only).
 
-    Raises KeyMapError listing keys no rule knows, incomplete q/k/v triples, and copies of the shared
-    box head that differ from each other.
+    Raises KeyMapError listing keys no rule knows, incomplete q/k/v triples, and copies of one head
+    (the shared box head, or a layer's head and the decoder's copy of it) that differ from each other.
     """
+    if family == "mm_gdino" and layout != "hub":
+        raise KeyMapError("MM-Grounding-DINO is read from the transformers layout only")
     rules = _HUB_RULES if layout == "hub" else _ORIGINAL_RULES
+    if family == "mm_gdino":
+        rules = _MM_HUB_RULES + rules
     out: dict[str, torch.Tensor] = {}
     parts: dict[str, dict[str, torch.Tensor]] = {}
     unknown, conflicts = [], []
@@ -177,7 +191,39 @@ def convert_state_dict(state: Mapping[str, torch.Tensor], layout: str) -> dict[s
     return out
 
 
+def check_per_layer_heads(state: Mapping[str, torch.Tensor], layers: int) -> None:
+    """MM-Grounding-DINO: every decoder layer must have its own box head and class bias (our key names).
+
+    transformers ties layers 1..N-1 to layer 0 when their keys are missing, and some conversions wrote
+    one head for all: either way the model would run with layer 0's head everywhere. Refuse both.
+    """
+    problems = []
+    for kind, prefix in (("box head", "bbox_embed"), ("class bias", "class_embed")):
+        heads = [{k[len(f"{prefix}.{i}."):]: v for k, v in state.items() if k.startswith(f"{prefix}.{i}.")}
+                 for i in range(layers)]
+        missing = [i for i, h in enumerate(heads) if not h]
+        if missing:
+            problems.append(f"no {kind} for decoder layer(s) {missing} ({prefix}.N.* or model.decoder.{prefix}.N.*)")
+            continue
+        copies = [i for i in range(1, layers) if heads[i].keys() == heads[0].keys()
+                  and all(heads[i][k].shape == v.shape and torch.equal(heads[i][k], v) for k, v in heads[0].items())]
+        if copies:
+            problems.append(f"the {kind} of decoder layer(s) {copies} is identical to layer 0's")
+    if problems:
+        raise KeyMapError("an MM-Grounding-DINO checkpoint has a separate head per decoder layer, this file does not "
+                          "(a conversion that kept only layer 0's, or shared heads):\n  " + "\n  ".join(problems))
+
+
 # ---------------------------------------------------------------------------------------- configs
+
+def hub_family(cfg: Mapping) -> str:
+    """The family of a transformers config.json: "mm_gdino" where save_pretrained of an MM-Grounding-DINO wrote
+    it (model_type "mm-grounding-dino", architectures ["MMGroundingDinoForObjectDetection"]), else "gdino"."""
+    archs = cfg.get("architectures") or []
+    if cfg.get("model_type") == "mm-grounding-dino" or any(str(a).startswith("MMGroundingDino") for a in archs):
+        return "mm_gdino"
+    return "gdino"
+
 
 def _field(d: Mapping, key: str, default):
     value = d.get(key, default)
@@ -185,13 +231,18 @@ def _field(d: Mapping, key: str, default):
 
 
 def config_from_hub(cfg: Mapping) -> GroundingDINOConfig:
-    """transformers' `config.json` of a GroundingDinoForObjectDetection -> our config."""
+    """transformers' `config.json` of a GroundingDinoForObjectDetection or MMGroundingDinoForObjectDetection
+    -> our config."""
+    family = hub_family(cfg)
     unsupported = {
-        "two_stage": (True, "two_stage"), "decoder_bbox_embed_share": (True, "a shared decoder box head"),
-        "two_stage_bbox_embed_share": (False, "a separate encoder box head"),
+        "two_stage": (True, "two_stage"), "two_stage_bbox_embed_share": (False, "a separate encoder box head"),
         "embedding_init_target": (True, "learned content queries"), "query_dim": (4, "4-d reference boxes"),
         "position_embedding_type": ("sine", "sine position embeddings"), "activation_function": ("relu", "ReLU"),
     }
+    # MM-Grounding-DINO's *_share flags are True in transformers' default config although the published heads
+    # differ per layer: there the weights decide (check_per_layer_heads), not the flags
+    if family == "gdino":
+        unsupported["decoder_bbox_embed_share"] = (True, "a shared decoder box head")
     for key, (want, what) in unsupported.items():
         if key in cfg and cfg[key] != want:
             raise ValueError(f"unsupported Grounding DINO variant: config.json has {key}={cfg[key]!r}; "
@@ -221,7 +272,7 @@ def config_from_hub(cfg: Mapping) -> GroundingDINOConfig:
     text = TextConfig(**{f: _field(t, f, getattr(defaults, f)) for f in defaults.__dataclass_fields__})
     d = GroundingDINOConfig()
     return GroundingDINOConfig(
-        swin=swin, text=text, d_model=_field(cfg, "d_model", d.d_model),
+        family=family, swin=swin, text=text, d_model=_field(cfg, "d_model", d.d_model),
         num_queries=_field(cfg, "num_queries", d.num_queries),
         encoder_layers=_field(cfg, "encoder_layers", d.encoder_layers),
         decoder_layers=_field(cfg, "decoder_layers", d.decoder_layers),

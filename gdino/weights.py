@@ -5,7 +5,8 @@ Sources, in the order they are recognised:
   + tokenizer files;
 - a local original checkpoint file (`groundingdino_swint_ogc.pth`, ...): state dict under "model";
 - "owner/repo/path/file.pth": an original checkpoint file inside a hub repo;
-- "owner/repo": a hub repo in the transformers layout (IDEA-Research/grounding-dino-tiny, -base).
+- "owner/repo": a hub repo in the transformers layout (IDEA-Research/grounding-dino-tiny, -base, and the
+  MM-Grounding-DINO / LLMDet repos saved by MMGroundingDinoForObjectDetection).
 Downloads go through huggingface_hub's cache. Loading is strict: every tensor of the model is filled,
 and any key we do not recognise, or any shape that does not fit, is an error naming it.
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 import torch
 
 from .config import GroundingDINOConfig, TextConfig
-from .keymap import KeyMapError, config_from_hub, config_from_original, convert_state_dict
+from .keymap import KeyMapError, check_per_layer_heads, config_from_hub, config_from_original, convert_state_dict
 from .memory import keep_freed_memory
 from .modeling.model import GroundingDINO
 
@@ -165,7 +166,8 @@ def load_model(
     """
     Build a GroundingDINO from published weights, in eval mode, gradients off.
 
-    source: a transformers-layout directory or hub id (IDEA-Research/grounding-dino-tiny), or an
+    source: a transformers-layout directory or hub id (IDEA-Research/grounding-dino-tiny, or an
+        MM-Grounding-DINO one: its config.json's model_type picks the family), or an
         original checkpoint file (groundingdino_swint_ogc.pth), local or as "owner/repo/file.pth".
     text_encoder: for original checkpoints, the BERT whose config and tokenizer go with them (a local
         directory or a hub id; default bert-base-uncased). Ignored for the transformers layout, which
@@ -194,11 +196,14 @@ def _load_hub_dir(directory: Path, device, dtype) -> GroundingDINO:
     if weights is None:
         raise WeightsError(f"{directory} has no {' or '.join(_HUB_WEIGHTS)}")
     cfg = _read_json(directory / "config.json")
-    if cfg.get("model_type") not in (None, "grounding-dino"):
-        raise WeightsError(f"{directory} holds a {cfg.get('model_type')!r} model, not grounding-dino")
+    if cfg.get("model_type") not in (None, "grounding-dino", "mm-grounding-dino"):
+        raise WeightsError(f"{directory} holds a {cfg.get('model_type')!r} model, not grounding-dino "
+                           "(nor mm-grounding-dino)")
     try:
         config = config_from_hub(cfg)
-        state = convert_state_dict(_read_tensors(weights), "hub")
+        state = convert_state_dict(_read_tensors(weights), "hub", config.family)
+        if config.family == "mm_gdino":
+            check_per_layer_heads(state, config.decoder_layers)
     except (KeyMapError, ValueError) as err:
         if isinstance(err, WeightsError):
             raise

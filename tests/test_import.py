@@ -18,7 +18,7 @@ def test_public_api():
 
     for name in ("load_model", "GroundingDINO", "GroundingDINOConfig", "preset", "WeightsError"):
         assert hasattr(gdino, name)
-    assert set(gdino.PRESETS) == {"swin_t", "swin_b", "tiny"}
+    assert set(gdino.PRESETS) == {"swin_t", "swin_b", "tiny", "mm_swin_t", "mm_swin_b", "mm_swin_l"}
 
 
 def test_the_wheel_lists_every_package_and_kernel_source():

@@ -31,16 +31,19 @@ def make_tokenizer():
     return BertTokenizer(vocab={token: i for i, token in table.items()})
 
 
-def hf_config(size: str = "tiny", **overrides):
-    from transformers import BertConfig, GroundingDinoConfig, SwinConfig
+def _hf_parts(size: str):
+    """(SwinConfig, BertConfig, other config fields) of a size: "tiny" (the unit-test size), "tiny5" (tiny with
+    Swin-L's five feature levels: stages 1-4 plus one extra), "swin_t", "swin_b"."""
+    from transformers import BertConfig, SwinConfig
 
-    if size == "tiny":
+    if size in ("tiny", "tiny5"):
+        stages = ["stage1", "stage2", "stage3", "stage4"] if size == "tiny5" else ["stage2", "stage3", "stage4"]
         swin = SwinConfig(embed_dim=32, depths=[1, 1, 2, 1], num_heads=[1, 2, 4, 8], window_size=7,
-                          out_features=["stage2", "stage3", "stage4"])
+                          out_features=stages)
         bert = BertConfig(vocab_size=VOCAB_SIZE, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                           intermediate_size=64, max_position_embeddings=300)
         kw = dict(d_model=64, encoder_layers=2, decoder_layers=2, encoder_ffn_dim=128, decoder_ffn_dim=128,
-                  num_queries=30)
+                  num_queries=30, num_feature_levels=5 if size == "tiny5" else 4)
     elif size in ("swin_t", "swin_b"):
         big = size == "swin_b"
         swin = SwinConfig(embed_dim=128 if big else 96, depths=[2, 2, 18, 2] if big else [2, 2, 6, 2],
@@ -50,6 +53,13 @@ def hf_config(size: str = "tiny", **overrides):
         kw = {}
     else:
         raise ValueError(size)
+    return swin, bert, kw
+
+
+def hf_config(size: str = "tiny", **overrides):
+    from transformers import GroundingDinoConfig
+
+    swin, bert, kw = _hf_parts(size)
     kw.update(overrides)
     return GroundingDinoConfig(backbone_config=swin, text_config=bert, **kw)
 
@@ -64,6 +74,33 @@ def make_hf_model(size: str = "tiny", seed: int = 0, **overrides):
     with torch.no_grad():
         for name, p in model.named_parameters():
             scale = 0.2 if name.endswith(("vision_param", "text_param")) else 0.02
+            p.add_(scale * torch.randn_like(p))
+    return model
+
+
+def make_mm_hf_model(size: str = "tiny", seed: int = 0, **overrides):
+    """A random MMGroundingDinoForObjectDetection whose every parameter is perturbed, so that each decoder
+    layer's box head and class bias differ (as in the published checkpoints) and no path is hidden.
+
+    The *_share flags are off: with them on (transformers' default), __init__ makes layers 1..N-1 the very
+    same tensors as layer 0, and no perturbation could separate them."""
+    from transformers import MMGroundingDinoConfig, MMGroundingDinoForObjectDetection
+
+    swin, bert, kw = _hf_parts(size)
+    if size.startswith("tiny"):
+        kw["decoder_layers"] = 3  # a middle layer's own box head is then used too (gdino.config.MM_TINY)
+    kw.update(decoder_bbox_embed_share=False, decoder_cls_embed_share=False)
+    kw.update(overrides)
+    torch.manual_seed(seed)
+    model = MMGroundingDinoForObjectDetection(MMGroundingDinoConfig(backbone_config=swin, text_config=bert, **kw)).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("vision_param", "text_param")):
+                scale = 0.2
+            elif name.endswith("class_embed.bias") or re.search(r"class_embed\.\d+\.bias$", name):
+                scale = 0.5  # the class biases (about -4.6 at init) move the scores visibly
+            else:
+                scale = 0.02
             p.add_(scale * torch.randn_like(p))
     return model
 

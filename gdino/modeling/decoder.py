@@ -64,12 +64,13 @@ class Decoder(nn.Module):
         valid_ratios: torch.Tensor,
         text: torch.Tensor,
         text_valid: torch.Tensor,
-        box_head: nn.Module,
+        box_heads: list[nn.Module],
     ) -> DecoderOutput:
         """
         queries: (B, Q, D) content queries; reference: (B, Q, 4) initial boxes, cxcywh in [0, 1].
         memory: (B, S, D) encoder image features; valid_ratios: (B, L, 2) as (w, h).
-        box_head: maps (B, Q, D) -> (B, Q, 4) box deltas in logit space (shared by all layers).
+        box_heads: one per layer (the same module repeated where the model shares it), each mapping
+        (B, Q, D) -> (B, Q, 4) box deltas in logit space.
         """
         x = queries
         ratios = torch.cat([valid_ratios, valid_ratios], -1)[:, None]  # (B, 1, L, 4)
@@ -78,5 +79,5 @@ class Decoder(nn.Module):
             pos = self.ref_point_head(sine_embed_coords(per_level[:, :, 0, :], self.d_model // 2).to(x.dtype))
             x = layer(x, pos, per_level, memory, memory_valid, spatial_shapes, text, text_valid)
             if i < len(self.layers) - 1:  # the last refinement is made by the caller, from the normed state
-                reference = (box_head(x) + inverse_sigmoid(reference)).sigmoid().detach()
+                reference = (box_heads[i](x) + inverse_sigmoid(reference)).sigmoid().detach()
         return DecoderOutput(hidden=self.norm(x), reference=reference)

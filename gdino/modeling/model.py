@@ -2,6 +2,8 @@
 
 Submodule names follow the original checkpoints (`backbone`, `bert`, `feat_map`, `input_proj`,
 `transformer.*`, `bbox_embed`) so that weights map onto them with few renames.
+The MM-Grounding-DINO family (config.family == "mm_gdino") is the same network with per-layer heads
+(`bbox_embed.i`, `class_embed.i`) and an encoder class head (`transformer.enc_out_class_embed`).
 
 The forward pass is split so the image side can be cached and reused across prompts:
 `encode_image` (backbone + neck, no text) -> `encode_text` -> `decode` (fusion onwards).
@@ -19,7 +21,7 @@ from ..config import GroundingDINOConfig
 from .backbone import SwinBackbone
 from .decoder import Decoder
 from .encoder import Encoder
-from .heads import MLP, contrastive_logits, inverse_sigmoid
+from .heads import MLP, ScaledContrastiveHead, contrastive_logits, inverse_sigmoid
 from .position import sine_embed_2d
 from .query_selection import encoder_proposals, select_queries
 from .text import build_bert, encode_text, phrase_masks
@@ -81,6 +83,8 @@ class Transformer(nn.Module):
         self.enc_output = nn.Linear(c.d_model, c.d_model)
         self.enc_output_norm = nn.LayerNorm(c.d_model, eps=c.layer_norm_eps)
         self.enc_out_bbox_embed = MLP(c.d_model, c.d_model, 4, 3)
+        if c.family == "mm_gdino":
+            self.enc_out_class_embed = ScaledContrastiveHead(c.max_text_len)
 
 
 class GroundingDINO(nn.Module):
@@ -99,7 +103,11 @@ class GroundingDINO(nn.Module):
             proj.append(nn.Sequential(nn.Conv2d(ch, c.d_model, 3, stride=2, padding=1), nn.GroupNorm(32, c.d_model)))
         self.input_proj = nn.ModuleList(proj)
         self.transformer = Transformer(c)
-        self.bbox_embed = MLP(c.d_model, c.d_model, 4, 3)  # one box head shared by every decoder layer
+        if c.family == "mm_gdino":  # a box head and a class head per decoder layer
+            self.bbox_embed = nn.ModuleList(MLP(c.d_model, c.d_model, 4, 3) for _ in range(c.decoder_layers))
+            self.class_embed = nn.ModuleList(ScaledContrastiveHead(c.max_text_len) for _ in range(c.decoder_layers))
+        else:
+            self.bbox_embed = MLP(c.d_model, c.d_model, 4, 3)  # one box head shared by every decoder layer
 
     @property
     def dtype(self) -> torch.dtype:
@@ -171,13 +179,18 @@ class GroundingDINO(nn.Module):
                                         text.position_ids)
         proposals, usable = encoder_proposals(image.valid, image.spatial_shapes, torch.float32)
         scored = t.enc_output_norm(t.enc_output(memory.masked_fill(~usable, 0.0)))
+        mm = c.family == "mm_gdino"
         reference = select_queries(scored, t.enc_out_bbox_embed(scored) + proposals, text_tokens, text.valid,
-                                   c.num_queries)
+                                   c.num_queries, t.enc_out_class_embed if mm else None)
         queries = t.tgt_embed.weight[None].expand(memory.shape[0], -1, -1)
+        box_heads = list(self.bbox_embed) if mm else [self.bbox_embed] * c.decoder_layers
         out = t.decoder(queries, reference, memory, image.valid, image.spatial_shapes, image.valid_ratios,
-                        text_tokens, text.valid, self.bbox_embed)
-        logits = contrastive_logits(out.hidden, text_tokens, text.valid, c.max_text_len)
-        boxes = (self.bbox_embed(out.hidden) + inverse_sigmoid(out.reference)).sigmoid()
+                        text_tokens, text.valid, box_heads)
+        if mm:
+            logits = self.class_embed[-1](out.hidden, text_tokens, text.valid)
+        else:
+            logits = contrastive_logits(out.hidden, text_tokens, text.valid, c.max_text_len)
+        boxes = (box_heads[-1](out.hidden) + inverse_sigmoid(out.reference)).sigmoid()
         return GroundingDINOOutput(logits=logits, pred_boxes=boxes)
 
     def forward(

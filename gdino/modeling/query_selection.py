@@ -3,6 +3,8 @@ best match any text token become the decoder's initial reference boxes."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from .heads import contrastive_logits
@@ -46,12 +48,19 @@ def select_queries(
     text: torch.Tensor,
     text_valid: torch.Tensor,
     num_queries: int,
+    class_head: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """
     scored_memory: (B, S, D) encoder output after enc_output + norm; box_logits: (B, S, 4) proposals
     refined by the encoder box head, logit space. returns the top `num_queries` boxes (B, Q, 4),
     cxcywh in [0, 1], ranked by their best token score.
+    class_head: the encoder's own class head (MM-Grounding-DINO), (B, S, D), (B, N, D), (B, N) -> (B, S, T);
+    None: the plain dot product. A scale and a bias keep the ranking, up to the rounding of near ties.
     """
-    scores = contrastive_logits(scored_memory, text, text_valid, text.shape[1]).max(-1).values
+    if class_head is None:
+        logits = contrastive_logits(scored_memory, text, text_valid, text.shape[1])
+    else:
+        logits = class_head(scored_memory, text, text_valid)
+    scores = logits.max(-1).values
     top = torch.topk(scores, num_queries, dim=1).indices
     return torch.gather(box_logits, 1, top[..., None].expand(-1, -1, 4)).detach().sigmoid()
