@@ -528,12 +528,26 @@ class Project:
             return record
         except BaseException as err:
             if placed is not None:
-                placed.unlink(missing_ok=True)
+                self._remove_unreferenced([placed])
             if isinstance(err, OSError):
                 raise _os_error(err, self._dir) from err
             raise
         finally:
             tmp.unlink(missing_ok=True)
+
+    def _remove_unreferenced(self, placed: list[Path]) -> None:
+        """After a failed add: delete the files it put under their final names that no image references.
+        Under the write lock, so that another process cannot meanwhile have given one of those names to its
+        own copy (it reuses a same-bytes orphan's name inside its transaction); a reference means the add
+        committed after all (Ctrl-C right after the commit). If the database cannot be asked, the files
+        stay: an unreferenced file does no harm, a deleted referenced one loses an image."""
+        try:
+            with self._write() as db:
+                for path in placed:
+                    if not db.execute("SELECT 1 FROM images WHERE path = ?", (f"{IMAGES_DIR}/{path.name}",)).fetchone():
+                        path.unlink(missing_ok=True)
+        except Exception:  # noqa: BLE001 - see above: keep them
+            pass
 
     def add_labeled(self, images: Sequence[NewImage], classes: Sequence[str] = ()) -> list[ImageRecord]:
         """Add many images with their labels (imports use this): all of them or none. Returns the records
@@ -587,19 +601,8 @@ class Project:
         except OSError as err:
             raise _os_error(err, self._dir) from err
         finally:
-            # the transaction did not commit, or Ctrl-C came between its commit and here: files the project
-            # does not reference go (a reference means it committed; the check is a plain read)
-            referenced: set[str] | None = set()
-            if placed:
-                try:
-                    with self._read() as db:
-                        referenced = {p for p in (f"{IMAGES_DIR}/{path.name}" for path in placed)
-                                      if db.execute("SELECT 1 FROM images WHERE path = ?", (p,)).fetchone()}
-                except Exception:  # noqa: BLE001 - cannot tell: keep them (an unreferenced file does no harm)
-                    referenced = None
-            for path in placed if referenced is not None else ():
-                if f"{IMAGES_DIR}/{path.name}" not in referenced:
-                    path.unlink(missing_ok=True)
+            if placed:  # the transaction did not commit, or Ctrl-C came right after it did
+                self._remove_unreferenced(placed)
             for tmp in temps:
                 tmp.unlink(missing_ok=True)
 

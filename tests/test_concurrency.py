@@ -79,3 +79,49 @@ def test_a_label_run_beside_a_person_keeps_every_decision(tiny_hf, tmp_path):
             assert now == [[c, list(b), s] for c, b, s in objects], f"{name} changed after it was marked {status}"
     assert integrity(project) == "ok"
     assert objects_by_image(project)  # sanity: the project is readable from outside too
+
+
+def test_a_failed_add_never_deletes_a_file_that_another_writer_just_committed(tmp_path, monkeypatch):
+    """Writer A's import fails and is rolled back; before A removes the copy it placed, writer B (another
+    connection) reuses that same-bytes file's name for its own image and commits. A's cleanup must leave it:
+    it runs under the write lock and deletes only files no image references."""
+    import threading
+
+    import numpy as np
+    import pytest
+    from PIL import Image
+
+    from gdino.project import NewImage, ProjectError
+
+    src = tmp_path / "a.png"
+    Image.fromarray(np.full((48, 64, 3), 7, np.uint8)).save(src)
+    a = Project.create(tmp_path / "proj", ["cat"])
+    b = Project.open(tmp_path / "proj")
+    rolled_back, placed = threading.Event(), threading.Event()
+    cleanup, insert = Project._remove_unreferenced, Project._insert_image
+
+    def cleanup_after_b_placed(self, paths):
+        rolled_back.set()
+        assert placed.wait(10)  # B holds the write lock now, its file under the name A had used
+        return cleanup(self, paths)
+
+    def slow_insert(self, db, *args):
+        if self is b:
+            placed.set()
+            threading.Event().wait(0.3)  # A's cleanup is waiting for the lock meanwhile
+        return insert(self, db, *args)
+
+    monkeypatch.setattr(Project, "_remove_unreferenced", cleanup_after_b_placed)
+    monkeypatch.setattr(Project, "_insert_image", slow_insert)
+    good = NewImage(src, "a.png", 64, 48, objects=({"box": [1, 1, 9, 9], "class_name": "cat"},))
+    bad = NewImage(src, "a.png", 64, 48, objects=({"box": [9, 9, 1, 1], "class_name": "cat"},))  # refused
+    added = {}
+    thread = threading.Thread(target=lambda: (rolled_back.wait(10), added.setdefault("b", b.add_labeled([good]))))
+    thread.start()
+    with pytest.raises(ProjectError, match="xyxy"):
+        a.add_labeled([bad])
+    thread.join(30)
+    [record] = added["b"]
+    assert record.path.is_file() and len(b.objects(record.id)) == 1  # B's image kept its pixels
+    a.close()
+    b.close()
