@@ -20,7 +20,7 @@ LIMIT = 200  # entries kept per image; older ones are dropped
 # one object row as the history keeps it: what identifies its class, and every stored column
 _COLUMNS = "o.id, o.class_id, c.name, c.kind, o.x0, o.y0, o.x1, o.y1, o.score, o.source, o.mask, o.clicks"
 _KEYS = ("id", "class_id", "class_name", "kind", "x0", "y0", "x1", "y1", "score", "source", "mask", "clicks")
-_COMPARED = tuple(k for k in _KEYS if k not in ("class_name", "kind"))  # a renamed class is the same class
+_COMPARED = tuple(k for k in _KEYS if k not in ("class_name", "kind"))  # what an object is (see _same for the label)
 
 
 class HistoryConflictError(Exception):
@@ -90,8 +90,7 @@ def forget(db: sqlite3.Connection, image_id: int) -> None:
 def _apply(db: sqlite3.Connection, image_id: int, entry: dict, now: str, wanted: str) -> None:
     expected = {r["id"]: r for r in entry[now]}
     current = rows(db, image_id, entry["ids"])
-    same = current.keys() == expected.keys() and all(
-        all(current[i][k] == expected[i][k] for k in _COMPARED) for i in current)
+    same = current.keys() == expected.keys() and all(_same(db, current[i], expected[i]) for i in current)
     status = db.execute("SELECT status FROM images WHERE id = ?", (image_id,)).fetchone()[0]
     if not same:
         forget(db, image_id)
@@ -100,13 +99,13 @@ def _apply(db: sqlite3.Connection, image_id: int, entry: dict, now: str, wanted:
     target = {r["id"]: r for r in entry[wanted]}
     for object_id in entry["ids"]:
         if object_id not in target:
-            db.execute("DELETE FROM objects WHERE id = ?", (object_id,))
+            db.execute("DELETE FROM objects WHERE id = ? AND image_id = ?", (object_id, image_id))
             continue
         r = target[object_id]
         values = (_class_of(db, r), r["x0"], r["y0"], r["x1"], r["y1"], r["score"], r["source"], r["mask"], r["clicks"])
         if object_id in current:
             db.execute("UPDATE objects SET class_id = ?, x0 = ?, y0 = ?, x1 = ?, y1 = ?, score = ?, source = ?, mask = ?, "
-                       "clicks = ? WHERE id = ?", (*values, object_id))
+                       "clicks = ? WHERE id = ? AND image_id = ?", (*values, object_id, image_id))
         else:  # AUTOINCREMENT never hands a deleted id to another object, so the old id is free
             db.execute("INSERT INTO objects (id, image_id, class_id, x0, y0, x1, y1, score, source, mask, clicks) "
                        "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (object_id, image_id, *values))
@@ -116,6 +115,18 @@ def _apply(db: sqlite3.Connection, image_id: int, entry: dict, now: str, wanted:
         db.execute("UPDATE images SET status = ? WHERE id = ?", (becomes, image_id))
     db.execute("DELETE FROM classes WHERE kind = 'phrase' AND NOT EXISTS "
                "(SELECT 1 FROM objects o WHERE o.class_id = classes.id)")
+
+
+def _same(db: sqlite3.Connection, now: dict, then: dict) -> bool:
+    """The object is as the entry left it. Its label is the same if it is the same class row (renamed or
+    not), or if that row is gone and the object's label has its name: a class or phrase removed and
+    brought back by an undo is a new row of the same name."""
+    if any(now[k] != then[k] for k in _COMPARED if k != "class_id"):
+        return False
+    if now["class_id"] == then["class_id"]:
+        return True
+    gone = db.execute("SELECT 1 FROM classes WHERE id = ?", (then["class_id"],)).fetchone() is None
+    return gone and now["class_name"].casefold() == then["class_name"].casefold()
 
 
 def _class_of(db: sqlite3.Connection, row: dict) -> int:

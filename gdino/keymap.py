@@ -7,6 +7,9 @@ while files on the hub and files it saves use the older names, so both spellings
 Separate q/k/v projections are merged into the `qkv` / `in_proj_*` tensors the original code uses.
 MM-Grounding-DINO (transformers' `MMGroundingDinoForObjectDetection`) adds per-layer heads; its files
 name them `bbox_embed.N.*` / `class_embed.N.bias` or, for the decoder's copies, `model.decoder.*`.
+mmdetection's `.pth` files of MM-Grounding-DINO and LLMDet are a third layout (`_MMDET_RULES`): its own module
+names, per-layer heads in `bbox_head.{cls,reg}_branches.N` (N = the decoder's layer count: the encoder's head),
+and the Swin patch-merging channels in another order.
 """
 
 from __future__ import annotations
@@ -76,6 +79,59 @@ _ORIGINAL_RULES: list[tuple[str, str]] = [
     (r"label_enc\.weight", IGNORE),  # denoising-training label embedding, unused at inference
     (r"(?:transformer\.decoder\.)?bbox_embed\.\d+\.(.*)", r"bbox_embed.\1"),
     (r"(.*)", r"\1"),
+]
+
+# mmdetection's layout (MM-Grounding-DINO and LLMDet `.pth` files, tensors under "state_dict"). The Swin
+# patch-merging tensors are permuted (see _unfold_to_swin_order) and the heads sit in bbox_head.{cls,reg}_branches.N,
+# where N = decoder_layers is the encoder's head: those are renamed in _mmdet_head, which needs the layer count.
+_MMDET_RULES: list[tuple[str, str]] = [
+    # Swin backbone
+    (r"backbone\.patch_embed\.projection\.(.*)", r"backbone.patch_embed.proj.\1"),
+    (r"backbone\.patch_embed\.norm\.(.*)", r"backbone.patch_embed.norm.\1"),
+    (r"backbone\.stages\.\d+\.blocks\.\d+\.attn\.w_msa\.relative_position_index", IGNORE),
+    (r"backbone\.stages\.(\d+)\.blocks\.(\d+)\.attn\.w_msa\.(.*)", r"backbone.layers.\1.blocks.\2.attn.\3"),
+    (r"backbone\.stages\.(\d+)\.blocks\.(\d+)\.(norm[12])\.(.*)", r"backbone.layers.\1.blocks.\2.\3.\4"),
+    (r"backbone\.stages\.(\d+)\.blocks\.(\d+)\.ffn\.layers\.0\.0\.(.*)", r"backbone.layers.\1.blocks.\2.mlp.fc1.\3"),
+    (r"backbone\.stages\.(\d+)\.blocks\.(\d+)\.ffn\.layers\.1\.(.*)", r"backbone.layers.\1.blocks.\2.mlp.fc2.\3"),
+    (r"backbone\.stages\.(\d+)\.downsample\.(reduction|norm)\.(.*)", r"backbone.layers.\1.downsample.\2.\3"),
+    (r"backbone\.(norm\d+)\.(.*)", r"backbone.\1.\2"),
+    # neck: extra_convs follow the 1x1 convs (their index is shifted in _mmdet_neck)
+    (r"neck\.convs\.(\d+)\.conv\.(.*)", r"input_proj.\1.0.\2"),
+    (r"neck\.convs\.(\d+)\.gn\.(.*)", r"input_proj.\1.1.\2"),
+    # text
+    (r"language_model\.language_backbone\.body\.model\.pooler\..*", IGNORE),
+    (r"language_model\.language_backbone\.body\.model\.embeddings\.position_ids", IGNORE),
+    (r"language_model\.language_backbone\.body\.model\.(.*)", r"bert.\1"),
+    (r"text_feat_map\.(.*)", r"feat_map.\1"),
+    # encoder
+    (r"encoder\.layers\.(\d+)\.self_attn\.(.*)", r"transformer.encoder.layers.\1.self_attn.\2"),
+    (r"encoder\.layers\.(\d+)\.norms\.([01])\.(.*)", lambda m: f"transformer.encoder.layers.{m[1]}.norm{int(m[2]) + 1}.{m[3]}"),
+    (r"encoder\.layers\.(\d+)\.ffn\.layers\.0\.0\.(.*)", r"transformer.encoder.layers.\1.linear1.\2"),
+    (r"encoder\.layers\.(\d+)\.ffn\.layers\.1\.(.*)", r"transformer.encoder.layers.\1.linear2.\2"),
+    (r"encoder\.text_layers\.(\d+)\.self_attn\.attn\.(.*)", r"transformer.encoder.text_layers.\1.self_attn.\2"),
+    (r"encoder\.text_layers\.(\d+)\.norms\.([01])\.(.*)",
+     lambda m: f"transformer.encoder.text_layers.{m[1]}.norm{int(m[2]) + 1}.{m[3]}"),
+    (r"encoder\.text_layers\.(\d+)\.ffn\.layers\.0\.0\.(.*)", r"transformer.encoder.text_layers.\1.linear1.\2"),
+    (r"encoder\.text_layers\.(\d+)\.ffn\.layers\.1\.(.*)", r"transformer.encoder.text_layers.\1.linear2.\2"),
+    (r"encoder\.fusion_layers\.(\d+)\.(.*)", r"transformer.encoder.fusion_layers.\1.\2"),
+    # decoder: norms.0 after self-attention, .1 after the text cross-attention, .2 after the image one, .3 after the FFN
+    (r"decoder\.layers\.(\d+)\.self_attn\.attn\.(.*)", r"transformer.decoder.layers.\1.self_attn.\2"),
+    (r"decoder\.layers\.(\d+)\.cross_attn_text\.attn\.(.*)", r"transformer.decoder.layers.\1.ca_text.\2"),
+    (r"decoder\.layers\.(\d+)\.cross_attn\.(.*)", r"transformer.decoder.layers.\1.cross_attn.\2"),
+    (r"decoder\.layers\.(\d+)\.norms\.([0-3])\.(.*)",
+     lambda m: f"transformer.decoder.layers.{m[1]}.{('norm2', 'catext_norm', 'norm1', 'norm3')[int(m[2])]}.{m[3]}"),
+    (r"decoder\.layers\.(\d+)\.ffn\.layers\.0\.0\.(.*)", r"transformer.decoder.layers.\1.linear1.\2"),
+    (r"decoder\.layers\.(\d+)\.ffn\.layers\.1\.(.*)", r"transformer.decoder.layers.\1.linear2.\2"),
+    (r"decoder\.norm\.(.*)", r"transformer.decoder.norm.\1"),
+    (r"decoder\.ref_point_head\.(.*)", r"transformer.decoder.ref_point_head.\1"),
+    # embeddings and two-stage selection
+    (r"level_embed", r"transformer.level_embed"),
+    (r"query_embedding\.(.*)", r"transformer.tgt_embed.\1"),
+    (r"memory_trans_fc\.(.*)", r"transformer.enc_output.\1"),
+    (r"memory_trans_norm\.(.*)", r"transformer.enc_output_norm.\1"),
+    # training only: the denoising label embedding; LLMDet's language-model branch (the conversion drops them too)
+    (r"dn_query_generator\.label_embedding\.weight", IGNORE),
+    (r"(?:lmm|connector|region_connector|ref_point_head).*|image_seperate\.weight", IGNORE),
 ]
 
 # Within-layer renames, hub -> ours, as (prefix, replacement) pairs; first match wins.
@@ -148,17 +204,23 @@ class KeyMapError(ValueError):
 
 
 def convert_state_dict(state: Mapping[str, torch.Tensor], layout: str, family: str = "gdino") -> dict[str, torch.Tensor]:
-    """Rename a checkpoint's tensors to ours. layout: "hub" (transformers) or "original" (.pth);
-    family: "gdino" or "mm_gdino" (hub layout only).
+    """Rename a checkpoint's tensors to ours. layout: "hub" (transformers), "original" (IDEA's .pth) or "mmdet"
+    (mmdetection's .pth, MM-Grounding-DINO only); family: "gdino" or "mm_gdino" (hub and mmdet layouts).
 
     Raises KeyMapError listing keys no rule knows, incomplete q/k/v triples, and copies of one head
     (the shared box head, or a layer's head and the decoder's copy of it) that differ from each other.
     """
-    if family == "mm_gdino" and layout != "hub":
-        raise KeyMapError("MM-Grounding-DINO is read from the transformers layout only")
-    rules = _HUB_RULES if layout == "hub" else _ORIGINAL_RULES
-    if family == "mm_gdino":
-        rules = _MM_HUB_RULES + rules
+    if layout == "original" and family != "gdino":
+        raise KeyMapError("IDEA's original layout holds Grounding DINO only; MM-Grounding-DINO comes in the "
+                          "transformers or the mmdetection layout")
+    if layout == "mmdet":
+        if family != "mm_gdino":
+            raise KeyMapError("gdino reads mmdetection's layout for MM-Grounding-DINO / LLMDet only")
+        rules = _mmdet_rules(state)
+    else:
+        rules = _HUB_RULES if layout == "hub" else _ORIGINAL_RULES
+        if family == "mm_gdino":
+            rules = _MM_HUB_RULES + rules
     out: dict[str, torch.Tensor] = {}
     parts: dict[str, dict[str, torch.Tensor]] = {}
     unknown, conflicts = [], []
@@ -188,7 +250,73 @@ def convert_state_dict(state: Mapping[str, torch.Tensor], layout: str, family: s
         problems.append(f"... and {len(unknown) - 20} more unrecognised keys")
     if problems:
         raise KeyMapError(f"this is not a Grounding DINO checkpoint in the {layout} layout:\n  " + "\n  ".join(problems))
+    return _mmdet_tensors(out) if layout == "mmdet" else out
+
+
+# ------------------------------------------------------------------------------ mmdetection's layout
+
+def checkpoint_layout(state: Mapping[str, torch.Tensor]) -> str:
+    """The layout of a .pth state dict: "mmdet" (mmdetection: backbone.stages.*, bbox_head.*, language_model.*)
+    or "original" (IDEA's: backbone.0.*, bert.*, transformer.*)."""
+    mmdet = ("backbone.stages.", "bbox_head.", "language_model.language_backbone.")
+    return "mmdet" if any(k.startswith(mmdet) for k in state) else "original"
+
+
+def mmdet_family(state: Mapping[str, torch.Tensor]) -> str:
+    """The family of an mmdetection-layout state dict, from its tensors: a learned bias in the class branches
+    (ContrastiveEmbed(bias=True)) is MM-Grounding-DINO's and LLMDet's head."""
+    if "bbox_head.cls_branches.0.bias" in state:
+        return "mm_gdino"
+    raise KeyMapError("an mmdetection checkpoint without class-branch biases (bbox_head.cls_branches.N.bias): "
+                      "gdino reads mmdetection's layout for MM-Grounding-DINO and LLMDet only; for IDEA's Grounding "
+                      "DINO use its original .pth (groundingdino_swint_ogc.pth) or the transformers layout")
+
+
+def _mmdet_rules(state: Mapping[str, torch.Tensor]) -> list:
+    """_MMDET_RULES plus the renames that depend on counts: bbox_head branches 0..L-1 are the L decoder layers'
+    heads and branch L the encoder's; neck.extra_convs.E follows the C 1x1 convs as input_proj.{C+E}."""
+    layers = _count(state, r"decoder\.layers\.(\d+)\.")
+    convs = _count(state, r"neck\.convs\.(\d+)\.")
+    branches = {int(m[2]) for k in state if (m := re.match(r"bbox_head\.(cls|reg)_branches\.(\d+)\.", k))}
+    if layers == 0 or branches != set(range(layers + 1)):
+        raise KeyMapError(f"an mmdetection checkpoint with {layers} decoder layers has bbox_head branches "
+                          f"{sorted(branches)}; it needs 0..{layers} (one per decoder layer, then the encoder's)")
+
+    def branch(i: str, kind: str) -> str:  # kind: class_embed or bbox_embed
+        return f"transformer.enc_out_{kind}" if int(i) == layers else f"{kind}.{i}"
+
+    return [
+        (r"bbox_head\.cls_branches\.(\d+)\.bias", lambda m: branch(m[1], "class_embed") + ".bias"),
+        # nn.Sequential(Linear, ReLU, Linear, ReLU, Linear): the linears are 0, 2, 4
+        (r"bbox_head\.reg_branches\.(\d+)\.([024])\.(.*)",
+         lambda m: branch(m[1], "bbox_embed") + f".layers.{int(m[2]) // 2}.{m[3]}"),
+        (r"neck\.extra_convs\.(\d+)\.(conv|gn)\.(.*)",
+         lambda m: f"input_proj.{convs + int(m[1])}.{0 if m[2] == 'conv' else 1}.{m[3]}"),
+        *_MMDET_RULES,
+    ]
+
+
+def _mmdet_tensors(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """mmdetection's tensors (renamed to ours) as our modules hold them: patch merging in Swin's channel order,
+    the class biases 0-d (mmdetection's ContrastiveEmbed stores shape [1])."""
+    out = {}
+    for key, t in state.items():
+        if re.fullmatch(r"backbone\.layers\.\d+\.downsample\.(reduction|norm)\.(weight|bias)", key):
+            t = _unfold_to_swin_order(t)
+        elif re.fullmatch(r"(class_embed\.\d+|transformer\.enc_out_class_embed)\.bias", key) and t.shape == (1,):
+            t = t.reshape(())
+        out[key] = t
     return out
+
+
+def _unfold_to_swin_order(t: torch.Tensor) -> torch.Tensor:
+    """mmdetection's PatchMerging gathers each 2x2 patch with nn.Unfold: input channel c*4 + k, where k walks the
+    patch row by row ((0,0), (0,1), (1,0), (1,1)). Swin (timm, transformers, IDEA) concatenates the four
+    positions column by column: k*C + c with k over (0,0), (1,0), (0,1), (1,1). Reorders the last dimension
+    (4C) of the reduction weight or of the norm's weight and bias."""
+    *lead, four_c = t.shape
+    by_position = t.reshape(*lead, four_c // 4, 4).transpose(-1, -2)  # (..., 4 unfold positions, C)
+    return by_position[..., [0, 2, 1, 3], :].reshape(*lead, four_c)
 
 
 def check_per_layer_heads(state: Mapping[str, torch.Tensor], layers: int) -> None:
@@ -294,8 +422,9 @@ def _count(state: Mapping[str, torch.Tensor], pattern: str) -> int:
     return max(found) + 1 if found else 0
 
 
-def config_from_original(state: Mapping[str, torch.Tensor], text: TextConfig) -> GroundingDINOConfig:
-    """Infer the architecture of an original checkpoint (already renamed to our keys) from its shapes.
+def config_from_original(state: Mapping[str, torch.Tensor], text: TextConfig, family: str = "gdino") -> GroundingDINOConfig:
+    """Infer the architecture of an original (IDEA) or mmdetection checkpoint, already renamed to our keys, from
+    its shapes; `family` comes from the keys (`mmdet_family`).
 
     Shapes give the Swin variant and every size; only attention head counts (8, 4 for the text side)
     come from the standard config. `text` is the BERT config named by `text_encoder`.
@@ -333,7 +462,7 @@ def config_from_original(state: Mapping[str, torch.Tensor], text: TextConfig) ->
     enc_offsets = shape("transformer.encoder.layers.0.self_attn.sampling_offsets.weight")[0]
     dec_offsets = shape("transformer.decoder.layers.0.cross_attn.sampling_offsets.weight")[0]
     return GroundingDINOConfig(
-        swin=swin, text=text, d_model=d_model, num_queries=shape("transformer.tgt_embed.weight")[0],
+        family=family, swin=swin, text=text, d_model=d_model, num_queries=shape("transformer.tgt_embed.weight")[0],
         encoder_layers=_count(state, r"transformer\.encoder\.layers\.(\d+)\."),
         decoder_layers=_count(state, r"transformer\.decoder\.layers\.(\d+)\."),
         encoder_ffn_dim=shape("transformer.encoder.layers.0.linear1.weight")[0],

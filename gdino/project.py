@@ -843,7 +843,8 @@ class Project:
             # a label a person gives is a class (added, or a phrase promoted); an object keeping its label keeps it
             relabeled = [s.class_name for i, s in changes.items()
                          if s is not None and s.class_name.strip().casefold() != before[i]["class_name"].casefold()]
-            self._add_classes(db, class_names([*relabeled, *(s.class_name for s in new)]))
+            wanted = {n.strip().casefold(): n.strip() for n in [*relabeled, *(s.class_name for s in new)]}
+            self._add_classes(db, class_names(wanted.values()))  # several boxes may get one class
             for object_id, state in changes.items():
                 if state is None:
                     db.execute("DELETE FROM objects WHERE id = ?", (object_id,))

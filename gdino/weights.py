@@ -4,6 +4,8 @@ Sources, in the order they are recognised:
 - a local directory in the transformers layout: config.json + model.safetensors (or pytorch_model.bin)
   + tokenizer files;
 - a local original checkpoint file (`groundingdino_swint_ogc.pth`, ...): state dict under "model";
+- a local mmdetection checkpoint of MM-Grounding-DINO or LLMDet (`grounding_dino_swin-t_pretrain_obj365_goldg_v3det_
+  20231218_095741-e316e297.pth`, LLMDet's `tiny.pth`, ...): state dict under "state_dict", told apart by its keys;
 - "owner/repo/path/file.pth": an original checkpoint file inside a hub repo;
 - "owner/repo": a hub repo in the transformers layout (IDEA-Research/grounding-dino-tiny, -base, and the
   MM-Grounding-DINO / LLMDet repos saved by MMGroundingDinoForObjectDetection).
@@ -21,7 +23,15 @@ from pathlib import Path
 import torch
 
 from .config import GroundingDINOConfig, TextConfig
-from .keymap import KeyMapError, check_per_layer_heads, config_from_hub, config_from_original, convert_state_dict
+from .keymap import (
+    KeyMapError,
+    check_per_layer_heads,
+    checkpoint_layout,
+    config_from_hub,
+    config_from_original,
+    convert_state_dict,
+    mmdet_family,
+)
 from .memory import keep_freed_memory
 from .modeling.model import GroundingDINO
 
@@ -89,7 +99,7 @@ def _read_tensors(path: Path) -> dict[str, torch.Tensor]:
     elif isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise WeightsError(f"{path} does not hold a state dict of tensors (nor one under 'model')")
+        raise WeightsError(f"{path} does not hold a state dict of tensors (nor one under 'model' or 'state_dict')")
     return obj
 
 
@@ -167,9 +177,10 @@ def load_model(
     Build a GroundingDINO from published weights, in eval mode, gradients off.
 
     source: a transformers-layout directory or hub id (IDEA-Research/grounding-dino-tiny, or an
-        MM-Grounding-DINO one: its config.json's model_type picks the family), or an
-        original checkpoint file (groundingdino_swint_ogc.pth), local or as "owner/repo/file.pth".
-    text_encoder: for original checkpoints, the BERT whose config and tokenizer go with them (a local
+        MM-Grounding-DINO one: its config.json's model_type picks the family), or a checkpoint file, local
+        or as "owner/repo/file.pth": IDEA's original (groundingdino_swint_ogc.pth) or mmdetection's of
+        MM-Grounding-DINO / LLMDet (family and sizes read from its tensors).
+    text_encoder: for checkpoint files, the BERT whose config and tokenizer go with them (a local
         directory or a hub id; default bert-base-uncased). Ignored for the transformers layout, which
         carries its own.
     The tokenizer is attached as `model.tokenizer` (forward never uses it).
@@ -217,8 +228,12 @@ def _load_original(path: Path, text_encoder: str, device, dtype) -> GroundingDIN
     tensors = _read_tensors(path)  # a broken file is reported before anything is downloaded
     text_config, text_dir = _text_config_from(text_encoder)
     try:
-        state = convert_state_dict(tensors, "original")
-        config = config_from_original(state, text_config)
+        layout = checkpoint_layout(tensors)
+        family = mmdet_family(tensors) if layout == "mmdet" else "gdino"  # read from the tensors: there is no config
+        state = convert_state_dict(tensors, layout, family)
+        config = config_from_original(state, text_config, family)
+        if family == "mm_gdino":
+            check_per_layer_heads(state, config.decoder_layers)
     except KeyMapError as err:
         raise WeightsError(f"{path}: {err}") from err
     model = _build(config, state)

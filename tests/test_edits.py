@@ -237,3 +237,44 @@ def test_bad_payloads_are_refused_in_the_pages_words(payload, message):
 def test_an_edit_of_a_box_that_is_gone_says_so(project):
     with pytest.raises(ProjectError, match="that box is gone"):
         send(project, kind="move", object_id=12345, dx=1, dy=1)
+
+
+def test_several_boxes_are_relabeled_at_once(project):
+    iid = image_id(project)
+    ids = [project.add_object(iid, (k * 10, 0, k * 10 + 8, 8), "cat").id for k in range(3)]
+    send(project, kind="relabel", object_ids=ids[:2], class_name="bird")  # a new class, two boxes
+    assert [o.class_name for o in project.objects(iid)] == ["bird", "bird", "cat"]
+    send(project, kind="relabel", object_ids=ids, class_name="Dog")
+    assert [o.class_name for o in project.objects(iid)] == ["dog", "dog", "dog"]
+
+
+@pytest.mark.parametrize("kind", ["relabel", "delete"])
+def test_redo_after_an_undo_that_brought_a_phrase_back(project, kind):
+    iid = image_id(project)
+    project.replace_model_objects(iid, [{"box": (1, 1, 9, 9), "class_name": "red car", "score": 0.5}],
+                                  phrases=["red car"])
+    (obj,) = project.objects(iid)
+    payload = {"kind": "relabel", "object_ids": [obj.id], "class_name": "cat"} if kind == "relabel" else \
+        {"kind": "delete", "object_ids": [obj.id]}
+    send(project, **payload)
+    assert project.phrases == []  # the phrase went with its last object
+    send(project, kind="undo")
+    assert [(o.class_name, o.phrase) for o in project.objects(iid)] == [("red car", True)]
+    send(project, kind="redo")  # the phrase came back as a new row: still the same label
+    send(project, kind="undo")
+    assert [(o.class_name, o.phrase) for o in project.objects(iid)] == [("red car", True)]
+    assert project.history(iid) == (False, True)
+
+
+def test_undo_after_the_class_was_removed_and_redo(project):
+    iid = image_id(project)
+    send(project, kind="add", box=[1, 1, 10, 10], class_name="bird")
+    (obj,) = project.objects(iid)
+    send(project, kind="delete", object_ids=[obj.id])
+    project.remove_class("bird")
+    send(project, kind="undo")  # the box comes back, and its class with it
+    assert [o.class_name for o in project.objects(iid)] == ["bird"] and "bird" in project.classes
+    send(project, kind="redo")
+    send(project, kind="undo")
+    send(project, kind="undo")
+    assert project.objects(iid) == [] and project.history(iid) == (False, True)
