@@ -708,6 +708,14 @@ class Project:
             rows = db.execute(f"{_OBJECT_SELECT} WHERE o.image_id = ? ORDER BY o.id", (image_id,)).fetchall()
         return [_object_record(row) for row in rows]
 
+    def view(self, image_id: int) -> tuple[ImageRecord, list[ObjectRecord], list[str], tuple[bool, bool]]:
+        """(the image, its objects, the project's classes, (can undo, can redo)) read in one snapshot, so that
+        they agree with each other (what the canvas draws)."""
+        with self._read() as db:
+            record = self._image(db, image_id)
+            rows = db.execute(f"{_OBJECT_SELECT} WHERE o.image_id = ? ORDER BY o.id", (image_id,)).fetchall()
+            return record, [_object_record(row) for row in rows], self._names(db, "class"), history.available(db, image_id)
+
     def add_object(self, image_id: int, box: Sequence[float], class_name: str, *, score: float | None = None,
                    source: str = "manual", mask: dict | None = None, labeled: str | None = None) -> ObjectRecord:
         """Add one object; `box` is xyxy in upright image pixels and is clipped to the image.

@@ -558,3 +558,29 @@ def test_an_export_zip_is_named_without_the_project_id(app, tmp_path):
     path, message = h.export(app, state, "coco", False)
     assert path.endswith("/gdino-coco.zip") and state["token"] not in path
     assert message == "exported 2 image(s) as coco"
+
+
+def test_a_stored_edit_whose_picture_cannot_be_drawn_is_not_reported_as_refused(app, tmp_path, monkeypatch):
+    import errno
+
+    state = Sessions.new_state()
+    h.add_uploads(app, state, images(tmp_path, 1))
+    image_id = h.current_image(app, state)
+    app.sessions.project(state).add_classes(["cat"])
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(app.canvas_files, "overlay", full)  # the disk fills after the edit committed
+    with pytest.raises(h.NotShownError, match="saved, but the picture could not be refreshed"):
+        h.canvas_edit(app, state, {"kind": "stroke", "image_id": image_id, "seq": 3, "object_id": None,
+                                   "points": [[20, 20], [60, 30]], "radius": 4.0, "erase": False, "class_name": "cat"})
+    assert len(app.sessions.project(state).objects(image_id)) == 1  # it is stored
+
+
+@pytest.mark.parametrize("image_id", [2**63, 2**70, -1])
+def test_out_of_range_ids_get_a_message(app, tmp_path, image_id):
+    state = Sessions.new_state()
+    h.add_uploads(app, state, images(tmp_path, 1))
+    value, _ = h.canvas_edit(app, state, {"kind": "undo", "image_id": image_id, "seq": 1})
+    assert value["message"] == "that image is not in this project any more"

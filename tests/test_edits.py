@@ -228,6 +228,13 @@ def test_history_is_capped_per_image(project, monkeypatch):
     ({"kind": "click", "image_id": 1, "object_id": None, "x": 1, "y": 2, "positive": 1, "class_name": "cat"},
      "no valid positive"),
     ({"kind": "rotate", "image_id": 1}, "unknown edit"),
+    ({"kind": "move", "image_id": 1, "object_id": 2**63, "dx": 1, "dy": 1}, "no valid object id"),
+    ({"kind": "move", "image_id": 1, "object_id": 1, "dx": 1e300, "dy": 1}, "far outside the picture"),
+    ({"kind": "stroke", "image_id": 1, "object_id": None, "points": [[1, 2]], "radius": 501, "erase": False,
+      "class_name": "cat"}, "between 0 and 500 pixels"),
+    # a natural drag across a big photo with the largest brush: 4 px steps, 2000 points -> refused up front
+    ({"kind": "stroke", "image_id": 1, "object_id": None, "points": [[4 * k, 4 * k] for k in range(2000)],
+      "radius": 500, "erase": False, "class_name": "cat"}, "too large to paint at once"),
 ])
 def test_bad_payloads_are_refused_in_the_pages_words(payload, message):
     with pytest.raises(EditError, match=message):
@@ -278,3 +285,22 @@ def test_undo_after_the_class_was_removed_and_redo(project):
     send(project, kind="undo")
     send(project, kind="undo")
     assert project.objects(iid) == [] and project.history(iid) == (False, True)
+
+
+def test_edits_that_change_nothing_keep_the_redo(project):
+    iid = image_id(project)
+    obj = project.add_object(iid, (10, 10, 30, 30), "cat", mask=mask_to_rle(block(10, 30, 10, 30)))
+    send(project, kind="move", object_id=obj.id, dx=5, dy=0)
+    send(project, kind="undo")
+    for payload in ({"kind": "move", "object_id": obj.id, "dx": 0, "dy": 0},
+                    {"kind": "resize", "object_id": obj.id, "box": list(obj.box)},
+                    {"kind": "relabel", "object_ids": [obj.id], "class_name": "cat"}):
+        send(project, **payload)
+    assert project.history(iid) == (False, True) and project.objects(iid) == [obj]
+
+
+def test_a_box_resized_off_its_mask_has_no_mask(project):
+    iid = image_id(project)
+    obj = project.add_object(iid, (10, 10, 30, 30), "cat", mask=mask_to_rle(block(10, 20, 10, 20)))
+    send(project, kind="resize", object_id=obj.id, box=[22, 22, 30, 30])
+    assert project.objects(iid)[0].mask is None

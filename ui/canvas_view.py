@@ -15,6 +15,7 @@ import shutil
 import tempfile
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -75,7 +76,7 @@ class CanvasFiles:
             rgb = Image.fromarray(placeholder(record.width, record.height, longest=max(record.width, record.height)))
             readable = False
         path = folder / (f"{stem}.jpg" if readable else f"{stem}-unreadable.jpg")
-        partial = path.with_suffix(".part")
+        partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")  # two tabs may write it at once
         rgb.convert("RGB").save(partial, format="JPEG", quality=JPEG_QUALITY)
         partial.replace(path)
         return path, readable
@@ -110,10 +111,7 @@ def canvas_value(project, token: str, files: CanvasFiles, image_id: int | None, 
     """The canvas' value for the image (None: no image), from what the project stores now."""
     if image_id is None:
         return None
-    record = project.image(image_id)
-    objects = project.objects(image_id)
-    classes = project.classes
-    can_undo, can_redo = project.history(image_id)
+    record, objects, classes, (can_undo, can_redo) = project.view(image_id)  # one snapshot: they agree
 
     def color(o):
         return list(PHRASE_COLOR if o.phrase else class_color(classes.index(o.class_name)))

@@ -29,6 +29,9 @@ from gdino.project import ObjectRecord, ObjectState, Project, ProjectError
 
 MAX_POINTS = 20_000  # per stroke
 MAX_IDS = 10_000  # per delete / relabel
+MAX_RADIUS = 500.0  # image pixels; the canvas' own limit is the same
+MAX_COORD = 1e7  # image pixels: anything farther is no place on a picture
+MAX_STROKE_WORK = 2e8  # pixel tests one stroke may cost (sum over its segments); about 2 s here
 
 
 class EditError(ValueError):
@@ -135,8 +138,13 @@ def parse(payload: object) -> Edit:
         pts = tuple((_finite(p[0]), _finite(p[1])) if isinstance(p, list | tuple) and len(p) == 2 else _bad_point()
                     for p in points)
         radius = _number(payload, "radius")
-        if not 0 < radius <= 2000:
-            raise EditError("the brush size must be between 0 and 2000 pixels")
+        if not 0 < radius <= MAX_RADIUS:
+            raise EditError(f"the brush size must be between 0 and {MAX_RADIUS:.0f} pixels")
+        work = sum((abs(b[0] - a[0]) + 2 * radius + 2) * (abs(b[1] - a[1]) + 2 * radius + 2)
+                   for a, b in zip(pts, pts[1:] or pts, strict=False))
+        if work > MAX_STROKE_WORK:
+            raise EditError("that stroke is too large to paint at once: paint it in shorter strokes or with a smaller "
+                            "brush (a box or SAM clicks cover large areas faster)")
         return Stroke(image_id, _optional_id(payload), pts, radius, _flag(payload, "erase"), _name(payload))
     if kind == "undo":
         return Undo(image_id)
@@ -147,7 +155,7 @@ def parse(payload: object) -> Edit:
 
 def _id(payload: dict, key: str) -> int:
     value = payload.get(key)
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**63:
         raise EditError(f"the edit has no valid {key.replace('_', ' ')}; reload the page")
     return value
 
@@ -166,6 +174,8 @@ def _ids(payload: dict) -> tuple[int, ...]:
 def _finite(value) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise EditError("the edit has a coordinate that is not a number; reload the page")
+    if abs(value) > MAX_COORD:
+        raise EditError("the edit reaches far outside the picture; reload the page")
     return float(value)
 
 
@@ -226,19 +236,26 @@ def apply(project: Project, edit: Edit, segment: Segment | None = None) -> Appli
         return Applied()
     if isinstance(edit, Relabel):
         found = _objects(project, edit.image_id, edit.object_ids)
+        if all(o.class_name == edit.class_name and not o.phrase for o in found):
+            return Applied(selected=found[0].id if len(found) == 1 else None)  # nothing to do: history kept
         changes = {o.id: replace(ObjectState.of(o), class_name=edit.class_name, source="manual") for o in found}
         project.edit_objects(edit.image_id, changes, expect=found)
         return Applied(selected=found[0].id if len(found) == 1 else None)
     if isinstance(edit, Move):
         (obj,) = _objects(project, edit.image_id, [edit.object_id])
+        if edit.dx == 0 and edit.dy == 0:
+            return Applied(selected=obj.id)
         state = _moved(obj, edit.dx, edit.dy, shape)
         project.edit_objects(edit.image_id, {obj.id: state}, expect=[obj])
         return Applied(selected=obj.id)
     if isinstance(edit, Resize):
         (obj,) = _objects(project, edit.image_id, [edit.object_id])
+        if tuple(edit.box) == tuple(obj.box):
+            return Applied(selected=obj.id)
         mask = None
         if obj.mask is not None:
-            mask = mask_to_rle(rle_to_mask(obj.mask) & inside_box(shape, edit.box))
+            kept = rle_to_mask(obj.mask) & inside_box(shape, edit.box)
+            mask = mask_to_rle(kept) if kept.any() else None  # a box resized off its mask has none left
         state = replace(ObjectState.of(obj), box=edit.box, mask=mask, clicks=None, source="manual")
         project.edit_objects(edit.image_id, {obj.id: state}, expect=[obj])
         return Applied(selected=obj.id)

@@ -420,7 +420,7 @@ def canvas_edit(app: App, state: dict, payload: object) -> tuple[dict | None, in
     seq = payload.get("seq") if isinstance(payload, dict) and isinstance(payload.get("seq"), int) else None
     shown = payload.get("image_id") if isinstance(payload, dict) else None
     project = app.sessions.project(state)
-    if not (isinstance(shown, int) and not isinstance(shown, bool) and project.has_image(shown)):
+    if not (isinstance(shown, int) and not isinstance(shown, bool) and 0 <= shown < 2**63 and project.has_image(shown)):
         image_id = current_image(app, state)
         return canvas_state(app, state, image_id, seq=seq, message="that image is not in this project any more"), image_id
     try:
@@ -428,7 +428,15 @@ def canvas_edit(app: App, state: dict, payload: object) -> tuple[dict | None, in
         applied = edits.apply(project, edit, segment=_segment(app, project, shown))
     except USER_ERRORS as err:
         return canvas_state(app, state, shown, seq=seq, message=page_words(app, state, err)), shown
-    return canvas_state(app, state, shown, selected=applied.selected, message=applied.message, seq=seq), shown
+    try:
+        return canvas_state(app, state, shown, selected=applied.selected, message=applied.message, seq=seq), shown
+    except USER_ERRORS as err:  # the edit is stored: never report it as refused (it would be made again)
+        raise NotShownError(f"saved, but the picture could not be refreshed ({page_words(app, state, err)}); "
+                            "reload the page") from err
+
+
+class NotShownError(ProjectError):
+    """An edit that was stored, whose new state could not be drawn (disk full for the overlay file...)."""
 
 
 def _segment(app: App, project, image_id: int):

@@ -248,6 +248,8 @@ def build(app: h.App) -> gr.Blocks:
                 return (value, text, h.rows(app, state, view_value.get(state["token"], "all")),
                         h.review_counter(app, state), gr.update(choices=project.phrases),
                         gr.update(choices=project.classes))
+            except h.NotShownError as err:
+                return (gr.update(), f"**{err}**", gr.update(), gr.update(), gr.update(), gr.update())
             except h.USER_ERRORS as err:
                 return (gr.update(), f"**Could not do that:** {h.page_words(app, None, err)}", gr.update(), gr.update(),
                         gr.update(), gr.update())

@@ -110,7 +110,7 @@ TEMPLATE = """<div class="gc-root" tabindex="0" style="--gc-height: __HEIGHT__px
 <button type="button" class="gc-sign" aria-pressed="false" title="SAM click sign: + adds, − removes (for touch)">+</button>
 </span>
 <label title="Brush radius in image pixels ([ and ])">radius
- <input class="gc-radius" type="number" min="1" step="1" value="20"></label>
+ <input class="gc-radius" type="number" min="1" max="500" step="1" value="20"></label>
 <label title="Class for new boxes (1-9); with a selection: relabel">class <select class="gc-class"></select></label>
 <label>opacity <input class="gc-opacity" type="range" min="0" max="1" step="0.05" value="0.45"></label>
 <label><input class="gc-show" type="checkbox" data-show="boxes" checked> boxes</label>

@@ -29,6 +29,7 @@ const PHRASE_COLOR = [150, 150, 150];
 const HANDLE = 4;        // half size of a resize handle, CSS px
 const DRAG_MIN = 3;      // a pointer that moved less than this (CSS px) clicked instead of dragging
 const ZOOM_STEP = 200;   // wheel deltaY (px) per factor of 2 in zoom: one notch of 100 = x sqrt(2)
+const MAX_RADIUS = 500;  // brush radius in image px; the server (ui/edits.py MAX_RADIUS) refuses more
 
 let value = null;        // the last value from the server (object), null for no image
 let seq = 0;             // client edit counter, sent as payload.seq
@@ -786,7 +787,7 @@ root.addEventListener('blur', () => { spaceHeld = false; }, true);
 // ---- toolbar --------------------------------------------------------------------------------------------
 
 function setRadius(r) {
-  radius = Math.round(clamp(r, 1, 5000) * 10) / 10;
+  radius = Math.round(clamp(r, 1, MAX_RADIUS) * 10) / 10;
   ui.radius.value = String(radius);
   requestRender();
 }
@@ -800,7 +801,7 @@ ui.sign.addEventListener('click', () => {
 });
 ui.radius.addEventListener('input', () => {
   const r = Number(ui.radius.value);
-  if (r > 0) { radius = clamp(r, 1, 5000); requestRender(); }
+  if (r > 0) { radius = clamp(r, 1, MAX_RADIUS); requestRender(); }
 });
 ui.radius.addEventListener('change', () => setRadius(radius));
 ui.cls.addEventListener('change', () => {
