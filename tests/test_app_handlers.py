@@ -1,5 +1,7 @@
 """The app's actions as plain functions, with the tiny models: no browser needed."""
 
+import os
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -584,3 +586,39 @@ def test_out_of_range_ids_get_a_message(app, tmp_path, image_id):
     h.add_uploads(app, state, images(tmp_path, 1))
     value, _ = h.canvas_edit(app, state, {"kind": "undo", "image_id": image_id, "seq": 1})
     assert value["message"] == "that image is not in this project any more"
+
+
+def test_canvas_files_of_dead_servers_go_and_a_read_failure_is_not_remembered(tmp_path, monkeypatch):
+    import subprocess
+    import sys
+
+    from ui import canvas_view
+    from ui.canvas_view import CanvasFiles
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    old = tmp_path / "gdino-canvas-old"
+    (old / "abc").mkdir(parents=True)
+    (old / "server.pid").write_text(dead.stdout.strip())  # that process has exited
+    live = tmp_path / "gdino-canvas-live"
+    live.mkdir()
+    (live / "server.pid").write_text(str(os.getpid()))  # a server still running
+
+    def mkdtemp(prefix):  # the new server's folder beside them
+        (tmp_path / f"{prefix}new").mkdir()
+        return str(tmp_path / f"{prefix}new")
+
+    monkeypatch.setattr(canvas_view.tempfile, "mkdtemp", mkdtemp)
+    files = CanvasFiles()
+    assert not old.exists() and live.exists()
+
+    picture = tmp_path / "p.png"
+    Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(picture)
+    record = type("Record", (), {"id": 1, "path": picture, "width": 40, "height": 30})()
+    real = canvas_view.to_rgb
+    monkeypatch.setattr(canvas_view, "to_rgb", lambda path: (_ for _ in ()).throw(OSError("a hiccup")))
+    assert files.image("tok", record)[1] is False
+    monkeypatch.setattr(canvas_view, "to_rgb", real)
+    path, readable = files.image("tok", record)  # readable again: not remembered as broken
+    assert readable and Image.open(path).size == (40, 30)
+    files.close()
+    assert not files.root.exists()

@@ -8,9 +8,10 @@ copies them into its cache and serves them under unguessable names; the workspac
 
 from __future__ import annotations
 
-import contextlib
+import atexit
 import hashlib
 import itertools
+import os
 import shutil
 import tempfile
 import threading
@@ -37,16 +38,16 @@ def file_data(path: Path) -> dict:
 
 
 class CanvasFiles:
-    """Per-session folders for the canvas' image and overlay files, under one folder of this server."""
-
-    KEEP_S = 86400  # folders of earlier server runs are removed once this old
+    """Per-session folders for the canvas' image and overlay files, under one folder of this server (removed
+    when the server exits; a folder whose server died is removed by the next one)."""
 
     def __init__(self):
         self.root = Path(tempfile.mkdtemp(prefix="gdino-canvas-"))
+        (self.root / "server.pid").write_text(str(os.getpid()))
         for old in self.root.parent.glob("gdino-canvas-*"):  # what servers that stopped left behind
-            with contextlib.suppress(OSError):
-                if old != self.root and time.time() - old.stat().st_mtime > self.KEEP_S:
-                    shutil.rmtree(old)
+            if old != self.root and not _alive(old / "server.pid"):
+                shutil.rmtree(old, ignore_errors=True)
+        atexit.register(self.close)
         self._lock = threading.Lock()
         self._overlays: dict[tuple[str, int], tuple[str, Path]] = {}  # (session, image) -> (masks key, file)
 
@@ -65,17 +66,16 @@ class CanvasFiles:
             version = "missing"
         stem = f"image-{record.id}-{hashlib.sha256(version.encode()).hexdigest()[:16]}"
         folder = self.folder(token)
-        for readable, path in ((True, folder / f"{stem}.jpg"), (False, folder / f"{stem}-unreadable.jpg")):
-            if path.exists():
-                return path, readable
+        path = folder / f"{stem}.jpg"
+        if path.exists():
+            return path, True
         from PIL import Image
 
         try:
             rgb, readable = to_rgb(record.path), True
-        except Exception:  # noqa: BLE001 - any unreadable file shows as the placeholder
-            rgb = Image.fromarray(placeholder(record.width, record.height, longest=max(record.width, record.height)))
-            readable = False
-        path = folder / (f"{stem}.jpg" if readable else f"{stem}-unreadable.jpg")
+        except Exception:  # noqa: BLE001 - any unreadable file shows as the placeholder (tried again next time)
+            rgb = Image.fromarray(placeholder(record.width, record.height))  # small: the canvas stretches it
+            readable, path = False, folder / "unreadable.jpg"
         partial = path.with_name(f".{path.name}.{uuid.uuid4().hex}.part")  # two tabs may write it at once
         rgb.convert("RGB").save(partial, format="JPEG", quality=JPEG_QUALITY)
         partial.replace(path)
@@ -104,6 +104,18 @@ class CanvasFiles:
 
     def close(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
+
+
+def _alive(pid_file: Path) -> bool:
+    """Whether the server that wrote this pid file still runs (a folder without one is an old leftover)."""
+    try:
+        pid = int(pid_file.read_text())
+        os.kill(pid, 0)
+    except PermissionError:  # another user's server, running
+        return True
+    except (OSError, ValueError):
+        return False
+    return True
 
 
 def canvas_value(project, token: str, files: CanvasFiles, image_id: int | None, *, selected: int | None = None,
