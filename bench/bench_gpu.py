@@ -1,6 +1,6 @@
 """gdino vs transformers' GroundingDinoForObjectDetection on a GPU, same weights, one process.
 
-    python bench/bench_gpu.py [--size 800x1200] [--repeats 10] [--batches 1 8]
+    python bench/bench_gpu.py [--size 800x1200] [--repeats 10] [--batches 1 8] [--family gdino|mm]
 
 Builds a random full-size Swin-T Grounding DINO, saves it in the transformers layout and loads it with
 both. Checks agreement in float32 (TF32 off), then times the forward of each in float32 and bfloat16
@@ -99,13 +99,14 @@ def time_op(device: torch.device, dtype: torch.dtype, repeats: int) -> dict:
     return out
 
 
-def time_models(model_dir, tokenizer, device, h, w, batches, repeats) -> tuple[dict, list]:
+def time_models(model_dir, tokenizer, device, h, w, batches, repeats, family="gdino") -> tuple[dict, list]:
     """Agreement in float32, then (dtype, batch, their s, their MB, our s, our MB) per dtype and batch."""
-    from transformers import GroundingDinoForObjectDetection
+    from transformers import GroundingDinoForObjectDetection, MMGroundingDinoForObjectDetection
 
     import gdino
 
-    theirs = GroundingDinoForObjectDetection.from_pretrained(model_dir).eval().to(device)
+    oracle = MMGroundingDinoForObjectDetection if family == "mm" else GroundingDinoForObjectDetection
+    theirs = oracle.from_pretrained(model_dir).eval().to(device)
     ours = gdino.load_model(model_dir, device=device)
     agree = agreement(theirs, ours, tokenizer, device)
     rows = []
@@ -126,6 +127,8 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=10)
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--device", default="cuda")
+    parser.add_argument("--family", choices=["gdino", "mm"], default="gdino",
+                        help="mm: MM-Grounding-DINO (per-layer heads) against MMGroundingDinoForObjectDetection")
     args = parser.parse_args()
     h, w = (int(v) for v in args.size.split("x"))
     device = torch.device(args.device)
@@ -134,18 +137,20 @@ def main() -> None:
     torch.backends.cuda.matmul.allow_tf32 = False  # agreement and float32 timings in true float32
     torch.backends.cudnn.allow_tf32 = False
 
-    from tiny_models import make_hf_model, make_tokenizer, save_hf
+    from tiny_models import make_hf_model, make_mm_hf_model, make_tokenizer, save_hf
 
     tokenizer = make_tokenizer()
+    build = make_mm_hf_model if args.family == "mm" else make_hf_model
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = str(save_hf(make_hf_model("swin_t", seed=0), tokenizer, Path(tmp) / "swin_t"))
-        agree, rows = time_models(model_dir, tokenizer, device, h, w, args.batches, args.repeats)
+        model_dir = str(save_hf(build("swin_t", seed=0), tokenizer, Path(tmp) / "swin_t"))
+        agree, rows = time_models(model_dir, tokenizer, device, h, w, args.batches, args.repeats, args.family)
     op = {dtype: time_op(device, dtype, args.repeats) for dtype in (torch.float32, torch.bfloat16)}
 
     import transformers
 
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"Grounding DINO Swin-T (random weights) on {name}, input {h}x{w}, prompt {CAPTION!r}, "
+    title = "MM-Grounding-DINO" if args.family == "mm" else "Grounding DINO"
+    print(f"{title} Swin-T (random weights) on {name}, input {h}x{w}, prompt {CAPTION!r}, "
           f"torch {torch.__version__}, transformers {transformers.__version__}, median of {args.repeats}")
     print(f"same outputs in float32: {agree['within_1e-3']:.1%} of queries within 1e-3 (median {agree['median']:.1e})\n")
     print("| dtype | batch | transformers (images/s) | gdino (images/s) | gdino speed-up | peak MB transformers / gdino |")
