@@ -341,3 +341,32 @@ def test_an_over_size_upload_is_refused_while_it_uploads(tiny_hf, tmp_path):
     finally:
         demo.close()
         app.sessions.close()
+
+
+def test_a_file_swapped_for_a_link_out_of_the_allowed_folders_is_never_read(tiny_hf, tmp_path):
+    """An image referenced in an --allow-dir folder, later replaced by a link to a private file: the canvas
+    shows a placeholder and says so, Detect and SAM refuse it, and the private pixels reach no page."""
+    allowed, private = tmp_path / "allowed", tmp_path / "private"
+    allowed.mkdir()
+    private.mkdir()
+    Image.fromarray(np.zeros((48, 64, 3), np.uint8)).save(allowed / "a.png")
+    Image.fromarray(np.full((48, 64, 3), 255, np.uint8)).save(private / "secret.png")
+    app = h.make_app(AppConfig(model=str(tiny_hf[1]), sam=str(save_tiny_sam(tmp_path / "sam.pth")),
+                               workspace=tmp_path / "ws", allow_dirs=(allowed,)))
+    state = Sessions.new_state()
+    h.add_server_folder(app, state, str(allowed))
+    image_id = h.current_image(app, state)
+    assert np.asarray(Image.open(h.view_image(app, state, image_id)[0]["image"]["path"])).mean() == 0
+    (allowed / "a.png").unlink()
+    os.symlink(private / "secret.png", allowed / "a.png")  # swapped after it was added
+    value, info = h.view_image(app, state, image_id)
+    assert np.asarray(Image.open(value["image"]["path"])).mean() < 255 and "cannot be read" in info
+    settings = h.settings_from_inputs("classes", "cat", "", 0.05, 0.25, False)
+    with pytest.raises(ValueError, match="leads outside the folders"):
+        h.detect_image(app, state, image_id, settings)
+    app.sessions.project(state).add_classes(["cat"])
+    obj = app.sessions.project(state).add_object(image_id, (1, 1, 30, 30), "cat")
+    value, _ = h.canvas_edit(app, state, {"kind": "click", "image_id": image_id, "seq": 1, "object_id": obj.id,
+                                          "x": 10, "y": 10, "positive": True, "class_name": "cat"})
+    assert "leads outside the folders" in value["message"]
+    app.sessions.close()

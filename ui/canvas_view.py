@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -56,12 +57,13 @@ class CanvasFiles:
         folder.mkdir(parents=True, exist_ok=True)
         return folder
 
-    def image(self, token: str, record) -> tuple[Path, bool]:
+    def image(self, token: str, record, read: Callable[[object], Path] | None = None) -> tuple[Path, bool]:
         """(the upright picture of the image as a JPEG, written once per version of its file; whether the
-        file could be read: if not, the picture is a grey placeholder of its size)."""
-        try:
-            stat = record.path.stat()
-            version = f"{record.path}:{stat.st_mtime_ns}:{stat.st_size}"
+        file could be read: if not, the picture is a grey placeholder of its size). read: record -> the file
+        to read, checked by the caller at this moment (default: the record's path)."""
+        try:  # lstat too: a file swapped for a link is a new version (and is checked again by `read`)
+            stat, link = record.path.stat(), record.path.lstat()
+            version = f"{record.path}:{stat.st_mtime_ns}:{stat.st_size}:{link.st_ino}:{link.st_mtime_ns}"
         except OSError:
             version = "missing"
         stem = f"image-{record.id}-{hashlib.sha256(version.encode()).hexdigest()[:16]}"
@@ -72,7 +74,7 @@ class CanvasFiles:
         from PIL import Image
 
         try:
-            rgb, readable = to_rgb(record.path), True
+            rgb, readable = to_rgb(read(record) if read is not None else record.path), True
         except Exception:  # noqa: BLE001 - any unreadable file shows as the placeholder (tried again next time)
             rgb = Image.fromarray(placeholder(record.width, record.height))  # small: the canvas stretches it
             readable, path = False, folder / "unreadable.jpg"
@@ -119,7 +121,8 @@ def _alive(pid_file: Path) -> bool:
 
 
 def canvas_value(project, token: str, files: CanvasFiles, image_id: int | None, *, selected: int | None = None,
-                 message: str | None = None, seq: int | None = None) -> dict | None:
+                 message: str | None = None, seq: int | None = None,
+                 read: Callable[[object], Path] | None = None) -> dict | None:
     """The canvas' value for the image (None: no image), from what the project stores now."""
     if image_id is None:
         return None
@@ -129,7 +132,7 @@ def canvas_value(project, token: str, files: CanvasFiles, image_id: int | None, 
         return list(PHRASE_COLOR if o.phrase else class_color(classes.index(o.class_name)))
 
     overlay = files.overlay(token, image_id, objects, (record.height, record.width))
-    picture, readable = files.image(token, record)
+    picture, readable = files.image(token, record, read)
     return {
         "image_id": image_id, "revision": next(_revisions), "readable": readable,  # readable: for the page's line
         "image": file_data(picture), "width": record.width, "height": record.height,

@@ -330,7 +330,7 @@ def detect_image(app: App, state: dict, image_id: int | None, settings: LabelSet
     with app.jobs.model_lock:  # between two images of any running job
         segmenter = app.hub.segmenter() if settings.masks else None
         summary = label_images(project, app.hub.detector(), [image_id], settings, segmenter=segmenter,
-                               add_all_classes=False, keep_phrases=True)
+                               add_all_classes=False, keep_phrases=True, images=_reader(app, project))
     if summary.failed:
         raise ImageError(summary.failed[image_id])
     return f"found {summary.objects} object(s)"
@@ -346,7 +346,12 @@ def start_auto_label(app: App, state: dict, settings: LabelSettings) -> str:
     if not project.images(status="unlabeled"):
         return "nothing to do: every image is labeled already"
     segmenter = app.hub.segmenter if settings.masks else None
-    return app.jobs.start(project, app.hub.detector, settings, segmenter).text()
+    return app.jobs.start(project, app.hub.detector, settings, segmenter, images=_reader(app, project)).text()
+
+
+def _reader(app: App, project):
+    """image_id -> the image's file, checked when it is read (ui.session.Sessions.image_path)."""
+    return lambda image_id: app.sessions.image_path(project, project.image(image_id))
 
 
 def job_status(app: App, state: dict) -> str:
@@ -410,8 +415,9 @@ def map_phrase(app: App, state: dict, phrase: str | None, target: str | None) ->
 def canvas_state(app: App, state: dict, image_id: int | None, *, selected: int | None = None,
                  message: str | None = None, seq: int | None = None) -> dict | None:
     """The canvas' value for the image: what the project stores now (see ui/canvas_view.py)."""
-    return canvas_value(app.sessions.project(state), state["token"], app.canvas_files, image_id, selected=selected,
-                        message=message, seq=seq)
+    project = app.sessions.project(state)
+    return canvas_value(project, state["token"], app.canvas_files, image_id, selected=selected, message=message,
+                        seq=seq, read=lambda record: app.sessions.image_path(project, record))
 
 
 def canvas_edit(app: App, state: dict, payload: object) -> tuple[dict | None, int | None]:
@@ -444,9 +450,8 @@ def _segment(app: App, project, image_id: int):
     running job (the model lock)."""
     if not app.hub.sam_enabled:
         return None
-    path = project.image(image_id).path
-
     def segment(points, labels, box):
+        path = app.sessions.image_path(project, project.image(image_id))
         with app.jobs.model_lock:
             return app.hub.segmenter().refine(path, points=points, labels=labels, box=box).mask
     return segment

@@ -84,17 +84,19 @@ class Jobs:
         with self._lock:
             return self._jobs.get(project_dir)
 
-    def start(self, project, detector: Callable, settings: LabelSettings, segmenter: Callable | None = None) -> Job:
+    def start(self, project, detector: Callable, settings: LabelSettings, segmenter: Callable | None = None,
+              images: Callable[[int], object] | None = None) -> Job:
         """Start labeling the project's unlabeled images, unless a job of this project is running (that one
         is returned). `detector` / `segmenter` are called in the job's thread to get the models, so a slow
-        first load does not hold up the request either."""
+        first load does not hold up the request either. images: image_id -> what to read (as in
+        `label_images`; the app checks each file at the moment it is read)."""
         with self._lock:
             job = self._jobs.get(project.path)
             if job is not None and job.running:
                 return job
             todo = [r.id for r in project.images(status="unlabeled", order="name")]
             job = Job(total=len(todo))
-            job.thread = threading.Thread(target=self._run, args=(job, project, todo, detector, settings, segmenter),
+            job.thread = threading.Thread(target=self._run, args=(job, project, todo, detector, settings, segmenter, images),
                                           name=f"gdino-job-{project.path.name}", daemon=True)
             self._jobs[project.path] = job
         job.thread.start()
@@ -112,7 +114,7 @@ class Jobs:
         return job
 
     def _run(self, job: Job, project, todo: list[int], detector: Callable, settings: LabelSettings,
-             segmenter: Callable | None) -> None:
+             segmenter: Callable | None, images: Callable[[int], object] | None = None) -> None:
         try:
             det = detector()
             seg = segmenter() if settings.masks and segmenter is not None else None
@@ -121,7 +123,7 @@ class Jobs:
                     job.state = "cancelled"
                     return
                 with self.model_lock:  # one image; a visitor's call goes next if one is waiting
-                    summary = label_images(project, det, [image_id], settings, segmenter=seg,
+                    summary = label_images(project, det, [image_id], settings, segmenter=seg, images=images,
                                            if_status=("unlabeled",), add_all_classes=False, keep_phrases=True)
                 job.done += 1
                 job.labeled += len(summary.labeled)

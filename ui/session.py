@@ -22,6 +22,7 @@ from dataclasses import replace
 from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
+from gdino.processing import ImageError
 from gdino.project import Project, ProjectError
 
 from .config import AppConfig
@@ -233,6 +234,22 @@ class Sessions:
         if not self.inside_allowed(resolved):
             allowed = ", ".join(str(d) for d in self.config.allow_dirs)
             raise ProjectError(f"{path} is outside the folders this server allows ({allowed})")
+        return resolved
+
+    def image_path(self, project: Project, record) -> Path:
+        """The file to read for an image of `project`, checked at the moment of reading: a file may have been
+        swapped for a link since it was added. A copy in the project's images/ must not be a link; an image
+        referenced in a server folder must still resolve inside an --allow-dir folder. Else an ImageError
+        (the page shows the image as unreadable, a run lists it as failed)."""
+        path = Path(record.path)
+        if path.parent == project.path / "images":
+            if path.is_symlink():
+                raise ImageError(f"{record.name}: its file in the project was replaced by a link; remove the image")
+            return path
+        resolved = path.resolve()
+        if not self.inside_allowed(resolved):
+            raise ImageError(f"{record.name}: its file now leads outside the folders this server may read; "
+                             "remove the image")
         return resolved
 
     def inside_allowed(self, resolved: Path) -> bool:
