@@ -5,10 +5,12 @@ Gradio answers `/gradio_api/file=PATH` (and `/gradio_api/file/PATH`) for any fil
 (every visitor's project.sqlite and images), not an --allow-dir folder, not a --project folder. They
 are also `blocked_paths`, which gradio checks before anything else (its upload and cache folders too).
 
-Images still reach the page: the handlers hand gradio the pixels of the session's own image (a numpy
-array in a component's value) and gradio writes them into its upload folder under a name made from a
-keyed hash of the content (sha256 of gradio's random hash seed and the encoded bytes). That URL is sent
-only to the session whose handler made it, and cannot be derived from a path or a file name.
+Images still reach the page: the canvas' value names files written for the session (its picture and mask
+overlay, ui/canvas_view.py, under the system's temporary folder, which gradio does not serve by path), and
+gradio copies them into its own folder under a name made from a keyed hash of the content (sha256 of
+gradio's random hash seed and the bytes). That URL is sent only to the session whose handler made it, and
+cannot be derived from a path or a file name. Every read of an image checks its file at that moment
+(ui.session.Sessions.image_path): a link swapped in later is not followed out of the allowed folders.
 """
 
 from __future__ import annotations
