@@ -1,6 +1,9 @@
 """gdino vs transformers' GroundingDinoForObjectDetection on the same weights, on this machine.
 
-    python bench/bench_model.py [--size 800x1200] [--repeats 3] [--bf16]
+    python bench/bench_model.py [--size 800x1200] [--repeats 3] [--bf16] [--family gdino|mm]
+
+--family mm: MM-Grounding-DINO instead (gdino's preset "mm_swin_t", per-layer heads) against transformers'
+MMGroundingDinoForObjectDetection, on the same random weights.
 
 Builds a random full-size Swin-T Grounding DINO (the OGC architecture, BERT-base text encoder), saves it
 in the transformers layout, checks that both implementations give the same outputs, then times each in
@@ -46,11 +49,16 @@ def inputs(tokenizer, h: int, w: int, batch: int = 1):
 
 # ------------------------------------------------------------------------------------ children
 
-def child_transformers(model_dir: str, h: int, w: int, repeats: int) -> dict:
-    from tiny_models import make_tokenizer
-    from transformers import GroundingDinoForObjectDetection
+def transformers_class(mm: bool):
+    from transformers import GroundingDinoForObjectDetection, MMGroundingDinoForObjectDetection
 
-    model = GroundingDinoForObjectDetection.from_pretrained(model_dir).eval()
+    return MMGroundingDinoForObjectDetection if mm else GroundingDinoForObjectDetection
+
+
+def child_transformers(model_dir: str, h: int, w: int, repeats: int, mm: bool = False) -> dict:
+    from tiny_models import make_tokenizer
+
+    model = transformers_class(mm).from_pretrained(model_dir).eval()
     pixel_values, enc = inputs(make_tokenizer(), h, w)
     with torch.inference_mode():
         latency = median_time(lambda: model(pixel_values=pixel_values, **enc), repeats)
@@ -102,16 +110,15 @@ def child_op(repeats: int) -> dict:
     return out
 
 
-def agreement(model_dir: str, dtype: str = "float32") -> dict:
+def agreement(model_dir: str, dtype: str = "float32", mm: bool = False) -> dict:
     """Both models on the same small input (transformers in float32, gdino in `dtype`): the fraction of
     queries within 1e-3, the median and the largest per-query difference."""
     from compare import fraction_within, per_query_error
-    from transformers import GroundingDinoForObjectDetection
 
     import gdino
 
     ours = gdino.load_model(model_dir, dtype=getattr(torch, dtype))
-    theirs = GroundingDinoForObjectDetection.from_pretrained(model_dir).eval()
+    theirs = transformers_class(mm).from_pretrained(model_dir).eval()
     pixel_values, enc = inputs(ours.tokenizer, 320, 480)
     with torch.inference_mode():
         a, b = theirs(pixel_values=pixel_values, **enc), ours(pixel_values, **enc)
@@ -145,9 +152,9 @@ def detections_moved(logits_a, boxes_a, logits_b, boxes_b, top: int = 100) -> di
 KEEP_FREED = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=2147483647:glibc.malloc.arena_max=1"
 
 
-def run_child(*args: str, env: dict | None = None) -> dict:
-    out = subprocess.run([sys.executable, __file__, "--child", *args], capture_output=True, text=True, check=False,
-                         env={**os.environ, **(env or {})})
+def run_child(*args: str, env: dict | None = None, mm: bool = False) -> dict:
+    out = subprocess.run([sys.executable, __file__, *(["--family", "mm"] if mm else []), "--child", *args], capture_output=True,
+                         text=True, check=False, env={**os.environ, **(env or {})})
     if out.returncode != 0:
         raise RuntimeError(f"child {args} failed:\n{out.stderr[-3000:]}")
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -158,38 +165,50 @@ def main() -> None:
     parser.add_argument("--size", default="800x1200", help="HxW of the model input")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--bf16", action="store_true", help="also time gdino in bfloat16")
+    parser.add_argument("--family", choices=["gdino", "mm"], default="gdino",
+                        help="mm: MM-Grounding-DINO (preset mm_swin_t) against MMGroundingDinoForObjectDetection")
     parser.add_argument("--child", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    args.mm = args.family == "mm"
     h, w = (int(v) for v in args.size.split("x"))
 
     if args.child is not None:
         kind, *rest = args.child
         if kind == "transformers":
-            result = child_transformers(rest[0], h, w, args.repeats)
+            result = child_transformers(rest[0], h, w, args.repeats, args.mm)
         elif kind == "gdino":
             result = child_gdino(rest[0], h, w, args.repeats, rest[1], forward_only="forward" in rest)
         elif kind == "op":
             result = child_op(args.repeats)
         else:
-            result = agreement(rest[0], *rest[1:])
+            result = agreement(rest[0], *rest[1:], mm=args.mm)
         print(json.dumps(result))
         return
 
-    from tiny_models import make_hf_model, make_tokenizer, save_hf
+    from tiny_models import make_hf_model, make_mm_hf_model, make_tokenizer, save_hf
 
+    mm = args.mm
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = str(save_hf(make_hf_model("swin_t", seed=0), make_tokenizer(), Path(tmp) / "swin_t"))
-        agree = run_child("agree", model_dir)
-        theirs = run_child("transformers", model_dir)
+        hf = make_mm_hf_model("swin_t", seed=0) if mm else make_hf_model("swin_t", seed=0)
+        model_dir = str(save_hf(hf, make_tokenizer(), Path(tmp) / "swin_t"))
+        del hf
+        if mm:
+            import gdino
+
+            assert gdino.load_model(model_dir).config == gdino.preset("mm_swin_t")
+        agree = run_child("agree", model_dir, mm=mm)
+        theirs = run_child("transformers", model_dir, mm=mm)
         ours = run_child("gdino", model_dir, "float32")
         # how much of the gap is malloc (gdino.memory): each with the other's setting
-        theirs_keep = run_child("transformers", model_dir, env={"GLIBC_TUNABLES": KEEP_FREED})
+        theirs_keep = run_child("transformers", model_dir, env={"GLIBC_TUNABLES": KEEP_FREED}, mm=mm)
         ours_system = run_child("gdino", model_dir, "float32", "forward", env={"GDINO_MALLOC": "system"})
         ours16 = run_child("gdino", model_dir, "bfloat16") if args.bf16 else None
-        agree16 = run_child("agree", model_dir, "bfloat16") if args.bf16 else None
+        agree16 = run_child("agree", model_dir, "bfloat16", mm=mm) if args.bf16 else None
         op = run_child("op")
 
-    print(f"Grounding DINO Swin-T (random weights), input {h}x{w}, prompt {CAPTION!r}, {torch.get_num_threads()} threads,"
+    name = "MM-Grounding-DINO Swin-T (gdino preset mm_swin_t vs MMGroundingDinoForObjectDetection)" if mm else \
+        "Grounding DINO Swin-T"
+    print(f"{name} (random weights), input {h}x{w}, prompt {CAPTION!r}, {torch.get_num_threads()} threads,"
           f" median of {args.repeats}")
     print(f"same outputs: {agree['within_1e-3']:.1%} of queries within 1e-3 (median error {agree['median_error']:.1e})\n")
     print("| | transformers | gdino | gdino / transformers |")
