@@ -15,6 +15,8 @@ import json
 import sqlite3
 from collections.abc import Iterable
 
+from .project_schema import drop_unused_phrases, next_class_position
+
 LIMIT = 200  # entries kept per image; older ones are dropped
 
 # one object row as the history keeps it: what identifies its class, and every stored column
@@ -113,8 +115,7 @@ def _apply(db: sqlite3.Connection, image_id: int, entry: dict, now: str, wanted:
     is_now, becomes = (status_after, status_before) if now == "after" else (status_before, status_after)
     if status == is_now and becomes != is_now:  # a status a person set since stays
         db.execute("UPDATE images SET status = ? WHERE id = ?", (becomes, image_id))
-    db.execute("DELETE FROM classes WHERE kind = 'phrase' AND NOT EXISTS "
-               "(SELECT 1 FROM objects o WHERE o.class_id = classes.id)")
+    drop_unused_phrases(db)
 
 
 def _same(db: sqlite3.Connection, now: dict, then: dict) -> bool:
@@ -137,6 +138,5 @@ def _class_of(db: sqlite3.Connection, row: dict) -> int:
     found = db.execute("SELECT id FROM classes WHERE name = ?", (row["class_name"],)).fetchone()
     if found:
         return found[0]
-    position = db.execute("SELECT COALESCE(MAX(position), -1) + 1 FROM classes").fetchone()[0]
     return db.execute("INSERT INTO classes (name, position, kind) VALUES (?, ?, ?)",
-                      (row["class_name"], position, row["kind"])).lastrowid
+                      (row["class_name"], next_class_position(db), row["kind"])).lastrowid

@@ -46,9 +46,11 @@ from .project_schema import (
     check_status,
     class_names,
     connect,
+    drop_unused_phrases,
     image_name,
     mask_json,
     migrate,
+    next_class_position,
     to_json,
     translate,
 )
@@ -323,7 +325,7 @@ class Project:
             cid, kind = rows.get(name.casefold(), (None, None))
             if kind == "class":
                 continue
-            position = db.execute("SELECT COALESCE(MAX(position), -1) + 1 FROM classes").fetchone()[0]
+            position = next_class_position(db)
             if cid is None:
                 db.execute("INSERT INTO classes (name, position) VALUES (?, ?)", (name, position))
             else:
@@ -338,7 +340,7 @@ class Project:
         known = {n.casefold() for (n,) in db.execute("SELECT name FROM classes")}
         for name in names:
             if name.casefold() not in known:
-                position = db.execute("SELECT COALESCE(MAX(position), -1) + 1 FROM classes").fetchone()[0]
+                position = next_class_position(db)
                 db.execute("INSERT INTO classes (name, position, kind) VALUES (?, ?, 'phrase')", (name, position))
                 known.add(name.casefold())
 
@@ -355,12 +357,10 @@ class Project:
             phrase_id = row[0]
             moved = db.execute("SELECT COUNT(*) FROM objects WHERE class_id = ?", (phrase_id,)).fetchone()[0]
             other = db.execute("SELECT id FROM classes WHERE name = ? AND id != ?", (target, phrase_id)).fetchone()
-            if other is None:  # a new class: the phrase's row becomes it
-                position = db.execute("SELECT COALESCE(MAX(position), -1) + 1 FROM classes").fetchone()[0]
-                db.execute("UPDATE classes SET name = ?, kind = 'class', position = ? WHERE id = ?",
-                           (target, position, phrase_id))
-            else:  # an existing class (or another phrase, which becomes a class)
-                self._add_classes(db, [target])
+            if other is None:  # a new class: the phrase's row, renamed, is promoted to it
+                db.execute("UPDATE classes SET name = ? WHERE id = ?", (target, phrase_id))
+            self._add_classes(db, [target])  # promotes that row, or another phrase named so; a class stays
+            if other is not None:  # an existing class (or another phrase, now a class): the objects join it
                 db.execute("UPDATE objects SET class_id = ? WHERE class_id = ?", (other[0], phrase_id))
                 db.execute("DELETE FROM classes WHERE id = ?", (phrase_id,))
         return moved
@@ -368,11 +368,6 @@ class Project:
     @staticmethod
     def _names(db: sqlite3.Connection, kind: str) -> list[str]:
         return [n for (n,) in db.execute("SELECT name FROM classes WHERE kind = ? ORDER BY position, id", (kind,))]
-
-    @staticmethod
-    def _drop_unused_phrases(db: sqlite3.Connection) -> None:
-        db.execute("DELETE FROM classes WHERE kind = 'phrase' AND NOT EXISTS "
-                   "(SELECT 1 FROM objects o WHERE o.class_id = classes.id)")
 
     def rename_class(self, old: str, new: str) -> None:
         """Rename a class; its objects keep it (they reference the class, not the name)."""
@@ -755,14 +750,14 @@ class Project:
             if sets:
                 assignments = ", ".join(f"{column} = ?" for column in sets)
                 db.execute(f"UPDATE objects SET {assignments} WHERE id = ?", (*sets.values(), object_id))
-                self._drop_unused_phrases(db)
+                drop_unused_phrases(db)
             return self._object(db, object_id)
 
     def delete_object(self, object_id: int) -> None:
         with self._write() as db:
             self._object(db, object_id)
             db.execute("DELETE FROM objects WHERE id = ?", (object_id,))
-            self._drop_unused_phrases(db)
+            drop_unused_phrases(db)
 
     def replace_model_objects(self, image_id: int, objects: Sequence[dict], *, run: dict | None = None,
                               if_status: Iterable[str] | None = None, classes: Sequence[str] = (),
@@ -799,7 +794,7 @@ class Project:
                     raise ProjectError(f"objects[{k}] has score None; model objects need a score")
                 new.append(self._insert_object(db, image, obj["box"], obj["class_name"], obj["score"], "model",
                                                obj.get("mask"), phrases=True))
-            self._drop_unused_phrases(db)
+            drop_unused_phrases(db)
             history.forget(db, image_id)  # earlier edits of the replaced objects no longer apply
             if image.status != "reviewed":
                 db.execute("UPDATE images SET status = 'auto' WHERE id = ?", (image_id,))
@@ -866,7 +861,7 @@ class Project:
                 added.append(cur.lastrowid)
             if added:
                 db.execute("UPDATE images SET status = 'auto' WHERE id = ? AND status = 'unlabeled'", (image_id,))
-            self._drop_unused_phrases(db)
+            drop_unused_phrases(db)
             history.record(db, image_id, before, [*changes, *added], image.status)
             return [self._object(db, i) for i in added]
 

@@ -182,6 +182,20 @@ def migrate(db: sqlite3.Connection) -> int:
     return latest
 
 
+# -- small queries more than one writer needs --------------------------------------------------------
+
+
+def next_class_position(db: sqlite3.Connection) -> int:
+    """The position after every class and phrase: where a new (or newly promoted) one goes."""
+    return db.execute("SELECT COALESCE(MAX(position), -1) + 1 FROM classes").fetchone()[0]
+
+
+def drop_unused_phrases(db: sqlite3.Connection) -> None:
+    """Phrases no object uses any more go (a phrase exists only as the label of objects)."""
+    db.execute("DELETE FROM classes WHERE kind = 'phrase' AND NOT EXISTS "
+               "(SELECT 1 FROM objects o WHERE o.class_id = classes.id)")
+
+
 # -- checks on values before they are stored -----------------------------------------------------------
 
 

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 from compare import fraction_within
 from mmdet_layout import hub_state_to_mmdet, llmdet_extras
 from safetensors.torch import load_file
+from test_mm_parity import same_outputs
 from test_parity import run_both
 from tiny_models import make_mm_hf_model, save_hf
 
@@ -59,14 +60,6 @@ def assert_same_tensors(a, b):
     assert sa.keys() == sb.keys()
     different = [k for k in sa if sa[k].shape != sb[k].shape or not torch.equal(sa[k], sb[k])]
     assert not different, f"tensors that differ between the two loads: {different[:10]}"
-
-
-def same_outputs(a, b, tokenizer):
-    enc = tokenizer(["a cat . remote control ."], return_tensors="pt")
-    x = torch.randn(1, 3, 100, 131)
-    with torch.no_grad():
-        oa, ob = a(x, **enc), b(x, **enc)
-    return torch.equal(oa.logits, ob.logits) and torch.equal(oa.pred_boxes, ob.pred_boxes)
 
 
 def test_the_file_is_in_mmdetection_layout(saved):

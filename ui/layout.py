@@ -230,8 +230,7 @@ def build(app: h.App) -> gr.Blocks:
         detect_btn.click(guarded(detect), [bstate, shown_id, *prompt_inputs], outs, concurrency_id="model")
 
         def apply_edit(state, payload):
-            value, image_id = h.canvas_edit(app, state, payload)
-            return value, image_id
+            return h.canvas_edit(app, state, payload)
 
         apply_on_gpu = gpu(apply_edit)  # SAM clicks: on a ZeroGPU Space the model runs only inside such a call
 
