@@ -55,3 +55,93 @@ def test_ctrl_c_stops_an_import_at_once_and_adds_nothing(tmp_path):
     assert proc.returncode == 130 and "interrupted" in err, err
     assert answered < whole / 3, f"Ctrl-C took {answered:.1f} s to stop an import that takes {whole:.1f} s"
     assert objects_by_image(project) == {}
+
+
+EDITOR = """
+import random, sys
+from pathlib import Path
+from gdino.project import Project, ProjectError
+from ui.edits import EditError, apply, parse
+project = Project.open(Path(sys.argv[1]))
+image = project.images()[0].id
+rng = random.Random(int(sys.argv[2]))
+Path(sys.argv[3]).touch()  # started
+while True:
+    objects = project.objects(image)
+    pick = rng.random()
+    if not objects or pick < 0.25:
+        x, y = rng.uniform(0, 300), rng.uniform(0, 200)
+        payload = {"kind": "add", "box": [x, y, x + rng.uniform(5, 300), y + rng.uniform(5, 250)],
+                   "class_name": rng.choice(["cat", "dog", "new%d" % rng.randint(0, 3)])}
+    elif pick < 0.4:
+        payload = {"kind": "stroke", "object_id": rng.choice(objects).id, "radius": rng.uniform(1, 40),
+                   "points": [[rng.uniform(0, 640), rng.uniform(0, 480)] for _ in range(30)],
+                   "erase": rng.random() < 0.3, "class_name": "cat"}
+    elif pick < 0.5:
+        payload = {"kind": "move", "object_id": rng.choice(objects).id, "dx": rng.uniform(-30, 30), "dy": rng.uniform(-30, 30)}
+    elif pick < 0.6:
+        payload = {"kind": "delete", "object_ids": [o.id for o in rng.sample(objects, min(len(objects), 3))]}
+    elif pick < 0.7:
+        payload = {"kind": "relabel", "object_ids": [rng.choice(objects).id], "class_name": rng.choice(["cat", "dog"])}
+    else:
+        payload = {"kind": rng.choice(["undo", "undo", "redo"])}
+    try:
+        apply(project, parse({**payload, "image_id": image}))
+    except (ProjectError, EditError):
+        pass
+"""
+
+
+def test_kills_while_editing_on_the_canvas(tmp_path):
+    """SIGKILL a process applying random canvas edits (add, stroke, move, delete, relabel, undo, redo) at
+    seeded random moments: each time the database is intact, and the whole history undoes and redoes
+    without a conflict, back to what was stored (every edit and its undo entry committed together or not)."""
+    import random
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import time
+
+    import numpy as np
+    from fault_harness import ROOT, env
+    from PIL import Image
+
+    from gdino.project import Project
+
+    photo = tmp_path / "photo.png"
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(photo)
+    with Project.create(tmp_path / "proj", ["cat", "dog"]) as project:
+        image = project.add_image(photo).id
+    rng = random.Random(4)
+    longest = 0  # the most entries undone in one check: the kills did land among edits
+    for trial in range(6):
+        started = tmp_path / f"started{trial}"
+        child = subprocess.Popen([sys.executable, "-c", EDITOR, str(tmp_path / "proj"), str(trial), str(started)],
+                                 env=env(), cwd=ROOT)
+        while not started.exists():
+            assert child.poll() is None, "the editing process ended by itself"
+            time.sleep(0.02)
+        time.sleep(rng.uniform(0.2, 1.5))
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        with sqlite3.connect(tmp_path / "proj" / "project.sqlite") as db:
+            assert db.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+            assert db.execute("PRAGMA foreign_key_check").fetchall() == []
+        with Project.open(tmp_path / "proj") as project:
+            stored = project.objects(image)
+            redone = 0  # a conflict in any step would raise: an edit without its entry, or the reverse
+            while project.redo(image):
+                redone += 1
+            top = project.objects(image)
+            undone = 0
+            while project.undo(image):
+                undone += 1
+            longest = max(longest, undone)
+            for _ in range(undone):
+                assert project.redo(image)
+            assert project.objects(image) == top
+            for _ in range(redone):
+                assert project.undo(image)
+            assert project.objects(image) == stored
+    assert longest > 5
