@@ -1,9 +1,10 @@
 """gdino vs transformers' GroundingDinoForObjectDetection on the same weights, on this machine.
 
-    python bench/bench_model.py [--size 800x1200] [--repeats 3] [--bf16] [--family gdino|mm]
+    python bench/bench_model.py [--size 800x1200] [--repeats 3] [--bf16] [--family gdino|mm] [--backbone swin_t|swin_b|swin_l]
 
 --family mm: MM-Grounding-DINO instead (gdino's preset "mm_swin_t", per-layer heads) against transformers'
-MMGroundingDinoForObjectDetection, on the same random weights.
+MMGroundingDinoForObjectDetection, on the same random weights. --backbone swin_b / swin_l: the base / large
+architecture (swin_l: MM-Grounding-DINO large, five feature levels; --family mm only).
 
 Builds a random full-size Swin-T Grounding DINO (the OGC architecture, BERT-base text encoder), saves it
 in the transformers layout, checks that both implementations give the same outputs, then times each in
@@ -167,8 +168,12 @@ def main() -> None:
     parser.add_argument("--bf16", action="store_true", help="also time gdino in bfloat16")
     parser.add_argument("--family", choices=["gdino", "mm"], default="gdino",
                         help="mm: MM-Grounding-DINO (preset mm_swin_t) against MMGroundingDinoForObjectDetection")
+    parser.add_argument("--backbone", choices=["swin_t", "swin_b", "swin_l"], default="swin_t",
+                        help="the architecture's size (swin_l: MM-Grounding-DINO large, --family mm only)")
     parser.add_argument("--child", nargs="*", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.backbone == "swin_l" and args.family != "mm":
+        parser.error("--backbone swin_l is MM-Grounding-DINO's large model: add --family mm")
     args.mm = args.family == "mm"
     h, w = (int(v) for v in args.size.split("x"))
 
@@ -189,13 +194,13 @@ def main() -> None:
 
     mm = args.mm
     with tempfile.TemporaryDirectory() as tmp:
-        hf = make_mm_hf_model("swin_t", seed=0) if mm else make_hf_model("swin_t", seed=0)
-        model_dir = str(save_hf(hf, make_tokenizer(), Path(tmp) / "swin_t"))
+        size = args.backbone
+        hf = make_mm_hf_model(size, seed=0) if mm else make_hf_model(size, seed=0)
+        model_dir = str(save_hf(hf, make_tokenizer(), Path(tmp) / size))
         del hf
-        if mm:
-            import gdino
+        import gdino
 
-            assert gdino.load_model(model_dir).config == gdino.preset("mm_swin_t")
+        assert gdino.load_model(model_dir).config == gdino.preset(f"mm_{size}" if mm else size)
         agree = run_child("agree", model_dir, mm=mm)
         theirs = run_child("transformers", model_dir, mm=mm)
         ours = run_child("gdino", model_dir, "float32")
@@ -206,8 +211,9 @@ def main() -> None:
         agree16 = run_child("agree", model_dir, "bfloat16", mm=mm) if args.bf16 else None
         op = run_child("op")
 
-    name = "MM-Grounding-DINO Swin-T (gdino preset mm_swin_t vs MMGroundingDinoForObjectDetection)" if mm else \
-        "Grounding DINO Swin-T"
+    pretty = {"swin_t": "Swin-T", "swin_b": "Swin-B", "swin_l": "Swin-L"}[args.backbone]
+    name = f"MM-Grounding-DINO {pretty} (gdino preset mm_{args.backbone} vs MMGroundingDinoForObjectDetection)" if mm \
+        else f"Grounding DINO {pretty}"
     print(f"{name} (random weights), input {h}x{w}, prompt {CAPTION!r}, {torch.get_num_threads()} threads,"
           f" median of {args.repeats}")
     print(f"same outputs: {agree['within_1e-3']:.1%} of queries within 1e-3 (median error {agree['median_error']:.1e})\n")

@@ -111,7 +111,8 @@ def build_parser() -> argparse.ArgumentParser:
                "  gdino import dataset.zip --out myproject\n"
                "  gdino export myproject --format yolo --out dataset/ --val-fraction 0.2\n"
                "  gdino rm myproject 'blurry_*.jpg'\n"
-               "  gdino info myproject\n\n"
+               "  gdino info myproject\n"
+               "  gdino models\n\n"
                "Run `gdino COMMAND --help` for a command's options.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_label(commands)
@@ -119,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export(commands)
     _add_rm(commands)
     _add_info(commands)
+    _add_models(commands)
     return parser
 
 
@@ -180,7 +182,9 @@ def _add_label(commands) -> None:
     p.add_argument("--out", required=True, metavar="PROJECT_DIR", help="the project directory (created if missing)")
     p.add_argument("--sam", default="none", metavar="vit_b|vit_l|vit_h|PATH|none",
                    help="also segment each box with SAM (default: none, boxes only)")
-    p.add_argument("--model", default=DEFAULT_MODEL, help=f"hub id, local directory or .pth file (default: {DEFAULT_MODEL})")
+    p.add_argument("--model", default=DEFAULT_MODEL,
+                   help=f"hub id, local directory or .pth file (default: {DEFAULT_MODEL}); `gdino models` lists the "
+                        "recommended checkpoints with their published accuracy")
     p.add_argument("--text-encoder", metavar="BERT", help="BERT directory or hub id for original .pth checkpoints")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="float16 is CUDA only (default: float32)")
@@ -284,6 +288,26 @@ def _add_info(commands) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
     p.add_argument("--images", action="store_true", help="also list every image: name, status, objects")
     p.set_defaults(run=cmd_info)
+
+
+def _add_models(commands) -> None:
+    p = commands.add_parser(
+        "models", help="list the recommended checkpoints for --model with their published accuracy",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=_para("The checkpoints we recommend for --model, with their published zero-shot box AP on COCO "
+                          "val2017 and LVIS minival. Each loads by its hub id (downloaded once into the Hugging Face "
+                          "cache) or from a local copy of its folder or its mmdetection .pth file."),
+        epilog="example:\n  gdino label photos/ --classes \"cat, dog\" --out myproject "
+               "--model openmmlab-community/mm_grounding_dino_tiny_o365v1_goldg_v3det")
+    p.set_defaults(run=cmd_models)
+
+
+def cmd_models(args: argparse.Namespace) -> int:
+    from .checkpoints import table
+
+    print(f"recommended checkpoints (--model), published zero-shot box AP:\n{table()}\n"
+          f"default: {DEFAULT_MODEL}")
+    return 0
 
 
 # -- label --------------------------------------------------------------------------------------------

@@ -223,3 +223,34 @@ def test_five_edits_sent_25_ms_apart_are_all_stored_in_order(server, browser, tm
                 break
         page.wait_for_timeout(100)
     assert [e["after"][0]["class_name"] for e in entries] == wanted  # every one, in the order sent
+
+
+def test_choosing_another_model_in_the_page_keeps_the_labels_and_survives_a_reload(tiny_hf, tokenizer, browser,
+                                                                                    tmp_path):
+    from tiny_models import make_mm_hf_model, save_hf
+
+    mm = str(save_hf(make_mm_hf_model("tiny", seed=0), tokenizer, tmp_path / "mm_tiny_model"))
+    demo, app = start(["--model", str(tiny_hf[1]), "--models", mm, "--sam", "none", "--workspace", str(tmp_path / "ws"),
+                       "--port", str(free_port())])
+    try:
+        page, project, image = one_photo(browser, demo.local_url, app, tmp_path)
+        page.locator("#classes textarea, #classes input").first.fill("cat, remote control")
+        page.locator("#detect-btn").click()
+        page.wait_for_selector("#message >> text=found", timeout=120_000)
+        before = project.objects(image.id)
+
+        page.locator("#model-choice input").click()
+        page.locator("li[role=option]", has_text="mm_tiny_model").first.click()
+        page.wait_for_selector("#message >> text=now uses", timeout=30_000)
+        assert project.setting("model") == mm and project.objects(image.id) == before
+
+        page.reload(wait_until="load")
+        page.wait_for_selector("#image-info >> text=street0.png", timeout=60_000)
+        page.wait_for_function("document.querySelector('#model-choice input').value.includes('mm_tiny_model')",
+                               timeout=30_000)
+        page.locator("#detect-btn").click()
+        page.wait_for_selector("#message >> text=found", timeout=120_000)
+        assert mm in app.hub._detectors  # the project's choice ran
+    finally:
+        demo.close()
+        app.sessions.close()

@@ -622,3 +622,97 @@ def test_canvas_files_of_dead_servers_go_and_a_read_failure_is_not_remembered(tm
     assert readable and Image.open(path).size == (40, 30)
     files.close()
     assert not files.root.exists()
+
+
+# ------------------------------------------------------------------------------------ the model choice
+
+@pytest.fixture
+def two_model_app(tiny_hf, tokenizer, tmp_path):
+    """The server's default (tiny Grounding DINO) and one more offered model (tiny MM-Grounding-DINO)."""
+    from tiny_models import make_mm_hf_model, save_hf
+
+    mm = save_hf(make_mm_hf_model("tiny", seed=0), tokenizer, tmp_path / "mm")
+    cfg = AppConfig(model=str(tiny_hf[1]), models=(str(mm), "openmmlab-community/mm_grounding_dino_tiny_o365v1_goldg_v3det"),
+                    max_loaded_models=1, sam="none", workspace=tmp_path / "ws")
+    application = h.make_app(cfg)
+    yield application, str(tiny_hf[1]), str(mm)
+    application.sessions.close()
+
+
+def stored_objects(project):
+    return {image.name: sorted((o.class_name, tuple(round(v, 3) for v in o.box), o.source) for o in project.objects(image.id))
+            for image in project.images()}
+
+
+def test_the_page_offers_the_recommended_checkpoints_by_default():
+    cfg = parse_args(["--model", "/models/mine"])
+    offered = cfg.offered_models()
+    assert offered[0] == "/models/mine" and "openmmlab-community/mm_grounding_dino_tiny_o365v1_goldg_v3det" in offered
+    assert "iSEE-Laboratory/llmdet_tiny" in offered
+    assert parse_args(["--model", "/models/mine", "--models", "none"]).offered_models() == ("/models/mine",)
+    assert parse_args(["--models", "a/b, c/d"]).offered_models()[1:] == ("a/b", "c/d")
+    lines = {m: line for line, m in h.model_choices(h.App(cfg, None, None, None, None))}
+    assert "COCO 50.6" in lines["openmmlab-community/mm_grounding_dino_tiny_o365v1_goldg_v3det"]
+    assert lines["/models/mine"].endswith("[server default]")
+    with pytest.raises(SystemExit):
+        parse_args(["--max-loaded-models", "0"])
+
+
+def test_switching_models_keeps_the_project_and_the_next_detection_uses_the_new_one(two_model_app, tmp_path):
+    app, default, mm = two_model_app
+    state = Sessions.new_state()
+    h.add_uploads(app, state, images(tmp_path))
+    project = app.sessions.project(state)
+    first, second = [i.id for i in project.images()]
+    settings = h.settings_from_inputs("classes", "cat, remote control", "", 0.2, 0.25, False)
+    h.detect_image(app, state, first, settings)
+    project.add_object(second, [10, 10, 50, 60], "cat")  # a person's box
+    before = stored_objects(project)
+    assert h.project_model(app, state) == default and list(app.hub._detectors) == [default]
+
+    assert "now uses" in h.choose_model(app, state, mm)
+    assert stored_objects(project) == before  # choosing a model changes no label
+    assert h.project_model(app, state) == mm
+    h.detect_image(app, state, second, settings)
+    assert list(app.hub._detectors) == [mm]  # the project's model ran; --max-loaded-models 1 dropped the other
+    after = stored_objects(project)
+    assert after[project.image(first).name] == before[project.image(first).name]
+    assert ("cat", (10.0, 10.0, 50.0, 60.0), "manual") in after[project.image(second).name]
+
+    # the choice is the project's: a new visit of the same project (a restart) finds it
+    app.sessions.close()
+    again = h.make_app(app.config)
+    try:
+        assert h.project_model(again, state) == mm
+    finally:
+        again.sessions.close()
+
+
+def test_a_model_the_server_does_not_offer_is_refused(two_model_app):
+    app, default, _ = two_model_app
+    state = Sessions.new_state()
+    for bad in ("/etc/passwd", "someone/else", None, ""):
+        with pytest.raises(ProjectError, match="not offered by this server"):
+            h.choose_model(app, state, bad)
+    assert h.project_model(app, state) == default
+    with pytest.raises(ValueError, match="does not offer"):
+        app.hub.detector("/etc/passwd")
+
+
+def test_a_model_that_cannot_be_downloaded_is_said_in_the_pages_words(two_model_app, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    app, default, _ = two_model_app
+    state = Sessions.new_state()
+    h.add_uploads(app, state, images(tmp_path, 1))
+    project = app.sessions.project(state)
+    image = project.images()[0].id
+    hub_id = "openmmlab-community/mm_grounding_dino_tiny_o365v1_goldg_v3det"
+    h.choose_model(app, state, hub_id)
+    settings = h.settings_from_inputs("classes", "cat", "", 0.2, 0.25, False)
+    with pytest.raises(ValueError) as failure:
+        h.detect_image(app, state, image, settings)
+    message = str(failure.value)
+    assert "could not be downloaded" in message and "--models" in message and "gdino.load_model" not in message
+    assert project.image(image).status == "unlabeled" and project.objects(image) == []
+    h.choose_model(app, state, default)  # back to a model that loads: the project works as before
+    assert h.detect_image(app, state, image, settings).startswith("found")

@@ -31,6 +31,6 @@ def test_app_without_network_says_how_to_pass_local_weights(tmp_path):
         proc.terminate()
         proc.wait(timeout=30)
     out = "".join(lines)
-    assert "could not get 'IDEA-Research/grounding-dino-tiny'" in out
-    assert "pass the local directory" in out and "--model" in out
+    assert "the model IDEA-Research/grounding-dino-tiny could not be downloaded" in out
+    assert "naming a local copy" in out and "--model" in out and "gdino.load_model" not in out
     assert "Running on" in out  # the page still comes up, with the error shown in it

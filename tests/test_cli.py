@@ -336,3 +336,23 @@ def test_export_and_info_of_a_project_with_unmapped_phrases(tmp_path, capsys):
     code, out, _ = run(capsys, "info", tmp_path / "proj")
     lines = [line.split() for line in out.splitlines()]
     assert ["cat", "1"] in lines and ["phrase", "objects"] in lines and ["a", "red", "couch", "1"] in lines
+
+
+def test_models_lists_the_recommended_checkpoints_with_their_published_numbers(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    expected = {  # the authors' published zero-shot AP (README table)
+        "IDEA-Research/grounding-dino-tiny": ("48.4", "28.8"),
+        "openmmlab-community/mm_grounding_dino_tiny_o365v1_goldg_v3det": ("50.6", "40.5"),
+        "openmmlab-community/mm_grounding_dino_tiny_o365v1_goldg_grit_v3det": ("50.4", "41.4"),
+        "openmmlab-community/mm_grounding_dino_base_o365v1_goldg_v3det": ("52.5", "-"),
+        "openmmlab-community/mm_grounding_dino_large_o365v2_oiv6_goldg": ("53.0", "-"),
+        "iSEE-Laboratory/llmdet_tiny": ("-", "44.7"),
+        "iSEE-Laboratory/llmdet_base": ("-", "48.3"),
+        "iSEE-Laboratory/llmdet_large": ("-", "51.1"),
+    }
+    lines = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith("  ")}
+    assert set(lines) == set(expected)
+    for repo, (coco, lvis) in expected.items():
+        assert lines[repo][1:5] == ["COCO", coco, "LVIS", lvis]
+    assert "default: IDEA-Research/grounding-dino-tiny" in out

@@ -1,5 +1,5 @@
-"""gdino.Detector on a tiny random model: labels, long lists, synonyms, NMS, cache, batches, EXIF,
-and every bad input from the issue."""
+"""gdino.Detector on a tiny random model of each family (the original Grounding DINO and MM-Grounding-DINO):
+labels, long lists, synonyms, NMS, cache, batches, EXIF, and every bad input from the issue."""
 
 import numpy as np
 import pytest
@@ -7,6 +7,7 @@ import supervision as sv
 import torch
 from PIL import Image
 from test_prompts import lvis_sized_class_list
+from tiny_models import make_mm_hf_model, save_hf
 from torchvision.ops import box_iou
 
 import gdino
@@ -17,9 +18,23 @@ from gdino.prompts import build_chunks, parse_classes
 CLASSES = ["cat", "remote control", "dog"]
 
 
+@pytest.fixture(scope="module", params=["gdino", "mm_gdino"])
+def model_dir(request, tiny_hf, tokenizer, tmp_path_factory):
+    """A saved tiny model of each family: every test below runs on both."""
+    if request.param == "gdino":
+        return tiny_hf[1]
+    mm = make_mm_hf_model("tiny", seed=0)
+    with torch.no_grad():  # class biases near 0 instead of the initial -4.6, so the thresholds below find boxes
+        for i, head in enumerate([*mm.class_embed, mm.model.encoder_output_class_embed]):
+            head.bias.fill_(0.1 * i)
+    return save_hf(mm, tokenizer, tmp_path_factory.mktemp("mm_tiny"))
+
+
 @pytest.fixture(scope="module")
-def det(tiny_hf):
-    return gdino.Detector(gdino.load_model(tiny_hf[1]))
+def det(model_dir):
+    model = gdino.load_model(model_dir)
+    assert model.config.family == ("mm_gdino" if "mm_tiny" in str(model_dir) else "gdino")
+    return gdino.Detector(model)
 
 
 def photo(h=300, w=400, seed=0):
@@ -88,8 +103,8 @@ def test_nms_per_class_and_across_classes(det):
         assert (iou <= 0.3 + 1e-6).all()
 
 
-def test_cache_on_equals_cache_off_and_skips_the_backbone(tiny_hf):
-    model = gdino.load_model(tiny_hf[1])
+def test_cache_on_equals_cache_off_and_skips_the_backbone(model_dir):
+    model = gdino.load_model(model_dir)
     cached, uncached = gdino.Detector(model, cache_size=4), gdino.Detector(model, cache_size=0)
     calls = []
     hook = model.backbone.register_forward_hook(lambda *a: calls.append(1))
@@ -136,15 +151,15 @@ def test_exif_rotated_input_gives_boxes_in_the_upright_frame(det, tmp_path):
     assert (from_file.xyxy[:, [0, 2]] <= 200).all() and (from_file.xyxy[:, [1, 3]] <= 320).all()
 
 
-def test_bfloat16_runs_on_cpu(tiny_hf):
-    det16 = gdino.Detector(gdino.load_model(tiny_hf[1], dtype=torch.bfloat16))
+def test_bfloat16_runs_on_cpu(model_dir):
+    det16 = gdino.Detector(gdino.load_model(model_dir, dtype=torch.bfloat16))
     dets = det16.detect(photo(), classes=CLASSES, box_threshold=0.2)
     assert np.isfinite(dets.xyxy).all() and set(dets.data["class_name"]) <= set(CLASSES)
 
 
-def test_float16_on_cpu_is_refused(tiny_hf):
+def test_float16_on_cpu_is_refused(model_dir):
     with pytest.raises(ValueError, match="float16 is for CUDA only"):
-        gdino.Detector.from_pretrained(str(tiny_hf[1]), device="cpu", dtype=torch.float16)
+        gdino.Detector.from_pretrained(str(model_dir), device="cpu", dtype=torch.float16)
 
 
 def test_unicode_class_names_keep_the_users_label(det):
@@ -208,8 +223,8 @@ def test_bad_images(det, tmp_path):
             det.detect(image, classes=["cat"])
 
 
-def test_image_size_limit_is_configurable(tiny_hf):
-    small_limit = gdino.Detector(gdino.load_model(tiny_hf[1]), max_pixels=10_000)
+def test_image_size_limit_is_configurable(model_dir):
+    small_limit = gdino.Detector(gdino.load_model(model_dir), max_pixels=10_000)
     with pytest.raises(ImageError, match="more than the limit of 0 MP"):
         small_limit.detect(photo(200, 200), classes=["cat"])
 

@@ -33,7 +33,8 @@ def make_tokenizer():
 
 def _hf_parts(size: str):
     """(SwinConfig, BertConfig, other config fields) of a size: "tiny" (the unit-test size), "tiny5" (tiny with
-    Swin-L's five feature levels: stages 1-4 plus one extra), "swin_t", "swin_b"."""
+    Swin-L's five feature levels: stages 1-4 plus one extra), "swin_t", "swin_b", "swin_l" (MM-Grounding-DINO
+    large: five levels)."""
     from transformers import BertConfig, SwinConfig
 
     if size in ("tiny", "tiny5"):
@@ -51,6 +52,11 @@ def _hf_parts(size: str):
                           out_features=["stage2", "stage3", "stage4"])
         bert = BertConfig()  # bert-base-uncased's shape
         kw = {}
+    elif size == "swin_l":
+        swin = SwinConfig(embed_dim=192, depths=[2, 2, 18, 2], num_heads=[6, 12, 24, 48], window_size=12,
+                          out_features=["stage1", "stage2", "stage3", "stage4"])
+        bert = BertConfig()
+        kw = dict(num_feature_levels=5)
     else:
         raise ValueError(size)
     return swin, bert, kw

@@ -7,6 +7,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from gdino.checkpoints import RECOMMENDED
 from gdino.config import DEFAULT_MODEL
 
 _DEFAULT_WORKSPACE = Path.home() / ".cache" / "gdino" / "sessions"
@@ -14,7 +15,9 @@ _DEFAULT_WORKSPACE = Path.home() / ".cache" / "gdino" / "sessions"
 
 @dataclass(frozen=True)
 class AppConfig:
-    model: str = DEFAULT_MODEL
+    model: str = DEFAULT_MODEL  # the default detector: new projects use it
+    models: tuple[str, ...] | None = None  # what a project may choose besides `model`; None: the recommended ones
+    max_loaded_models: int = 2  # detectors kept in memory at once
     text_encoder: str | None = None
     sam: str = "vit_b"  # "none" turns masks off
     project: Path | None = None  # one shared project for every visitor
@@ -28,6 +31,11 @@ class AppConfig:
     max_upload_mb: int = 500  # one file
     max_upload_total_mb: int = 2048  # one upload, all files
     max_upload_members: int = 5000  # files inside the zips of one upload, counted across them
+
+    def offered_models(self) -> tuple[str, ...]:
+        """The models a project may use, the server's --model first. Nothing else is ever loaded for a page."""
+        more = tuple(c.repo for c in RECOMMENDED) if self.models is None else self.models
+        return tuple(dict.fromkeys((self.model, *more)))
 
 
 def parse_args(argv: list[str] | None = None) -> AppConfig:
@@ -43,6 +51,11 @@ def parse_args(argv: list[str] | None = None) -> AppConfig:
     )
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help=f"Grounding DINO weights: hub id, transformers-layout directory or .pth (default {DEFAULT_MODEL})")
+    p.add_argument("--models", default=None, metavar="ID,ID,...",
+                   help="the other models a project may choose in the page, comma-separated hub ids or paths, or "
+                        "'none' for --model alone (default: the recommended checkpoints, see `gdino models`)")
+    p.add_argument("--max-loaded-models", type=int, default=2, metavar="N",
+                   help="detectors kept in memory at once when projects use different models (default 2)")
     p.add_argument("--text-encoder", default=None, help="BERT directory or hub id, for original .pth checkpoints")
     p.add_argument("--sam", default="vit_b", help="SAM for masks: vit_b, vit_l, vit_h, a .pth path, or none (default vit_b)")
     p.add_argument("--project", type=Path, default=None,
@@ -72,7 +85,11 @@ def parse_args(argv: list[str] | None = None) -> AppConfig:
                    help="where per-session projects are kept (default ~/.cache/gdino/sessions or $GDINO_WORKSPACE)")
     a = p.parse_args(argv)
     extra = {"workspace": a.workspace.resolve()} if a.workspace else {}
-    return AppConfig(model=a.model, text_encoder=a.text_encoder, sam=a.sam,
+    if a.max_loaded_models < 1:
+        p.error("--max-loaded-models must be at least 1")
+    models = None if a.models is None else tuple(m.strip() for m in a.models.split(",") if m.strip()
+                                                     and m.strip().lower() != "none")
+    return AppConfig(model=a.model, models=models, max_loaded_models=a.max_loaded_models, text_encoder=a.text_encoder, sam=a.sam,
                      project=a.project.resolve() if a.project else None, device=a.device, host=a.host, port=a.port,
                      share=a.share, allow_dirs=tuple(d.resolve() for d in a.allow_dir),
                      max_upload_files=a.max_upload_files, max_upload_mb=a.max_upload_mb,

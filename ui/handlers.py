@@ -10,6 +10,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from gdino.checkpoints import describe as describe_model
 from gdino.formats import FORMATS, dataset_from_project, export_zip
 from gdino.formats.importing import IMAGE_SUFFIXES, file_digest, import_zip
 from gdino.labeling import LabelSettings, label_images, parse_class_text
@@ -321,6 +322,33 @@ def delete_class(app: App, state: dict, name: str, with_objects: bool) -> str:
     return f"deleted the class {name!r}" + (f" and its {counts[name]} object(s)" if counts[name] else "")
 
 
+# ------------------------------------------------------------------------------------ the model
+
+def model_choices(app: App) -> list[tuple[str, str]]:
+    """(menu line, model) for every model this server offers, its default first."""
+    return [(describe_model(m) + (" [server default]" if m == app.config.model else ""), m)
+            for m in app.config.offered_models()]
+
+
+def project_model(app: App, state: dict) -> str:
+    """The model the visitor's project chose, if this server offers it; else the server's default."""
+    chosen = app.sessions.project(state).setting("model")
+    return chosen if chosen in app.config.offered_models() else app.config.model
+
+
+def choose_model(app: App, state: dict, model: str | None) -> str:
+    """The project's detector from now on. Labels already made stay as they are; the next Detect or
+    auto-label run uses this model (a running one finishes with the model it started with)."""
+    if model not in app.config.offered_models():
+        raise ProjectError("that model is not offered by this server; choose one from the list")
+    project = app.sessions.project(state)
+    if model == project_model(app, state):
+        return f"the project already uses {describe_model(model)}"
+    project.set_setting("model", model)
+    return (f"the project now uses {describe_model(model)}; its labels are kept, and the next detection uses it "
+            "(it loads on first use, which can take a minute)")
+
+
 # ------------------------------------------------------------------------------------ labeling
 
 def detect_image(app: App, state: dict, image_id: int | None, settings: LabelSettings) -> str:
@@ -329,7 +357,7 @@ def detect_image(app: App, state: dict, image_id: int | None, settings: LabelSet
     project = app.sessions.project(state)
     with app.jobs.model_lock:  # between two images of any running job
         segmenter = app.hub.segmenter() if settings.masks else None
-        summary = label_images(project, app.hub.detector(), [image_id], settings, segmenter=segmenter,
+        summary = label_images(project, app.hub.detector(project_model(app, state)), [image_id], settings, segmenter=segmenter,
                                add_all_classes=False, keep_phrases=True, images=_reader(app, project))
     if summary.failed:
         raise ImageError(summary.failed[image_id])
@@ -346,7 +374,8 @@ def start_auto_label(app: App, state: dict, settings: LabelSettings) -> str:
     if not project.images(status="unlabeled"):
         return "nothing to do: every image is labeled already"
     segmenter = app.hub.segmenter if settings.masks else None
-    return app.jobs.start(project, app.hub.detector, settings, segmenter, images=_reader(app, project)).text()
+    model = project_model(app, state)
+    return app.jobs.start(project, lambda: app.hub.detector(model), settings, segmenter, images=_reader(app, project)).text()
 
 
 def _reader(app: App, project):

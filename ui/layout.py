@@ -60,6 +60,9 @@ def build(app: h.App) -> gr.Blocks:
         bstate = gr.BrowserState(None, storage_key="gdino-session", secret=app.sessions.browser_secret())
         gr.Markdown("# gdino\nType what to find, get boxes (Grounding DINO) and masks (SAM), fix them, export.")
         status = gr.Markdown(app.hub.status, elem_id="model-status")
+        # the project's detector, among the models this server offers (--model, --models)
+        model_pick = gr.Dropdown(choices=h.model_choices(app), value=app.config.model, label="Model",
+                                 elem_id="model-choice", interactive=True)
         project_link = gr.Textbox(label=LINK_LABEL, interactive=False, buttons=["copy"], elem_id="project-link",
                                   visible=app.config.project is None)
         with gr.Row():
@@ -149,11 +152,12 @@ def build(app: h.App) -> gr.Blocks:
             return (state, value, image_id, text, h.rows(app, state, view_value.get(state["token"], "all")),
                     gr.update(choices=project.phrases, value=None),
                     gr.update(choices=classes, value=None), h.class_counts(app, state), h.review_counter(app, state),
-                    note if note is not None else gr.update(), app.hub.status)
+                    h.project_model(app, state), note if note is not None else gr.update(), app.hub.status)
 
         view_value: dict[str, str] = {}
         # message and status stay last: only_message relies on it
-        outs = [bstate, canvas, shown_id, info, table, phrase, class_old, class_table, counter, message, status]
+        outs = [bstate, canvas, shown_id, info, table, phrase, class_old, class_table, counter, model_pick, message,
+                status]
 
         def only_message(text):
             """Leave the page as it is and say why (an action that could not start)."""
@@ -217,6 +221,8 @@ def build(app: h.App) -> gr.Blocks:
 
         open_btn.click(guarded(open_folder), [bstate, folder], outs)
         folder_btn.click(guarded(lambda s, path: refresh(s, "keep", h.add_server_folder(app, s, path))), [bstate, folder], outs)
+
+        model_pick.input(guarded(lambda s, m: refresh(s, "keep", h.choose_model(app, s, m))), [bstate, model_pick], outs)
 
         prompt_inputs = [mode, classes_text, prompt_text, box_thr, text_thr, masks]
 

@@ -1,13 +1,19 @@
 """The models, loaded once per process, lazily, with a status the page can show.
 
+Several detectors can be in use: each project chooses one of the models the server offers
+(`AppConfig.offered_models`). The last `max_loaded_models` used stay loaded; an older one is dropped
+when another is loaded (a job that holds it keeps it until it ends).
+
 `status` is computed each time it is read, from what is true now (loaded, loading, failed, the kernel
-build), so a page that polls it never shows a stale line. `check_at_start` loads both models when the
-server starts, so the log and the page say at once which ones are missing and which flag fixes that.
+build), so a page that polls it never shows a stale line. `check_at_start` loads the default detector and
+SAM when the server starts, so the log and the page say at once which ones are missing and which flag
+fixes that.
 """
 
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 
 import torch
 
@@ -22,10 +28,10 @@ class ModelHub:
     def __init__(self, config: AppConfig):
         self.config = config
         self._lock = threading.Lock()
-        self._detector = None
+        self._detectors: OrderedDict[str, gdino.Detector] = OrderedDict()  # least recently used first
         self._segmenter = None
         self._loading: str | None = None  # what is being loaded right now
-        self.detector_error: str | None = None
+        self.detector_errors: dict[str, str] = {}  # model -> why it could not be loaded (until it loads)
         self.sam_error: str | None = None
 
     @property
@@ -42,23 +48,39 @@ class ModelHub:
         return self.sam_enabled and self.sam_error is None
 
     @property
+    def detector_error(self) -> str | None:
+        """Why the server's default detector (--model) could not be loaded, if it could not."""
+        return self.detector_errors.get(self.config.model)
+
+    @property
     def error(self) -> str | None:
         return self.detector_error or self.sam_error
 
-    def detector(self) -> gdino.Detector:
+    def detector(self, model: str | None = None) -> gdino.Detector:
+        """The detector of `model` (default: --model), loaded on first use. Only offered models are loaded: a
+        name from a page never reaches the loader unchecked."""
+        model = model or self.config.model
+        if model not in self.config.offered_models():
+            raise ValueError(f"this server does not offer the model {model!r}")
         with self._lock:
-            if self._detector is None:
-                self._loading = f"Grounding DINO ({self.config.model})"
-                try:
-                    self._detector = gdino.Detector.from_pretrained(self.config.model, text_encoder=self.config.text_encoder,
-                                                                    device=self.device)
-                except ValueError as err:
-                    self.detector_error = str(err)
-                    raise
-                finally:
-                    self._loading = None
-                self.detector_error = None
-            return self._detector
+            if model in self._detectors:
+                self._detectors.move_to_end(model)
+                return self._detectors[model]
+            while len(self._detectors) >= max(1, self.config.max_loaded_models):
+                self._detectors.popitem(last=False)  # the least recently used; freed once no job holds it
+            self._loading = f"Grounding DINO ({model})"
+            try:
+                # the text encoder is for the server's own .pth checkpoint; hub checkpoints bring theirs
+                text_encoder = self.config.text_encoder if model == self.config.model else None
+                detector = gdino.Detector.from_pretrained(model, text_encoder=text_encoder, device=self.device)
+            except ValueError as err:
+                self.detector_errors[model] = _said_plainly(model, err)
+                raise ValueError(self.detector_errors[model]) from err
+            finally:
+                self._loading = None
+            self.detector_errors.pop(model, None)
+            self._detectors[model] = detector
+            return detector
 
     def segmenter(self) -> gdino.Segmenter:
         if not self.sam_enabled:
@@ -98,8 +120,9 @@ class ModelHub:
         parts = [f"running on {self.device.upper() if self.device == 'cpu' else self.device}"]
         if self._loading:
             parts.append(f"loading {self._loading} ...")
-        if self._detector is not None:
-            parts.append(f"detector {self.config.model}")
+        loaded = list(self._detectors.items())
+        if loaded:
+            parts.append("detector " + " and ".join(model for model, _ in loaded))
         elif self.detector_error:
             parts.append(f"detector unavailable ({self.detector_error}; start with --model /path/to/weights)")
         elif not self._loading:
@@ -110,16 +133,28 @@ class ModelHub:
             parts.append(f"SAM {self.config.sam}")
         elif self.sam_error:
             parts.append(f"SAM unavailable, masks off ({self.sam_error}; start with --sam /path/to/sam.pth)")
-        if self._detector is not None:
-            weight = next(self._detector.model.parameters())
+        if loaded:
+            weight = next(loaded[-1][1].model.parameters())
             parts.append(f"deformable attention: {describe(weight.device, weight.dtype)}")
         text = ", ".join(parts)
-        if self._detector is not None and not self.is_published_model():
-            text += (" -- WARNING: this is not a published Grounding DINO model (its sizes differ from Swin-T/Swin-B), "
-                     "e.g. the tests' tiny random model: its detections are meaningless")
+        odd = [model for model, detector in loaded if not is_published_model(detector)]
+        if odd:
+            text += (f" -- WARNING: {', '.join(odd)} is not a published Grounding DINO model (its sizes differ from "
+                     "Swin-T/B/L), e.g. the tests' tiny random model: its detections are meaningless")
         return text
 
-    def is_published_model(self) -> bool:
-        c = self._detector.model.config
-        return any(c.swin == p.swin and c.d_model == p.d_model and c.num_queries == p.num_queries
-                   for name, p in PRESETS.items() if name != "tiny")
+
+def _said_plainly(model: str, err: ValueError) -> str:
+    """A loading error in the words of someone running or using the app (no Python calls)."""
+    text = str(err)
+    if text.startswith("could not get"):
+        return (f"the model {model} could not be downloaded from the Hugging Face Hub (offline, or the repo is "
+                "private). Choose another model, or start the server with --model or --models naming a local copy "
+                f"(`hf download {model}` on a machine that is online)")
+    return f"the model {model} could not be loaded: {text.split(' e.g. gdino.')[0]}"
+
+
+def is_published_model(detector: gdino.Detector) -> bool:
+    c = detector.model.config
+    return any(c.swin == p.swin and c.d_model == p.d_model and c.num_queries == p.num_queries
+               for name, p in PRESETS.items() if name != "tiny")
