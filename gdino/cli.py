@@ -36,6 +36,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from .cli_images import NoImagesError, Prefetcher, find_images
+from .cli_train import add_train
 from .config import DEFAULT_MODEL
 from .formats.dataset import split_images
 from .formats.export import FORMATS, ExportError, dataset_from_project, export_dataset, export_zip
@@ -58,7 +59,8 @@ class UsageError(ValueError):
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors whose message already tells the user what to do: printed as one line, exit code 2. The
     model-side ones are looked up only once their modules are loaded (they import torch)."""
-    lazy = [("gdino.weights", "WeightsError"), ("gdino.keymap", "KeyMapError"), ("gdino.segment", "SegmenterError")]
+    lazy = [("gdino.weights", "WeightsError"), ("gdino.keymap", "KeyMapError"), ("gdino.segment", "SegmenterError"),
+            ("gdino.train.settings", "TrainingError")]
     loaded = tuple(getattr(sys.modules[module], name) for module, name in lazy if module in sys.modules)
     return (UsageError, NoImagesError, ProjectError, PromptError, ExportError, *loaded)
 
@@ -112,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
                "  gdino export myproject --format yolo --out dataset/ --val-fraction 0.2\n"
                "  gdino rm myproject 'blurry_*.jpg'\n"
                "  gdino info myproject\n"
+               "  gdino train myproject --out models/myproject-v1\n"
                "  gdino models\n\n"
                "Run `gdino COMMAND --help` for a command's options.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -121,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_rm(commands)
     _add_info(commands)
     _add_models(commands)
+    add_train(commands)
     return parser
 
 

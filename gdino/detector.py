@@ -54,7 +54,8 @@ class _TextQuery:
 
 
 class Detector:
-    def __init__(self, model: GroundingDINO, tokenizer=None, *, cache_size: int = 4, max_pixels: int = MAX_PIXELS):
+    def __init__(self, model: GroundingDINO, tokenizer=None, *, cache_size: int = 4, max_pixels: int = MAX_PIXELS,
+                 image_size: int = 800):
         self.model = model.eval()
         self.tokenizer = tokenizer if tokenizer is not None else getattr(model, "tokenizer", None)
         if self.tokenizer is None:
@@ -66,6 +67,9 @@ class Detector:
                              f"{model.config.special_token_ids}: the tokenizer does not belong to these weights")
         self.cache_size = whole_number("cache_size", cache_size, 0)
         self.max_pixels = whole_number("max_pixels", max_pixels, 1)
+        # the model's input: shorter side image_size, longer at most 1333/800 of it (800 is what the models were
+        # trained at; smaller is faster and misses small objects)
+        self.image_size = whole_number("image_size", image_size, 64)
         self._cache: OrderedDict[str, ImageFeatures] = OrderedDict()
 
     @classmethod
@@ -179,7 +183,7 @@ class Detector:
 
     def _read(self, image: ImageLike) -> _Image:
         rgb = to_rgb(image, self.max_pixels)
-        resized = resize_to_uint8(rgb)
+        resized = resize_to_uint8(rgb, self.image_size, self.image_size * 1333 // 800)
         digest = hashlib.sha1(resized.numpy().tobytes())
         digest.update(str(tuple(resized.shape)).encode())
         return _Image(digest.hexdigest(), resized, (rgb.height, rgb.width))

@@ -14,7 +14,8 @@ import torch
 # bert-base-uncased's special ids, which the model's phrase splitting depends on
 SPECIAL_IDS = {"[PAD]": 0, "[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103, ".": 1012, "?": 1029}
 WORDS = ["a", "cat", "dog", "remote", "control", "person", "car", "the", "on", "red", "couch", "sitting",
-         "##s", "man", "shirt", "in", "leash", "of", "and", "bird", "truck", "with", ",", "green", "big"]
+         "##s", "man", "shirt", "in", "leash", "of", "and", "bird", "truck", "with", ",", "green", "big",
+         "blue", "square", "circle", "triangle"]  # appended: earlier words keep their ids
 VOCAB_SIZE = 1100
 
 

@@ -44,6 +44,11 @@ class DecoderLayer(nn.Module):
 class DecoderOutput:
     hidden: torch.Tensor  # (B, Q, D) last layer's output after the final LayerNorm
     reference: torch.Tensor  # (B, Q, 4) cxcywh in [0, 1]: the reference boxes the last layer read
+    # with return_intermediate=True (training), one entry per layer:
+    layer_hidden: list[torch.Tensor] | None = None  # (B, Q, D) each layer's output after the final LayerNorm
+    # (B, Q, 4) cxcywh in [0, 1]: the reference each layer read, NOT detached: entry 0 is the initial
+    # reference as given, entry i > 0 the refinement made by layer i - 1 (the layers read it detached)
+    layer_references: list[torch.Tensor] | None = None
 
 
 class Decoder(nn.Module):
@@ -65,19 +70,32 @@ class Decoder(nn.Module):
         text: torch.Tensor,
         text_valid: torch.Tensor,
         box_heads: list[nn.Module],
+        return_intermediate: bool = False,
     ) -> DecoderOutput:
         """
         queries: (B, Q, D) content queries; reference: (B, Q, 4) initial boxes, cxcywh in [0, 1].
         memory: (B, S, D) encoder image features; valid_ratios: (B, L, 2) as (w, h).
         box_heads: one per layer (the same module repeated where the model shares it), each mapping
         (B, Q, D) -> (B, Q, 4) box deltas in logit space.
+        return_intermediate: also return every layer's normed output and undetached reference (the
+        training losses read them); the outputs above are the same either way.
         """
         x = queries
         ratios = torch.cat([valid_ratios, valid_ratios], -1)[:, None]  # (B, 1, L, 4)
+        hidden: list[torch.Tensor] = []
+        references = [reference]
         for i, layer in enumerate(self.layers):
             per_level = reference[:, :, None] * ratios  # (B, Q, L, 4)
             pos = self.ref_point_head(sine_embed_coords(per_level[:, :, 0, :], self.d_model // 2).to(x.dtype))
             x = layer(x, pos, per_level, memory, memory_valid, spatial_shapes, text, text_valid)
+            if return_intermediate and i < len(self.layers) - 1:
+                hidden.append(self.norm(x))
             if i < len(self.layers) - 1:  # the last refinement is made by the caller, from the normed state
-                reference = (box_heads[i](x) + inverse_sigmoid(reference)).sigmoid().detach()
-        return DecoderOutput(hidden=self.norm(x), reference=reference)
+                refined = (box_heads[i](x) + inverse_sigmoid(reference)).sigmoid()
+                references.append(refined)
+                reference = refined.detach()
+        out = DecoderOutput(hidden=self.norm(x), reference=reference)
+        if return_intermediate:
+            out.layer_hidden = hidden + [out.hidden]
+            out.layer_references = references
+        return out

@@ -23,7 +23,7 @@ from .decoder import Decoder
 from .encoder import Encoder
 from .heads import MLP, ScaledContrastiveHead, contrastive_logits, inverse_sigmoid
 from .position import sine_embed_2d
-from .query_selection import encoder_proposals, select_queries
+from .query_selection import encoder_proposals, select_queries, top_positions
 from .text import build_bert, encode_text, phrase_masks
 
 
@@ -69,6 +69,31 @@ class TextFeatures:
 class GroundingDINOOutput:
     logits: torch.Tensor  # (B, Q, max_text_len) query-token scores (pre-sigmoid), -inf past the text
     pred_boxes: torch.Tensor  # (B, Q, 4) cxcywh normalized to the unpadded image, in [0, 1]; float32 in any model dtype
+
+
+@dataclass
+class TrainingOutput:
+    """Everything the training losses read (`GroundingDINO.decode_train`). L decoder layers,
+    Q queries, T = max_text_len token positions, N the prompt's tokens."""
+
+    logits: torch.Tensor  # (L, B, Q, T) every decoder layer's query-token scores, -inf past the text; [-1] == decode's
+    box_deltas: torch.Tensor  # (L, B, Q, 4) every layer's box head output, logit space, relative to `references`
+    # (L, B, Q, 4) cxcywh in [0, 1]: the box each layer's prediction refines, not detached: [0] is the query
+    # selection's (detached, as the decoder reads it), [i] the refinement made by layer i - 1
+    references: torch.Tensor
+    enc_logits: torch.Tensor  # (B, Q, T) the top-Q encoder positions scored against the encoder-enhanced text
+    enc_boxes: torch.Tensor  # (B, Q, 4) cxcywh in [0, 1]: their boxes, not detached (the decoder starts from these)
+    # (B, Q, T) the learned query embeddings (tgt_embed) scored by the encoder class head against the text before
+    # the encoder: what transformers trains as its "encoder" output
+    query_logits: torch.Tensor
+    text_valid: torch.Tensor  # (B, N) bool, False on padding
+
+    def pred_boxes(self, look_forward_twice: bool = False) -> torch.Tensor:
+        """(L, B, Q, 4) every layer's boxes, cxcywh in [0, 1]. look_forward_twice=False: each box refines a
+        detached reference (transformers); True: the undetached one, so that layer i's box loss also trains
+        layer i - 1's box head (DINO's "look forward twice", the original training code)."""
+        refs = self.references if look_forward_twice else self.references.detach()
+        return (self.box_deltas + inverse_sigmoid(refs)).sigmoid()
 
 
 class Transformer(nn.Module):
@@ -125,8 +150,11 @@ class GroundingDINO(nn.Module):
         pixel_values = pixel_values.to(self.dtype)
         if pixel_mask is None:
             pixel_mask = torch.ones((b, h, w), dtype=torch.bool, device=pixel_values.device)
-        pixel_mask = pixel_mask.to(pixel_values.device)
-        maps = self.backbone(pixel_values)
+        return self.encode_maps(self.backbone(pixel_values), pixel_mask.to(pixel_values.device))
+
+    def encode_maps(self, maps: list[torch.Tensor], pixel_mask: torch.Tensor) -> ImageFeatures:
+        """The neck on the backbone's feature maps (B, C_l, H_l, W_l) of (B, 3, H, W) pixels whose pixel_mask
+        (B, H, W) is 1 on image pixels: `encode_image` after the backbone (training reuses frozen maps)."""
         sources = [proj(m) for proj, m in zip(self.input_proj, maps, strict=False)]
         for proj in self.input_proj[len(maps):]:
             sources.append(proj(maps[-1] if len(sources) == len(maps) else sources[-1]))
@@ -166,8 +194,9 @@ class GroundingDINO(nn.Module):
         features = encode_text(self.bert, input_ids, allowed, position_ids, token_type_ids)
         return TextFeatures(self.feat_map(features), attention_mask.bool(), allowed, position_ids)
 
-    def decode(self, image: ImageFeatures, text: TextFeatures) -> GroundingDINOOutput:
-        """Fusion, feature enhancement, query selection and decoding for one batch of image+text."""
+    def _encode(self, image: ImageFeatures, text: TextFeatures):
+        """Fusion and feature enhancement. returns memory (B, S, D), enhanced text (B, N, D), the scored memory
+        (B, S, D) and every position's box (B, S, 4), logit space."""
         c, t = self.config, self.transformer
         if image.tokens.shape[0] != text.tokens.shape[0]:
             raise ValueError(f"{image.tokens.shape[0]} images but {text.tokens.shape[0]} prompts")
@@ -179,19 +208,54 @@ class GroundingDINO(nn.Module):
                                         text.position_ids)
         proposals, usable = encoder_proposals(image.valid, image.spatial_shapes, torch.float32)
         scored = t.enc_output_norm(t.enc_output(memory.masked_fill(~usable, 0.0)))
+        return memory, text_tokens, scored, t.enc_out_bbox_embed(scored) + proposals
+
+    def _class_logits(self, layer: int, hidden: torch.Tensor, text_tokens: torch.Tensor,
+                      text_valid: torch.Tensor) -> torch.Tensor:
+        if self.config.family == "mm_gdino":
+            return self.class_embed[layer](hidden, text_tokens, text_valid)
+        return contrastive_logits(hidden, text_tokens, text_valid, self.config.max_text_len)
+
+    def decode(self, image: ImageFeatures, text: TextFeatures) -> GroundingDINOOutput:
+        """Fusion, feature enhancement, query selection and decoding for one batch of image+text."""
+        c, t = self.config, self.transformer
+        memory, text_tokens, scored, box_logits = self._encode(image, text)
         mm = c.family == "mm_gdino"
-        reference = select_queries(scored, t.enc_out_bbox_embed(scored) + proposals, text_tokens, text.valid,
+        reference = select_queries(scored, box_logits, text_tokens, text.valid,
                                    c.num_queries, t.enc_out_class_embed if mm else None)
         queries = t.tgt_embed.weight[None].expand(memory.shape[0], -1, -1)
         box_heads = list(self.bbox_embed) if mm else [self.bbox_embed] * c.decoder_layers
         out = t.decoder(queries, reference, memory, image.valid, image.spatial_shapes, image.valid_ratios,
                         text_tokens, text.valid, box_heads)
-        if mm:
-            logits = self.class_embed[-1](out.hidden, text_tokens, text.valid)
-        else:
-            logits = contrastive_logits(out.hidden, text_tokens, text.valid, c.max_text_len)
+        logits = self._class_logits(-1, out.hidden, text_tokens, text.valid)
         boxes = (box_heads[-1](out.hidden) + inverse_sigmoid(out.reference)).sigmoid()
         return GroundingDINOOutput(logits=logits, pred_boxes=boxes)
+
+    def decode_train(self, image: ImageFeatures, text: TextFeatures) -> TrainingOutput:
+        """`decode` for training: every decoder layer's outputs and the encoder stage's, for the losses
+        (gdino.train.loss). The last layer's logits and boxes equal decode's."""
+        c, t = self.config, self.transformer
+        memory, text_tokens, scored, box_logits = self._encode(image, text)
+        mm = c.family == "mm_gdino"
+        enc_head = t.enc_out_class_embed if mm else None
+        top = top_positions(scored, text_tokens, text.valid, c.num_queries, enc_head)
+        top_memory = torch.gather(scored, 1, top[..., None].expand(-1, -1, scored.shape[-1]))
+        enc_boxes = torch.gather(box_logits, 1, top[..., None].expand(-1, -1, 4)).sigmoid()
+        queries = t.tgt_embed.weight[None].expand(memory.shape[0], -1, -1)
+        if mm:
+            enc_logits = enc_head(top_memory, text_tokens, text.valid)
+            query_logits = enc_head(queries, text.tokens, text.valid)
+        else:
+            enc_logits = contrastive_logits(top_memory, text_tokens, text.valid, c.max_text_len)
+            query_logits = contrastive_logits(queries, text.tokens, text.valid, c.max_text_len)
+        box_heads = list(self.bbox_embed) if mm else [self.bbox_embed] * c.decoder_layers
+        out = t.decoder(queries, enc_boxes.detach(), memory, image.valid, image.spatial_shapes, image.valid_ratios,
+                        text_tokens, text.valid, box_heads, return_intermediate=True)
+        logits = [self._class_logits(i, h, text_tokens, text.valid) for i, h in enumerate(out.layer_hidden)]
+        deltas = [head(h) for head, h in zip(box_heads, out.layer_hidden, strict=True)]
+        return TrainingOutput(logits=torch.stack(logits), box_deltas=torch.stack(deltas),
+                              references=torch.stack(out.layer_references), enc_logits=enc_logits,
+                              enc_boxes=enc_boxes, query_logits=query_logits, text_valid=text.valid)
 
     def forward(
         self,

@@ -42,6 +42,27 @@ def encoder_proposals(
     return logits, usable
 
 
+def top_positions(
+    scored_memory: torch.Tensor,
+    text: torch.Tensor,
+    text_valid: torch.Tensor,
+    num_queries: int,
+    class_head: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
+) -> torch.Tensor:
+    """
+    scored_memory: (B, S, D) encoder output after enc_output + norm; text: (B, N, D); text_valid: (B, N).
+    returns: (B, Q) int64 indices of the `num_queries` positions with the best token score, best first.
+    class_head: the encoder's own class head (MM-Grounding-DINO), (B, S, D), (B, N, D), (B, N) -> (B, S, T);
+    None: the plain dot product. A scale and a bias keep the ranking, up to the rounding of near ties.
+    """
+    if class_head is None:
+        logits = contrastive_logits(scored_memory, text, text_valid, text.shape[1])
+    else:
+        logits = class_head(scored_memory, text, text_valid)
+    scores = logits.max(-1).values
+    return torch.topk(scores, num_queries, dim=1).indices
+
+
 def select_queries(
     scored_memory: torch.Tensor,
     box_logits: torch.Tensor,
@@ -53,14 +74,7 @@ def select_queries(
     """
     scored_memory: (B, S, D) encoder output after enc_output + norm; box_logits: (B, S, 4) proposals
     refined by the encoder box head, logit space. returns the top `num_queries` boxes (B, Q, 4),
-    cxcywh in [0, 1], ranked by their best token score.
-    class_head: the encoder's own class head (MM-Grounding-DINO), (B, S, D), (B, N, D), (B, N) -> (B, S, T);
-    None: the plain dot product. A scale and a bias keep the ranking, up to the rounding of near ties.
+    cxcywh in [0, 1], ranked by their best token score (see `top_positions`), detached.
     """
-    if class_head is None:
-        logits = contrastive_logits(scored_memory, text, text_valid, text.shape[1])
-    else:
-        logits = class_head(scored_memory, text, text_valid)
-    scores = logits.max(-1).values
-    top = torch.topk(scores, num_queries, dim=1).indices
+    top = top_positions(scored_memory, text, text_valid, num_queries, class_head)
     return torch.gather(box_logits, 1, top[..., None].expand(-1, -1, 4)).detach().sigmoid()
