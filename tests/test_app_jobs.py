@@ -129,3 +129,110 @@ def test_auto_label_all_with_free_text_keeps_phrases_out_of_the_class_list(app, 
     objects = [o for r in project.images() for o in project.objects(r.id)]
     assert objects and all(o.phrase for o in objects)
     assert project.classes == [] and sorted(project.phrases) == sorted({o.class_name for o in objects})
+
+
+# ------------------------------------------------------------------------------------ training as a job
+
+def _reviewed(app, state, tmp_path, n=4, seed=5):
+    """n uploaded pictures with a person's boxes, marked reviewed."""
+    _upload(app, state, tmp_path, n, seed=seed)
+    project = app.sessions.project(state)
+    project.add_classes(["cat", "remote control"])
+    for k, record in enumerate(project.images(order="name")):
+        project.add_objects(record.id, [{"box": [4 + k, 6, 30, 40], "class_name": "cat"},
+                                        {"box": [20, 2, 44, 20 + k], "class_name": "remote control"}],
+                            status="reviewed")
+    return project
+
+
+def _wait(job, timeout=300):
+    job.thread.join(timeout)
+    assert not job.running, "the training job did not end in time"
+
+
+def test_training_runs_as_a_job_then_its_model_labels_the_project(app, tmp_path):
+    a, b = Sessions.new_state(), Sessions.new_state()
+    project = _reviewed(app, a, tmp_path)
+    _upload(app, b, tmp_path, 1, seed=9)
+    started = time.monotonic()
+    line = h.start_training(app, a, 3, True)
+    assert line.startswith("training: epoch 0 / 3") and time.monotonic() - started < 5  # a thread
+    job = app.jobs.get(project.path)
+    while job.done < 1 and job.running:
+        time.sleep(0.02)
+    # another visitor's Detect goes between two training steps
+    settings = h.settings_from_inputs(**SETTINGS)
+    assert h.detect_image(app, b, h.current_image(app, b), settings).startswith("found")
+    assert job.running, "the visitor's Detect waited for the whole training"
+    _wait(job)
+    assert job.state == "done", job.error
+    text = h.job_status(app, a)
+    assert "training done: held-out mAP@0.5" in text and "(fine-tuned)" in text and str(tmp_path) not in text
+    [model] = h.trained_models(project)
+    assert model.startswith(str(project.path / "models" / "finetuned-"))
+    lines = dict((m, line) for line, m in h.model_choices(app, a))
+    assert lines[model].startswith("fine-tuned here: finetuned-") and "3 images" in lines[model]
+
+    assert "now uses fine-tuned here" in h.use_trained_model(app, a)
+    assert h.project_model(app, a) == model and project.setting("model") == model
+    unlabeled = project.add_image(np.zeros((40, 40, 3), np.uint8), name="new.png")
+    assert h.detect_image(app, a, unlabeled.id, settings).startswith("found")
+    assert model in app.hub._detectors  # the fine-tuned model labeled it
+    assert h.project_model(app, b) == app.config.model  # another project is not affected
+
+
+def test_a_cancelled_training_resumes_with_the_same_settings(app, tmp_path):
+    a = Sessions.new_state()
+    project = _reviewed(app, a, tmp_path)
+    h.start_training(app, a, 40, True)
+    job = app.jobs.get(project.path)
+    partial = job.out.with_name(job.out.name + ".partial") / "checkpoint.pt"
+    while not partial.exists() and job.running:
+        time.sleep(0.05)
+    assert "stopping" in h.cancel_auto_label(app, a)
+    _wait(job)
+    assert job.state == "cancelled" and "train again with the same settings to resume" in job.text()
+    assert h.trained_models(project) == [] and partial.exists()
+    with pytest.raises(h.ProjectError, match="no fine-tuned model yet"):
+        h.use_trained_model(app, a)
+
+    h.start_training(app, a, 40, True)  # the same settings: the same run goes on
+    again = app.jobs.get(project.path)
+    assert again is not job and again.out == job.out
+    app.jobs.cancel(project.path)
+    _wait(again)
+    h.start_training(app, a, 2, True)  # other settings: a new run beside it
+    third = app.jobs.get(project.path)
+    assert third.out != job.out
+    _wait(third)
+    assert third.state == "done" and h.trained_models(project) == [str(third.out)]
+
+
+def test_training_refuses_what_it_cannot_do_in_the_pages_words(app, tmp_path):
+    a = Sessions.new_state()
+    _upload(app, a, tmp_path, 2)
+    with pytest.raises(h.ProjectError, match="no reviewed images to train on"):
+        h.start_training(app, a, 12, False)
+    for bad in (0, 501, "many", None):
+        with pytest.raises(h.ProjectError, match="epochs"):
+            h.start_training(app, a, bad, False)
+
+
+def test_only_the_projects_own_finished_models_are_offered(app, tmp_path):
+    a = Sessions.new_state()
+    project = app.sessions.project(a)
+    models = project.path / "models"
+    models.mkdir()
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "config.json").write_text("{}")
+    (outside / "gdino_training.json").write_text("{}")
+    (models / "linked").symlink_to(outside)  # a link out of the project is never offered
+    (models / "half.partial").mkdir()  # an unfinished run neither
+    (models / "nocard").mkdir()
+    assert h.trained_models(project) == []
+    for bad in (str(models / "linked"), str(outside), str(models / "half.partial"), str(models / ".." / "models")):
+        with pytest.raises(h.ProjectError, match="not offered"):
+            h.choose_model(app, a, bad)
+        with pytest.raises(ValueError, match="does not offer"):
+            app.hub.detector(bad)

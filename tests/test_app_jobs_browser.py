@@ -67,3 +67,43 @@ def test_a_job_leaves_other_visitors_and_its_owner_free(server, tmp_path):  # no
         finally:
             for context in contexts:
                 context.close()
+
+
+def test_train_on_reviewed_images_then_use_the_model_in_the_page(server, tmp_path):  # noqa: F811
+    """The training panel: start, follow the job line, use the model; the project stores the choice and the
+    Model menu shows it after a reload."""
+    from playwright.sync_api import sync_playwright
+
+    url, app = server
+    with sync_playwright() as pw:
+        context = profile(pw, tmp_path / "profile")
+        try:
+            page = context.new_page()
+            page.goto(url, wait_until="load")
+            page.wait_for_selector("#image-info >> text=No images yet", timeout=60_000)
+            page.locator("#uploads input[type=file]").set_input_files(_photos(tmp_path / "up", 4, 3))
+            page.wait_for_function("document.querySelector('#image-table').innerText.includes('shot03.png')",
+                                   timeout=120_000)
+            [project] = app.sessions.open_projects()
+            project.add_classes(["cat"])
+            for k, record in enumerate(project.images(order="name")):  # a person's boxes, reviewed
+                project.add_objects(record.id, [{"box": [4 + k, 6, 30, 40], "class_name": "cat"}], status="reviewed")
+
+            page.locator("#train-panel .label-wrap").first.click()
+            page.locator("#train-epochs input").fill("2")
+            page.locator("#train-fast input").check()
+            page.locator("#train-btn").click()
+            page.wait_for_selector("#job-status >> text=training: epoch", timeout=60_000)
+            page.wait_for_selector("#job-status >> text=training done", timeout=300_000)
+            assert "held-out mAP@0.5" in page.locator("#job-status").inner_text()
+            page.locator("#use-model-btn").click()
+            page.wait_for_selector("#message >> text=now uses fine-tuned here", timeout=30_000)
+            chosen = project.setting("model")
+            assert chosen.startswith(str(project.path / "models" / "finetuned-"))
+
+            page.reload(wait_until="load")
+            page.wait_for_selector("#image-info >> text=shot", timeout=60_000)
+            page.wait_for_function("document.querySelector('#model-choice input').value.startsWith('fine-tuned here')",
+                                   timeout=30_000)
+        finally:
+            context.close()

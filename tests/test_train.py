@@ -167,3 +167,26 @@ def test_ctrl_c_in_the_command_keeps_the_last_epoch_and_says_how_to_resume(base,
     assert proc.returncode == 130, err
     assert "run the same command again to resume" in err and "Traceback" not in err
     assert torch.load(checkpoint, weights_only=False)["epoch"] >= 1 and not (tmp_path / "out").exists()
+
+
+def test_cached_backbone_features_equal_computed_ones(base, tmp_path):
+    """The fast path (frozen backbone, no augmentation): the second epoch reads each image's backbone maps from
+    the cache; the features are the very ones encode_image computes."""
+    from gdino.train.data import batches
+    from gdino.train.trainer import _FeatureCache, _image_features
+
+    examples = examples_from_project(shapes_project(tmp_path / "p", n=3)).examples
+    model = gdino.load_model(base)
+    [batch, single] = list(batches(examples, 2, size=128, same_size=True, shuffle=False))
+    cache = _FeatureCache(2**30)
+    with torch.no_grad():
+        direct = model.encode_image(batch.pixel_values, batch.pixel_mask)
+        first = _image_features(model, batch, cache)
+        assert set(cache.maps) == set(batch.image_ids) and cache.used > 0
+        again = _image_features(model, batch, cache)
+        for got in (first, again):
+            assert torch.equal(got.tokens, direct.tokens) and torch.equal(got.pos, direct.pos)
+            assert torch.equal(got.valid, direct.valid) and got.spatial_shapes == direct.spatial_shapes
+        full = _FeatureCache(0)  # no room: computed every time, nothing kept
+        _image_features(model, single, full)
+        assert full.maps == {} and full.used == 0

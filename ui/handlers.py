@@ -4,8 +4,10 @@ as the only memory. The layout wires these to components; the tests call them di
 from __future__ import annotations
 
 import contextlib
+import json
 import re
 import tempfile
+import time
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -324,29 +326,108 @@ def delete_class(app: App, state: dict, name: str, with_objects: bool) -> str:
 
 # ------------------------------------------------------------------------------------ the model
 
-def model_choices(app: App) -> list[tuple[str, str]]:
-    """(menu line, model) for every model this server offers, its default first."""
-    return [(describe_model(m) + (" [server default]" if m == app.config.model else ""), m)
-            for m in app.config.offered_models()]
+MODELS_DIR = "models"  # fine-tuned models live in the project, here
+
+
+def trained_models(project) -> list[str]:
+    """The project's own fine-tuned models (finished directories under models/, newest first): real folders
+    inside the project, each with the model card gdino train writes."""
+    root = project.path / MODELS_DIR
+    if root.is_symlink() or not root.is_dir():
+        return []
+    found = [d for d in root.iterdir() if not d.is_symlink() and d.is_dir() and not d.name.endswith(".partial")
+             and (d / "gdino_training.json").is_file() and (d / "config.json").is_file()]
+    return [str(d) for d in sorted(found, key=lambda d: d.name, reverse=True)]
+
+
+def offered_models(app: App, state: dict) -> tuple[str, ...]:
+    """What the visitor's project may use: the server's models, then the project's own fine-tuned ones."""
+    return tuple(dict.fromkeys((*app.config.offered_models(), *trained_models(app.sessions.project(state)))))
+
+
+def _model_line(app: App, model: str) -> str:
+    card = Path(model) / "gdino_training.json"
+    if model not in app.config.offered_models() and card.is_file():
+        try:
+            record = json.loads(card.read_text())
+            v = record["validation"]
+            numbers = (f", held-out mAP@0.5 {v['base']['map50']:.3f} -> {v['fine_tuned']['map50']:.3f}"
+                       if v.get("base") and v.get("fine_tuned") else "")
+            return f"fine-tuned here: {Path(model).name} ({len(record['train_images'])} images{numbers})"
+        except (OSError, ValueError, KeyError, TypeError):
+            return f"fine-tuned here: {Path(model).name}"
+    return describe_model(model) + (" [server default]" if model == app.config.model else "")
+
+
+def model_choices(app: App, state: dict | None = None) -> list[tuple[str, str]]:
+    """(menu line, model) for every model the project may use, the server's default first."""
+    models = offered_models(app, state) if state is not None else app.config.offered_models()
+    return [(_model_line(app, m), m) for m in models]
 
 
 def project_model(app: App, state: dict) -> str:
-    """The model the visitor's project chose, if this server offers it; else the server's default."""
+    """The model the visitor's project chose, if it may still use it; else the server's default."""
     chosen = app.sessions.project(state).setting("model")
-    return chosen if chosen in app.config.offered_models() else app.config.model
+    return chosen if chosen in offered_models(app, state) else app.config.model
 
 
 def choose_model(app: App, state: dict, model: str | None) -> str:
     """The project's detector from now on. Labels already made stay as they are; the next Detect or
     auto-label run uses this model (a running one finishes with the model it started with)."""
-    if model not in app.config.offered_models():
+    if model not in offered_models(app, state):
         raise ProjectError("that model is not offered by this server; choose one from the list")
     project = app.sessions.project(state)
     if model == project_model(app, state):
-        return f"the project already uses {describe_model(model)}"
+        return f"the project already uses {_model_line(app, model)}"
     project.set_setting("model", model)
-    return (f"the project now uses {describe_model(model)}; its labels are kept, and the next detection uses it "
+    return (f"the project now uses {_model_line(app, model)}; its labels are kept, and the next detection uses it "
             "(it loads on first use, which can take a minute)")
+
+
+def _detector(app: App, state: dict):
+    model = project_model(app, state)
+    return app.hub.detector(model, also=trained_models(app.sessions.project(state)))
+
+
+# ------------------------------------------------------------------------------------ training
+
+def start_training(app: App, state: dict, epochs, fast: bool) -> str:
+    """Fine-tune the project's model on its reviewed images, as a background job of the server (the page
+    polls `job_status`). The same settings again resume a stopped run."""
+    from gdino.train.settings import TrainConfig
+
+    project = app.sessions.project(state)
+    job = app.jobs.get(project.path)
+    if job is not None and job.running:
+        return job.text()
+    try:
+        epochs = int(epochs)
+    except (TypeError, ValueError):
+        raise ProjectError("the number of epochs must be a whole number, e.g. 12") from None
+    if not 1 <= epochs <= 500:
+        raise ProjectError("the number of epochs must be between 1 and 500")
+    if not project.images(status="reviewed"):
+        raise ProjectError("no reviewed images to train on: check the labels of some images and press "
+                           "*Mark reviewed* (r) on each")
+    config = TrainConfig(epochs=epochs, augment=not fast)
+    base = project_model(app, state)
+    pending = project.setting("training") or {}
+    out_dir = project.path / MODELS_DIR
+    same = pending.get("epochs") == epochs and pending.get("fast") == bool(fast) and pending.get("base") == base
+    name = pending.get("name") if same and (out_dir / f"{pending.get('name')}.partial").is_dir() else None
+    if name is None or (out_dir / name).exists():
+        name = time.strftime("finetuned-%Y%m%d-%H%M%S")
+    project.set_setting("training", {"name": name, "epochs": epochs, "fast": bool(fast), "base": base})
+    out_dir.mkdir(exist_ok=True)
+    return app.jobs.start_training(project, base, out_dir / name, config, device=app.hub.device).text()
+
+
+def use_trained_model(app: App, state: dict) -> str:
+    """Make the project's newest fine-tuned model its detector."""
+    models = trained_models(app.sessions.project(state))
+    if not models:
+        raise ProjectError("no fine-tuned model yet: train on the reviewed images first")
+    return choose_model(app, state, models[0])
 
 
 # ------------------------------------------------------------------------------------ labeling
@@ -357,7 +438,7 @@ def detect_image(app: App, state: dict, image_id: int | None, settings: LabelSet
     project = app.sessions.project(state)
     with app.jobs.model_lock:  # between two images of any running job
         segmenter = app.hub.segmenter() if settings.masks else None
-        summary = label_images(project, app.hub.detector(project_model(app, state)), [image_id], settings, segmenter=segmenter,
+        summary = label_images(project, _detector(app, state), [image_id], settings, segmenter=segmenter,
                                add_all_classes=False, keep_phrases=True, images=_reader(app, project))
     if summary.failed:
         raise ImageError(summary.failed[image_id])
@@ -374,8 +455,9 @@ def start_auto_label(app: App, state: dict, settings: LabelSettings) -> str:
     if not project.images(status="unlabeled"):
         return "nothing to do: every image is labeled already"
     segmenter = app.hub.segmenter if settings.masks else None
-    model = project_model(app, state)
-    return app.jobs.start(project, lambda: app.hub.detector(model), settings, segmenter, images=_reader(app, project)).text()
+    model, also = project_model(app, state), trained_models(project)
+    return app.jobs.start(project, lambda: app.hub.detector(model, also=also), settings, segmenter,
+                          images=_reader(app, project)).text()
 
 
 def _reader(app: App, project):
@@ -384,7 +466,7 @@ def _reader(app: App, project):
 
 
 def job_status(app: App, state: dict) -> str:
-    """The project's auto-label job as one line, or "" when it never had one."""
+    """The project's job (auto-label or training) as one line, or "" when it never had one."""
     job = app.jobs.get(app.sessions.project(state).path)
     if job is None:
         return ""
@@ -398,7 +480,7 @@ def job_status(app: App, state: dict) -> str:
 
 def cancel_auto_label(app: App, state: dict) -> str:
     job = app.jobs.cancel(app.sessions.project(state).path)
-    return "no auto-label job is running" if job is None or not job.running else job.text()
+    return "no job is running" if job is None or not job.running else job.text()
 
 
 def set_status(app: App, state: dict, image_id: int | None, status: str) -> None:

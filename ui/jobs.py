@@ -1,11 +1,12 @@
-"""Batch jobs off the request queue: *Auto-label all* runs in a background thread of the server, one job per
-project, image by image.
+"""Batch jobs off the request queue: *Auto-label all* and *Train on reviewed images* run in a background
+thread of the server, one job per project: labeling image by image, training step by step.
 
 Every model call of the process, the jobs' and the visitors' (Detect, a SAM click), holds `model_lock`
 for one image at a time, so an interactive call waits at most for the image a job is on. The page does
 not wait for a job: it starts it, then polls `status` (which outlives a reload: jobs are keyed by the
 project folder, not by the browser tab). Cancel stops after the current image; starting again resumes
-with the images still unlabeled.
+with the images still unlabeled. A training job holds `model_lock` for one step at a time; cancelled, it
+keeps its last finished epoch, and starting the same training again resumes there.
 """
 
 from __future__ import annotations
@@ -74,6 +75,42 @@ class Job:
         return head + " - done"
 
 
+@dataclass
+class TrainJob:
+    epochs: int
+    out: Path  # the model directory it writes (under the project's models/)
+    epoch: int = 0
+    done: int = 0  # steps done (the page's poll notices progress by it)
+    loss: float | None = None
+    state: str = "running"  # running, done, cancelled, failed
+    error: str | None = None
+    result: object | None = None  # gdino.train.trainer.TrainResult once done
+    failed: dict = field(default_factory=dict)  # no per-image failures: the shape of Job's
+    stop: threading.Event = field(default_factory=threading.Event)
+    thread: threading.Thread | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.state == "running"
+
+    def text(self) -> str:
+        head = f"training: epoch {self.epoch} / {self.epochs}" + (f", loss {self.loss:.3f}" if self.loss is not None
+                                                                   else ", preparing")
+        if self.state == "running":
+            return head + (" - stopping after this step" if self.stop.is_set() else " - running")
+        if self.state == "cancelled":
+            return head + " - stopped; the last finished epoch is kept: train again with the same settings to resume"
+        if self.state == "failed":
+            return head + f" - stopped: {self.error}"
+        r = self.result
+        if r is None or r.base is None or r.tuned is None:
+            return f"training done ({self.epochs} epochs, no held-out images to measure): *Use the trained model* to " \
+                   "label with it"
+        return (f"training done: held-out mAP@0.5 {r.base.map50:.3f} (base model) -> {r.tuned.map50:.3f} (fine-tuned), "
+                f"mAP@[.5:.95] {r.base.map:.3f} -> {r.tuned.map:.3f}, {r.val_images} held-out image(s); "
+                "*Use the trained model* to label with it")
+
+
 class Jobs:
     def __init__(self):
         self.model_lock = FairLock()  # one image at a time through the models, jobs and visitors alike
@@ -101,6 +138,38 @@ class Jobs:
             self._jobs[project.path] = job
         job.thread.start()
         return job
+
+    def start_training(self, project, base: str, out: Path, config, device: str | None = None) -> TrainJob | Job:
+        """Fine-tune `base` on the project's reviewed images into `out` (gdino.train.train), unless a job of this
+        project is running (that one is returned)."""
+        with self._lock:
+            job = self._jobs.get(project.path)
+            if job is not None and job.running:
+                return job
+            job = TrainJob(epochs=config.epochs, out=out)
+            job.thread = threading.Thread(target=self._train, args=(job, project, base, config, device),
+                                          name=f"gdino-train-{project.path.name}", daemon=True)
+            self._jobs[project.path] = job
+        job.thread.start()
+        return job
+
+    def _train(self, job: TrainJob, project, base: str, config, device: str | None) -> None:
+        from gdino.train.trainer import train
+
+        def progress(p) -> None:
+            job.epoch, job.loss, job.done = p.epoch, p.loss, job.done + 1
+            if job.stop.is_set():
+                raise KeyboardInterrupt  # the trainer keeps its last finished epoch
+        try:
+            job.result = train(project, base, job.out, config, device=device, progress=progress,
+                               step_lock=self.model_lock)
+            job.epoch = job.epochs
+            job.state = "done"
+        except KeyboardInterrupt:
+            job.state = "cancelled"
+        except Exception as err:  # nothing to train on, the disk is full: said in the page
+            job.error = str(err)
+            job.state = "failed"
 
     def busy(self, project_dir: Path) -> bool:
         """Whether a job is running on the project (its Project must stay open)."""

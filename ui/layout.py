@@ -117,6 +117,17 @@ def build(app: h.App) -> gr.Blocks:
                     reviewed_only = gr.Checkbox(value=False, label="Reviewed images only")
                     export_btn = gr.Button("Export zip", elem_id="export-btn")
                     download = gr.File(label="Download", elem_id="download")
+                with gr.Accordion("Train on reviewed images", open=False, elem_id="train-panel"):
+                    gr.Markdown("Fine-tune the project's model on the images marked *reviewed*; a fifth of them is "
+                                "held out to measure the base and the fine-tuned model. The new model stays in the "
+                                "project (its folder `models/`); the base model is not changed.")
+                    with gr.Row():
+                        train_epochs = gr.Number(value=12, precision=0, minimum=1, maximum=500, label="Epochs",
+                                                 elem_id="train-epochs")
+                        train_fast = gr.Checkbox(value=False, label="Fast (no augmentation)", elem_id="train-fast")
+                    with gr.Row():
+                        train_btn = gr.Button("Train on reviewed images", elem_id="train-btn")
+                        use_model_btn = gr.Button("Use the trained model", elem_id="use-model-btn")
                 with gr.Accordion("Free text: map a found phrase to a class", open=False):
                     gr.Markdown("Phrases found by a free-text prompt label their boxes (grey) but are not classes, "
                                 "and exports leave them out, until you map each to a class here.")
@@ -152,7 +163,8 @@ def build(app: h.App) -> gr.Blocks:
             return (state, value, image_id, text, h.rows(app, state, view_value.get(state["token"], "all")),
                     gr.update(choices=project.phrases, value=None),
                     gr.update(choices=classes, value=None), h.class_counts(app, state), h.review_counter(app, state),
-                    h.project_model(app, state), note if note is not None else gr.update(), app.hub.status)
+                    gr.update(choices=h.model_choices(app, state), value=h.project_model(app, state)),
+                    note if note is not None else gr.update(), app.hub.status)
 
         view_value: dict[str, str] = {}
         # message and status stay last: only_message relies on it
@@ -323,6 +335,13 @@ def build(app: h.App) -> gr.Blocks:
                 return f"**{err}**"
 
         cancel_btn.click(cancel, [bstate], [job_line], queue=False)
+
+        def start_training(state, epochs, fast):
+            """Start the project's training job on the server; the page polls it like auto-labeling."""
+            return refresh(state, "keep", h.start_training(app, state, epochs, fast))
+
+        train_btn.click(guarded(start_training), [bstate, train_epochs, train_fast], outs)
+        use_model_btn.click(guarded(lambda s: refresh(s, "keep", h.use_trained_model(app, s))), [bstate], outs)
 
         shown_done: dict[str, tuple] = {}
 

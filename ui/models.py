@@ -56,11 +56,12 @@ class ModelHub:
     def error(self) -> str | None:
         return self.detector_error or self.sam_error
 
-    def detector(self, model: str | None = None) -> gdino.Detector:
-        """The detector of `model` (default: --model), loaded on first use. Only offered models are loaded: a
-        name from a page never reaches the loader unchecked."""
+    def detector(self, model: str | None = None, *, also: tuple[str, ...] | list[str] = ()) -> gdino.Detector:
+        """The detector of `model` (default: --model), loaded on first use. Only offered models are loaded (the
+        server's, and `also`: the project's own fine-tuned ones): a name from a page never reaches the loader
+        unchecked."""
         model = model or self.config.model
-        if model not in self.config.offered_models():
+        if model not in self.config.offered_models() and model not in also:
             raise ValueError(f"this server does not offer the model {model!r}")
         with self._lock:
             if model in self._detectors:

@@ -158,10 +158,13 @@ def _is_trained(model, key: str) -> bool:
 
 def train(project: Project | str | os.PathLike, base: str, out: str | os.PathLike, config: TrainConfig | None = None,
           *, device: str | torch.device | None = None, progress: Callable[[Progress], None] | None = None,
-          log: Callable[[str], None] = lambda line: None, text_encoder: str | None = None) -> TrainResult:
+          log: Callable[[str], None] = lambda line: None, text_encoder: str | None = None,
+          step_lock: contextlib.AbstractContextManager | None = None) -> TrainResult:
     """Fine-tune `base` (hub id, directory or .pth, as gdino.load_model takes) on the project's reviewed images;
     write the result to the new directory `out`. Resumes from `out`.partial when it holds a checkpoint of the
-    same run. Raises TrainingError (nothing to train on, `out` exists, a checkpoint of another run)."""
+    same run. Raises TrainingError (nothing to train on, `out` exists, a checkpoint of another run).
+    progress is called after every step; raising KeyboardInterrupt there stops the run as Ctrl-C does (the last
+    finished epoch is kept). step_lock is held for each step (the app shares its models' lock this way)."""
     from .. import Detector
     from ..save import save_pretrained
     from ..weights import load_model
@@ -233,19 +236,20 @@ def train(project: Project | str | os.PathLike, base: str, out: str | os.PathLik
             for step, batch in enumerate(batches(split.train, config.batch_size, augment=augment, seed=config.seed,
                                                  epoch=epoch, same_size=cache is not None,
                                                  size=config.image_size), start=1):
-                with autocast:
-                    image = _image_features(model, batch, cache)
-                    total = 0.0
-                    for chunk in chunks:
-                        ids = chunk.input_ids.to(device).expand(len(batch.image_ids), -1)
-                        text = model.encode_text(ids, torch.ones_like(ids))
-                        out_ = model.decode_train(image, text)
-                        targets = [chunk_target(t.class_ids, t.boxes, chunk.classes) for t in batch.targets]
-                        total = total + grounding_loss(out_, targets, chunk.classes.token_map, loss_config).total
-                optimizer.zero_grad(set_to_none=True)
-                total.backward()
-                torch.nn.utils.clip_grad_norm_(trainable, config.clip)
-                optimizer.step()
+                with step_lock or contextlib.nullcontext():
+                    with autocast:
+                        image = _image_features(model, batch, cache)
+                        total = 0.0
+                        for chunk in chunks:
+                            ids = chunk.input_ids.to(device).expand(len(batch.image_ids), -1)
+                            text = model.encode_text(ids, torch.ones_like(ids))
+                            out_ = model.decode_train(image, text)
+                            targets = [chunk_target(t.class_ids, t.boxes, chunk.classes) for t in batch.targets]
+                            total = total + grounding_loss(out_, targets, chunk.classes.token_map, loss_config).total
+                    optimizer.zero_grad(set_to_none=True)
+                    total.backward()
+                    torch.nn.utils.clip_grad_norm_(trainable, config.clip)
+                    optimizer.step()
                 epoch_losses.append(float(total.detach()))
                 seen += len(batch.image_ids)
                 if progress is not None:
