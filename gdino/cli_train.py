@@ -14,22 +14,37 @@ def _para(text: str) -> str:
     return textwrap.fill(text, 90)
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
+def _whole(low: int):
+    def check(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
+        return value
+    return check
+
+
+_positive_int = _whole(1)
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
 
 
 def _rate(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if not (value > 0 and math.isfinite(value)):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
     return value
 
 
 def _fraction(text: str) -> float:
-    value = float(text)
+    value = _number(text)
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
     return value
@@ -70,7 +85,7 @@ def add_train(commands) -> None:
     p.add_argument("--no-augment", action="store_true",
                    help="no random resizing or flips; with the backbone frozen, its features are then computed once "
                         "per image and reused (much faster on a CPU)")
-    p.add_argument("--image-size", type=_positive_int, default=d.image_size, metavar="PX",
+    p.add_argument("--image-size", type=_whole(64), default=d.image_size, metavar="PX",
                    help=f"shorter side of the images without augmentation, and where both models are measured "
                         f"(default {d.image_size}, the models' own; smaller is faster and misses small objects)")
     p.add_argument("--val-fraction", type=_fraction, default=d.val_fraction, metavar="F",
@@ -110,9 +125,12 @@ def cmd_train(args: argparse.Namespace) -> int:
                          freeze_backbone=not args.train_backbone, freeze_text=not args.train_text_encoder,
                          augment=not args.no_augment, image_size=args.image_size, val_fraction=args.val_fraction, seed=args.seed,
                          touched=args.touched)
+    device = _device(args.device)
     with Project.open(args.project) as project:
-        base = args.model or project.setting("model") or DEFAULT_MODEL
-        result = train(project, base, args.out, config, device=args.device, progress=_Bar(),
+        base = args.model or _project_model(project) or DEFAULT_MODEL
+        print(f"gdino train: base model {base}" + ("" if args.model else " (the project's model; --model to choose)"),
+              file=sys.stderr)
+        result = train(project, base, args.out, config, device=device, progress=_Bar(),
                        log=lambda line: print(f"gdino train: {line}", file=sys.stderr, flush=True),
                        text_encoder=args.text_encoder)
     print(f"fine-tuned model: {result.directory}")
@@ -124,6 +142,35 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         print("no validation images (--val-fraction 0, or one image): no mAP measured")
     return 0
+
+
+def _device(name: str | None):
+    """--device, checked before anything is loaded."""
+    import torch
+
+    from .train.settings import TrainingError as UsageError
+
+    if name is None:
+        return None
+    try:
+        device = torch.device(name)
+    except RuntimeError as err:
+        raise UsageError(f"--device {name!r}: {err}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UsageError(f"--device {name}: CUDA is not available here; use --device cpu")
+    return device
+
+
+def _project_model(project) -> str | None:
+    """The model the app chose for the project: a hub id or a path as stored, or one of its own fine-tuned
+    models ("models/NAME", inside the project)."""
+    chosen = project.setting("model")
+    if not isinstance(chosen, str) or not chosen:
+        return None
+    if chosen.startswith("models/"):
+        local = project.path / chosen
+        return str(local) if local.is_dir() and not local.is_symlink() else None
+    return chosen
 
 
 def _ap(value: float | None) -> str:

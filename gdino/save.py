@@ -21,6 +21,7 @@ from pathlib import Path
 import torch
 
 from .config import GroundingDINOConfig
+from .durable import fsync
 from .keymap import convert_state_dict
 from .modeling import GroundingDINO
 
@@ -107,9 +108,13 @@ def save_pretrained(model: GroundingDINO, directory: str | os.PathLike, *, extra
         for name, text in (extra_files or {}).items():
             (work / name).write_text(text)
         _check_round_trip(model, work)
+        for file in work.iterdir():
+            fsync(file)
+        fsync(work)
         if out.exists():
             out.rmdir()
         os.replace(work, out)  # the finished directory appears at once, or not at all
+        fsync(out.parent)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise

@@ -697,10 +697,14 @@ def test_a_model_the_server_does_not_offer_is_refused(two_model_app):
     assert h.project_model(app, state) == default
     with pytest.raises(ValueError, match="does not offer"):
         app.hub.detector("/etc/passwd")
+    assert app.hub._detectors == {}  # nothing was loaded
 
 
 def test_a_model_that_cannot_be_downloaded_is_said_in_the_pages_words(two_model_app, tmp_path, monkeypatch):
+    import huggingface_hub.constants as hub_constants
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)  # read once at import: offline even with a network
     app, default, _ = two_model_app
     state = Sessions.new_state()
     h.add_uploads(app, state, images(tmp_path, 1))
@@ -716,3 +720,26 @@ def test_a_model_that_cannot_be_downloaded_is_said_in_the_pages_words(two_model_
     assert project.image(image).status == "unlabeled" and project.objects(image) == []
     h.choose_model(app, state, default)  # back to a model that loads: the project works as before
     assert h.detect_image(app, state, image, settings).startswith("found")
+
+
+def test_training_reads_only_what_the_server_may_read(app, tmp_path):
+    """A project whose database references files outside the folders this server may read (a project folder
+    prepared elsewhere, opened from an allowed folder): training, like labeling, refuses to read them, and
+    says so without the outside path."""
+    state = Sessions.new_state()
+    project = app.sessions.project(state)
+    project.add_classes(["cat"])
+    private = tmp_path / "private"
+    private.mkdir()
+    for i in range(2):
+        secret = private / f"secret{i}.png"
+        Image.fromarray(np.full((120, 160, 3), 40 * i, np.uint8)).save(secret)
+        record = project.add_image(secret, copy=False)  # the record names the outside file itself
+        project.add_objects(record.id, [{"box": [2, 2, 40, 40], "class_name": "cat"}], status="reviewed")
+    h.start_training(app, state, 1, True)
+    job = app.jobs.get(project.path)
+    job.thread.join(300)
+    assert job.state == "failed"
+    text = h.job_status(app, state)
+    assert "leads outside the folders this server may read" in text and str(private) not in text, text
+    assert not any((project.path / "models").glob("finetuned-*[0-9]"))

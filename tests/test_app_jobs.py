@@ -169,7 +169,7 @@ def test_training_runs_as_a_job_then_its_model_labels_the_project(app, tmp_path)
     text = h.job_status(app, a)
     assert "training done: held-out mAP@0.5" in text and "(fine-tuned)" in text and str(tmp_path) not in text
     [model] = h.trained_models(project)
-    assert model.startswith(str(project.path / "models" / "finetuned-"))
+    assert model.startswith("models/finetuned-") and (project.path / model / "model.safetensors").is_file()
     lines = dict((m, line) for line, m in h.model_choices(app, a))
     assert lines[model].startswith("fine-tuned here: finetuned-") and "3 images" in lines[model]
 
@@ -177,8 +177,11 @@ def test_training_runs_as_a_job_then_its_model_labels_the_project(app, tmp_path)
     assert h.project_model(app, a) == model and project.setting("model") == model
     unlabeled = project.add_image(np.zeros((40, 40, 3), np.uint8), name="new.png")
     assert h.detect_image(app, a, unlabeled.id, settings).startswith("found")
-    assert model in app.hub._detectors  # the fine-tuned model labeled it
+    assert str(project.path / model) in app.hub._detectors  # the fine-tuned model labeled it
     assert h.project_model(app, b) == app.config.model  # another project is not affected
+    # every visitor sees the status line: it never shows a project's folder (its name is the project's link)
+    assert "a project's fine-tuned model" in app.hub.status and str(project.path) not in app.hub.status
+    assert project.path.name not in app.hub.status
 
 
 def test_a_cancelled_training_resumes_with_the_same_settings(app, tmp_path):
@@ -193,19 +196,25 @@ def test_a_cancelled_training_resumes_with_the_same_settings(app, tmp_path):
     _wait(job)
     assert job.state == "cancelled" and "train again with the same settings to resume" in job.text()
     assert h.trained_models(project) == [] and partial.exists()
+    # the labels changed meanwhile: the stopped run cannot go on, and training starts over instead of failing
+    first = project.images(order="name")[0]
+    project.add_objects(first.id, [{"box": [1, 1, 9, 9], "class_name": "cat"}])
     with pytest.raises(h.ProjectError, match="no fine-tuned model yet"):
         h.use_trained_model(app, a)
 
-    h.start_training(app, a, 40, True)  # the same settings: the same run goes on
+    h.start_training(app, a, 40, True)  # the same settings: the same folder
     again = app.jobs.get(project.path)
     assert again is not job and again.out == job.out
+    while again.done < 1 and again.running:
+        time.sleep(0.05)
+    assert again.running, again.error  # started over, not failed on the other run's checkpoint
     app.jobs.cancel(project.path)
     _wait(again)
     h.start_training(app, a, 2, True)  # other settings: a new run beside it
     third = app.jobs.get(project.path)
     assert third.out != job.out
     _wait(third)
-    assert third.state == "done" and h.trained_models(project) == [str(third.out)]
+    assert third.state == "done" and h.trained_models(project) == [f"models/{third.out.name}"]
 
 
 def test_training_refuses_what_it_cannot_do_in_the_pages_words(app, tmp_path):
@@ -227,12 +236,57 @@ def test_only_the_projects_own_finished_models_are_offered(app, tmp_path):
     outside.mkdir()
     (outside / "config.json").write_text("{}")
     (outside / "gdino_training.json").write_text("{}")
-    (models / "linked").symlink_to(outside)  # a link out of the project is never offered
-    (models / "half.partial").mkdir()  # an unfinished run neither
-    (models / "nocard").mkdir()
+    (models / "finetuned-20250101-000000").symlink_to(outside)  # a link out of the project is never offered
+    (models / "finetuned-20250101-000001.partial").mkdir()  # an unfinished run neither
+    (models / "finetuned-20250101-000002").mkdir()  # nor a folder without the model card
+    (models / "other").mkdir()  # nor a name training never writes
+    for f in ("config.json", "gdino_training.json"):
+        (models / "other" / f).write_text("{}")
+    (models / ".finetuned-20250101-000003.tmp").mkdir()  # a save killed half way
     assert h.trained_models(project) == []
-    for bad in (str(models / "linked"), str(outside), str(models / "half.partial"), str(models / ".." / "models")):
+    for bad in ("models/finetuned-20250101-000000", str(outside), "models/finetuned-20250101-000001.partial",
+                "models/other", "models/../models", "/etc", None, 3):
         with pytest.raises(h.ProjectError, match="not offered"):
             h.choose_model(app, a, bad)
-        with pytest.raises(ValueError, match="does not offer"):
-            app.hub.detector(bad)
+    project.set_setting("model", "models/other")  # a stored choice the project may not use falls back
+    assert h.project_model(app, a) == app.config.model
+
+
+def test_a_hostile_training_setting_cannot_steer_where_training_writes(app, tmp_path):
+    a = Sessions.new_state()
+    project = _reviewed(app, a, tmp_path)
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "keep.txt").write_text("mine")
+    for hostile in ({"name": str(victim), "epochs": 1, "fast": True, "base": app.config.model},
+                    {"name": "../../victim", "epochs": 1, "fast": True, "base": app.config.model},
+                    "not a dict", ["a", "list"]):
+        project.set_setting("training", hostile)
+        h.start_training(app, a, 1, True)
+        job = app.jobs.get(project.path)
+        _wait(job)
+        assert job.out.parent == project.path / "models" and h._RUN_NAME.fullmatch(job.out.name), job.out
+        assert sorted(p.name for p in victim.iterdir()) == ["keep.txt"]
+        time.sleep(1.1)  # the next run gets a name of its own (second resolution)
+
+
+def test_one_training_at_a_time_on_the_server(app, tmp_path):
+    a, b = Sessions.new_state(), Sessions.new_state()
+    _reviewed(app, a, tmp_path, seed=5)
+    _reviewed(app, b, tmp_path, seed=6)
+    h.start_training(app, a, 30, True)
+    with pytest.raises(ValueError, match="another project is training"):
+        h.start_training(app, b, 1, True)
+    job = app.jobs.cancel(app.sessions.project(a).path)
+    _wait(job)
+
+
+def test_a_finished_training_without_measurable_boxes_is_said(tmp_path):
+    from types import SimpleNamespace
+
+    from gdino.train.evaluate import MapResult
+    from ui.jobs import TrainJob
+
+    empty = MapResult(None, None, {}, {}, 1, 0, 3)
+    job = TrainJob(epochs=2, out=tmp_path, state="done", result=SimpleNamespace(base=empty, tuned=empty, val_images=1))
+    assert "no held-out images to measure" in job.text()

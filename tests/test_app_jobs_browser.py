@@ -99,7 +99,7 @@ def test_train_on_reviewed_images_then_use_the_model_in_the_page(server, tmp_pat
             page.locator("#use-model-btn").click()
             page.wait_for_selector("#message >> text=now uses fine-tuned here", timeout=30_000)
             chosen = project.setting("model")
-            assert chosen.startswith(str(project.path / "models" / "finetuned-"))
+            assert chosen.startswith("models/finetuned-") and (project.path / chosen / "config.json").is_file()
 
             page.reload(wait_until="load")
             page.wait_for_selector("#image-info >> text=shot", timeout=60_000)

@@ -190,3 +190,104 @@ def test_cached_backbone_features_equal_computed_ones(base, tmp_path):
         full = _FeatureCache(0)  # no room: computed every time, nothing kept
         _image_features(model, single, full)
         assert full.maps == {} and full.used == 0
+
+
+# ------------------------------------------------------------------------ what a run may write, and when it stops
+
+FAST = TrainConfig(epochs=2, batch_size=2, lr=5e-4, augment=False, image_size=128, val_fraction=0.0)
+
+
+def test_a_folder_that_is_not_a_training_run_is_never_written_or_deleted(base, tmp_path):
+    project = shapes_project(tmp_path / "p", n=2)
+    theirs = tmp_path / "cats.partial"  # e.g. `gdino train cats.partial --out cats`: the project itself
+    theirs.mkdir()
+    (theirs / "labels.txt").write_text("precious")
+    with pytest.raises(ValueError, match="not a gdino training folder"):
+        train(project, str(base), tmp_path / "cats", FAST)
+    assert [p.name for p in theirs.iterdir()] == ["labels.txt"] and not (tmp_path / "cats").exists()
+
+
+def test_a_second_run_on_the_same_folder_is_refused(base, tmp_path):
+    from gdino.train.workdir import WorkDir
+
+    project = shapes_project(tmp_path / "p", n=2)
+    first = WorkDir(tmp_path / "out").open()  # another process's run holds the folder
+    try:
+        with pytest.raises(ValueError, match="another training run is writing"):
+            train(project, str(base), tmp_path / "out", FAST)
+    finally:
+        first.close()
+
+
+def stop_in_epoch_2(progress):
+    if progress.epoch == 2:
+        raise KeyboardInterrupt
+
+
+class _Planted:
+    def __reduce__(self):
+        return (os.system, (f"touch {PWNED}",))
+
+
+PWNED = Path("/tmp/gdino_test_planted_checkpoint_ran")
+
+
+def test_a_planted_checkpoint_runs_no_code(base, tmp_path):
+    project = shapes_project(tmp_path / "p", n=2)
+    with pytest.raises(KeyboardInterrupt):
+        train(project, str(base), tmp_path / "out", FAST, progress=stop_in_epoch_2)
+    checkpoint = tmp_path / "out.partial" / "checkpoint.pt"
+    PWNED.unlink(missing_ok=True)
+    torch.save({"model": _Planted()}, checkpoint)  # the fingerprint beside it still matches the run
+    with pytest.raises(ValueError, match="cannot be read as a checkpoint"):
+        train(project, str(base), tmp_path / "out", FAST)
+    assert not PWNED.exists()
+
+
+def test_a_diverging_loss_stops_with_a_clear_message(base, tmp_path, monkeypatch):
+    import gdino.train.trainer as trainer
+
+    real = trainer.grounding_loss
+
+    def nan_loss(*args, **kwargs):
+        out = real(*args, **kwargs)
+        out.total = out.total * float("nan")
+        return out
+    monkeypatch.setattr(trainer, "grounding_loss", nan_loss)
+    with pytest.raises(ValueError, match="the loss became nan in epoch 1, step 1: .* lower learning rate"):
+        train(shapes_project(tmp_path / "p", n=2), str(base), tmp_path / "out", FAST)
+    assert not (tmp_path / "out").exists()
+
+
+def test_an_image_that_disappears_during_training_is_named(base, tmp_path):
+    project = shapes_project(tmp_path / "p", n=3)
+    victim = project.images(order="name")[1]
+
+    def delete_it(progress):
+        Path(victim.path).unlink(missing_ok=True)
+    with pytest.raises(ValueError, match=f"{victim.name}: its file is missing; fix or remove that image"):
+        train(project, str(base), tmp_path / "out", FAST, progress=delete_it)
+
+
+def test_a_full_disk_keeps_the_last_checkpoint_and_leaves_no_half_file(base, tmp_path, monkeypatch):
+    import gdino.train.workdir as workdir
+
+    project = shapes_project(tmp_path / "p", n=2)
+    config = TrainConfig(epochs=3, batch_size=2, lr=5e-4, augment=False, image_size=128, val_fraction=0.0)
+    real_save, saves = torch.save, []
+
+    def full_after_one(obj, f, *args, **kwargs):
+        saves.append(1)
+        if len(saves) > 1:
+            f.write(b"half")
+            raise OSError(28, "No space left on device")
+        return real_save(obj, f, *args, **kwargs)
+    monkeypatch.setattr(workdir.torch, "save", full_after_one)
+    with pytest.raises(ValueError, match="is the disk full"):
+        train(project, str(base), tmp_path / "out", config)
+    partial = tmp_path / "out.partial"
+    assert sorted(p.name for p in partial.iterdir()) == ["checkpoint.json", "checkpoint.pt", "gdino-training", "lock"]
+    monkeypatch.setattr(workdir.torch, "save", real_save)
+    lines = []
+    train(project, str(base), tmp_path / "out", config, log=lines.append)  # space again: it goes on from epoch 1
+    assert "resuming after epoch 1 of 3" in lines and not partial.exists()

@@ -327,17 +327,18 @@ def delete_class(app: App, state: dict, name: str, with_objects: bool) -> str:
 # ------------------------------------------------------------------------------------ the model
 
 MODELS_DIR = "models"  # fine-tuned models live in the project, here
+_RUN_NAME = re.compile(r"finetuned-\d{8}-\d{6}")  # what start_training names a run; nothing else is trusted
 
 
 def trained_models(project) -> list[str]:
-    """The project's own fine-tuned models (finished directories under models/, newest first): real folders
-    inside the project, each with the model card gdino train writes."""
+    """The project's own fine-tuned models, as "models/NAME" (relative to the project, newest first): finished
+    runs under models/, real folders (no links) inside the project, each with the card gdino train writes."""
     root = project.path / MODELS_DIR
     if root.is_symlink() or not root.is_dir():
         return []
-    found = [d for d in root.iterdir() if not d.is_symlink() and d.is_dir() and not d.name.endswith(".partial")
-             and (d / "gdino_training.json").is_file() and (d / "config.json").is_file()]
-    return [str(d) for d in sorted(found, key=lambda d: d.name, reverse=True)]
+    found = [d.name for d in root.iterdir() if _RUN_NAME.fullmatch(d.name) and not d.is_symlink() and d.is_dir()
+             and all((d / f).is_file() and not (d / f).is_symlink() for f in ("gdino_training.json", "config.json"))]
+    return [f"{MODELS_DIR}/{name}" for name in sorted(found, reverse=True)]
 
 
 def offered_models(app: App, state: dict) -> tuple[str, ...]:
@@ -345,48 +346,58 @@ def offered_models(app: App, state: dict) -> tuple[str, ...]:
     return tuple(dict.fromkeys((*app.config.offered_models(), *trained_models(app.sessions.project(state)))))
 
 
-def _model_line(app: App, model: str) -> str:
-    card = Path(model) / "gdino_training.json"
-    if model not in app.config.offered_models() and card.is_file():
+def _model_line(app: App, state: dict | None, model: str) -> str:
+    if state is not None and model.startswith(f"{MODELS_DIR}/") and model not in app.config.offered_models():
+        name = model.removeprefix(f"{MODELS_DIR}/")
         try:
-            record = json.loads(card.read_text())
+            record = json.loads((app.sessions.project(state).path / model / "gdino_training.json").read_text())
             v = record["validation"]
             numbers = (f", held-out mAP@0.5 {v['base']['map50']:.3f} -> {v['fine_tuned']['map50']:.3f}"
-                       if v.get("base") and v.get("fine_tuned") else "")
-            return f"fine-tuned here: {Path(model).name} ({len(record['train_images'])} images{numbers})"
+                       if (v.get("base") or {}).get("map50") is not None
+                       and (v.get("fine_tuned") or {}).get("map50") is not None else "")
+            return f"fine-tuned here: {name} ({len(record['train_images'])} images{numbers})"
         except (OSError, ValueError, KeyError, TypeError):
-            return f"fine-tuned here: {Path(model).name}"
+            return f"fine-tuned here: {name}"
     return describe_model(model) + (" [server default]" if model == app.config.model else "")
 
 
 def model_choices(app: App, state: dict | None = None) -> list[tuple[str, str]]:
-    """(menu line, model) for every model the project may use, the server's default first."""
+    """(menu line, model) for every model the project may use, the server's default first. A fine-tuned model
+    is named relative to the project (no server path reaches the page)."""
     models = offered_models(app, state) if state is not None else app.config.offered_models()
-    return [(_model_line(app, m), m) for m in models]
+    return [(_model_line(app, state, m), m) for m in models]
 
 
 def project_model(app: App, state: dict) -> str:
     """The model the visitor's project chose, if it may still use it; else the server's default."""
     chosen = app.sessions.project(state).setting("model")
-    return chosen if chosen in offered_models(app, state) else app.config.model
+    return chosen if isinstance(chosen, str) and chosen in offered_models(app, state) else app.config.model
 
 
 def choose_model(app: App, state: dict, model: str | None) -> str:
     """The project's detector from now on. Labels already made stay as they are; the next Detect or
     auto-label run uses this model (a running one finishes with the model it started with)."""
-    if model not in offered_models(app, state):
+    if not isinstance(model, str) or model not in offered_models(app, state):
         raise ProjectError("that model is not offered by this server; choose one from the list")
     project = app.sessions.project(state)
-    if model == project_model(app, state):
-        return f"the project already uses {_model_line(app, model)}"
-    project.set_setting("model", model)
-    return (f"the project now uses {_model_line(app, model)}; its labels are kept, and the next detection uses it "
-            "(it loads on first use, which can take a minute)")
+    if model != project_model(app, state):  # (the menu may send one choice twice: the same answer both times)
+        project.set_setting("model", model)
+    return (f"the project now uses {_model_line(app, state, model)}; its labels are kept, and the next detection "
+            "uses it (it loads on first use, which can take a minute)")
+
+
+def _model_path(project, model: str) -> str:
+    """What the loader reads: a server model as named, a project's model as its folder (checked again)."""
+    if model.startswith(f"{MODELS_DIR}/") and model in trained_models(project):
+        return str(project.path / model)
+    return model
 
 
 def _detector(app: App, state: dict):
+    project = app.sessions.project(state)
     model = project_model(app, state)
-    return app.hub.detector(model, also=trained_models(app.sessions.project(state)))
+    also = tuple(_model_path(project, m) for m in trained_models(project))
+    return app.hub.detector(_model_path(project, model), also=also)
 
 
 # ------------------------------------------------------------------------------------ training
@@ -400,26 +411,35 @@ def start_training(app: App, state: dict, epochs, fast: bool) -> str:
     job = app.jobs.get(project.path)
     if job is not None and job.running:
         return job.text()
+    if isinstance(epochs, bool) or not isinstance(epochs, (int, float, str)):
+        raise ProjectError("the number of epochs must be a whole number, e.g. 12")
     try:
-        epochs = int(epochs)
-    except (TypeError, ValueError):
+        value = float(epochs)
+    except ValueError:
         raise ProjectError("the number of epochs must be a whole number, e.g. 12") from None
-    if not 1 <= epochs <= 500:
-        raise ProjectError("the number of epochs must be between 1 and 500")
+    if not value.is_integer() or not 1 <= value <= 500:
+        raise ProjectError("the number of epochs must be a whole number from 1 to 500")
+    epochs = int(value)
     if not project.images(status="reviewed"):
         raise ProjectError("no reviewed images to train on: check the labels of some images and press "
                            "*Mark reviewed* (r) on each")
-    config = TrainConfig(epochs=epochs, augment=not fast)
-    base = project_model(app, state)
-    pending = project.setting("training") or {}
     out_dir = project.path / MODELS_DIR
+    if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
+        raise ProjectError("the project's models folder is a link or a file; remove it to train here")
+    base = project_model(app, state)
+    pending = project.setting("training")
+    pending = pending if isinstance(pending, dict) else {}
+    name = pending.get("name")
     same = pending.get("epochs") == epochs and pending.get("fast") == bool(fast) and pending.get("base") == base
-    name = pending.get("name") if same and (out_dir / f"{pending.get('name')}.partial").is_dir() else None
-    if name is None or (out_dir / name).exists():
+    if not (same and isinstance(name, str) and _RUN_NAME.fullmatch(name) and not (out_dir / name).exists()):
         name = time.strftime("finetuned-%Y%m%d-%H%M%S")
     project.set_setting("training", {"name": name, "epochs": epochs, "fast": bool(fast), "base": base})
     out_dir.mkdir(exist_ok=True)
-    return app.jobs.start_training(project, base, out_dir / name, config, device=app.hub.device).text()
+    text_encoder = app.config.text_encoder if base == app.config.model else None
+    job = app.jobs.start_training(project, _model_path(project, base), out_dir / name, TrainConfig(epochs=epochs,
+                                  augment=not fast), device=app.hub.device, text_encoder=text_encoder,
+                                  images=_reader(app, project))
+    return job.text()
 
 
 def use_trained_model(app: App, state: dict) -> str:
@@ -436,9 +456,10 @@ def detect_image(app: App, state: dict, image_id: int | None, settings: LabelSet
     if image_id is None:
         raise ProjectError("no image selected: upload images first")
     project = app.sessions.project(state)
+    detector = _detector(app, state)  # a first load (minutes) does not hold every other visitor's models
     with app.jobs.model_lock:  # between two images of any running job
         segmenter = app.hub.segmenter() if settings.masks else None
-        summary = label_images(project, _detector(app, state), [image_id], settings, segmenter=segmenter,
+        summary = label_images(project, detector, [image_id], settings, segmenter=segmenter,
                                add_all_classes=False, keep_phrases=True, images=_reader(app, project))
     if summary.failed:
         raise ImageError(summary.failed[image_id])
@@ -455,7 +476,8 @@ def start_auto_label(app: App, state: dict, settings: LabelSettings) -> str:
     if not project.images(status="unlabeled"):
         return "nothing to do: every image is labeled already"
     segmenter = app.hub.segmenter if settings.masks else None
-    model, also = project_model(app, state), trained_models(project)
+    model = _model_path(project, project_model(app, state))
+    also = tuple(_model_path(project, m) for m in trained_models(project))
     return app.jobs.start(project, lambda: app.hub.detector(model, also=also), settings, segmenter,
                           images=_reader(app, project)).text()
 

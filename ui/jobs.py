@@ -19,6 +19,12 @@ from pathlib import Path
 
 from gdino.labeling import LabelSettings, label_images
 
+from .models import said_plainly
+
+
+class TrainingBusyError(ValueError):
+    """The server is training another project's model."""
+
 
 class FairLock:
     """A lock handed out in the order it was asked for. A job releases the models after each image and
@@ -103,7 +109,7 @@ class TrainJob:
         if self.state == "failed":
             return head + f" - stopped: {self.error}"
         r = self.result
-        if r is None or r.base is None or r.tuned is None:
+        if r is None or r.base is None or r.tuned is None or r.base.map50 is None or r.tuned.map50 is None:
             return f"training done ({self.epochs} epochs, no held-out images to measure): *Use the trained model* to " \
                    "label with it"
         return (f"training done: held-out mAP@0.5 {r.base.map50:.3f} (base model) -> {r.tuned.map50:.3f} (fine-tuned), "
@@ -139,22 +145,29 @@ class Jobs:
         job.thread.start()
         return job
 
-    def start_training(self, project, base: str, out: Path, config, device: str | None = None) -> TrainJob | Job:
+    def start_training(self, project, base: str, out: Path, config, device: str | None = None,
+                       text_encoder: str | None = None, images: Callable[[int], object] | None = None) -> TrainJob | Job:
         """Fine-tune `base` on the project's reviewed images into `out` (gdino.train.train), unless a job of this
-        project is running (that one is returned)."""
+        project is running (that one is returned). One training at a time on the server: each holds a model of
+        its own and its optimizer; another project's request is refused with a message."""
         with self._lock:
             job = self._jobs.get(project.path)
             if job is not None and job.running:
                 return job
+            if any(isinstance(j, TrainJob) and j.running for j in self._jobs.values()):
+                raise TrainingBusyError("another project is training on this server now; train again when it has ended")
             job = TrainJob(epochs=config.epochs, out=out)
-            job.thread = threading.Thread(target=self._train, args=(job, project, base, config, device),
+            job.thread = threading.Thread(target=self._train, args=(job, project, base, config, device, text_encoder,
+                                                                    images),
                                           name=f"gdino-train-{project.path.name}", daemon=True)
             self._jobs[project.path] = job
         job.thread.start()
         return job
 
-    def _train(self, job: TrainJob, project, base: str, config, device: str | None) -> None:
+    def _train(self, job: TrainJob, project, base: str, config, device: str | None, text_encoder: str | None,
+               images) -> None:
         from gdino.train.trainer import train
+        from gdino.weights import WeightsError
 
         def progress(p) -> None:
             job.epoch, job.loss, job.done = p.epoch, p.loss, job.done + 1
@@ -162,13 +175,17 @@ class Jobs:
                 raise KeyboardInterrupt  # the trainer keeps its last finished epoch
         try:
             job.result = train(project, base, job.out, config, device=device, progress=progress,
-                               step_lock=self.model_lock)
+                               step_lock=self.model_lock, text_encoder=text_encoder, images=images,
+                               restart_other_run=True)  # changed labels since a stopped run: start over
             job.epoch = job.epochs
             job.state = "done"
         except KeyboardInterrupt:
             job.state = "cancelled"
+        except WeightsError as err:
+            job.error = said_plainly("the base model", err)
+            job.state = "failed"
         except Exception as err:  # nothing to train on, the disk is full: said in the page
-            job.error = str(err)
+            job.error = str(err).replace("run the same command again", "train again with the same settings")
             job.state = "failed"
 
     def busy(self, project_dir: Path) -> bool:

@@ -62,26 +62,32 @@ class ModelHub:
         unchecked."""
         model = model or self.config.model
         if model not in self.config.offered_models() and model not in also:
-            raise ValueError(f"this server does not offer the model {model!r}")
+            raise ValueError("this server does not offer that model; choose one from the list")
         with self._lock:
             if model in self._detectors:
                 self._detectors.move_to_end(model)
                 return self._detectors[model]
-            while len(self._detectors) >= max(1, self.config.max_loaded_models):
-                self._detectors.popitem(last=False)  # the least recently used; freed once no job holds it
-            self._loading = f"Grounding DINO ({model})"
+            self._loading = f"Grounding DINO ({self._public(model)})"
             try:
                 # the text encoder is for the server's own .pth checkpoint; hub checkpoints bring theirs
                 text_encoder = self.config.text_encoder if model == self.config.model else None
                 detector = gdino.Detector.from_pretrained(model, text_encoder=text_encoder, device=self.device)
             except ValueError as err:
-                self.detector_errors[model] = _said_plainly(model, err)
+                self.detector_errors[model] = said_plainly(self._public(model), err)
                 raise ValueError(self.detector_errors[model]) from err
             finally:
                 self._loading = None
             self.detector_errors.pop(model, None)
+            while len(self._detectors) >= max(1, self.config.max_loaded_models):
+                self._detectors.popitem(last=False)  # the least recently used, once the new one loaded; freed
+                # when no job holds it any more
             self._detectors[model] = detector
             return detector
+
+    def _public(self, model: str) -> str:
+        """A model's name for the status line every visitor sees: the server's own models by name, a project's
+        fine-tuned model never by its path (that path holds the project's private link)."""
+        return model if model in self.config.offered_models() else "a project's fine-tuned model"
 
     def segmenter(self) -> gdino.Segmenter:
         if not self.sam_enabled:
@@ -123,7 +129,7 @@ class ModelHub:
             parts.append(f"loading {self._loading} ...")
         loaded = list(self._detectors.items())
         if loaded:
-            parts.append("detector " + " and ".join(model for model, _ in loaded))
+            parts.append("detector " + " and ".join(self._public(model) for model, _ in loaded))
         elif self.detector_error:
             parts.append(f"detector unavailable ({self.detector_error}; start with --model /path/to/weights)")
         elif not self._loading:
@@ -138,14 +144,14 @@ class ModelHub:
             weight = next(loaded[-1][1].model.parameters())
             parts.append(f"deformable attention: {describe(weight.device, weight.dtype)}")
         text = ", ".join(parts)
-        odd = [model for model, detector in loaded if not is_published_model(detector)]
+        odd = [self._public(model) for model, detector in loaded if not is_published_model(detector)]
         if odd:
             text += (f" -- WARNING: {', '.join(odd)} is not a published Grounding DINO model (its sizes differ from "
                      "Swin-T/B/L), e.g. the tests' tiny random model: its detections are meaningless")
         return text
 
 
-def _said_plainly(model: str, err: ValueError) -> str:
+def said_plainly(model: str, err: ValueError) -> str:
     """A loading error in the words of someone running or using the app (no Python calls)."""
     text = str(err)
     if text.startswith("could not get"):

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,6 +56,9 @@ class Example:
     height: int
     boxes: np.ndarray  # (N, 4) float32 xyxy, pixels of the upright image, clipped, positive area
     class_ids: np.ndarray  # (N,) int64 indices into ExampleSet.classes
+    # image_id -> the checked file to read, at every read (the app's own rules: Sessions.image_path); None:
+    # `image_file`'s rules
+    reader: Callable[[int], Path] | None = None
 
 
 @dataclass(frozen=True)
@@ -121,10 +124,13 @@ class Batch:
 # -- selection ---------------------------------------------------------------------------------------
 
 
-def examples_from_project(project: Project, *, touched: bool = False) -> ExampleSet:
+def examples_from_project(project: Project, *, touched: bool = False,
+                          images: Callable[[int], Path] | None = None) -> ExampleSet:
     """The project's training examples (see the module docstring for which). Images whose file is
     unsafe, unreadable or changed are left out and listed in `report.skipped`. Raises
-    TrainingDataError when the project has no classes or no usable image."""
+    TrainingDataError when the project has no classes or no usable image. images: image_id -> the file to
+    read, checked when it is read (the app passes its own rules, as to `label_images`); default
+    `image_file`."""
     classes = tuple(project.classes)
     if not classes:
         raise TrainingDataError(f"the project {project.path} has no classes; add the classes to detect first")
@@ -140,7 +146,7 @@ def examples_from_project(project: Project, *, touched: bool = False) -> Example
             continue
         selected += 1
         try:
-            path = image_file(record.path, project.path)
+            path = images(record.id) if images is not None else image_file(record.path, project.path)
             _check_size(to_rgb(path), record.width, record.height)
         except (OSError, ImageError) as err:
             skipped.append((record.name, _why(err, record)))
@@ -160,7 +166,8 @@ def examples_from_project(project: Project, *, touched: bool = False) -> Example
             counts["model"] += o.source == "model"
         counts["objects"] += len(boxes)
         examples.append(Example(record.id, record.name, path, project.path, record.width, record.height,
-                                np.asarray(boxes, dtype=np.float32).reshape(-1, 4), np.asarray(class_ids, dtype=np.int64)))
+                                np.asarray(boxes, dtype=np.float32).reshape(-1, 4), np.asarray(class_ids, dtype=np.int64),
+                                images))
     if not examples:
         raise TrainingDataError(_nothing_message(project.path, touched, selected, skipped))
     report = DataReport(len(examples), counts["objects"], counts["model"], counts["phrase"], counts["clipped"],
@@ -180,7 +187,7 @@ def _nothing_message(directory: Path, touched: bool, selected: int, skipped: lis
         return f"none of the {selected} image(s) selected for training could be read: {shown}{more}"
     which = "reviewed images or images with labels a person made or corrected" if touched else "reviewed images"
     hint = "" if touched else ", or also train on images whose labels a person made or corrected"
-    return (f"the project {directory} has no {which} to train on: check the labels of some images and mark them "
+    return (f"the project has no {which} to train on: check the labels of some images and mark them "
             f"reviewed{hint}")
 
 
@@ -216,9 +223,16 @@ def image_file(path: Path, project_dir: Path) -> Path:
 
 
 def load_image(example: Example) -> Image.Image:
-    """The example's pixels: upright RGB, checked as `image_file` does, at the stored size."""
-    rgb = to_rgb(image_file(example.path, example.project_dir))
-    _check_size(rgb, example.width, example.height)
+    """The example's pixels: upright RGB, checked as `image_file` does (or the example's reader), at the
+    stored size. An ImageError names the image."""
+    try:
+        path = example.reader(example.image_id) if example.reader is not None else image_file(example.path,
+                                                                                             example.project_dir)
+        rgb = to_rgb(path)
+        _check_size(rgb, example.width, example.height)
+    except (OSError, ImageError) as err:
+        why = str(err).replace(repr(str(example.path)), "the file").replace(str(example.path), "the file")
+        raise ImageError(f"{example.name}: {why}" if not why.startswith(example.name) else why) from err
     return rgb
 
 

@@ -4,8 +4,8 @@
 
 The base model is read, never written: the result is a new directory in the transformers layout
 (`gdino.save.save_pretrained`) with a model card and `gdino_training.json` (data, settings, both mAPs).
-While training, `OUT.partial/` holds a checkpoint after every epoch (and when interrupted); running the
-same command again resumes from it, and the finished directory appears only at the end, whole.
+While training, `OUT.partial/` holds a checkpoint after every epoch (`workdir.py`); after an interruption
+the same command resumes from it, and the finished directory appears only at the end, whole.
 
 Every batch is trained on every prompt chunk of the class list (a list longer than one prompt is split as
 `Detector` splits it), so each image sees every class as a positive or a negative. The backbone and BERT
@@ -20,7 +20,6 @@ import hashlib
 import json
 import math
 import os
-import shutil
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
@@ -28,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from ..processing import ImageError
 from ..project import Project
 from ..prompts import build_chunks, parse_classes
 from .data import Augment, Batch, Example, ExampleSet, batches, examples_from_project, split_examples
@@ -35,6 +35,7 @@ from .evaluate import MapResult, evaluate_detector
 from .loss import LossConfig, grounding_loss
 from .settings import TrainConfig, TrainingError
 from .targets import ChunkClasses, chunk_classes, chunk_target
+from .workdir import WorkDir
 
 
 @dataclass
@@ -139,17 +140,6 @@ def _fingerprint(project_dir: Path, base: str, config: TrainConfig, data: Exampl
     return hashlib.sha256(json.dumps(facts, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def _save_checkpoint(path: Path, model, optimizer, epoch: int, losses: list[float], fingerprint: str,
-                     base_map: dict | None) -> None:
-    trained = {k: v for k, v in model.state_dict().items() if _is_trained(model, k)}
-    tmp = path.with_suffix(".tmp")
-    torch.save({"model": trained, "optimizer": optimizer.state_dict(), "epoch": epoch, "losses": losses,
-                "fingerprint": fingerprint, "base_map": base_map}, tmp)
-    with open(tmp, "rb") as f:
-        os.fsync(f.fileno())
-    os.replace(tmp, path)  # the old checkpoint stays until the new one is whole
-
-
 def _is_trained(model, key: str) -> bool:
     frozen = tuple(p for p, m in (("backbone.", model.backbone), ("bert.", model.bert))
                    if not any(q.requires_grad for q in m.parameters()))
@@ -159,14 +149,17 @@ def _is_trained(model, key: str) -> bool:
 def train(project: Project | str | os.PathLike, base: str, out: str | os.PathLike, config: TrainConfig | None = None,
           *, device: str | torch.device | None = None, progress: Callable[[Progress], None] | None = None,
           log: Callable[[str], None] = lambda line: None, text_encoder: str | None = None,
-          step_lock: contextlib.AbstractContextManager | None = None) -> TrainResult:
+          step_lock: contextlib.AbstractContextManager | None = None, images: Callable[[int], Path] | None = None,
+          restart_other_run: bool = False) -> TrainResult:
     """Fine-tune `base` (hub id, directory or .pth, as gdino.load_model takes) on the project's reviewed images;
     write the result to the new directory `out`. Resumes from `out`.partial when it holds a checkpoint of the
-    same run. Raises TrainingError (nothing to train on, `out` exists, a checkpoint of another run).
+    same run (same base, settings, classes, images and boxes); a checkpoint of another run is refused
+    (restart_other_run: discarded, and the run starts over). Raises TrainingError (nothing to train on, `out`
+    exists, another run's folder, the loss diverged, the disk is full).
     progress is called after every step; raising KeyboardInterrupt there stops the run as Ctrl-C does (the last
-    finished epoch is kept). step_lock is held for each step (the app shares its models' lock this way)."""
+    finished epoch is kept). step_lock is held for each step and each image measured (the app shares its models'
+    lock this way). images: image_id -> the checked file to read (the app's rules; see examples_from_project)."""
     from .. import Detector
-    from ..save import save_pretrained
     from ..weights import load_model
 
     config = config or TrainConfig()
@@ -174,55 +167,89 @@ def train(project: Project | str | os.PathLike, base: str, out: str | os.PathLik
     loss_config = LossConfig(mode=config.loss_mode)
     start = time.monotonic()
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+    if out.is_symlink() or (out.exists() and (not out.is_dir() or any(out.iterdir()))):
         raise TrainingError(f"{out} already exists; choose a new directory for the fine-tuned model (a model is "
                             "never overwritten)")
     own = isinstance(project, (str, os.PathLike))
     project = Project.open(project) if own else project
     try:
-        data = examples_from_project(project, touched=config.touched)
+        data = examples_from_project(project, touched=config.touched, images=images)
         split = split_examples(data.examples, config.val_fraction, config.seed)
     finally:
         if own:
             project.close()
-    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
-    model = load_model(base, text_encoder=text_encoder, device=device)
-    chunks = _chunks(data.classes, model.tokenizer, model.config.max_text_len)
-    work = out.with_name(out.name + ".partial")
-    work.mkdir(parents=True, exist_ok=True)
-    checkpoint = work / "checkpoint.pt"
     fingerprint = _fingerprint(project.path, base, config, data)
-    log(f"{len(split.train)} training image(s), {len(split.val)} validation image(s), {len(data.classes)} class(es)"
-        f" in {len(chunks)} prompt(s), on {device}")
-
-    _freeze(model, config)
-    optimizer = torch.optim.AdamW(_parameter_groups(model, config), weight_decay=config.weight_decay)
-    first_epoch, losses, base_map = 0, [], None
-    if checkpoint.is_file():
-        saved = torch.load(checkpoint, map_location=device, weights_only=False)
-        if saved["fingerprint"] != fingerprint:
-            raise TrainingError(f"{work} holds a checkpoint of another run (other images, classes or settings); "
-                                f"delete it to start again, or choose another --out")
-        model.load_state_dict(saved["model"], strict=False)
-        optimizer.load_state_dict(saved["optimizer"])
-        first_epoch, losses, base_map = saved["epoch"], saved["losses"], saved["base_map"]
-        log(f"resuming after epoch {first_epoch} of {config.epochs}")
-    base_result = None
-    if split.val and base_map is None:
-        log("measuring the base model on the validation images ...")
-        base_result = evaluate_detector(Detector(model, image_size=config.image_size), split.val, data.classes)
-        base_map = asdict(base_result)
+    work = WorkDir(out).open()
+    try:
+        device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+        model = load_model(base, text_encoder=text_encoder, device=device)
+        chunks = _chunks(data.classes, model.tokenizer, model.config.max_text_len)
+        log(f"{len(split.train)} training image(s), {len(split.val)} validation image(s), {len(data.classes)} "
+            f"class(es) in {len(chunks)} prompt(s), on {device}")
         _freeze(model, config)
-    elif base_map is not None:
-        base_result = MapResult(**base_map)
+        optimizer = torch.optim.AdamW(_parameter_groups(model, config), weight_decay=config.weight_decay)
+        first_epoch, losses, base_map = 0, [], None
+        if work.has_checkpoint():
+            if work.fingerprint() != fingerprint:
+                if not restart_other_run:
+                    raise TrainingError(f"{work.path} holds a checkpoint of another run (other images, boxes, classes "
+                                        "or settings); delete it to start again, or choose another --out")
+                log("the labels or settings changed since the stopped run: training starts again")
+            else:
+                saved = work.load(device)
+                missing, unexpected = model.load_state_dict(saved["model"], strict=False)
+                if unexpected or any(_is_trained(model, k) for k in missing):
+                    raise TrainingError(f"{work.path}: the checkpoint does not fit this model; delete it to start again")
+                optimizer.load_state_dict(saved["optimizer"])
+                first_epoch, losses, base_map = int(saved["epoch"]), list(saved["losses"]), saved["base_map"]
+                log(f"resuming after epoch {first_epoch} of {config.epochs}")
 
+        def measure(what: str) -> MapResult:
+            log(f"measuring the {what} model on the validation images ...")
+            result = evaluate_detector(_Locked(Detector(model, image_size=config.image_size), step_lock), split.val,
+                                       data.classes)
+            _freeze(model, config)
+            return result
+
+        base_result = None
+        if split.val and base_map is None:
+            base_result = measure("base")
+            base_map = asdict(base_result)
+        elif base_map is not None:
+            base_result = MapResult(**base_map)
+        losses = _epochs(model, optimizer, data, split, chunks, config, loss_config, work, fingerprint, base_map,
+                         first_epoch, losses, device, progress, step_lock, log)
+        tuned = measure("fine-tuned") if split.val else None
+        result = TrainResult(out, base_result, tuned, losses[0] if losses else math.nan,
+                             losses[-1] if losses else math.nan, config.epochs, len(split.train), len(split.val), 0.0)
+        result.seconds = time.monotonic() - start
+        _write_model(model.float().eval(), out, _record(project.path, base, config, data, split.train, split.val,
+                                                        result))
+        work.remove()
+        return result
+    finally:
+        work.close()
+
+
+class _Locked:
+    """A Detector whose every detection holds `lock` (the app's models' lock), one image at a time."""
+
+    def __init__(self, detector, lock):
+        self.detector, self.lock = detector, lock
+
+    def detect(self, *args, **kwargs):
+        with self.lock or contextlib.nullcontext():
+            return self.detector.detect(*args, **kwargs)
+
+
+def _epochs(model, optimizer, data: ExampleSet, split, chunks, config: TrainConfig, loss_config: LossConfig,
+            work: WorkDir, fingerprint: str, base_map, first_epoch: int, losses: list[float], device, progress,
+            step_lock, log) -> list[float]:
+    """The training epochs from first_epoch on, a checkpoint after each; returns the mean loss of every epoch."""
     augment = Augment() if config.augment else None
-    cache = None
-    if config.freeze_backbone and not config.augment:
-        cache = _FeatureCache(config.cache_gb * 2**30)
+    cache = _FeatureCache(config.cache_gb * 2**30) if config.freeze_backbone and not config.augment else None
     drop_at = max(1, math.ceil(config.epochs * config.lr_drop)) if config.lr_drop < 1 else config.epochs + 1
-    autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda"
-                else contextlib.nullcontext())
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
     trainable = [p for p in model.parameters() if p.requires_grad]
     epoch = first_epoch
     try:
@@ -233,9 +260,9 @@ def train(project: Project | str | os.PathLike, base: str, out: str | os.PathLik
             steps = math.ceil(len(split.train) / config.batch_size) if cache is None else None
             tick = time.monotonic()
             seen = 0
-            for step, batch in enumerate(batches(split.train, config.batch_size, augment=augment, seed=config.seed,
-                                                 epoch=epoch, same_size=cache is not None,
-                                                 size=config.image_size), start=1):
+            stream = batches(split.train, config.batch_size, augment=augment, seed=config.seed, epoch=epoch,
+                             same_size=cache is not None, size=config.image_size)
+            for step, batch in enumerate(_named_failures(stream), start=1):
                 with step_lock or contextlib.nullcontext():
                     with autocast:
                         image = _image_features(model, batch, cache)
@@ -246,34 +273,48 @@ def train(project: Project | str | os.PathLike, base: str, out: str | os.PathLik
                             out_ = model.decode_train(image, text)
                             targets = [chunk_target(t.class_ids, t.boxes, chunk.classes) for t in batch.targets]
                             total = total + grounding_loss(out_, targets, chunk.classes.token_map, loss_config).total
+                    value = float(total.detach())
+                    if not math.isfinite(value):
+                        raise TrainingError(f"the loss became {value} in epoch {epoch + 1}, step {step}: "
+                                            "training diverged; train again with a lower learning rate")
                     optimizer.zero_grad(set_to_none=True)
                     total.backward()
                     torch.nn.utils.clip_grad_norm_(trainable, config.clip)
                     optimizer.step()
-                epoch_losses.append(float(total.detach()))
+                epoch_losses.append(value)
                 seen += len(batch.image_ids)
                 if progress is not None:
                     progress(Progress(epoch + 1, config.epochs, step, steps or step, epoch_losses[-1],
                                       seen / max(time.monotonic() - tick, 1e-9)))
             losses.append(sum(epoch_losses) / max(len(epoch_losses), 1))
-            _save_checkpoint(checkpoint, model, optimizer, epoch + 1, losses, fingerprint, base_map)
+            trained = {k: v for k, v in model.state_dict().items() if _is_trained(model, k)}
+            work.save({"model": trained, "optimizer": optimizer.state_dict(), "epoch": epoch + 1, "losses": losses,
+                       "base_map": base_map}, fingerprint)
     except KeyboardInterrupt:
-        log(f"interrupted in epoch {epoch + 1}: the last finished epoch is kept in {work}; run the same command "
+        log(f"interrupted in epoch {epoch + 1}: the last finished epoch is kept in {work.path}; run the same command "
             "again to resume")
         raise
+    return losses
 
-    tuned = None
-    if split.val:
-        log("measuring the fine-tuned model on the validation images ...")
-        tuned = evaluate_detector(Detector(model, image_size=config.image_size), split.val, data.classes)
-    result = TrainResult(out, base_result, tuned, losses[0] if losses else math.nan, losses[-1] if losses else math.nan,
-                         config.epochs, len(split.train), len(split.val), 0.0)
-    result.seconds = time.monotonic() - start
-    record = _record(project.path, base, config, data, split.train, split.val, result)
-    save_pretrained(model.float().eval(), out, extra_files={"README.md": _card(record),
-                                                            "gdino_training.json": json.dumps(record, indent=2)})
-    shutil.rmtree(work, ignore_errors=True)
-    return result
+
+def _named_failures(stream):
+    """Batches, with an image that can no longer be read (deleted, swapped, changed meanwhile) said by name."""
+    try:
+        yield from stream
+    except ImageError as err:
+        raise TrainingError(f"{err}; fix or remove that image and train again (the last finished epoch is kept)") \
+            from err
+
+
+def _write_model(model, out: Path, record: dict) -> None:
+    from ..save import save_pretrained
+
+    try:
+        save_pretrained(model, out, extra_files={"README.md": _card(record),
+                                                 "gdino_training.json": json.dumps(record, indent=2)})
+    except (OSError, RuntimeError) as err:
+        raise TrainingError(f"could not write the fine-tuned model to {out} ({err}); is the disk full? The training "
+                            "is kept: run the same command again to write it") from err
 
 
 # ------------------------------------------------------------------------------------------ records
