@@ -49,23 +49,29 @@ class FairLock:
             self._cond.notify_all()
 
 
-@dataclass
-class Job:
-    total: int
-    done: int = 0
-    labeled: int = 0
-    objects: int = 0
-    failed: dict[int, str] = field(default_factory=dict)  # image id -> why
-    kept: int = 0  # images a person marked meanwhile: left as they were
+@dataclass(kw_only=True)
+class _Background:
+    """What every job has: its state, its error, its stop switch and its thread."""
+
     state: str = "running"  # running, done, cancelled, failed
     error: str | None = None
-    started: float = field(default_factory=time.monotonic)
     stop: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
 
     @property
     def running(self) -> bool:
         return self.state == "running"
+
+
+@dataclass(kw_only=True)
+class Job(_Background):
+    total: int
+    done: int = 0
+    labeled: int = 0
+    objects: int = 0
+    failed: dict[int, str] = field(default_factory=dict)  # image id -> why
+    kept: int = 0  # images a person marked meanwhile: left as they were
+    started: float = field(default_factory=time.monotonic)
 
     def text(self) -> str:
         """One line for the page."""
@@ -81,23 +87,15 @@ class Job:
         return head + " - done"
 
 
-@dataclass
-class TrainJob:
+@dataclass(kw_only=True)
+class TrainJob(_Background):
     epochs: int
     out: Path  # the model directory it writes (under the project's models/)
     epoch: int = 0
     done: int = 0  # steps done (the page's poll notices progress by it)
     loss: float | None = None
-    state: str = "running"  # running, done, cancelled, failed
-    error: str | None = None
     result: object | None = None  # gdino.train.trainer.TrainResult once done
     failed: dict = field(default_factory=dict)  # no per-image failures: the shape of Job's
-    stop: threading.Event = field(default_factory=threading.Event)
-    thread: threading.Thread | None = None
-
-    @property
-    def running(self) -> bool:
-        return self.state == "running"
 
     def text(self) -> str:
         head = f"training: epoch {self.epoch} / {self.epochs}" + (f", loss {self.loss:.3f}" if self.loss is not None
