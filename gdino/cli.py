@@ -60,7 +60,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors whose message already tells the user what to do: printed as one line, exit code 2. The
     model-side ones are looked up only once their modules are loaded (they import torch)."""
     lazy = [("gdino.weights", "WeightsError"), ("gdino.keymap", "KeyMapError"), ("gdino.segment", "SegmenterError"),
-            ("gdino.train.settings", "TrainingError")]
+            ("gdino.train.settings", "TrainingError"), ("gdino.ray_engine", "RayEngineError")]
     loaded = tuple(getattr(sys.modules[module], name) for module, name in lazy if module in sys.modules)
     return (UsageError, NoImagesError, ProjectError, PromptError, ExportError, *loaded)
 
@@ -120,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_label(commands)
     _add_import(commands)
+    _add_import_results(commands)
     _add_export(commands)
     _add_rm(commands)
     _add_info(commands)
@@ -173,7 +174,8 @@ def _add_label(commands) -> None:
                "  gdino label photos/ --classes \"cat, remote control\" --out myproject\n"
                "  gdino label 'shots/**/*.jpg' --classes \"car: car, automobile; person\" --out cars --sam vit_b\n"
                "  gdino label photos/ --prompt \"a cat on a red couch\" --out proj --export coco --export-dir coco/\n"
-               "  gdino label --classes cat --out myproject     # label the images already in the project\n\n"
+               "  gdino label --classes cat --out myproject     # label the images already in the project\n"
+               "  gdino label photos/ --classes cat --out myproject --engine ray --actors 2   # on Ray (gdino[ray])\n\n"
                "exit codes: 0 all fine, 1 some images failed, 2 usage or model errors, 130 interrupted "
                "(run it again to resume)")
     p.add_argument("images", nargs="*", metavar="IMAGES",
@@ -208,7 +210,36 @@ def _add_label(commands) -> None:
     p.add_argument("--export-dir", metavar="DIR", help="where --export writes")
     p.add_argument("--overwrite", action="store_true", help="let --export replace a non-empty --export-dir whole")
     _add_split_flags(p)
+    _add_ray_flags(p)
     p.set_defaults(run=cmd_label)
+
+
+def _nonnegative(text: str) -> float:
+    value = float(text)
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a number >= 0")
+    return value
+
+
+def _add_ray_flags(p: argparse.ArgumentParser) -> None:
+    ray = p.add_argument_group("on Ray (pip install \"gdino[ray]\")", "detection on a Ray actor pool, locally or on a "
+                               "cluster; this process stays the only writer of the project")
+    ray.add_argument("--engine", choices=("plain", "ray"), default="plain",
+                     help="plain: in this process (default); ray: on Ray Data actors")
+    ray.add_argument("--address", metavar="auto|ray://HOST:10001",
+                     help="join this Ray cluster (default: start a private local Ray for the run)")
+    ray.add_argument("--actors", type=_positive, metavar="N", help="model copies, each loaded once (default: 1)")
+    ray.add_argument("--cpus-per-actor", type=_nonnegative, metavar="C",
+                     help="CPUs (and torch threads) per actor (default: this machine's CPUs shared by the actors; "
+                          "1 on a cluster)")
+    ray.add_argument("--gpus-per-actor", type=_nonnegative, metavar="G", help="GPUs per actor, e.g. 1 or 0.5 (default: 0)")
+    ray.add_argument("--results", metavar="DIR|URI",
+                     help="the actors write results as Parquet shards here instead of into the project; "
+                          "then `gdino import-results DIR --into PROJECT`. A re-run skips the images DIR holds")
+    ray.add_argument("--verbose", action="store_true", help="show Ray's own progress bars and logs")
+
+
+_RAY_FLAGS = ("address", "actors", "cpus_per_actor", "gpus_per_actor", "results")
 
 
 def _add_split_flags(p: argparse.ArgumentParser) -> None:
@@ -216,6 +247,24 @@ def _add_split_flags(p: argparse.ArgumentParser) -> None:
                    help="share of images in a 'val' split, by image, fixed by --seed (default: 0, all 'train')")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the train/val split (default: 0)")
     p.add_argument("--reviewed-only", action="store_true", help="export only images marked reviewed")
+
+
+def _add_import_results(commands) -> None:
+    p = commands.add_parser(
+        "import-results", help="store the results that `gdino label --engine ray --results DIR` wrote",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=_para("Read a folder of result shards (Parquet, local or a URI) shard by shard and store each "
+                          "image's objects in a project (created if missing), the way `gdino label` stores them. "
+                          "Images the project lacks are added from their source file. Images already labeled are "
+                          "left as they are, so importing twice adds nothing. A damaged shard is reported and the "
+                          "others are imported."),
+        epilog="example:\n  gdino import-results results/ --into myproject\n\n"
+               "exit codes: 0 all imported, 1 some images failed or a shard could not be read, 2 usage errors")
+    p.add_argument("results", metavar="DIR", help="the folder (or URI) --results wrote")
+    p.add_argument("--into", required=True, metavar="PROJECT_DIR", help="the project directory (created if missing)")
+    p.add_argument("--copy", action=argparse.BooleanOptionalAction, default=True,
+                   help="copy images the project lacks into it (default), or --no-copy to reference them")
+    p.set_defaults(run=cmd_import_results)
 
 
 def _add_export(commands) -> None:
@@ -323,6 +372,7 @@ class _Plan:
 
     todo: list[Path | ImageRecord] = field(default_factory=list)  # to add (Path) or to label (unlabeled record)
     done: int = 0  # inputs already in the project and no longer unlabeled: skipped
+    sources: dict[int, str] = field(default_factory=dict)  # image id -> the input it was found by (todo records)
 
 
 @dataclass
@@ -332,14 +382,18 @@ class _Run:
     objects: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)  # (name, why)
     label_ids: list[int] = field(default_factory=list)
+    keys: dict[int, str] = field(default_factory=dict)  # image id -> its source (the input file), where known
     kept: int = 0  # images a person marked (skipped, reviewed) while the run went on: left as they were
     seconds: float = 0.0  # labeling only
+    first_result: float | None = None  # --engine ray: seconds to the first result (Ray's and the actors' start)
+    aborted: str | None = None  # --engine ray: why the Ray job failed before the end
 
 
 def cmd_label(args: argparse.Namespace) -> int:
     settings = _settings(args)  # the classes are checked before anything is loaded or written
     if args.export and not args.export_dir:
         raise UsageError("--export needs --export-dir DIR")
+    _check_engine(args)
     out = Path(args.out).expanduser().resolve()
     sources = find_images(args.images, exclude=out)
     project = Project.open(out) if (out / DB_NAME).is_file() else None
@@ -350,22 +404,27 @@ def cmd_label(args: argparse.Namespace) -> int:
         if not plan.todo:
             print(f"nothing to do: no unlabeled images; {plan.done} image(s) already labeled or skipped in {out}")
             return _export_after(project, args) if args.export else 0
-        detector, segmenter = _load_models(args)
+        detector, segmenter = _load_models(args)  # with Ray too: a bad --model or --sam is exit code 2, before any write
         _check_prompt(detector, settings)  # words the model's tokenizer does not know: before any file is copied
+        if args.engine == "ray":
+            del detector, segmenter  # the actors load their own
         if project is None:
             project = Project.create(out, exist_ok=True)
         run = _Run()
         try:
             _add(project, plan, args.copy, run)
-            _label(project, detector, segmenter, settings, args.batch_size, run)
+            if args.engine == "ray":
+                _label_on_ray(project, settings, args, run)
+            else:
+                _label(project, detector, segmenter, settings, args.batch_size, run)
         except KeyboardInterrupt:
             unlabeled = {r.id for r in project.images(status="unlabeled")}
             done = sum(1 for image_id in run.label_ids if image_id not in unlabeled)
             print(f"\ngdino label: interrupted after adding {run.added} and labeling {done} image(s); every image "
                   "is stored whole. Run the same command again to resume.", file=sys.stderr)
             return 130
-        _print_summary(run, plan.done, project.path)
-        code = 1 if run.failed else 0
+        _print_summary(run, plan.done, project.path, args.results)
+        code = 1 if run.failed or run.aborted else 0
         if args.export:
             code = max(code, _export_after(project, args))
         return code
@@ -411,6 +470,7 @@ def _plan(project: Project | None, sources: list[Path]) -> _Plan:
             seen.add(record.id)
             if record.status == "unlabeled":
                 plan.todo.append(record)
+                plan.sources[record.id] = str(source)
             else:
                 plan.done += 1
     return plan
@@ -463,6 +523,8 @@ def _add(project: Project, plan: _Plan, copy: bool, run: _Run) -> None:
         for item in plan.todo:
             if isinstance(item, ImageRecord):
                 run.label_ids.append(item.id)
+                if item.id in plan.sources:
+                    run.keys[item.id] = plan.sources[item.id]
                 continue
             try:
                 with _sigint_deferred():  # the image and the note of its source: one transaction, both or neither
@@ -472,6 +534,7 @@ def _add(project: Project, plan: _Plan, copy: bool, run: _Run) -> None:
             else:
                 run.added += 1
                 run.label_ids.append(record.id)
+                run.keys[record.id] = str(item)
             bar.update()
 
 
@@ -498,6 +561,63 @@ def _label(project: Project, detector, segmenter, settings: LabelSettings, batch
     for image_id, why in summary.failed.items():  # failures inside the model call were not seen by `read`
         if records[image_id].name not in reported:
             run.failed.append((records[image_id].name, why))
+
+
+def _check_engine(args: argparse.Namespace) -> None:
+    given = [f"--{name.replace('_', '-')}" for name in _RAY_FLAGS if getattr(args, name) is not None]
+    if args.engine != "ray" and given:
+        raise UsageError(f"{', '.join(given)} only apply with --engine ray")
+    if args.results is not None and args.export:
+        raise UsageError(f"--export with --results: the labels stay in {args.results} until `gdino import-results`; "
+                         "export after importing them")
+    if args.engine == "ray" and args.device is not None and args.device.startswith("cuda") and not args.gpus_per_actor:
+        raise UsageError(f"--device {args.device} with --engine ray needs --gpus-per-actor (a GPU for each actor)")
+
+
+def _label_on_ray(project: Project, settings: LabelSettings, args: argparse.Namespace, run: _Run) -> None:
+    """Detection on Ray actors; this process stores each result as it streams back (`results.store_row`,
+    the plain engine's way: one transaction per image, only while it is still unlabeled), or with
+    --results leaves them in the shards the actors wrote."""
+    from .ray_engine import ModelSpec, RayOptions, RayRunError, Task, label_on_ray
+    from .results import done_keys, store_row
+
+    records = {r.id: r for r in project.images(order="added")}
+    tasks = [Task(i, run.keys.get(i, str(records[i].path)), records[i].name, str(records[i].path)) for i in run.label_ids]
+    if args.results is not None:  # resume: what the folder holds is done
+        done = done_keys(args.results)
+        run.kept = sum(task.key in done for task in tasks)
+        tasks = [task for task in tasks if task.key not in done]
+    elif settings.classes is not None:
+        project.add_classes(settings.labels())  # as label_images does: the listed classes are the dataset's
+    spec = ModelSpec(args.model, args.text_encoder, args.device, args.dtype, None if args.sam.lower() == "none" else args.sam)
+    options = RayOptions(address=args.address, actors=args.actors or 1, cpus_per_actor=args.cpus_per_actor,
+                         gpus_per_actor=args.gpus_per_actor or 0.0, batch_size=args.batch_size, results=args.results,
+                         verbose=args.verbose)
+    start = time.perf_counter()
+    with tqdm(total=len(tasks), desc="labeling on ray", unit="img", file=sys.stderr, disable=None) as bar:
+
+        def on_row(row: dict) -> None:
+            if run.first_result is None:
+                run.first_result = time.perf_counter() - start
+            if row["error"]:
+                _fail(run, bar, row["name"], row["error"])
+            elif args.results is not None:
+                run.labeled += 1
+            else:
+                outcome = store_row(project, int(row["image_id"]), row)
+                if outcome == "labeled":
+                    run.labeled += 1
+                    run.objects += len(json.loads(row["objects"]))
+                elif outcome == "kept":
+                    run.kept += 1
+            bar.update()
+            bar.set_postfix(failed=len(run.failed), refresh=False)
+
+        try:
+            label_on_ray(tasks, spec, settings.to_run(), options, on_row)
+        except RayRunError as err:
+            run.aborted = str(err)
+    run.seconds = time.perf_counter() - start
 
 
 def _fail(run: _Run, bar: tqdm, name: str, err: Exception) -> None:
@@ -528,12 +648,22 @@ def _sigint_deferred() -> Iterator[None]:
         raise KeyboardInterrupt
 
 
-def _print_summary(run: _Run, skipped: int, project_dir: Path) -> None:
-    if run.labeled:
+def _print_summary(run: _Run, skipped: int, project_dir: Path, results: str | None = None) -> None:
+    if results is not None:
+        print(f"labeled {run.labeled} image(s) in {run.seconds:.1f} s, {run.labeled / max(run.seconds, 1e-9):.2f} images/s, "
+              f"into {results}; {run.kept} were there already (store them: gdino import-results {results} --into "
+              f"{project_dir})")
+    elif run.labeled:
         print(f"labeled {run.labeled} image(s), {run.objects} object(s) in {run.seconds:.1f} s, "
               f"{run.labeled / max(run.seconds, 1e-9):.2f} images/s")
     else:
         print("labeled 0 image(s)")
+    if run.aborted is not None:
+        print(f"the Ray run failed before the end: {run.aborted}\nthe results stored so far are kept; run the same "
+              "command again to resume (--verbose shows Ray's logs)")
+    if run.first_result is not None:
+        print(f"the first result came {run.first_result:.1f} s after the start (Ray and the actors starting, the first "
+              "batch)")
     print(f"added {run.added} new image(s); skipped {skipped} already labeled")
     if run.kept:
         print(f"left {run.kept} image(s) as they were: someone marked them skipped or reviewed during the run")
@@ -623,6 +753,63 @@ def cmd_import(args: argparse.Namespace) -> int:
                 print(f"  note: {note}")
         print(f"project: {project.path}  (gdino info {project.path})")
     return code
+
+
+def cmd_import_results(args: argparse.Namespace) -> int:
+    """Store a --results folder's rows, shard by shard; see _add_import_results."""
+    from .results import ShardError, read_shards, shard_paths, store_row
+
+    try:
+        shards = shard_paths(args.results)
+    except (OSError, ValueError) as err:  # pyarrow: an unknown URI scheme, no credentials
+        raise UsageError(f"{args.results}: {err}") from None
+    if not shards:
+        raise UsageError(f"{args.results}: no result shards (*.parquet) there; `gdino label --engine ray --results DIR` "
+                         "writes them")
+    counts = {"labeled": 0, "kept": 0, "gone": 0}
+    failed: dict[str, tuple[str, str]] = {}  # key -> (name, why); a later row of the same image may succeed
+    bad_shards: list[ShardError] = []
+    classes_added: set[str] = set()
+    with Project.create(Path(args.into).expanduser().resolve(), exist_ok=True) as project:
+        by_path = {str(r.path): r for r in project.images()}
+        with tqdm(total=len(shards), desc="importing", unit="shard", file=sys.stderr, disable=None) as bar:
+            for rows in read_shards(args.results):
+                bar.update()
+                if isinstance(rows, ShardError):
+                    bad_shards.append(rows)
+                    bar.write(f"gdino import-results: cannot read {rows.shard}: {rows.why}", file=sys.stderr)
+                    continue
+                for row in rows:
+                    record = project.image_by_key(row["key"]) or by_path.get(row["key"])
+                    if row["error"]:
+                        failed.setdefault(row["key"], (row["name"], row["error"]))
+                        continue
+                    if record is None:
+                        try:
+                            record = project.add_image(row["key"], copy=args.copy, key=row["key"])
+                        except (ImageError, OSError) as err:
+                            failed[row["key"]] = (row["name"], f"not in the project, and its file cannot be added: {err}")
+                            continue
+                        by_path[str(record.path)] = record
+                    if row["run"] not in classes_added:  # as `gdino label`: a run's classes are the dataset's
+                        classes_added.add(row["run"])
+                        classes = LabelSettings.from_run(json.loads(row["run"])).labels()
+                        project.add_classes(classes)
+                    counts[store_row(project, record.id, row)] += 1
+                    failed.pop(row["key"], None)
+        print(f"imported the results of {counts['labeled']} image(s) from {len(shards) - len(bad_shards)} shard(s); "
+              f"{counts['kept']} were labeled already (left as they are)")
+        if failed:
+            print(f"failed {len(failed)} image(s) (a re-run of gdino label --engine ray --results tries them again):")
+            for name, why in failed.values():
+                print(f"  {name}: {why}")
+        if bad_shards:
+            print(f"could not read {len(bad_shards)} shard(s) (their images are not imported; a re-run of gdino label "
+                  "--results redoes them once the damaged files are removed):")
+            for bad in bad_shards:
+                print(f"  {bad.shard}: {bad.why}")
+        print(f"project: {project.path}  (gdino info {project.path})")
+    return 1 if failed or bad_shards else 0
 
 
 # -- rm -----------------------------------------------------------------------------------------------

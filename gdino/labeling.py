@@ -151,47 +151,72 @@ def label_images(
                 if project.has_image(image_id):
                     raise
                 summary.gone.append(image_id)
-        try:
-            results = detector.detect_batch(pixels, settings.classes, prompt=settings.prompt, batch_size=batch_size,
-                                            box_threshold=settings.box_threshold, text_threshold=settings.text_threshold,
-                                            nms_iou=settings.nms_iou, agnostic_nms_iou=settings.agnostic_nms_iou)
-        except ImageError:  # find the one bad image, keep the others
-            results = []
-            for image_id, px in list(zip(ok, pixels, strict=True)):
-                try:
-                    results.append(detector.detect_batch([px], settings.classes, prompt=settings.prompt,
-                                                         box_threshold=settings.box_threshold,
-                                                         text_threshold=settings.text_threshold, nms_iou=settings.nms_iou,
-                                                         agnostic_nms_iou=settings.agnostic_nms_iou)[0])
-                except ImageError as err:
-                    summary.failed[image_id] = str(err)
-                    results.append(None)
-        for image_id, px, dets in zip(ok, pixels, results, strict=True):
-            if dets is None:
+        for image_id, found in zip(ok, detect_objects(detector, pixels, settings, segmenter=segmenter,
+                                                      batch_size=batch_size), strict=True):
+            if isinstance(found, ImageError):
+                summary.failed[image_id] = str(found)
                 continue
-            found = set(dets.data["class_name"]) if len(dets) else set()
-            # the classes join the project with the objects, in one transaction (free text: the phrases)
-            if settings.prompt is None:
-                classes, phrases = [c for c in settings.labels() if c in found], []
-            else:
-                classes, phrases = ([], sorted(found)) if keep_phrases else (sorted(found), [])
-            masks = segmenter.segment(px, dets.xyxy).masks if settings.masks and len(dets) else None
-            objects = [{"box": [float(v) for v in dets.xyxy[k]], "class_name": str(dets.data["class_name"][k]),
-                        "score": float(dets.confidence[k]), "mask": None if masks is None else mask_to_rle(masks[k])}
-                       for k in range(len(dets))]
             try:
-                stored = project.replace_model_objects(image_id, objects, run=settings.to_run(), if_status=if_status,
-                                                       classes=classes, phrases=phrases)
+                stored = store_objects(project, image_id, found, settings, if_status=if_status, keep_phrases=keep_phrases)
             except ProjectError:
                 if not project.has_image(image_id):  # removed while the model looked at it: nothing to store
                     summary.gone.append(image_id)
                     continue
                 raise
-            if stored is None:
+            if not stored:
                 summary.kept.append(image_id)
                 continue
             summary.labeled.append(image_id)
-            summary.objects += len(objects)
+            summary.objects += len(found)
         if progress is not None:
             progress(min(start + batch_size, len(ids)), len(ids))
     return summary
+
+
+def detect_objects(detector, pixels: Sequence, settings: LabelSettings, *, segmenter=None,
+                   batch_size: int = 1) -> list[list[dict] | ImageError]:
+    """Detect (and segment) in decoded images -> per image, its objects as `store_objects` takes them, or
+    the ImageError that image raised (the other images of the batch are kept).
+
+    pixels: upright RGB images (`to_rgb`'s frame). Objects: {"box": [x0, y0, x1, y1] in pixels of that
+    image, "class_name", "score", "mask": COCO RLE of the upright image or None}. Both engines (the
+    plain command and `--engine ray`) call this, so that they cannot drift."""
+    options = dict(box_threshold=settings.box_threshold, text_threshold=settings.text_threshold,
+                   nms_iou=settings.nms_iou, agnostic_nms_iou=settings.agnostic_nms_iou)
+    if not pixels:
+        return []
+    try:
+        results: list = detector.detect_batch(list(pixels), settings.classes, prompt=settings.prompt,
+                                              batch_size=batch_size, **options)
+    except ImageError:  # find the one bad image, keep the others
+        results = []
+        for px in pixels:
+            try:
+                results.append(detector.detect_batch([px], settings.classes, prompt=settings.prompt, **options)[0])
+            except ImageError as err:
+                results.append(err)
+    out: list[list[dict] | ImageError] = []
+    for px, dets in zip(pixels, results, strict=True):
+        if isinstance(dets, ImageError):
+            out.append(dets)
+            continue
+        masks = segmenter.segment(px, dets.xyxy).masks if settings.masks and len(dets) else None
+        out.append([{"box": [float(v) for v in dets.xyxy[k]], "class_name": str(dets.data["class_name"][k]),
+                     "score": float(dets.confidence[k]), "mask": None if masks is None else mask_to_rle(masks[k])}
+                    for k in range(len(dets))])
+    return out
+
+
+def store_objects(project, image_id: int, objects: Sequence[dict], settings: LabelSettings, *,
+                  if_status: Iterable[str] | None = None, keep_phrases: bool = False) -> bool:
+    """Store one image's model objects (as `detect_objects` makes them) with the run's settings, one
+    transaction; the classes (free text: the phrases) they use join the project in it. Returns False when
+    `if_status` kept the image as it was. Raises ProjectError (e.g. the image is gone)."""
+    found = {o["class_name"] for o in objects}
+    if settings.prompt is None:
+        classes, phrases = [c for c in settings.labels() if c in found], []
+    else:
+        classes, phrases = ([], sorted(found)) if keep_phrases else (sorted(found), [])
+    stored = project.replace_model_objects(image_id, list(objects), run=settings.to_run(), if_status=if_status,
+                                           classes=classes, phrases=phrases)
+    return stored is not None

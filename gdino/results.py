@@ -1,0 +1,130 @@
+"""Labeling results as rows, and folders of Parquet shards that hold them (`gdino label --results DIR`).
+
+One row per image, as the Ray engine's actors produce it and as a shard stores it:
+    image_id  int     the image's id in the project the run labeled (-1: none)
+    key       str     where the image came from: its source path (or its path in the project)
+    name      str     the image's name, for messages
+    error     str     why it failed ("" when it did not); a failed image has no objects
+    objects   str     JSON list of {"box": [x0, y0, x1, y1] pixels of the upright image, "class_name",
+                      "score", "mask": COCO RLE or null}, as `labeling.detect_objects` makes them
+    run       str     JSON of the LabelSettings behind them (`LabelSettings.to_run`)
+
+A shard is written whole under a hidden temporary name, then renamed: a reader never sees half of one
+(object stores write whole objects anyway). Readers still read shard by shard, so that one damaged file
+(copied half, cut by a full disk) is reported and the others are read. pyarrow only, no Ray: folders
+are local paths or URIs that pyarrow's filesystems open (s3://, gs://, file://).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+COLUMNS = ("image_id", "key", "name", "error", "objects", "run")
+SUFFIX = ".parquet"
+
+
+@dataclass(frozen=True)
+class ShardError:
+    """A shard that could not be read: reported, the other shards are read."""
+
+    shard: str
+    why: str
+
+
+def _schema():
+    import pyarrow as pa
+
+    return pa.schema([("image_id", pa.int64()), ("key", pa.string()), ("name", pa.string()), ("error", pa.string()),
+                      ("objects", pa.string()), ("run", pa.string())])
+
+
+def _filesystem(folder: str):
+    """(pyarrow filesystem, path inside it) of a local folder or a URI."""
+    from pyarrow import fs
+
+    if "://" in folder:
+        return fs.FileSystem.from_uri(folder)
+    import os
+
+    return fs.LocalFileSystem(), os.path.abspath(os.path.expanduser(folder))
+
+
+def make_row(image_id: int, key: str, name: str, *, objects: Sequence[dict] = (), error: str = "",
+             run: dict | None = None) -> dict:
+    return {"image_id": int(image_id), "key": key, "name": name, "error": error,
+            "objects": json.dumps(list(objects)), "run": json.dumps(run or {})}
+
+
+def write_shard(folder: str, rows: Sequence[dict]) -> str | None:
+    """Write rows as one new shard in `folder` (created if missing); returns its path (None: no rows)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    if not rows:
+        return None
+    filesystem, base = _filesystem(folder)
+    filesystem.create_dir(base, recursive=True)
+    table = pa.Table.from_pylist([{c: row[c] for c in COLUMNS} for row in rows], schema=_schema())
+    name = f"part-{uuid.uuid4().hex}{SUFFIX}"
+    tmp, final = f"{base}/.{name}.tmp", f"{base}/{name}"
+    pq.write_table(table, tmp, filesystem=filesystem)
+    filesystem.move(tmp, final)
+    return final
+
+
+def shard_paths(folder: str) -> list[str]:
+    """The shards of a folder, sorted; temporary and hidden files are not shards. A missing folder has none."""
+    from pyarrow import fs
+
+    filesystem, base = _filesystem(folder)
+    if filesystem.get_file_info(base).type == fs.FileType.NotFound:
+        return []
+    infos = filesystem.get_file_info(fs.FileSelector(base, recursive=False))
+    return sorted(i.path for i in infos if i.type == fs.FileType.File and i.base_name.endswith(SUFFIX)
+                  and not i.base_name.startswith("."))
+
+
+def read_shards(folder: str, columns: Sequence[str] = COLUMNS) -> Iterator[list[dict] | ShardError]:
+    """Each shard's rows (only `columns`), shard by shard; a shard that cannot be read gives a ShardError."""
+    import pyarrow.parquet as pq
+
+    filesystem, _ = _filesystem(folder)
+    for path in shard_paths(folder):
+        try:
+            table = pq.read_table(path, filesystem=filesystem, columns=list(columns))
+        except Exception as err:  # noqa: BLE001 - arrow raises several types for a damaged file; each is reported
+            yield ShardError(path, f"{type(err).__name__}: {err}")
+            continue
+        yield table.to_pylist()
+
+
+def done_keys(folder: str) -> set[str]:
+    """Keys of the images a results folder holds without an error: a resumed run skips them."""
+    keys: set[str] = set()
+    for rows in read_shards(folder, columns=("key", "error")):
+        if not isinstance(rows, ShardError):
+            keys.update(row["key"] for row in rows if not row["error"])
+    return keys
+
+
+def store_row(project, image_id: int, row: dict) -> str:
+    """Store one result row as the image's model objects, the way the plain engine stores them
+    (`labeling.store_objects`: one transaction, only while the image is still "unlabeled").
+    Returns "labeled", "failed" (the row holds an error), "kept" (the image is not unlabeled any more:
+    already labeled, or a person decided on it meanwhile) or "gone" (removed from the project)."""
+    from .labeling import LabelSettings, store_objects
+    from .project_schema import ProjectError
+
+    if row["error"]:
+        return "failed"
+    settings = LabelSettings.from_run(json.loads(row["run"]))
+    try:
+        stored = store_objects(project, image_id, json.loads(row["objects"]), settings, if_status=("unlabeled",))
+    except ProjectError:
+        if not project.has_image(image_id):
+            return "gone"
+        raise
+    return "labeled" if stored else "kept"

@@ -1,0 +1,199 @@
+"""`gdino label --engine ray` against the plain engine, on a private local Ray per run (the command starts
+and stops it), with the tiny random model: same project, the corrupt file listed, a SIGKILLed driver
+resumed without duplicates, `--results` + `import-results`, and no Ray process left behind.
+
+Each Ray run is a real `gdino` subprocess with a timeout (a hang fails the test, never the CI job), and
+its Ray lives in a short temp folder of this module's own, so that leftovers can be looked for."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from fault_harness import count, duplicate_sources, gdino_cmd
+from fault_harness import env as harness_env
+from PIL import Image
+
+pytest.importorskip("ray.data", reason='Ray is not installed here (pip install "gdino[ray]")')
+
+from gdino.cli import main  # noqa: E402
+from gdino.project import Project  # noqa: E402
+from gdino.ray_engine import session_pids  # noqa: E402
+from gdino.results import read_shards, shard_paths  # noqa: E402
+
+CLASSES = "cat, remote control"
+GOOD = 32  # images that label fine, plus one EXIF-rotated photo and one corrupt file
+TIMEOUT = 240  # one Ray run at most, in seconds
+
+
+@pytest.fixture(scope="module")
+def ray_tmp():
+    """A short temp folder for the runs' Ray sessions (socket paths: 107 bytes); none may survive."""
+    base = tempfile.mkdtemp(prefix="gdt-", dir="/tmp")
+    yield base
+    left = session_pids(base)
+    for pid in left:  # clean up whatever a failing test left, then fail on it
+        os.kill(pid, signal.SIGKILL)
+    shutil.rmtree(base, ignore_errors=True)
+    assert not left, f"Ray processes left behind: {left}"
+
+
+def source_folder(root: Path) -> Path:
+    rng = np.random.default_rng(0)
+    for k in range(GOOD):
+        sub = ["", "a", "a/b", "c/d/e"][k % 4]
+        path = root / sub / f"img_{k:02d}.{'png' if k % 3 else 'jpg'}"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(path)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 32 wide and 48 high, shown rotated: 48 x 32
+    Image.fromarray(rng.integers(0, 255, (48, 32, 3), dtype=np.uint8)).save(root / "a" / "rotated.jpg", exif=exif)
+    (root / "c" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg" * 8)
+    return root
+
+
+def label_args(model, images, out, *more) -> list[str]:
+    return ["label", str(images), "--classes", CLASSES, "--out", str(out), "--model", str(model), "--device", "cpu",
+            "--box-threshold", "0.2", *map(str, more)]
+
+
+def ray_env(ray_tmp: str) -> dict:
+    return {**harness_env(), "TMPDIR": ray_tmp}
+
+
+def gdino(ray_tmp: str, *args) -> subprocess.CompletedProcess:
+    result = subprocess.run(gdino_cmd(*args), env=ray_env(ray_tmp), capture_output=True, text=True, timeout=TIMEOUT)
+    assert not session_pids(ray_tmp), "the run left Ray processes behind"
+    return result
+
+
+@pytest.fixture(scope="module")
+def plain(tiny_hf, tmp_path_factory):
+    """The plain engine's project: the reference."""
+    tmp = tmp_path_factory.mktemp("ray")
+    images = source_folder(tmp / "in")
+    code = main(label_args(tiny_hf[1], images, tmp / "plain"))
+    assert code == 1  # the corrupt file
+    return {"images": images, "project": tmp / "plain", "model": tiny_hf[1], "tmp": tmp}
+
+
+def snapshot(project_dir: Path) -> tuple[list[str], dict]:
+    """(classes, {image name: (status, width, height, last run, objects sorted)})."""
+    with Project.open(project_dir) as project:
+        images = {}
+        for r in project.images(order="name"):
+            objects = sorted((o.class_name, o.source, o.box, o.score, o.mask) for o in project.objects(r.id))
+            images[r.name] = (r.status, r.width, r.height, project.last_run(r.id), objects)
+        return project.classes, images
+
+
+def assert_same_project(a: Path, b: Path) -> None:
+    classes_a, images_a = snapshot(a)
+    classes_b, images_b = snapshot(b)
+    assert classes_a == classes_b
+    assert images_a.keys() == images_b.keys()
+    for name, (status, width, height, run, objects) in images_a.items():
+        other = images_b[name]
+        assert (status, width, height, run) == other[:4], name
+        assert len(objects) == len(other[4]), name
+        for (cls, source, box, score, mask), (cls2, source2, box2, score2, mask2) in zip(objects, other[4], strict=True):
+            assert (cls, source, mask) == (cls2, source2, mask2), name
+            assert all(math.isclose(u, v, abs_tol=1e-4) for u, v in zip(box, box2, strict=True)), (name, box, box2)
+            assert math.isclose(score, score2, abs_tol=1e-4), name
+
+
+def test_ray_labels_the_same_project_and_lists_the_corrupt_file(plain, ray_tmp):
+    out = plain["tmp"] / "ray"
+    result = gdino(ray_tmp, *label_args(plain["model"], plain["images"], out, "--engine", "ray", "--actors", "2"))
+    assert result.returncode == 1, result.stderr  # the corrupt file, as without Ray
+    assert "broken.jpg" in result.stdout and f"labeled {GOOD + 1} image(s)" in result.stdout
+    assert "Traceback" not in result.stderr
+    noise = [line for line in result.stderr.splitlines() if "WARNING" in line or "core_worker" in line or "(raylet)" in line]
+    assert not noise, noise  # Ray's own logs are silenced without --verbose
+    assert_same_project(plain["project"], out)
+    classes, images = snapshot(out)
+    assert images["rotated.jpg"][1:3] == (48, 32)  # upright
+    assert len(images) == GOOD + 1 and {status for status, *_ in images.values()} == {"auto"}
+
+
+def test_a_killed_driver_resumes_without_duplicates(plain, ray_tmp):
+    out = plain["tmp"] / "killed"
+    cmd = gdino_cmd(*label_args(plain["model"], plain["images"], out, "--engine", "ray"))
+    proc = subprocess.Popen(cmd, env=ray_env(ray_tmp), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + TIMEOUT
+        while count(out, "SELECT COUNT(*) FROM images WHERE status = 'auto'") < GOOD // 3:
+            assert proc.poll() is None, "the run ended before it could be killed"
+            assert time.monotonic() < deadline, "the run did not get a third of the way"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    labeled = count(out, "SELECT COUNT(*) FROM images WHERE status = 'auto'")
+    assert labeled < GOOD + 1, "killed too late to test a resume"
+    for _ in range(100):  # the reaper clears the killed driver's Ray
+        if not session_pids(ray_tmp):
+            break
+        time.sleep(0.1)
+    assert not session_pids(ray_tmp), "a killed driver's Ray was left running"
+
+    result = gdino(ray_tmp, *label_args(plain["model"], plain["images"], out, "--engine", "ray"))
+    assert result.returncode == 1, result.stderr
+    assert f"skipped {labeled} already labeled" in result.stdout and "broken.jpg" in result.stdout
+    assert duplicate_sources(out) == 0
+    assert_same_project(plain["project"], out)
+
+
+def test_results_folder_then_import_results_gives_the_same_project(plain, ray_tmp, capsys):
+    out, results = plain["tmp"] / "staged", plain["tmp"] / "results"
+    result = gdino(ray_tmp, *label_args(plain["model"], plain["images"], out, "--engine", "ray", "--results", results))
+    assert result.returncode == 1 and "broken.jpg" in result.stdout, result.stdout + result.stderr
+    assert shard_paths(str(results)) and not any(p.name.startswith(".") for p in results.iterdir())
+    assert sum(len(rows) for rows in read_shards(str(results))) == GOOD + 1
+    with Project.open(out) as project:  # the images are in, their labels wait in the shards
+        assert {r.status for r in project.images()} == {"unlabeled"}
+
+    again = gdino(ray_tmp, *label_args(plain["model"], plain["images"], out, "--engine", "ray", "--results", results))
+    assert f"{GOOD + 1} were there already" in again.stdout, again.stdout  # resumed: nothing redone, Ray not started
+
+    assert main(["import-results", str(results), "--into", str(out)]) == 0
+    assert_same_project(plain["project"], out)
+    assert main(["import-results", str(results), "--into", str(out)]) == 0  # again: nothing changes
+    assert "were labeled already" in capsys.readouterr().out
+    assert_same_project(plain["project"], out)
+
+    # a damaged shard beside good ones: reported, the others imported (into a new project: images added from source)
+    damaged = plain["tmp"] / "damaged"
+    shutil.copytree(results, damaged)
+    first = Path(shard_paths(str(damaged))[0])
+    (damaged / "part-zzz-truncated.parquet").write_bytes(first.read_bytes()[: first.stat().st_size // 2])
+    capsys.readouterr()
+    assert main(["import-results", str(damaged), "--into", str(plain["tmp"] / "fresh")]) == 1
+    printed = capsys.readouterr().out
+    assert "could not read 1 shard(s)" in printed and "part-zzz-truncated.parquet" in printed
+    assert_same_project(plain["project"], plain["tmp"] / "fresh")
+
+
+def test_usage_errors_need_no_ray(tmp_path, capsys):
+    (tmp_path / "a.png").write_bytes(b"")
+    assert main(["label", str(tmp_path / "a.png"), "--classes", "cat", "--out", str(tmp_path / "p"), "--actors", "2"]) == 2
+    assert "only apply with --engine ray" in capsys.readouterr().err
+    assert main(["import-results", str(tmp_path / "nothing"), "--into", str(tmp_path / "p")]) == 2
+    assert "no result shards" in capsys.readouterr().err
+
+
+def test_import_of_gdino_cli_loads_neither_torch_nor_ray():
+    code = "import sys, gdino.cli; gdino.cli.build_parser(); print('torch' in sys.modules, 'ray' in sys.modules)"
+    result = subprocess.run([sys.executable, "-c", code], env=harness_env(), capture_output=True, text=True, timeout=120)
+    assert result.stdout.split() == ["False", "False"], result.stderr
