@@ -25,7 +25,6 @@ import json
 import os
 import signal
 import sys
-import textwrap
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -35,6 +34,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from .cli_args import UsageError, device_flag, para
 from .cli_images import NoImagesError, Prefetcher, find_images
 from .cli_train import add_train
 from .config import DEFAULT_MODEL
@@ -50,10 +50,6 @@ from .prompts import PromptError, parse_classes
 from .safezip import UnsafeZipError
 
 DTYPES = ("float32", "bfloat16", "float16")
-
-
-class UsageError(ValueError):
-    """A flag combination or input the command cannot work with; exit code 2."""
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -106,7 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="gdino", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=_para("Open-set auto-labeling with Grounding DINO (+ SAM masks): label folders of images into a "
+        description=para("Open-set auto-labeling with Grounding DINO (+ SAM masks): label folders of images into a "
                     "project, export it for training, or summarize it."),
         epilog="examples:\n"
                "  gdino label photos/ --classes \"cat, remote control\" --out myproject\n"
@@ -127,10 +123,6 @@ def build_parser() -> argparse.ArgumentParser:
     _add_models(commands)
     add_train(commands)
     return parser
-
-
-def _para(text: str) -> str:
-    return textwrap.fill(text, 90)  # descriptions wrap; the raw formatter keeps the epilog's example lines as written
 
 
 def _unit(text: str) -> float:
@@ -167,7 +159,7 @@ def _add_label(commands) -> None:
     defaults = LabelSettings()
     p = commands.add_parser(
         "label", help="auto-label images into a project", formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=_para("Add images to a project (created if missing) and auto-label the ones still unlabeled. "
+        description=para("Add images to a project (created if missing) and auto-label the ones still unlabeled. "
                     "Resumable: a re-run adds only new files and labels only images still unlabeled; files "
                     "that failed before are tried again. Unreadable images are reported and skipped."),
         epilog="examples:\n"
@@ -253,7 +245,7 @@ def _add_import_results(commands) -> None:
     p = commands.add_parser(
         "import-results", help="store the results that `gdino label --engine ray --results DIR` wrote",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=_para("Read a folder of result shards (Parquet, local or a URI) shard by shard and store each "
+        description=para("Read a folder of result shards (Parquet, local or a URI) shard by shard and store each "
                           "image's objects in a project (created if missing), the way `gdino label` stores them. "
                           "Images the project lacks are added from their source file. Images already labeled are "
                           "left as they are, so importing twice adds nothing. A damaged shard is reported and the "
@@ -271,7 +263,7 @@ def _add_export(commands) -> None:
     p = commands.add_parser(
         "export", help="export a project as COCO, YOLO, YOLO-seg or Pascal VOC",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=_para("Write a project's labels and images (upright) in a training format. Skipped images are "
+        description=para("Write a project's labels and images (upright) in a training format. Skipped images are "
                     "never exported; unlabeled and auto-labeled ones are, unless --reviewed-only."),
         epilog="examples:\n"
                "  gdino export myproject --format coco --out coco/\n"
@@ -292,7 +284,7 @@ def _add_import(commands) -> None:
     p = commands.add_parser(
         "import", help="import a labeled dataset (COCO, YOLO, zip) or images into a project",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=_para("Add a dataset to a project (created if missing) to continue labeling it: a zip, a COCO "
+        description=para("Add a dataset to a project (created if missing) to continue labeling it: a zip, a COCO "
                     ".json (its images next to it or in images/), or a folder holding a COCO file, a YOLO data.yaml "
                     "or plain images. Each source is checked whole first and added all at once: one that has any "
                     "problem is refused with the list of problems, and nothing of it is added. Imported labels "
@@ -315,7 +307,7 @@ def _add_rm(commands) -> None:
     p = commands.add_parser(
         "rm", help="remove images (with their labels) from a project",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=_para("Remove images and their labels from a project, by name (shell-style patterns, any case) "
+        description=para("Remove images and their labels from a project, by name (shell-style patterns, any case) "
                     "and/or by status, in one step: all of them or none. Copies inside the project are deleted; "
                     "files referenced where they lie (--no-copy) are left alone."),
         epilog="examples:\n"
@@ -334,7 +326,7 @@ def _add_info(commands) -> None:
     p = commands.add_parser(
         "info", help="count a project's images per status and objects per class",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=_para("Summarize a project: images per status (unlabeled, auto, reviewed, skipped) and objects "
+        description=para("Summarize a project: images per status (unlabeled, auto, reviewed, skipped) and objects "
                     "per class."),
         epilog="examples:\n  gdino info myproject\n  gdino info myproject --json | jq .status")
     p.add_argument("project", metavar="PROJECT", help="the project directory")
@@ -347,7 +339,7 @@ def _add_models(commands) -> None:
     p = commands.add_parser(
         "models", help="list the recommended checkpoints for --model with their published accuracy",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=_para("The checkpoints we recommend for --model, with their published zero-shot box AP on COCO "
+        description=para("The checkpoints we recommend for --model, with their published zero-shot box AP on COCO "
                           "val2017 and LVIS minival. Each loads by its hub id (downloaded once into the Hugging Face "
                           "cache) or from a local copy of its folder or its mmdetection .pth file."),
         epilog="example:\n  gdino label photos/ --classes \"cat, dog\" --out myproject "
@@ -484,12 +476,7 @@ def _load_models(args: argparse.Namespace):
     from .ops import describe
     from .segment import Segmenter
 
-    try:
-        device = torch.device(args.device) if args.device else None
-    except RuntimeError as err:
-        raise UsageError(f"--device {args.device!r}: {err}") from None
-    if device is not None and device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {args.device}: CUDA is not available here; use --device cpu")
+    device = device_flag(args.device)
     dtype = getattr(torch, args.dtype)
     if dtype == torch.float16 and (device or torch.device("cuda" if torch.cuda.is_available() else "cpu")).type != "cuda":
         raise UsageError("--dtype float16 is for CUDA only; use --dtype bfloat16 on CPU")

@@ -5,13 +5,9 @@ from __future__ import annotations
 import argparse
 import math
 import sys
-import textwrap
 
+from .cli_args import device_flag, para
 from .config import DEFAULT_MODEL
-
-
-def _para(text: str) -> str:
-    return textwrap.fill(text, 90)
 
 
 def _whole(low: int):
@@ -57,7 +53,7 @@ def add_train(commands) -> None:
     p = commands.add_parser(
         "train", help="fine-tune the detector on the project's reviewed images",
         formatter_class=argparse.RawDescriptionHelpFormatter,
-        description=_para("Fine-tune Grounding DINO on the images of a project that a person marked reviewed, and "
+        description=para("Fine-tune Grounding DINO on the images of a project that a person marked reviewed, and "
                           "write the result as a new model directory (the base model is never changed). A held-out "
                           "part of the images measures both models (COCO mAP), printed side by side and stored in "
                           "the model card. Interrupted (Ctrl-C, a crash), the same command resumes from the last "
@@ -125,7 +121,7 @@ def cmd_train(args: argparse.Namespace) -> int:
                          freeze_backbone=not args.train_backbone, freeze_text=not args.train_text_encoder,
                          augment=not args.no_augment, image_size=args.image_size, val_fraction=args.val_fraction, seed=args.seed,
                          touched=args.touched)
-    device = _device(args.device)
+    device = device_flag(args.device)
     with Project.open(args.project) as project:
         base = args.model or _project_model(project) or DEFAULT_MODEL
         print(f"gdino train: base model {base}" + ("" if args.model else " (the project's model; --model to choose)"),
@@ -142,23 +138,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     else:
         print("no validation images (--val-fraction 0, or one image): no mAP measured")
     return 0
-
-
-def _device(name: str | None):
-    """--device, checked before anything is loaded."""
-    import torch
-
-    from .train.settings import TrainingError as UsageError
-
-    if name is None:
-        return None
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise UsageError(f"--device {name!r}: {err}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise UsageError(f"--device {name}: CUDA is not available here; use --device cpu")
-    return device
 
 
 def _project_model(project) -> str | None:

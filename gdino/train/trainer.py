@@ -133,7 +133,7 @@ def _freeze(model, config: TrainConfig) -> None:
             module.eval()  # no dropout in what is not trained: its outputs are fixed, and cacheable
 
 
-def _fingerprint(project_dir: Path, base: str, config: TrainConfig, data: ExampleSet) -> str:
+def _fingerprint(base: str, config: TrainConfig, data: ExampleSet) -> str:
     """What a checkpoint was made from: resuming needs the same base, settings, classes and images."""
     facts = {"base": base, "config": asdict(config), "classes": data.classes,
              "images": [(e.name, e.boxes.tolist(), e.class_ids.tolist()) for e in data.examples]}
@@ -178,7 +178,7 @@ def train(project: Project | str | os.PathLike, base: str, out: str | os.PathLik
     finally:
         if own:
             project.close()
-    fingerprint = _fingerprint(project.path, base, config, data)
+    fingerprint = _fingerprint(base, config, data)
     work = WorkDir(out).open()
     try:
         device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
