@@ -48,6 +48,7 @@ from .processing import ImageError
 from .project import DB_NAME, STATUSES, ImageRecord, Project, ProjectError
 from .prompts import PromptError, parse_classes
 from .safezip import UnsafeZipError
+from .sources import is_uri, name_of, read_image, size_of
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -56,7 +57,7 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors whose message already tells the user what to do: printed as one line, exit code 2. The
     model-side ones are looked up only once their modules are loaded (they import torch)."""
     lazy = [("gdino.weights", "WeightsError"), ("gdino.keymap", "KeyMapError"), ("gdino.segment", "SegmenterError"),
-            ("gdino.train.settings", "TrainingError"), ("gdino.ray_engine", "RayEngineError")]
+            ("gdino.train.settings", "TrainingError"), ("gdino.ray_session", "RayEngineError")]
     loaded = tuple(getattr(sys.modules[module], name) for module, name in lazy if module in sys.modules)
     return (UsageError, NoImagesError, ProjectError, PromptError, ExportError, *loaded)
 
@@ -362,7 +363,7 @@ def cmd_models(args: argparse.Namespace) -> int:
 class _Plan:
     """The images a run works on, in input order: files to add, and images already in the project."""
 
-    todo: list[Path | ImageRecord] = field(default_factory=list)  # to add (Path) or to label (unlabeled record)
+    todo: list[Path | str | ImageRecord] = field(default_factory=list)  # to add (Path, or a URI: str) or to label
     done: int = 0  # inputs already in the project and no longer unlabeled: skipped
     sources: dict[int, str] = field(default_factory=dict)  # image id -> the input it was found by (todo records)
 
@@ -374,6 +375,7 @@ class _Run:
     objects: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)  # (name, why)
     label_ids: list[int] = field(default_factory=list)
+    uris: list[str] = field(default_factory=list)  # --engine ray: object-store images, added when their result comes
     keys: dict[int, str] = field(default_factory=dict)  # image id -> its source (the input file), where known
     kept: int = 0  # images a person marked (skipped, reviewed) while the run went on: left as they were
     seconds: float = 0.0  # labeling only
@@ -404,7 +406,7 @@ def cmd_label(args: argparse.Namespace) -> int:
             project = Project.create(out, exist_ok=True)
         run = _Run()
         try:
-            _add(project, plan, args.copy, run)
+            _add(project, plan, args.copy, run, defer_uris=args.engine == "ray")
             if args.engine == "ray":
                 _label_on_ray(project, settings, args, run)
             else:
@@ -502,10 +504,12 @@ def _check_prompt(detector, settings: LabelSettings) -> None:
         raise UsageError(f"{'--classes' if settings.prompt is None else '--prompt'}: {err}") from None
 
 
-def _add(project: Project, plan: _Plan, copy: bool, run: _Run) -> None:
+def _add(project: Project, plan: _Plan, copy: bool, run: _Run, *, defer_uris: bool = False) -> None:
     """Add the new files (a bad one is reported and left out: the next run tries it again) and list the
-    ids to label, in input order."""
-    new = sum(isinstance(item, Path) for item in plan.todo)
+    ids to label, in input order. Object-store URIs are referenced, never copied: measured here (fetched
+    once), or with defer_uris (Ray) listed in run.uris, to be added by the driver when the actor that
+    read them sends their result."""
+    new = sum(isinstance(item, (Path, str)) for item in plan.todo)
     with tqdm(total=new, desc="adding", unit="img", file=sys.stderr, disable=None if new else True) as bar:
         for item in plan.todo:
             if isinstance(item, ImageRecord):
@@ -513,9 +517,17 @@ def _add(project: Project, plan: _Plan, copy: bool, run: _Run) -> None:
                 if item.id in plan.sources:
                     run.keys[item.id] = plan.sources[item.id]
                 continue
+            if isinstance(item, str) and defer_uris:
+                run.uris.append(item)
+                bar.update()
+                continue
             try:
+                size = size_of(item) if isinstance(item, str) else None  # fetched (and decoded) outside the deferral
                 with _sigint_deferred():  # the image and the note of its source: one transaction, both or neither
-                    record = project.add_image(item, copy=copy, key=str(item))
+                    if size is not None:
+                        record = project.add_reference(item, *size, key=item)
+                    else:
+                        record = project.add_image(item, copy=copy, key=str(item))
             except (ImageError, OSError) as err:
                 _fail(run, bar, _display(item), err)
             else:
@@ -527,10 +539,10 @@ def _add(project: Project, plan: _Plan, copy: bool, run: _Run) -> None:
 
 def _label(project: Project, detector, segmenter, settings: LabelSettings, batch_size: int, run: _Run) -> None:
     records = {r.id: r for r in project.images(order="added")}
-    items = [(image_id, records[image_id].path) for image_id in run.label_ids]
+    items = [(image_id, records[image_id].location) for image_id in run.label_ids]
     start = time.perf_counter()
     with (tqdm(total=len(items), desc="labeling", unit="img", file=sys.stderr, disable=None) as bar,
-          Prefetcher(items, depth=2 * batch_size + 2) as prefetch):
+          Prefetcher(items, depth=2 * batch_size + 2, decode=read_image) as prefetch):
 
         def read(image_id: int):
             try:
@@ -561,15 +573,22 @@ def _check_engine(args: argparse.Namespace) -> None:
         raise UsageError(f"--device {args.device} with --engine ray needs --gpus-per-actor (a GPU for each actor)")
 
 
+STORE_EVERY_S = 1.0  # --engine ray: the driver stores the results that came in, one transaction, at least this often
+STORE_AT_MOST = 256  # ... or once this many are waiting
+
+
 def _label_on_ray(project: Project, settings: LabelSettings, args: argparse.Namespace, run: _Run) -> None:
-    """Detection on Ray actors; this process stores each result as it streams back (`results.store_row`,
-    the plain engine's way: one transaction per image, only while it is still unlabeled), or with
-    --results leaves them in the shards the actors wrote."""
-    from .ray_engine import ModelSpec, RayOptions, RayRunError, Task, label_on_ray
+    """Detection on Ray actors; this process stores the results as they stream back, a batch per
+    transaction (`Project.batch`; each image still whole, only while it is still unlabeled, as the plain
+    engine stores it: `results.store_row`), or with --results leaves them in the shards the actors wrote.
+    Object-store images (run.uris) are added to the project by their URI with their result."""
+    from .ray_engine import NEW_IMAGE, ModelSpec, RayOptions, RayRunError, Task, label_on_ray
     from .results import done_keys, store_row
 
     records = {r.id: r for r in project.images(order="added")}
-    tasks = [Task(i, run.keys.get(i, str(records[i].path)), records[i].name, str(records[i].path)) for i in run.label_ids]
+    tasks = [Task(i, run.keys.get(i, str(records[i].location)), records[i].name, str(records[i].location))
+             for i in run.label_ids]
+    tasks += [Task(NEW_IMAGE, uri, name_of(uri), uri) for uri in run.uris]
     if args.results is not None:  # resume: what the folder holds is done
         done = done_keys(args.results)
         run.kept = sum(task.key in done for task in tasks)
@@ -581,6 +600,24 @@ def _label_on_ray(project: Project, settings: LabelSettings, args: argparse.Name
                          gpus_per_actor=args.gpus_per_actor or 0.0, batch_size=args.batch_size, results=args.results,
                          verbose=args.verbose)
     start = time.perf_counter()
+    waiting: list[dict] = []
+    stored_at = [time.monotonic()]
+
+    def store_waiting() -> None:
+        if not waiting:
+            return
+        with _sigint_deferred(), project.batch():
+            for row in waiting:
+                outcome = store_row(project, int(row["image_id"]), row)
+                if outcome == "labeled":
+                    run.labeled += 1
+                    run.objects += len(json.loads(row["objects"]))
+                    run.added += int(row["image_id"]) == NEW_IMAGE
+                elif outcome == "kept":
+                    run.kept += 1
+        waiting.clear()
+        stored_at[0] = time.monotonic()
+
     with tqdm(total=len(tasks), desc="labeling on ray", unit="img", file=sys.stderr, disable=None) as bar:
 
         def on_row(row: dict) -> None:
@@ -591,12 +628,9 @@ def _label_on_ray(project: Project, settings: LabelSettings, args: argparse.Name
             elif args.results is not None:
                 run.labeled += 1
             else:
-                outcome = store_row(project, int(row["image_id"]), row)
-                if outcome == "labeled":
-                    run.labeled += 1
-                    run.objects += len(json.loads(row["objects"]))
-                elif outcome == "kept":
-                    run.kept += 1
+                waiting.append(row)
+                if len(waiting) >= STORE_AT_MOST or time.monotonic() - stored_at[0] >= STORE_EVERY_S:
+                    store_waiting()
             bar.update()
             bar.set_postfix(failed=len(run.failed), refresh=False)
 
@@ -604,6 +638,8 @@ def _label_on_ray(project: Project, settings: LabelSettings, args: argparse.Name
             label_on_ray(tasks, spec, settings.to_run(), options, on_row)
         except RayRunError as err:
             run.aborted = str(err)
+        finally:
+            store_waiting()  # what came in before an error or Ctrl-C is kept
     run.seconds = time.perf_counter() - start
 
 
@@ -612,7 +648,9 @@ def _fail(run: _Run, bar: tqdm, name: str, err: Exception) -> None:
     bar.write(f"gdino label: skipping {name}: {err}", file=sys.stderr)
 
 
-def _display(path: Path) -> str:
+def _display(path: Path | str) -> str:
+    if isinstance(path, str):  # a URI
+        return path
     try:
         return str(path.relative_to(Path.cwd()))
     except ValueError:
@@ -742,9 +780,34 @@ def cmd_import(args: argparse.Namespace) -> int:
     return code
 
 
+def _import_row(project: Project, row: dict, copy: bool, by_path: dict, counts: dict, failed: dict,
+                classes_added: set) -> None:
+    """One result row into the project: an image it lacks is added first (a local file as `gdino label`
+    adds it; an object-store image by its URI, with the size the actor read)."""
+    from .results import NEW_IMAGE, store_row
+
+    if row["error"]:
+        failed.setdefault(row["key"], (row["name"], row["error"]))
+        return
+    record = project.image_by_key(row["key"]) or by_path.get(row["key"])
+    image_id = NEW_IMAGE if record is None and is_uri(row["key"]) else None
+    if record is None and image_id is None:
+        try:
+            record = project.add_image(row["key"], copy=copy, key=row["key"])
+        except (ImageError, OSError) as err:
+            failed[row["key"]] = (row["name"], f"not in the project, and its file cannot be added: {err}")
+            return
+        by_path[str(record.path)] = record
+    if row["run"] not in classes_added:  # as `gdino label`: a run's classes are the dataset's
+        classes_added.add(row["run"])
+        project.add_classes(LabelSettings.from_run(json.loads(row["run"])).labels())
+    counts[store_row(project, record.id if record is not None else image_id, row)] += 1
+    failed.pop(row["key"], None)
+
+
 def cmd_import_results(args: argparse.Namespace) -> int:
-    """Store a --results folder's rows, shard by shard; see _add_import_results."""
-    from .results import ShardError, read_shards, shard_paths, store_row
+    """Store a --results folder's rows, a shard per transaction; see _add_import_results."""
+    from .results import ShardError, read_shards, shard_paths
 
     try:
         shards = shard_paths(args.results)
@@ -766,24 +829,9 @@ def cmd_import_results(args: argparse.Namespace) -> int:
                     bad_shards.append(rows)
                     bar.write(f"gdino import-results: cannot read {rows.shard}: {rows.why}", file=sys.stderr)
                     continue
-                for row in rows:
-                    record = project.image_by_key(row["key"]) or by_path.get(row["key"])
-                    if row["error"]:
-                        failed.setdefault(row["key"], (row["name"], row["error"]))
-                        continue
-                    if record is None:
-                        try:
-                            record = project.add_image(row["key"], copy=args.copy, key=row["key"])
-                        except (ImageError, OSError) as err:
-                            failed[row["key"]] = (row["name"], f"not in the project, and its file cannot be added: {err}")
-                            continue
-                        by_path[str(record.path)] = record
-                    if row["run"] not in classes_added:  # as `gdino label`: a run's classes are the dataset's
-                        classes_added.add(row["run"])
-                        classes = LabelSettings.from_run(json.loads(row["run"])).labels()
-                        project.add_classes(classes)
-                    counts[store_row(project, record.id, row)] += 1
-                    failed.pop(row["key"], None)
+                with _sigint_deferred(), project.batch():  # a shard per transaction
+                    for row in rows:
+                        _import_row(project, row, args.copy, by_path, counts, failed, classes_added)
         print(f"imported the results of {counts['labeled']} image(s) from {len(shards) - len(bad_shards)} shard(s); "
               f"{counts['kept']} were labeled already (left as they are)")
         if failed:

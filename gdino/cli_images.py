@@ -11,28 +11,36 @@ from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 
 from .processing import to_rgb
-
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+from .sources import IMAGE_EXTENSIONS, SourceError, is_uri, list_images
 
 
 class NoImagesError(ValueError):
     """An input names no image file: a typo, an empty folder, a pattern matching nothing."""
 
 
-def find_images(inputs: Sequence[str], *, exclude: Path | None = None) -> list[Path]:
-    """Files, folders and glob patterns -> absolute image paths, in the order given, each file once.
+def find_images(inputs: Sequence[str], *, exclude: Path | None = None) -> list[Path | str]:
+    """Files, folders, glob patterns and object-store URIs -> absolute image paths and image URIs, in the
+    order given, each once.
 
     A file named explicitly is taken whatever its extension (a bad one fails later, with its reason).
     Folders are searched recursively, and patterns expanded here (glob, `**` recursive) so that quoted
     patterns work; both keep files with an IMAGE_EXTENSIONS suffix (any case) and skip hidden files and
     folders (".thumbnails", macOS "._x.jpg" companions). Within a folder or pattern, paths are sorted.
+    A URI (s3://bucket/photos/, `gdino.sources`) is listed the same way, as URIs (str).
     exclude: a folder whose contents are never returned from folders and patterns (the project itself,
     so that `gdino label . --out proj` does not label its own copies and exports).
-    Raises NoImagesError for an input that yields no image.
+    Raises NoImagesError for an input that yields no image, or a URI that cannot be listed.
     """
-    found: dict[Path, None] = {}  # resolved path -> None: an ordered set
+    found: dict[Path | str, None] = {}  # resolved path or URI -> None: an ordered set
     for text in inputs:
-        paths = _expand(text, exclude.resolve() if exclude is not None else None)
+        if is_uri(text):
+            try:
+                paths: list = list_images(text)
+            except SourceError as err:
+                raise NoImagesError(f"cannot list {err} (credentials come from the environment, e.g. "
+                                    "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)") from None
+        else:
+            paths = _expand(text, exclude.resolve() if exclude is not None else None)
         if not paths:
             raise NoImagesError(f"{text!r} matches no image file (looked for a file, a folder holding "
                                 f"{', '.join(IMAGE_EXTENSIONS)} files in any case, or a glob pattern)")

@@ -17,6 +17,7 @@ from .masks import mask_to_rle
 from .processing import ImageError
 from .project_schema import ProjectError
 from .prompts import PromptError
+from .sources import read_image
 
 
 def parse_class_text(text: str) -> list[str] | dict[str, list[str]]:
@@ -134,7 +135,7 @@ def label_images(
         project.add_classes(settings.labels())  # a no-op for classes the project has
     ids = list(image_ids)
     summary = LabelSummary()
-    read = images or (lambda image_id: project.image(image_id).path)
+    read = images or (lambda image_id: read_image(project.image(image_id).location))
     for start in range(0, len(ids), batch_size):
         if should_stop is not None and should_stop():
             summary.cancelled = True

@@ -1,9 +1,10 @@
 """The labeling project store: images, classes, objects and review state in one SQLite file.
 
 A project is a directory holding `project.sqlite` and `images/` (images copied in). Images can also be
-referenced where they lie (`copy=False`), by absolute path. Every public mutating call is one
-transaction, committed before it returns: a process killed at any moment loses at most the change in
-flight, and the database is never left half-written.
+referenced where they lie (`copy=False`), by absolute path, or in an object store by URI
+(`add_reference`, `gdino.sources`). Every public mutating call is one transaction, committed before it
+returns: a process killed at any moment loses at most the change in flight, and the database is never
+left half-written. `batch()` groups many calls into one commit (each call still all or nothing).
 
 Coordinates: boxes are xyxy in pixels of the UPRIGHT image (EXIF orientation applied, the frame
 `gdino.processing.to_rgb` returns), clipped to [0, width] x [0, height]. Masks are COCO RLE dicts
@@ -54,6 +55,7 @@ from .project_schema import (
     to_json,
     translate,
 )
+from .sources import is_uri, name_of
 
 __all__ = ["ImageRecord", "NewImage", "ObjectRecord", "Project", "ProjectError", "STATUSES", "SOURCES", "ORDERS"]
 
@@ -68,12 +70,18 @@ _UNSET: Any = object()  # "argument not given", so that mask=None can mean "remo
 class ImageRecord:
     id: int
     name: str  # unique within the project (case-insensitively), e.g. the file name
-    path: Path  # absolute path of the pixels
+    path: Path | None  # absolute path of the pixels; None for an image in an object store (then `uri`)
     width: int  # upright frame: EXIF orientation applied
     height: int
     status: str  # one of STATUSES
     min_score: float | None  # lowest score among its model objects; None without any
     num_objects: int
+    uri: str | None = None  # an object-store URI (s3://...) for an image referenced there (`gdino.sources`)
+
+    @property
+    def location(self) -> Path | str:
+        """Where the pixels are: the local path, or the URI (`gdino.sources.read_image` reads both)."""
+        return self.uri if self.uri is not None else self.path
 
 
 @dataclass(frozen=True)
@@ -147,6 +155,7 @@ class Project:
         self._dir = directory
         self._db: sqlite3.Connection | None = db
         self._lock = threading.RLock()
+        self._batch_depth = 0  # > 0 inside batch(): writes are savepoints of its one transaction
         self.read_only = read_only  # on read-only storage: every read works, every change is refused
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -252,10 +261,15 @@ class Project:
     @contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
         """One transaction, committed on success and rolled back on any exception. SQLite's failures
-        (busy past the timeout, disk full, read-only) come out as ProjectErrors that say what to do."""
+        (busy past the timeout, disk full, read-only) come out as ProjectErrors that say what to do.
+        Inside `batch()`: a savepoint of the batch's transaction, undone alone on an exception."""
         with self._lock:
             db = self._open_db()
             self._check_writable()
+            if self._batch_depth:
+                with self._savepoint(db):
+                    yield db
+                return
             try:
                 db.execute("BEGIN IMMEDIATE")  # take the write lock now, not halfway through
             except sqlite3.Error as err:
@@ -271,9 +285,47 @@ class Project:
                 raise
 
     @contextmanager
+    def _savepoint(self, db: sqlite3.Connection) -> Iterator[None]:
+        name = f"w{self._batch_depth}"
+        self._batch_depth += 1
+        try:
+            db.execute(f"SAVEPOINT {name}")
+            try:
+                yield
+            except BaseException:
+                db.execute(f"ROLLBACK TO {name}")
+                raise
+            finally:
+                db.execute(f"RELEASE {name}")
+        except sqlite3.Error as err:
+            raise translate(err, self._dir) from err
+        finally:
+            self._batch_depth -= 1
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Many changes, one commit (e.g. a cluster's results, a few hundred images at a time): each call
+        inside is still all or nothing (a savepoint; one that raises leaves the others), and nothing is
+        stored until the block ends; an exception out of the block, or a kill, stores none of it. Other
+        threads' writes to this instance wait for the block (it holds the lock and SQLite's write lock)."""
+        with self._write() as db:
+            self._batch_depth += 1
+            try:
+                yield
+            finally:
+                self._batch_depth -= 1
+            del db
+
+    @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
         with self._lock:
             db = self._open_db()
+            if self._batch_depth:  # inside batch(): its transaction is the snapshot, with its own changes
+                try:
+                    yield db
+                except sqlite3.Error as err:
+                    raise translate(err, self._dir) from err
+                return
             try:
                 db.execute("BEGIN")  # one snapshot for the several queries of a read
                 try:
@@ -458,6 +510,9 @@ class Project:
             return self._store(name, key, lambda tmp: rgb.save(tmp, format="PNG"))
         if not isinstance(source, (str, os.PathLike)):
             raise ImageError(f"expected a path, a PIL image or a numpy array, got {type(source).__name__}")
+        if is_uri(source):
+            raise ImageError(f"{source!r} is in an object store: add it with add_reference (its URI is kept, "
+                             "nothing is copied)")
         src = Path(source).expanduser().resolve()
         name = image_name(name or src.name)
         if not src.is_file():
@@ -470,6 +525,23 @@ class Project:
             if found is not None:
                 return found
             return self._insert_image(db, self._free_name(db, name, None), str(src), False, width, height, key)
+
+    def add_reference(self, uri: str, width: int, height: int, *, name: str | None = None,
+                      key: str | None = None) -> ImageRecord:
+        """Add an image that stays in an object store, referenced by its URI (`gdino.sources`: s3://...),
+        of the given upright size (the caller decoded it: a Ray actor, `sources.size_of`). Nothing is copied
+        or fetched here. key: as in add_image (default: the URI)."""
+        if not is_uri(uri):
+            raise ProjectError(f"{uri!r} is not an object-store URI (scheme://...); add local files with add_image")
+        if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
+            raise ProjectError(f"an image size must be positive whole pixels, got {width!r} x {height!r}")
+        key = uri if key is None else key
+        name = image_name(name or name_of(uri))
+        with self._write() as db:
+            found = self._keyed(db, key)
+            if found is not None:
+                return found
+            return self._insert_image(db, self._free_name(db, name, None), uri, False, width, height, key)
 
     def image_by_key(self, key: str) -> ImageRecord | None:
         """The image added with `key` (see add_image), or None."""
@@ -692,6 +764,8 @@ class Project:
 
     def _image_record(self, row) -> ImageRecord:
         id_, name, path, copied, width, height, status, min_score, num_objects = row
+        if not copied and is_uri(path):
+            return ImageRecord(id_, name, None, width, height, status, min_score, num_objects, uri=path)
         return ImageRecord(id_, name, self._dir / path if copied else Path(path), width, height, status, min_score,
                            num_objects)
 

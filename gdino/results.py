@@ -1,13 +1,16 @@
 """Labeling results as rows, and folders of Parquet shards that hold them (`gdino label --results DIR`).
 
 One row per image, as the Ray engine's actors produce it and as a shard stores it:
-    image_id  int     the image's id in the project the run labeled (-1: none)
-    key       str     where the image came from: its source path (or its path in the project)
+    image_id  int     the image's id in the project the run labeled (NEW_IMAGE, -1: not in it yet, an
+                      object-store image: stored by its URI, `key`, with its result)
+    key       str     where the image came from: its source path or URI (or its path in the project)
     name      str     the image's name, for messages
     error     str     why it failed ("" when it did not); a failed image has no objects
     objects   str     JSON list of {"box": [x0, y0, x1, y1] pixels of the upright image, "class_name",
                       "score", "mask": COCO RLE or null}, as `labeling.detect_objects` makes them
     run       str     JSON of the LabelSettings behind them (`LabelSettings.to_run`)
+    width     int     the upright image's size as the actor decoded it (0 when it could not be read)
+    height    int
 
 A shard is written whole under a hidden temporary name, then renamed: a reader never sees half of one
 (object stores write whole objects anyway). Readers still read shard by shard, so that one damaged file
@@ -22,7 +25,8 @@ import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
-COLUMNS = ("image_id", "key", "name", "error", "objects", "run")
+COLUMNS = ("image_id", "key", "name", "error", "objects", "run", "width", "height")
+NEW_IMAGE = -1  # a row's image_id for an image the project does not hold yet (an object-store URI)
 SUFFIX = ".parquet"
 
 
@@ -38,7 +42,7 @@ def _schema():
     import pyarrow as pa
 
     return pa.schema([("image_id", pa.int64()), ("key", pa.string()), ("name", pa.string()), ("error", pa.string()),
-                      ("objects", pa.string()), ("run", pa.string())])
+                      ("objects", pa.string()), ("run", pa.string()), ("width", pa.int64()), ("height", pa.int64())])
 
 
 def _filesystem(folder: str):
@@ -53,9 +57,11 @@ def _filesystem(folder: str):
 
 
 def make_row(image_id: int, key: str, name: str, *, objects: Sequence[dict] = (), error: str = "",
-             run: dict | None = None) -> dict:
+             run: dict | None = None, size: tuple[int, int] = (0, 0)) -> dict:
+    """size: (width, height) of the upright image."""
     return {"image_id": int(image_id), "key": key, "name": name, "error": error,
-            "objects": json.dumps(list(objects)), "run": json.dumps(run or {})}
+            "objects": json.dumps(list(objects)), "run": json.dumps(run or {}), "width": int(size[0]),
+            "height": int(size[1])}
 
 
 def write_shard(folder: str, rows: Sequence[dict]) -> str | None:
@@ -112,7 +118,8 @@ def done_keys(folder: str) -> set[str]:
 
 def store_row(project, image_id: int, row: dict) -> str:
     """Store one result row as the image's model objects, the way the plain engine stores them
-    (`labeling.store_objects`: one transaction, only while the image is still "unlabeled").
+    (`labeling.store_objects`: one transaction, only while the image is still "unlabeled"). A row of a
+    NEW_IMAGE adds its image first, by its URI (`Project.add_reference`), in the same transaction.
     Returns "labeled", "failed" (the row holds an error), "kept" (the image is not unlabeled any more:
     already labeled, or a person decided on it meanwhile) or "gone" (removed from the project)."""
     from .labeling import LabelSettings, store_objects
@@ -121,8 +128,13 @@ def store_row(project, image_id: int, row: dict) -> str:
     if row["error"]:
         return "failed"
     settings = LabelSettings.from_run(json.loads(row["run"]))
+    objects = json.loads(row["objects"])
     try:
-        stored = store_objects(project, image_id, json.loads(row["objects"]), settings, if_status=("unlabeled",))
+        with project.batch():  # one transaction, or a savepoint of the caller's batch
+            if image_id == NEW_IMAGE:
+                image_id = project.add_reference(row["key"], int(row["width"]), int(row["height"]), name=row["name"],
+                                                 key=row["key"]).id
+            stored = store_objects(project, image_id, objects, settings, if_status=("unlabeled",))
     except ProjectError:
         if not project.has_image(image_id):
             return "gone"

@@ -1,3 +1,4 @@
+import os
 import sys
 from pathlib import Path
 
@@ -31,3 +32,24 @@ def tiny_ours(tiny_hf):
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)
+
+
+@pytest.fixture(scope="session")
+def object_store():
+    """A real S3 endpoint (moto's server on 127.0.0.1) with dummy credentials in this process's environment,
+    so that subprocesses (the gdino command, Ray's workers) inherit them."""
+    from object_store import CREDENTIALS, ObjectStore
+
+    try:
+        store = ObjectStore.start()
+    except RuntimeError as err:
+        pytest.skip(str(err))
+    saved = {k: os.environ.get(k) for k in CREDENTIALS}
+    os.environ.update(CREDENTIALS)
+    yield store
+    store.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v

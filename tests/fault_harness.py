@@ -81,9 +81,11 @@ def integrity(project: Path) -> str:
 
 
 def duplicate_sources(project: Path) -> int:
-    """Images added twice from the same file: the same pixels under two rows."""
+    """Images added twice from the same file: the same pixels under two rows (an object-store image: the same
+    URI under two rows)."""
     rows = query(project, "SELECT path, copied FROM images")
-    digests = [hashlib.sha1((project / p if c else Path(p)).read_bytes()).hexdigest() for p, c in rows]
+    digests = [p if "://" in p and not c else hashlib.sha1((project / p if c else Path(p)).read_bytes()).hexdigest()
+               for p, c in rows]
     return len(digests) - len(set(digests))
 
 

@@ -613,11 +613,11 @@ def test_canvas_files_of_dead_servers_go_and_a_read_failure_is_not_remembered(tm
 
     picture = tmp_path / "p.png"
     Image.fromarray(np.zeros((30, 40, 3), np.uint8)).save(picture)
-    record = type("Record", (), {"id": 1, "path": picture, "width": 40, "height": 30})()
-    real = canvas_view.to_rgb
-    monkeypatch.setattr(canvas_view, "to_rgb", lambda path: (_ for _ in ()).throw(OSError("a hiccup")))
+    record = type("Record", (), {"id": 1, "path": picture, "uri": None, "location": picture, "width": 40, "height": 30})()
+    real = canvas_view.read_image
+    monkeypatch.setattr(canvas_view, "read_image", lambda path: (_ for _ in ()).throw(OSError("a hiccup")))
     assert files.image("tok", record)[1] is False
-    monkeypatch.setattr(canvas_view, "to_rgb", real)
+    monkeypatch.setattr(canvas_view, "read_image", real)
     path, readable = files.image("tok", record)  # readable again: not remembered as broken
     assert readable and Image.open(path).size == (40, 30)
     files.close()

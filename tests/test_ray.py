@@ -7,7 +7,6 @@ its Ray lives in a short temp folder of this module's own, so that leftovers can
 
 from __future__ import annotations
 
-import math
 import os
 import shutil
 import signal
@@ -17,21 +16,19 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 from fault_harness import count, duplicate_sources, gdino_cmd
 from fault_harness import env as harness_env
-from PIL import Image
+from project_compare import GOOD, assert_same_project, snapshot, source_folder
 
 pytest.importorskip("ray.data", reason='Ray is not installed here (pip install "gdino[ray]")')
 
 from gdino.cli import main  # noqa: E402
 from gdino.project import Project  # noqa: E402
-from gdino.ray_engine import session_pids  # noqa: E402
+from gdino.ray_session import session_pids  # noqa: E402
 from gdino.results import read_shards, shard_paths  # noqa: E402
 
 CLASSES = "cat, remote control"
-GOOD = 32  # images that label fine, plus one EXIF-rotated photo and one corrupt file
 TIMEOUT = 240  # one Ray run at most, in seconds
 
 
@@ -45,20 +42,6 @@ def ray_tmp():
         os.kill(pid, signal.SIGKILL)
     shutil.rmtree(base, ignore_errors=True)
     assert not left, f"Ray processes left behind: {left}"
-
-
-def source_folder(root: Path) -> Path:
-    rng = np.random.default_rng(0)
-    for k in range(GOOD):
-        sub = ["", "a", "a/b", "c/d/e"][k % 4]
-        path = root / sub / f"img_{k:02d}.{'png' if k % 3 else 'jpg'}"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8)).save(path)
-    exif = Image.Exif()
-    exif[0x0112] = 6  # stored 32 wide and 48 high, shown rotated: 48 x 32
-    Image.fromarray(rng.integers(0, 255, (48, 32, 3), dtype=np.uint8)).save(root / "a" / "rotated.jpg", exif=exif)
-    (root / "c" / "broken.jpg").write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg" * 8)
-    return root
 
 
 def label_args(model, images, out, *more) -> list[str]:
@@ -84,31 +67,6 @@ def plain(tiny_hf, tmp_path_factory):
     code = main(label_args(tiny_hf[1], images, tmp / "plain"))
     assert code == 1  # the corrupt file
     return {"images": images, "project": tmp / "plain", "model": tiny_hf[1], "tmp": tmp}
-
-
-def snapshot(project_dir: Path) -> tuple[list[str], dict]:
-    """(classes, {image name: (status, width, height, last run, objects sorted)})."""
-    with Project.open(project_dir) as project:
-        images = {}
-        for r in project.images(order="name"):
-            objects = sorted((o.class_name, o.source, o.box, o.score, o.mask) for o in project.objects(r.id))
-            images[r.name] = (r.status, r.width, r.height, project.last_run(r.id), objects)
-        return project.classes, images
-
-
-def assert_same_project(a: Path, b: Path) -> None:
-    classes_a, images_a = snapshot(a)
-    classes_b, images_b = snapshot(b)
-    assert classes_a == classes_b
-    assert images_a.keys() == images_b.keys()
-    for name, (status, width, height, run, objects) in images_a.items():
-        other = images_b[name]
-        assert (status, width, height, run) == other[:4], name
-        assert len(objects) == len(other[4]), name
-        for (cls, source, box, score, mask), (cls2, source2, box2, score2, mask2) in zip(objects, other[4], strict=True):
-            assert (cls, source, mask) == (cls2, source2, mask2), name
-            assert all(math.isclose(u, v, abs_tol=1e-4) for u, v in zip(box, box2, strict=True)), (name, box, box2)
-            assert math.isclose(score, score2, abs_tol=1e-4), name
 
 
 def test_ray_labels_the_same_project_and_lists_the_corrupt_file(plain, ray_tmp):
@@ -183,6 +141,31 @@ def test_results_folder_then_import_results_gives_the_same_project(plain, ray_tm
     printed = capsys.readouterr().out
     assert "could not read 1 shard(s)" in printed and "part-zzz-truncated.parquet" in printed
     assert_same_project(plain["project"], plain["tmp"] / "fresh")
+
+
+def test_object_store_images_are_labeled_by_uri_streamed_and_through_results(plain, ray_tmp, object_store, capsys):
+    """The actors read s3:// URIs; the driver adds each image by its URI with its result (nothing copied);
+    the same through --results shards and import-results (one subfolder: a second Ray run, kept short)."""
+    object_store.put_tree(plain["images"], "photos/ray")
+    out = plain["tmp"] / "s3-streamed"
+    result = gdino(ray_tmp, *label_args(plain["model"], object_store.uri("photos/ray"), out, "--engine", "ray",
+                                        "--actors", "2"))
+    assert result.returncode == 1 and "broken.jpg" in result.stdout, result.stdout + result.stderr
+    assert f"added {GOOD + 1} new image(s)" in result.stdout, result.stdout
+    assert_same_project(plain["project"], out)
+    with Project.open(out) as project:
+        assert all(r.uri is not None and r.path is None for r in project.images())
+    assert duplicate_sources(out) == 0
+
+    staged, results = plain["tmp"] / "s3-staged", plain["tmp"] / "s3-results"
+    sub = object_store.uri("photos/ray/c")  # c/broken.jpg and c/d/e/...
+    result = gdino(ray_tmp, *label_args(plain["model"], sub, staged, "--engine", "ray", "--results", results))
+    assert result.returncode == 1 and "broken.jpg" in result.stdout, result.stdout + result.stderr
+    assert main(["import-results", str(results), "--into", str(staged)]) == 1  # the broken row is listed
+    assert "broken.jpg" in capsys.readouterr().out
+    assert_same_project(plain["project"], staged, only=lambda name: name.startswith("img_") and int(name[4:6]) % 4 == 3)
+    with Project.open(staged) as project:
+        assert all(r.uri is not None for r in project.images())
 
 
 def test_usage_errors_need_no_ray(tmp_path, capsys):

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from gdino.masks import rle_to_mask
-from gdino.processing import to_rgb
+from gdino.sources import read_image
 
 from .canvas import mask_index_to_overlay
 from .render import PHRASE_COLOR, class_color, placeholder
@@ -62,8 +62,11 @@ class CanvasFiles:
         file could be read: if not, the picture is a grey placeholder of its size). read: record -> the file
         to read, checked by the caller at this moment (default: the record's path)."""
         try:  # lstat too: a file swapped for a link is a new version (and is checked again by `read`)
-            stat, link = record.path.stat(), record.path.lstat()
-            version = f"{record.path}:{stat.st_mtime_ns}:{stat.st_size}:{link.st_ino}:{link.st_mtime_ns}"
+            if record.uri is not None:  # an object-store image: its URI (objects are replaced, not edited)
+                version = record.uri
+            else:
+                stat, link = record.path.stat(), record.path.lstat()
+                version = f"{record.path}:{stat.st_mtime_ns}:{stat.st_size}:{link.st_ino}:{link.st_mtime_ns}"
         except OSError:
             version = "missing"
         stem = f"image-{record.id}-{hashlib.sha256(version.encode()).hexdigest()[:16]}"
@@ -74,7 +77,7 @@ class CanvasFiles:
         from PIL import Image
 
         try:
-            rgb, readable = to_rgb(read(record) if read is not None else record.path), True
+            rgb, readable = read_image(read(record) if read is not None else record.location), True
         except Exception:  # noqa: BLE001 - any unreadable file shows as the placeholder (tried again next time)
             rgb = Image.fromarray(placeholder(record.width, record.height))  # small: the canvas stretches it
             readable, path = False, folder / "unreadable.jpg"

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from gdino.checkpoints import RECOMMENDED
 from gdino.config import DEFAULT_MODEL
+from gdino.sources import is_uri
 
 _DEFAULT_WORKSPACE = Path.home() / ".cache" / "gdino" / "sessions"
 
@@ -26,6 +27,7 @@ class AppConfig:
     port: int | None = None
     share: bool = False
     allow_dirs: tuple[Path, ...] = ()
+    allow_uris: tuple[str, ...] = ()  # object-store prefixes (s3://bucket/photos/?endpoint...) images may be read from
     workspace: Path = field(default_factory=lambda: Path(os.environ.get("GDINO_WORKSPACE", _DEFAULT_WORKSPACE)))
     max_upload_files: int = 500  # files in one upload
     max_upload_mb: int = 500  # one file
@@ -72,6 +74,10 @@ def parse_args(argv: list[str] | None = None) -> AppConfig:
     p.add_argument("--allow-dir", action="append", type=Path, default=[], metavar="DIR",
                    help="a server folder visitors may open projects or add images from (repeatable); without it "
                         "visitors can only upload")
+    p.add_argument("--allow-uri", action="append", default=[], metavar="URI",
+                   help="an object-store prefix (s3://bucket/photos/, with the same ?endpoint_override=... as the "
+                        "project's images) whose images the page may show, for projects labeled with `gdino label "
+                        "s3://...` (repeatable; credentials from the environment)")
     limits = AppConfig()
     p.add_argument("--max-upload-files", type=int, default=limits.max_upload_files, metavar="N",
                    help=f"files in one upload (default {limits.max_upload_files})")
@@ -84,6 +90,9 @@ def parse_args(argv: list[str] | None = None) -> AppConfig:
     p.add_argument("--workspace", type=Path, default=None,
                    help="where per-session projects are kept (default ~/.cache/gdino/sessions or $GDINO_WORKSPACE)")
     a = p.parse_args(argv)
+    for uri in a.allow_uri:
+        if not is_uri(uri):
+            p.error(f"--allow-uri {uri}: not an object-store URI (s3://bucket/prefix/); for server folders use --allow-dir")
     extra = {"workspace": a.workspace.resolve()} if a.workspace else {}
     if a.max_loaded_models < 1:
         p.error("--max-loaded-models must be at least 1")
@@ -91,6 +100,6 @@ def parse_args(argv: list[str] | None = None) -> AppConfig:
                                                      and m.strip().lower() != "none")
     return AppConfig(model=a.model, models=models, max_loaded_models=a.max_loaded_models, text_encoder=a.text_encoder, sam=a.sam,
                      project=a.project.resolve() if a.project else None, device=a.device, host=a.host, port=a.port,
-                     share=a.share, allow_dirs=tuple(d.resolve() for d in a.allow_dir),
+                     share=a.share, allow_dirs=tuple(d.resolve() for d in a.allow_dir), allow_uris=tuple(a.allow_uri),
                      max_upload_files=a.max_upload_files, max_upload_mb=a.max_upload_mb,
                      max_upload_total_mb=a.max_upload_total_mb, max_upload_members=a.max_upload_members, **extra)

@@ -19,6 +19,7 @@ from gdino.labeling import LabelSettings, label_images, parse_class_text
 from gdino.processing import ImageError
 from gdino.project import ProjectError
 from gdino.prompts import PromptError
+from gdino.sources import read_image
 
 from . import edits
 from .canvas_view import CanvasFiles, canvas_value
@@ -483,8 +484,9 @@ def start_auto_label(app: App, state: dict, settings: LabelSettings) -> str:
 
 
 def _reader(app: App, project):
-    """image_id -> the image's file, checked when it is read (ui.session.Sessions.image_path)."""
-    return lambda image_id: app.sessions.image_path(project, project.image(image_id))
+    """image_id -> the image's pixels (upright RGB), its file checked when it is read
+    (ui.session.Sessions.image_path; an object-store image fetched)."""
+    return lambda image_id: read_image(app.sessions.image_path(project, project.image(image_id)))
 
 
 def job_status(app: App, state: dict) -> str:
@@ -584,9 +586,9 @@ def _segment(app: App, project, image_id: int):
     if not app.hub.sam_enabled:
         return None
     def segment(points, labels, box):
-        path = app.sessions.image_path(project, project.image(image_id))
+        pixels = read_image(app.sessions.image_path(project, project.image(image_id)))
         with app.jobs.model_lock:
-            return app.hub.segmenter().refine(path, points=points, labels=labels, box=box).mask
+            return app.hub.segmenter().refine(pixels, points=points, labels=labels, box=box).mask
     return segment
 
 

@@ -24,6 +24,7 @@ from urllib.parse import quote, urlsplit, urlunsplit
 
 from gdino.processing import ImageError
 from gdino.project import Project, ProjectError
+from gdino.sources import uri_within
 
 from .config import AppConfig
 
@@ -236,11 +237,18 @@ class Sessions:
             raise ProjectError(f"{path} is outside the folders this server allows ({allowed})")
         return resolved
 
-    def image_path(self, project: Project, record) -> Path:
+    def image_path(self, project: Project, record) -> Path | str:
         """The file to read for an image of `project`, checked at the moment of reading: a file may have been
         swapped for a link since it was added. A copy in the project's images/ must not be a link; an image
-        referenced in a server folder must still resolve inside an --allow-dir folder. Else an ImageError
-        (the page shows the image as unreadable, a run lists it as failed)."""
+        referenced in a server folder must still resolve inside an --allow-dir folder; an object-store image
+        (its URI is returned, `gdino.sources.read_image` reads it) must lie under an --allow-uri prefix, with
+        the same endpoint. Else an ImageError (the page shows the image as unreadable, a run lists it as
+        failed)."""
+        if record.uri is not None:
+            if not any(uri_within(record.uri, prefix) for prefix in self.config.allow_uris):
+                raise ImageError(f"{record.name}: it is in an object store this server does not read from (the "
+                                 "server owner can allow it with --allow-uri)")
+            return record.uri
         path = Path(record.path)
         if path.parent == project.path / "images":
             if path.is_symlink():

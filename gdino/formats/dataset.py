@@ -29,11 +29,12 @@ class LabeledObject:
 @dataclass(frozen=True)
 class LabeledImage:
     file_name: str  # unique within the dataset; the name the image gets in an export
-    path: Path | None  # where the pixels are (None for records that were never on disk)
+    path: Path | None  # where the pixels are (None for records that were never on disk, or are in an object store)
     width: int  # upright
     height: int
     objects: tuple[LabeledObject, ...] = ()
     id: int | None = None  # stable id (the project's), used as the COCO image id
+    uri: str | None = None  # an object-store image's URI (`gdino.sources`): exported images are fetched from it
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..durable import fsync
-from ..processing import open_image_file, to_rgb
+from ..processing import ImageError, open_image_file, to_rgb
+from ..sources import local_file
 from .coco import coco_records, write_coco
 from .dataset import Dataset, LabeledImage, LabeledObject, split_images
 from .voc import voc_xml, write_voc
@@ -44,8 +45,9 @@ def dataset_from_project(project, *, reviewed_only: bool = False, left_out: dict
                 continue
             objects.append(LabeledObject(class_id=index[o.class_name], box=tuple(o.box), mask=o.mask, score=o.score, id=o.id))
         name = _unique_name(record.name, stems)
-        images.append(LabeledImage(file_name=name, path=Path(record.path), width=record.width, height=record.height,
-                                   objects=tuple(objects), id=record.id))
+        images.append(LabeledImage(file_name=name, path=None if record.path is None else Path(record.path),
+                                   width=record.width, height=record.height, objects=tuple(objects), id=record.id,
+                                   uri=record.uri))
     return Dataset(classes=classes, images=tuple(images))
 
 
@@ -233,7 +235,9 @@ def _write_export(dataset: Dataset, out: Path, fmt: str, val_fraction: float, se
 
 
 def _why(err: Exception, image: LabeledImage) -> str:
-    """Why an image was left out, without its server path."""
+    """Why an image was left out, without its server path (an object-store image's URI is the user's own)."""
+    if image.uri is not None:
+        return str(err)
     if image.path is None or isinstance(err, FileNotFoundError) or not image.path.exists():
         return "its file is missing"
     text = str(err).replace(f"the image {str(image.path)!r}", "the file")
@@ -243,18 +247,28 @@ def _why(err: Exception, image: LabeledImage) -> str:
 def write_image_upright(image: LabeledImage, dest: Path) -> Path:
     """Copy the file as it is, unless it carries an EXIF rotation: then write the upright pixels. The
     pixels are decoded in full either way, so a truncated or corrupt file is refused (ImageError), not
-    exported."""
+    exported. An object-store image is fetched first (`sources.local_file`)."""
+    if image.uri is not None:
+        with local_file(image.uri) as fetched:
+            try:
+                return _write_upright(fetched, dest)
+            except ImageError as err:
+                raise ImageError(str(err).replace(str(fetched), image.uri)) from None
     if image.path is None:
         raise ValueError(f"{image.file_name}: no image file to export")
+    return _write_upright(image.path, dest)
+
+
+def _write_upright(source: Path, dest: Path) -> Path:
     dest.parent.mkdir(parents=True, exist_ok=True)
-    with open_image_file(image.path) as f:
+    with open_image_file(source) as f:
         orientation = f.getexif().get(0x0112, 1)
         fmt = f.format
         f.load()  # every pixel: a truncated file fails here
     if orientation in (None, 1):
-        shutil.copyfile(image.path, dest)
+        shutil.copyfile(source, dest)
         return dest
-    upright = to_rgb(image.path)
+    upright = to_rgb(source)
     if fmt == "JPEG":
         upright.save(dest, format="JPEG", quality=95)
     else:

@@ -31,9 +31,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..processing import ImageError, batch_from_uint8, resize_to_uint8, resized_size, to_rgb
+from ..processing import ImageError, batch_from_uint8, resize_to_uint8, resized_size
 from ..project import IMAGES_DIR, ImageRecord, Project
 from ..project_schema import ProjectError
+from ..sources import is_uri, read_image
 
 SCALES = tuple(range(480, 801, 32))  # shorter side of an augmented image: 480, 512, ..., 800
 MAX_SIZE = 1333  # longer side, at most
@@ -50,7 +51,7 @@ class Example:
 
     image_id: int
     name: str  # the project's image name (unique, case-insensitively): the split's key
-    path: Path  # the checked file
+    path: Path | str  # the checked file, or an object-store image's URI
     project_dir: Path  # the file of a copied image must stay inside it
     width: int  # upright
     height: int
@@ -146,8 +147,8 @@ def examples_from_project(project: Project, *, touched: bool = False,
             continue
         selected += 1
         try:
-            path = images(record.id) if images is not None else image_file(record.path, project.path)
-            _check_size(to_rgb(path), record.width, record.height)
+            path = images(record.id) if images is not None else _location(record, project.path)
+            _check_size(read_image(path), record.width, record.height)
         except (OSError, ImageError) as err:
             skipped.append((record.name, _why(err, record)))
             continue
@@ -222,13 +223,20 @@ def image_file(path: Path, project_dir: Path) -> Path:
     return path
 
 
+def _location(record, project_dir: Path) -> Path | str:
+    """An image's checked file (`image_file`), or its object-store URI (fetched at each read)."""
+    return record.uri if record.uri is not None else image_file(record.path, project_dir)
+
+
 def load_image(example: Example) -> Image.Image:
     """The example's pixels: upright RGB, checked as `image_file` does (or the example's reader), at the
     stored size. An ImageError names the image."""
     try:
-        path = example.reader(example.image_id) if example.reader is not None else image_file(example.path,
-                                                                                             example.project_dir)
-        rgb = to_rgb(path)
+        if example.reader is not None:
+            path = example.reader(example.image_id)
+        else:
+            path = example.path if is_uri(example.path) else image_file(example.path, example.project_dir)
+        rgb = read_image(path)
         _check_size(rgb, example.width, example.height)
     except (OSError, ImageError) as err:
         why = str(err).replace(repr(str(example.path)), "the file").replace(str(example.path), "the file")
@@ -244,6 +252,8 @@ def _check_size(rgb: Image.Image, width: int, height: int) -> None:
 
 def _why(err: Exception, record: ImageRecord) -> str:
     """Why an image was left out, without its server path."""
+    if record.path is None:  # an object-store image: its URI is the user's own
+        return str(err)
     return str(err).replace(repr(str(record.path)), "the file").replace(str(record.path), "the file")
 
 

@@ -1,0 +1,92 @@
+"""The app on a project whose images are in an object store (labeled with `gdino label s3://...`): it reads
+them only under an --allow-uri prefix with the same endpoint; otherwise they show as unreadable and runs
+list them, in the page's words. Against a real S3 endpoint (moto's server)."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gdino.processing import ImageError
+from gdino.sources import uri_within
+from ui import handlers as h
+from ui.config import AppConfig, parse_args
+from ui.session import Sessions
+
+
+def png(seed: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(seed).integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def make_app(tiny_hf, tmp_path, allow_uris=()):
+    cfg = AppConfig(model=str(tiny_hf[1]), sam="none", workspace=tmp_path / "ws", allow_uris=tuple(allow_uris))
+    return h.make_app(cfg)
+
+
+@pytest.fixture
+def stored(object_store):
+    object_store.put("shelf/ok/a.png", png(0))
+    object_store.put("shelf/other/b.png", png(1))
+    return object_store
+
+
+def add_refs(app, state, uris):
+    project = app.sessions.project(state)
+    return [project.add_reference(uri, 160, 120).id for uri in uris]
+
+
+def test_object_store_images_need_an_allow_uri_prefix(tiny_hf, tmp_path, stored):
+    app = make_app(tiny_hf, tmp_path)
+    try:
+        state = Sessions.new_state()
+        (image,) = add_refs(app, state, [stored.uri("shelf/ok/a.png")])
+        value, _ = h.view_image(app, state, image)
+        assert value["readable"] is False  # a grey placeholder, not a crash
+        settings = h.settings_from_inputs("classes", "cat", "", 0.2, 0.25, False)
+        with pytest.raises(ImageError) as refused:  # the page shows the error's text
+            h.detect_image(app, state, image, settings)
+        assert "does not read from" in str(refused.value) and "--allow-uri" in str(refused.value)
+        assert "127.0.0.1" not in str(refused.value)
+    finally:
+        app.sessions.close()
+
+
+def test_allowed_object_store_images_show_and_detect(tiny_hf, tmp_path, stored):
+    app = make_app(tiny_hf, tmp_path, allow_uris=[stored.uri("shelf/ok/")])
+    try:
+        state = Sessions.new_state()
+        ok, other = add_refs(app, state, [stored.uri("shelf/ok/a.png"), stored.uri("shelf/other/b.png")])
+        value, _ = h.view_image(app, state, ok)
+        assert value["readable"] is True
+        with Image.open(value["image"]["path"]) as picture:
+            assert picture.size == (160, 120)
+        settings = h.settings_from_inputs("classes", "cat, remote control", "", 0.2, 0.25, False)
+        assert h.detect_image(app, state, ok, settings).startswith("found")
+        value, _ = h.view_image(app, state, other)  # same store, outside the prefix
+        assert value["readable"] is False
+    finally:
+        app.sessions.close()
+
+
+def test_a_uri_cannot_leave_its_prefix_or_change_the_endpoint(stored):
+    prefix = stored.uri("shelf/ok/")
+    assert uri_within(stored.uri("shelf/ok/a.png"), prefix)
+    assert uri_within(stored.uri("shelf/ok/sub/a.png"), prefix)
+    assert not uri_within(stored.uri("shelf/ok"), prefix)  # the prefix itself is no image
+    assert not uri_within(stored.uri("shelf/okay/a.png"), prefix)  # by segment, not by characters
+    assert not uri_within(stored.uri("shelf/ok/../other/b.png"), prefix)
+    assert not uri_within("s3://shelf/ok/a.png?endpoint_override=evil.example:80&scheme=http&region=us-east-1", prefix)
+    assert not uri_within("gs://shelf/ok/a.png?" + stored.query(), prefix)
+    assert not uri_within("/shelf/ok/a.png", prefix)
+
+
+def test_allow_uri_must_be_a_uri(capsys):
+    with pytest.raises(SystemExit):
+        parse_args(["--allow-uri", "/data/photos"])
+    assert "not an object-store URI" in capsys.readouterr().err
+    assert parse_args(["--allow-uri", "s3://b/p/"]).allow_uris == ("s3://b/p/",)

@@ -1,0 +1,109 @@
+"""Images in an object store (`gdino.sources`, `Project.add_reference`) against a real S3 endpoint (moto's
+server, read by pyarrow's S3 client): listing, reading (EXIF upright, the same errors as a local file,
+never the temporary file's name), size limits, and the project's references to URIs."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from gdino.processing import ImageError, to_rgb
+from gdino.project import Project, ProjectError
+from gdino.sources import is_uri, list_images, local_file, read_image
+
+pytest.importorskip("pyarrow.fs")
+
+
+def jpeg(width: int, height: int, seed: int = 0, orientation: int | None = None) -> bytes:
+    rng = np.random.default_rng(seed)
+    buf = io.BytesIO()
+    exif = Image.Exif()
+    if orientation is not None:
+        exif[0x0112] = orientation
+    Image.fromarray(rng.integers(0, 255, (height, width, 3), dtype=np.uint8)).save(buf, format="JPEG", exif=exif)
+    return buf.getvalue()
+
+
+@pytest.fixture(scope="module")
+def bucket(object_store):
+    store = object_store
+    for key in ("src/a.jpg", "src/sub/b.JPG", "src/sub/deeper/c.png", "src/.hidden.jpg", "src/.cache/d.jpg",
+                "src/notes.txt"):
+        data = jpeg(40, 30, seed=len(key)) if not key.endswith(".png") else _png(40, 30)
+        store.put(key, data if not key.endswith(".txt") else b"hello")
+    store.put("src/rotated.jpg", jpeg(30, 40, orientation=6))  # stored 30 wide, 40 high; shown 40 x 30
+    store.put("src/broken.jpg", b"\xff\xd8\xff\xe0 not really a jpeg" * 8)
+    return store
+
+
+def _png(width: int, height: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (width, height), (10, 200, 30)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def test_uri_or_local_path():
+    assert is_uri("s3://bucket/a.jpg") and is_uri("gs://b/x") and is_uri("abfs://c/x.png")
+    assert not is_uri("/data/a.jpg") and not is_uri("file:///data/a.jpg") and not is_uri("photos/s3:/x.jpg")
+
+
+def test_lists_images_recursively_sorted_without_hidden_or_other_files(bucket):
+    found = list_images(bucket.uri("src"))
+    paths = [u.split("?")[0] for u in found]
+    assert paths == ["s3://src/a.jpg", "s3://src/broken.jpg", "s3://src/rotated.jpg", "s3://src/sub/b.JPG",
+                     "s3://src/sub/deeper/c.png"]
+    assert all(u.endswith("?" + bucket.query()) for u in found)  # each URI opens on its own (a worker's)
+    assert list_images(bucket.uri("src/sub/b.JPG")) == [bucket.uri("src/sub/b.JPG")]  # one object
+    assert list_images(bucket.uri("src/nothing-here")) == []
+
+
+def test_reads_upright_like_a_local_file(bucket, tmp_path):
+    local = tmp_path / "rotated.jpg"
+    local.write_bytes(jpeg(30, 40, orientation=6))
+    remote = read_image(bucket.uri("src/rotated.jpg"))
+    assert remote.size == (40, 30)
+    assert np.array_equal(np.asarray(remote), np.asarray(to_rgb(local)))
+
+
+def test_a_bad_object_is_an_image_error_naming_the_uri(bucket):
+    uri = bucket.uri("src/broken.jpg")
+    with pytest.raises(ImageError) as err:
+        read_image(uri)
+    assert uri in str(err.value) and "gdino-fetch-" not in str(err.value)
+    with pytest.raises(ImageError, match="no such object"):
+        read_image(bucket.uri("src/missing.jpg"))
+
+
+def test_an_object_over_the_limit_is_not_fetched(bucket):
+    with pytest.raises(ImageError, match="more than the limit"), local_file(bucket.uri("src/a.jpg"), max_bytes=100):
+        pass
+
+
+def test_an_unknown_scheme_is_an_image_error():
+    with pytest.raises(ImageError, match="could not read"):
+        read_image("nosuchscheme://x/y.jpg")
+
+
+def test_a_project_references_uris_without_copying(bucket, tmp_path):
+    uri = bucket.uri("src/a.jpg")
+    with Project.create(tmp_path / "p") as project:
+        record = project.add_reference(uri, 40, 30)
+        assert (record.uri, record.path, record.location, record.name) == (uri, None, uri, "a.jpg")
+        assert project.add_reference(uri, 40, 30).id == record.id  # once per key (the URI)
+        assert project.image_by_key(uri).id == record.id
+        again = project.add_reference(bucket.uri("src/sub/a.jpg"), 40, 30)
+        assert again.name == "a_1.jpg"
+        with pytest.raises(ProjectError, match="not an object-store URI"):
+            project.add_reference(str(tmp_path / "x.jpg"), 40, 30)
+        with pytest.raises(ProjectError, match="positive whole pixels"):
+            project.add_reference(bucket.uri("src/b.jpg"), 0, 30)
+        with pytest.raises(ImageError, match="add_reference"):
+            project.add_image(uri)
+        project.remove_image(again.id)
+    assert not (tmp_path / "p" / "images").exists() or not any((tmp_path / "p" / "images").iterdir())
+    with Project.open(tmp_path / "p") as project:  # stored as a URI: reopened the same
+        (record,) = project.images()
+        assert record.uri == uri and read_image(record.location).size == (40, 30)
