@@ -1,7 +1,10 @@
 """Images/s of `gdino label` on this machine: the plain engine vs `--engine ray` with 1 and 2 actors.
 
     python bench/bench_ray.py [--images 40] [--size tiny|swin_t] [--batch-size 1] [--actors 1 2] [--rounds 2]
-                              [--malloc keep|system]
+                              [--malloc keep|system] [--gpu]
+
+--gpu (a machine with CUDA GPUs): the plain command on cuda against Ray with one actor per GPU
+(`--gpus-per-actor 1 --device cuda`, --actors defaulting to the GPU count); use --size swin_t there.
 
 Each configuration is a fresh `gdino label` process over the same folder of random 640x480 photos into a
 new project (copying them in, as by default), with a random model of the given size built here (never
@@ -54,10 +57,11 @@ def make_inputs(folder: Path, count: int, size: str) -> Path:
     return save_hf(make_hf_model(size, seed=0), make_tokenizer(), folder / "model")
 
 
-def run(folder: Path, model: Path, name: str, flags: list[str], batch_size: int, malloc: str, images: str = "images") -> dict:
+def run(folder: Path, model: Path, name: str, flags: list[str], batch_size: int, malloc: str, images: str = "images",
+        device: str = "cpu") -> dict:
     project = folder / ("proj-" + re.sub(r"\W+", "-", name))
     cmd = [sys.executable, "-m", "gdino.cli", "label", str(folder / images), "--classes", "cat, remote control",
-           "--out", str(project), "--model", str(model), "--device", "cpu", "--batch-size", str(batch_size), *flags]
+           "--out", str(project), "--model", str(model), "--device", device, "--batch-size", str(batch_size), *flags]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TQDM_DISABLE": "1", "GDINO_MALLOC": malloc,
            "GDINO_CACHE": str(folder / "cache")}
     start = time.perf_counter()
@@ -77,25 +81,36 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=40)
     parser.add_argument("--size", choices=("tiny", "swin_t"), default="tiny")
     parser.add_argument("--batch-size", type=int, default=1)
-    parser.add_argument("--actors", type=int, nargs="+", default=[1, 2])
+    parser.add_argument("--actors", type=int, nargs="+", default=None, help="default: 1 2 (--gpu: the GPU count)")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--malloc", choices=("keep", "system"), default="keep")
+    parser.add_argument("--gpu", action="store_true", help="cuda: plain on one GPU vs one Ray actor per GPU")
     args = parser.parse_args()
+    device, per_actor = "cpu", []
+    if args.gpu:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise SystemExit("--gpu: no CUDA GPU here")
+        device, per_actor = "cuda", ["--gpus-per-actor", "1"]
+        args.actors = args.actors or [torch.cuda.device_count()]
+    args.actors = args.actors or [1, 2]
     with tempfile.TemporaryDirectory(prefix="gdino-bench-ray-") as tmp:
         folder = Path(tmp)
         model = make_inputs(folder, args.images, args.size)
-        run(folder, model, "warm-up", [], args.batch_size, args.malloc, images="warm")  # builds the kernel; not timed
-        configs = [("plain", [])] + [(f"ray, {n} actor{'s' if n > 1 else ''}", ["--engine", "ray", "--actors", str(n)])
-                                     for n in args.actors]
+        run(folder, model, "warm-up", [], args.batch_size, args.malloc, images="warm", device=device)  # kernel build
+        configs = [("plain", [])] + [(f"ray, {n} actor{'s' if n > 1 else ''}",
+                                      ["--engine", "ray", "--actors", str(n), *per_actor]) for n in args.actors]
         best: dict[str, dict] = {}
         for round_ in range(args.rounds):
             for name, flags in configs:
-                row = run(folder, model, f"{name}-{round_}", flags, args.batch_size, args.malloc) | {"name": name}
+                row = run(folder, model, f"{name}-{round_}", flags, args.batch_size, args.malloc,
+                          device=device) | {"name": name}
                 print(f"round {round_}: {row}", file=sys.stderr)
                 if name not in best or row["labeling"] < best[name]["labeling"]:
                     best[name] = row
         rows = [best[name] for name, _ in configs]
-    print(f"\n{args.images} images 640x480, model {args.size}, batch size {args.batch_size}, {os.cpu_count()} CPUs, "
+    print(f"\n{args.images} images 640x480, model {args.size}, {device}, batch size {args.batch_size}, {os.cpu_count()} CPUs, "
           f"GDINO_MALLOC={args.malloc}, best of {args.rounds}\n")
     print("| engine | wall s | labeling s | images/s | first result after s |\n|---|---:|---:|---:|---:|")
     for row in rows:

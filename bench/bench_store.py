@@ -32,7 +32,7 @@ def rows_for(ids: list[int], objects: int, seed: int = 0) -> list[dict]:
     for image_id in ids:
         found = []
         for _ in range(objects):
-            x0, y0 = rng.uniform(0, 500, 2)
+            x0, y0 = rng.uniform(0, 400, 2)
             found.append({"box": [float(x0), float(y0), float(x0 + 50), float(y0 + 40)], "class_name": "cat",
                           "score": float(rng.uniform(0.3, 1)), "mask": None})
         rows.append(make_row(image_id, f"k{image_id}", f"{image_id}.png", objects=found,
@@ -55,9 +55,11 @@ def main() -> None:
     parser.add_argument("--images", type=int, default=2000)
     parser.add_argument("--objects", type=int, default=10)
     parser.add_argument("--batch", type=int, default=256)
+    parser.add_argument("--dir", default=None, help="where the projects go (default: the temp folder; give a "
+                        "folder on the disk the projects will live on: a tmpfs makes every commit free)")
     args = parser.parse_args()
     results = []
-    with tempfile.TemporaryDirectory(prefix="gdino-bench-store-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="gdino-bench-store-", dir=args.dir) as tmp:
         for name in ("one transaction per image", f"batches of {args.batch}"):
             project, ids = project_with(Path(tmp) / name.replace(" ", "-"), args.images)
             rows = rows_for(ids, args.objects)
@@ -74,7 +76,7 @@ def main() -> None:
             assert project.stats()["objects"] == args.images * args.objects
             project.close()
             results.append((name, seconds))
-    print(f"\n{args.images} images, {args.objects} objects each\n")
+    print(f"\n{args.images} images, {args.objects} objects each, in {args.dir or tempfile.gettempdir()}\n")
     print("| driver stores | s | images/s |\n|---|---:|---:|")
     for name, seconds in results:
         print(f"| {name} | {seconds:.2f} | {args.images / seconds:.0f} |")

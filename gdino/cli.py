@@ -46,6 +46,7 @@ from .labeling import LabelSettings, label_images, parse_class_text
 from .memory import keep_freed_memory
 from .processing import ImageError
 from .project import DB_NAME, STATUSES, ImageRecord, Project, ProjectError
+from .project_schema import StoreError
 from .prompts import PromptError, parse_classes
 from .safezip import UnsafeZipError
 from .sources import is_uri, name_of, read_image, size_of
@@ -172,8 +173,9 @@ def _add_label(commands) -> None:
                "exit codes: 0 all fine, 1 some images failed, 2 usage or model errors, 130 interrupted "
                "(run it again to resume)")
     p.add_argument("images", nargs="*", metavar="IMAGES",
-                   help="image files, folders (searched recursively) or glob patterns (quote them: 'a/**/*.png'); "
-                        "none: label the project's unlabeled images")
+                   help="image files, folders (searched recursively), glob patterns (quote them: 'a/**/*.png') or "
+                        "object-store URIs (s3://bucket/photos/: referenced, not copied; credentials from the "
+                        "environment); none: label the project's unlabeled images")
     what = p.add_mutually_exclusive_group(required=True)
     what.add_argument("--classes", help="class names as in the app: \"cat, remote control\", or with synonyms "
                                         "\"car: car, automobile; person\"")
@@ -780,29 +782,43 @@ def cmd_import(args: argparse.Namespace) -> int:
     return code
 
 
-def _import_row(project: Project, row: dict, copy: bool, by_path: dict, counts: dict, failed: dict,
-                classes_added: set) -> None:
-    """One result row into the project: an image it lacks is added first (a local file as `gdino label`
-    adds it; an object-store image by its URI, with the size the actor read)."""
+def _import_row(project: Project, row: dict, by_path: dict, counts: dict, failed: dict, classes_added: set) -> None:
+    """One result row into the project; its image is in it already (`_add_missing`), or is an object-store
+    image, added by its URI with the size the actor read. A damaged row is listed as failed."""
     from .results import NEW_IMAGE, store_row
 
     if row["error"]:
         failed.setdefault(row["key"], (row["name"], row["error"]))
         return
     record = project.image_by_key(row["key"]) or by_path.get(row["key"])
-    image_id = NEW_IMAGE if record is None and is_uri(row["key"]) else None
-    if record is None and image_id is None:
-        try:
-            record = project.add_image(row["key"], copy=copy, key=row["key"])
-        except (ImageError, OSError) as err:
-            failed[row["key"]] = (row["name"], f"not in the project, and its file cannot be added: {err}")
-            return
-        by_path[str(record.path)] = record
-    if row["run"] not in classes_added:  # as `gdino label`: a run's classes are the dataset's
-        classes_added.add(row["run"])
-        project.add_classes(LabelSettings.from_run(json.loads(row["run"])).labels())
-    counts[store_row(project, record.id if record is not None else image_id, row)] += 1
+    if record is None and not is_uri(row["key"]):
+        return  # its file could not be added: listed by _add_missing
+    try:
+        if row["run"] not in classes_added:  # as `gdino label`: a run's classes are the dataset's
+            project.add_classes(LabelSettings.from_run(json.loads(row["run"])).labels())
+            classes_added.add(row["run"])
+        counts[store_row(project, record.id if record is not None else NEW_IMAGE, row)] += 1
+    except StoreError:  # the project failed (busy, disk full): the import stops, this shard's batch is not stored
+        raise
+    except (ValueError, TypeError, KeyError, AttributeError) as err:  # json, a run or objects of the wrong shape
+        failed[row["key"]] = (row["name"], f"a damaged result row ({type(err).__name__}: {err})")
+        return
     failed.pop(row["key"], None)
+
+
+def _add_missing(project: Project, rows: list[dict], copy: bool, by_path: dict, failed: dict) -> None:
+    """The local files of a shard's rows that the project lacks, added as `gdino label` adds them, each in
+    its own transaction, before the shard's batch (a batch does not take back files it placed)."""
+    for row in rows:
+        key = row["key"]
+        if row["error"] or is_uri(key) or project.image_by_key(key) or by_path.get(key):
+            continue
+        try:
+            record = project.add_image(key, copy=copy, key=key)
+        except (ImageError, OSError) as err:
+            failed[key] = (row["name"], f"not in the project, and its file cannot be added: {err}")
+            continue
+        by_path[str(record.path)] = record
 
 
 def cmd_import_results(args: argparse.Namespace) -> int:
@@ -821,7 +837,7 @@ def cmd_import_results(args: argparse.Namespace) -> int:
     bad_shards: list[ShardError] = []
     classes_added: set[str] = set()
     with Project.create(Path(args.into).expanduser().resolve(), exist_ok=True) as project:
-        by_path = {str(r.path): r for r in project.images()}
+        by_path = {str(r.path): r for r in project.images() if r.path is not None}
         with tqdm(total=len(shards), desc="importing", unit="shard", file=sys.stderr, disable=None) as bar:
             for rows in read_shards(args.results):
                 bar.update()
@@ -829,9 +845,10 @@ def cmd_import_results(args: argparse.Namespace) -> int:
                     bad_shards.append(rows)
                     bar.write(f"gdino import-results: cannot read {rows.shard}: {rows.why}", file=sys.stderr)
                     continue
-                with _sigint_deferred(), project.batch():  # a shard per transaction
+                _add_missing(project, rows, args.copy, by_path, failed)
+                with _sigint_deferred(), project.batch():  # a shard's results per transaction
                     for row in rows:
-                        _import_row(project, row, args.copy, by_path, counts, failed, classes_added)
+                        _import_row(project, row, by_path, counts, failed, classes_added)
         print(f"imported the results of {counts['labeled']} image(s) from {len(shards) - len(bad_shards)} shard(s); "
               f"{counts['kept']} were labeled already (left as they are)")
         if failed:

@@ -6,12 +6,13 @@ from __future__ import annotations
 import glob
 import os
 import queue
+import re
 import threading
 from collections.abc import Callable, Hashable, Sequence
 from pathlib import Path
 
 from .processing import to_rgb
-from .sources import IMAGE_EXTENSIONS, SourceError, is_uri, list_images
+from .sources import IMAGE_EXTENSIONS, SCHEMES, SourceError, check_uri, is_uri, list_images
 
 
 class NoImagesError(ValueError):
@@ -35,12 +36,19 @@ def find_images(inputs: Sequence[str], *, exclude: Path | None = None) -> list[P
     for text in inputs:
         if is_uri(text):
             try:
+                text = check_uri(text)  # refuses credentials in it before the URI is ever repeated
                 paths: list = list_images(text)
             except SourceError as err:
-                raise NoImagesError(f"cannot list {err} (credentials come from the environment, e.g. "
-                                    "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)") from None
+                raise NoImagesError(f"cannot list {err}" if str(err).startswith(text) else str(err)) from None
+            if not paths:
+                raise NoImagesError(f"{text!r}: nothing there (no such bucket or prefix), or no image files under it "
+                                    f"({', '.join(IMAGE_EXTENSIONS)} in any case)")
         else:
             paths = _expand(text, exclude.resolve() if exclude is not None else None)
+            scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", text)
+            if not paths and scheme and scheme[1].lower() != "file":
+                raise NoImagesError(f"{scheme[1]}:// is not a store gdino reads images from; use a local path or one "
+                                    f"of {', '.join(s + '://' for s in SCHEMES)}")
         if not paths:
             raise NoImagesError(f"{text!r} matches no image file (looked for a file, a folder holding "
                                 f"{', '.join(IMAGE_EXTENSIONS)} files in any case, or a glob pattern)")

@@ -41,6 +41,7 @@ from .project_schema import (
     SOURCES,
     STATUSES,
     ProjectError,
+    StoreError,
     check_box,
     check_score,
     check_source,
@@ -55,7 +56,7 @@ from .project_schema import (
     to_json,
     translate,
 )
-from .sources import is_uri, name_of
+from .sources import SourceError, check_uri, is_uri, name_of
 
 __all__ = ["ImageRecord", "NewImage", "ObjectRecord", "Project", "ProjectError", "STATUSES", "SOURCES", "ORDERS"]
 
@@ -156,6 +157,7 @@ class Project:
         self._db: sqlite3.Connection | None = db
         self._lock = threading.RLock()
         self._batch_depth = 0  # > 0 inside batch(): writes are savepoints of its one transaction
+        self._batch_lost: str | None = None  # why the batch's transaction ended early (a full disk): refuse the rest
         self.read_only = read_only  # on read-only storage: every read works, every change is refused
 
     # -- lifecycle ---------------------------------------------------------------------------------
@@ -286,19 +288,34 @@ class Project:
 
     @contextmanager
     def _savepoint(self, db: sqlite3.Connection) -> Iterator[None]:
+        """A write inside batch(): undone alone on an exception. If SQLite ended the whole transaction (a full
+        disk, an I/O error), the batch is lost: every later write in it is refused and the batch raises."""
+        if self._batch_lost is not None:
+            raise StoreError(f"{self._batch_lost} (an earlier change of this batch failed; none of it was stored)")
         name = f"w{self._batch_depth}"
         self._batch_depth += 1
         try:
-            db.execute(f"SAVEPOINT {name}")
+            try:
+                db.execute(f"SAVEPOINT {name}")
+            except sqlite3.Error as err:
+                raise translate(err, self._dir) from err
             try:
                 yield
-            except BaseException:
-                db.execute(f"ROLLBACK TO {name}")
+            except BaseException as err:
+                translated = translate(err, self._dir) if isinstance(err, sqlite3.Error) else err
+                if db.in_transaction:
+                    db.execute(f"ROLLBACK TO {name}")
+                    db.execute(f"RELEASE {name}")
+                else:  # SQLite rolled the whole transaction back
+                    self._batch_lost = str(translated)
+                if translated is not err:
+                    raise translated from err
                 raise
-            finally:
+            try:
                 db.execute(f"RELEASE {name}")
-        except sqlite3.Error as err:
-            raise translate(err, self._dir) from err
+            except sqlite3.Error as err:
+                self._batch_lost = str(translate(err, self._dir))
+                raise translate(err, self._dir) from err
         finally:
             self._batch_depth -= 1
 
@@ -306,15 +323,26 @@ class Project:
     def batch(self) -> Iterator[None]:
         """Many changes, one commit (e.g. a cluster's results, a few hundred images at a time): each call
         inside is still all or nothing (a savepoint; one that raises leaves the others), and nothing is
-        stored until the block ends; an exception out of the block, or a kill, stores none of it. Other
-        threads' writes to this instance wait for the block (it holds the lock and SQLite's write lock)."""
-        with self._write() as db:
-            self._batch_depth += 1
+        stored until the block ends; an exception out of the block, or a kill, stores none of it. A failure
+        that ends SQLite's transaction (a full disk) loses the whole batch: the block then raises, even if
+        the caller went on. Other threads' writes to this instance wait for the block (it holds the lock
+        and SQLite's write lock). Files that calls inside place (add_image's copies) are not rolled back
+        with it: keep such calls out of a batch."""
+        with self._lock:
+            outermost = self._batch_depth == 0
             try:
-                yield
+                with self._write() as db:
+                    self._batch_depth += 1
+                    try:
+                        yield
+                    finally:
+                        self._batch_depth -= 1
+                    if self._batch_lost is not None and outermost:
+                        raise StoreError(f"{self._batch_lost} (none of this batch was stored)")
+                    del db
             finally:
-                self._batch_depth -= 1
-            del db
+                if outermost:
+                    self._batch_lost = None
 
     @contextmanager
     def _read(self) -> Iterator[sqlite3.Connection]:
@@ -530,9 +558,14 @@ class Project:
                       key: str | None = None) -> ImageRecord:
         """Add an image that stays in an object store, referenced by its URI (`gdino.sources`: s3://...),
         of the given upright size (the caller decoded it: a Ray actor, `sources.size_of`). Nothing is copied
-        or fetched here. key: as in add_image (default: the URI)."""
+        or fetched here. The URI is stored in its canonical spelling (`sources.canonical`); one holding
+        credentials is refused. key: as in add_image (default: the canonical URI)."""
         if not is_uri(uri):
-            raise ProjectError(f"{uri!r} is not an object-store URI (scheme://...); add local files with add_image")
+            raise ProjectError(f"{uri!r} is not an object-store URI (s3://...); add local files with add_image")
+        try:
+            uri = check_uri(uri)  # one spelling per object: also the key
+        except SourceError as err:
+            raise ProjectError(str(err)) from None
         if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
             raise ProjectError(f"an image size must be positive whole pixels, got {width!r} x {height!r}")
         key = uri if key is None else key

@@ -23,6 +23,11 @@ class ProjectError(ValueError):
     """A project could not be opened, or was asked to do something it cannot; the message says what to do."""
 
 
+class StoreError(ProjectError):
+    """The storage failed, not the request: busy, disk full, read-only, I/O (`translate`). A batch of writes
+    stops at it, where a request's own problem (a box outside the image) fails that request only."""
+
+
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
     # 1: classes, images, objects, settings. AUTOINCREMENT so that a deleted object's id is never handed to
     # a new one: the UI may still hold the old id.
@@ -130,26 +135,26 @@ def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
     return db
 
 
-def translate(err: sqlite3.Error, directory: Path) -> ProjectError:
+def translate(err: sqlite3.Error, directory: Path) -> StoreError:
     """SQLite's own words for a failed operation -> a ProjectError that says what happened and what to do.
     Every such failure rolls back its transaction, so the message can promise that nothing changed."""
     text = str(err).lower()
     if "locked" in text or "busy" in text:
-        return ProjectError(f"the project {directory} is busy: another program (another gdino command or the app) "
+        return StoreError(f"the project {directory} is busy: another program (another gdino command or the app) "
                             f"kept it locked for more than {BUSY_TIMEOUT_S:.0f} s; nothing was changed, try again "
                             "when it is done")
     if "full" in text:
-        return ProjectError(f"the disk holding the project {directory} is full; nothing was changed: free some space "
+        return StoreError(f"the disk holding the project {directory} is full; nothing was changed: free some space "
                             "and try again")
     if "readonly" in text or "read-only" in text:
-        return ProjectError(f"the project {directory} is read-only (read-only storage or files); it can be viewed "
+        return StoreError(f"the project {directory} is read-only (read-only storage or files); it can be viewed "
                             "and exported, not changed: copy the folder to writable storage to edit it")
     if "disk i/o" in text or "unable to open" in text:
-        return ProjectError(f"the project {directory} could not be read or written ({err}); check the disk and the "
+        return StoreError(f"the project {directory} could not be read or written ({err}); check the disk and the "
                             "folder's permissions")
     if "malformed" in text or "not a database" in text:
-        return ProjectError(f"{directory / 'project.sqlite'} is damaged or not a project database ({err})")
-    return ProjectError(f"the project {directory} could not be updated ({err}); nothing was changed")
+        return StoreError(f"{directory / 'project.sqlite'} is damaged or not a project database ({err})")
+    return StoreError(f"the project {directory} could not be updated ({err}); nothing was changed")
 
 
 def migrate(db: sqlite3.Connection) -> int:

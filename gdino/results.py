@@ -93,18 +93,26 @@ def shard_paths(folder: str) -> list[str]:
                   and not i.base_name.startswith("."))
 
 
+DEFAULTS = {"width": 0, "height": 0}  # columns that shards written before them lack
+
+
 def read_shards(folder: str, columns: Sequence[str] = COLUMNS) -> Iterator[list[dict] | ShardError]:
-    """Each shard's rows (only `columns`), shard by shard; a shard that cannot be read gives a ShardError."""
+    """Each shard's rows (only `columns`), shard by shard; a shard that cannot be read gives a ShardError.
+    A column a shard lacks that has a default (DEFAULTS) reads as that default."""
     import pyarrow.parquet as pq
 
     filesystem, _ = _filesystem(folder)
     for path in shard_paths(folder):
         try:
-            table = pq.read_table(path, filesystem=filesystem, columns=list(columns))
+            present = set(pq.read_schema(path, filesystem=filesystem).names)
+            missing = [c for c in columns if c not in present]
+            if any(c not in DEFAULTS for c in missing):
+                raise ValueError(f"not a gdino results shard: it has no {', '.join(missing)} column")
+            table = pq.read_table(path, filesystem=filesystem, columns=[c for c in columns if c in present])
         except Exception as err:  # noqa: BLE001 - arrow raises several types for a damaged file; each is reported
             yield ShardError(path, f"{type(err).__name__}: {err}")
             continue
-        yield table.to_pylist()
+        yield [{**{c: DEFAULTS[c] for c in missing}, **row} for row in table.to_pylist()]
 
 
 def done_keys(folder: str) -> set[str]:
@@ -136,7 +144,7 @@ def store_row(project, image_id: int, row: dict) -> str:
                                                  key=row["key"]).id
             stored = store_objects(project, image_id, objects, settings, if_status=("unlabeled",))
     except ProjectError:
-        if not project.has_image(image_id):
+        if image_id != NEW_IMAGE and not project.has_image(image_id):
             return "gone"
         raise
     return "labeled" if stored else "kept"

@@ -6,9 +6,12 @@ hdfs://...) the way local files are listed and read.
     rgb = read_image("/data/a.jpg")    # a local path (or file://) reads as `processing.to_rgb` does
 
 A project refers to such an image by its URI (`Project.add_reference`); nothing is copied. Each URI keeps its
-query (endpoint, region...), so that it opens on its own, on any Ray worker; credentials come from the
-environment (AWS_ACCESS_KEY_ID..., GOOGLE_APPLICATION_CREDENTIALS), never from the URI: pyarrow refuses
-them there, and the URI is stored in the project.
+query (endpoint, region...), so that it opens on its own, on any Ray worker, in one spelling (`canonical`:
+the scheme in lower case, the query sorted), which is its key in the project. Credentials come from the
+environment (AWS_ACCESS_KEY_ID..., GOOGLE_APPLICATION_CREDENTIALS), never from the URI: a URI that holds
+them (user:secret@) is refused, since the URI is stored in the project and printed in messages.
+Only the object-store schemes below are URIs; pyarrow's local:// and mock:// are not (a project's
+database must not reach local files through them).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from PIL import Image
 
@@ -27,7 +30,8 @@ from .processing import MAX_PIXELS, ImageError, to_rgb
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 MAX_BYTES = 256 * 1024 * 1024  # a larger object is refused before it is fetched: no image the model reads is this big
-_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs")  # pyarrow's remote filesystems
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
 class SourceError(ValueError):
@@ -35,8 +39,26 @@ class SourceError(ValueError):
 
 
 def is_uri(text: str | os.PathLike) -> bool:
-    """An object-store URI (scheme://...), not a local path; file:// URIs are local paths."""
-    return isinstance(text, str) and bool(_SCHEME.match(text)) and not text.lower().startswith("file://")
+    """An object-store URI (one of SCHEMES, any case), not a local path; file:// URIs are local paths."""
+    match = _SCHEME.match(text) if isinstance(text, str) else None
+    return match is not None and match[1].lower() in SCHEMES
+
+
+def check_uri(uri: str) -> str:
+    """`uri` in its canonical spelling; a SourceError (that does not repeat the URI) if it holds credentials."""
+    parts = urlsplit(uri)
+    if parts.username is not None or parts.password is not None:
+        raise SourceError("an object-store URI must not hold credentials (user:secret@): it is stored in the project "
+                          "and shown in messages; set them in the environment instead (AWS_ACCESS_KEY_ID / "
+                          "AWS_SECRET_ACCESS_KEY, GOOGLE_APPLICATION_CREDENTIALS, ...)")
+    return canonical(uri)
+
+
+def canonical(uri: str) -> str:
+    """One spelling per object: the scheme in lower case, the query's parameters sorted, no fragment."""
+    parts = urlsplit(uri)
+    query = urlencode(sorted(parse_qsl(parts.query, keep_blank_values=True)), safe=":/,")
+    return urlunsplit((parts.scheme.lower(), parts.netloc, parts.path, query, ""))
 
 
 def local_path(text: str | os.PathLike) -> str | os.PathLike:
@@ -45,63 +67,77 @@ def local_path(text: str | os.PathLike) -> str | os.PathLike:
 
 
 def _open(uri: str):
-    """(pyarrow filesystem, path inside it, the URI's part before the path, its query)."""
+    """(pyarrow filesystem, the path inside it: percent-decoded, as pyarrow reads it)."""
+    uri = check_uri(uri)
     try:
         from pyarrow import fs
     except ImportError:
         raise SourceError(f"{uri}: reading object stores needs pyarrow (pip install pyarrow, or \"gdino[ray]\")") from None
-
     try:
         filesystem, inner = fs.FileSystem.from_uri(uri)
     except (OSError, ValueError, TypeError) as err:  # pyarrow: ArrowInvalid (a ValueError), unknown scheme...
         raise SourceError(f"{uri}: {err}") from None
-    parts = urlsplit(uri)
-    return filesystem, inner, f"{parts.scheme}://", parts.query
-
-
-def _uri(prefix: str, inner: str, query: str) -> str:
-    return f"{prefix}{inner}{'?' + query if query else ''}"
+    return filesystem, inner
 
 
 def list_images(uri: str) -> list[str]:
     """A URI of one object (taken whatever its name) or of a folder (searched recursively for files with an
-    image suffix, any case; hidden files and folders skipped) -> image URIs, sorted. [] when it names
-    nothing. Raises SourceError when the store cannot be reached or listed."""
+    image suffix, any case; hidden files and folders skipped) -> image URIs, canonical, sorted. [] when it
+    names nothing. Raises SourceError when the store cannot be reached or listed."""
     from pyarrow import fs
 
-    filesystem, inner, prefix, query = _open(uri)
+    if not is_uri(uri):
+        raise SourceError(f"{uri}: not an object-store URI ({', '.join(s + '://' for s in SCHEMES)})")
+    uri = check_uri(uri)
+    filesystem, inner = _open(uri)
     try:
         info = filesystem.get_file_info(inner)
         if info.type == fs.FileType.File:
-            return [_uri(prefix, inner, query)]
+            return [uri]
         if info.type != fs.FileType.Directory:
             return []
-        found = filesystem.get_file_info(fs.FileSelector(inner.rstrip("/"), recursive=True))
+        base = inner.rstrip("/")
+        found = filesystem.get_file_info(fs.FileSelector(base, recursive=True))
     except OSError as err:
         raise SourceError(f"{uri}: {err}") from None
-    base = inner.rstrip("/")
+    parts = urlsplit(uri)
     keep = []
     for item in found:
         relative = item.path[len(base):].lstrip("/")
         if item.type != fs.FileType.File or any(part.startswith(".") for part in relative.split("/")):
             continue
         if os.path.splitext(item.base_name)[1].lower() in IMAGE_EXTENSIONS:
-            keep.append(item.path)
-    return [_uri(prefix, path, query) for path in sorted(keep)]
+            # the folder URI as given (its host part: an abfs account, an hdfs namenode) + the key below it,
+            # percent-encoded as pyarrow decodes it
+            path = parts.path.rstrip("/") + "/" + quote(relative, safe="/")
+            keep.append(urlunsplit((parts.scheme, parts.netloc, path, parts.query, "")))
+    return sorted(keep)
 
 
 def uri_within(uri: str, prefix: str) -> bool:
-    """Whether `uri` lies under the object-store `prefix` (same scheme and bucket, a path below, segment by
-    segment, with no '.' or '..' segment) and opens the same store: the same query (endpoint, scheme,
-    region), so that a URI cannot point the reader at another host."""
+    """Whether `uri` lies under the object-store `prefix`: the same scheme, host part and query (endpoint,
+    scheme, region: a URI cannot point the reader at another host), and a path below the prefix's, compared
+    segment by segment after percent-decoding (as pyarrow opens it), with no '.', '..' or empty segment."""
     if not (is_uri(uri) and is_uri(prefix)):
         return False
-    a, b = urlsplit(uri), urlsplit(prefix)
-    if (a.scheme.lower(), a.netloc, a.query) != (b.scheme.lower(), b.netloc, b.query) or a.fragment:
+    a, b = urlsplit(canonical(uri)), urlsplit(canonical(prefix))
+    if (a.scheme, a.netloc, a.query) != (b.scheme, b.netloc, b.query) or "#" in uri:
         return False
-    inner = [p for p in a.path.split("/") if p]
-    base = [p for p in b.path.split("/") if p]
-    return not any(p in (".", "..") for p in inner) and inner[:len(base)] == base and len(inner) > len(base)
+    inner, base = unquote(a.path).split("/")[1:], [p for p in unquote(b.path).split("/")[1:] if p]
+    if any(p in ("", ".", "..") or "\\" in p for p in inner):
+        return False
+    return inner[:len(base)] == base and len(inner) > len(base)
+
+
+def object_version(uri: str) -> str:
+    """The object's size and modification time as a string (a replaced object reads as a new version), or
+    "missing"."""
+    try:
+        filesystem, inner = _open(uri)
+        info = filesystem.get_file_info(inner)
+    except (SourceError, OSError):
+        return "missing"
+    return f"{canonical(uri)}:{info.size}:{info.mtime_ns}"
 
 
 def name_of(uri: str) -> str:
@@ -127,7 +163,7 @@ def _fetch(uri: str, out, max_bytes: int) -> None:
     from pyarrow import fs
 
     try:
-        filesystem, inner, _, _ = _open(uri)
+        filesystem, inner = _open(uri)
         info = filesystem.get_file_info(inner)
         if info.type != fs.FileType.File:
             raise ImageError(f"could not read the image {uri!r}: there is no such object")

@@ -57,7 +57,7 @@ class ObjectStore:
         self.proc.wait(timeout=10)
 
     def query(self) -> str:
-        return f"endpoint_override=127.0.0.1:{self.port}&scheme=http&region=us-east-1"
+        return f"endpoint_override=127.0.0.1:{self.port}&region=us-east-1&scheme=http"  # canonical: sorted
 
     def uri(self, path: str) -> str:
         return f"s3://{path}?{self.query()}"

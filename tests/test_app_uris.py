@@ -80,6 +80,9 @@ def test_a_uri_cannot_leave_its_prefix_or_change_the_endpoint(stored):
     assert not uri_within(stored.uri("shelf/ok"), prefix)  # the prefix itself is no image
     assert not uri_within(stored.uri("shelf/okay/a.png"), prefix)  # by segment, not by characters
     assert not uri_within(stored.uri("shelf/ok/../other/b.png"), prefix)
+    for escape in ("%2e%2e/other/b.png", "%2E%2E/%2e%2e/otherbucket/x.png", "sub%2F..%2F..%2Fother/b.png", "./a.png",
+                   "sub//a.png"):  # percent-decoded as pyarrow opens them
+        assert not uri_within(stored.uri("shelf/ok/" + escape), prefix), escape
     assert not uri_within("s3://shelf/ok/a.png?endpoint_override=evil.example:80&scheme=http&region=us-east-1", prefix)
     assert not uri_within("gs://shelf/ok/a.png?" + stored.query(), prefix)
     assert not uri_within("/shelf/ok/a.png", prefix)
@@ -90,3 +93,46 @@ def test_allow_uri_must_be_a_uri(capsys):
         parse_args(["--allow-uri", "/data/photos"])
     assert "not an object-store URI" in capsys.readouterr().err
     assert parse_args(["--allow-uri", "s3://b/p/"]).allow_uris == ("s3://b/p/",)
+
+
+def test_a_hostile_project_cannot_reach_outside_through_the_page(tiny_hf, tmp_path, stored):
+    """A project database (prepared elsewhere) naming an object outside the allowed prefix by a percent-encoded
+    '..', another endpoint, and a server file outside every allowed folder: not shown, not exported."""
+    stored.put("shelf/secret/s.png", png(7))
+    app = make_app(tiny_hf, tmp_path, allow_uris=[stored.uri("shelf/ok/")])
+    try:
+        state = Sessions.new_state()
+        project = app.sessions.project(state)
+        private = tmp_path / "private.png"
+        Image.fromarray(np.full((30, 40, 3), 9, np.uint8)).save(private)
+        ok, escape, elsewhere = add_refs(app, state, [stored.uri("shelf/ok/a.png"), stored.uri("shelf/ok/%2e%2e/secret/s.png"),
+                                                      "s3://shelf/ok/a.png?endpoint_override=127.0.0.1:9&scheme=http"])
+        outside = project.add_image(private, copy=False).id
+        for image in (escape, elsewhere, outside):
+            assert h.view_image(app, state, image)[0]["readable"] is False, image
+        zip_path, message = h.export(app, state, "coco", False)
+        import zipfile
+
+        names = zipfile.ZipFile(zip_path).namelist()
+        assert [n for n in names if n.startswith("images/")] == ["images/train/a.png"], names
+        assert "exported 1 image(s)" in message and "s.png" in message and "private.png" in message
+        assert str(tmp_path) not in message
+    finally:
+        app.sessions.close()
+
+
+def test_a_replaced_object_is_shown_anew(tiny_hf, tmp_path, stored):
+    app = make_app(tiny_hf, tmp_path, allow_uris=[stored.uri("shelf/ok/")])
+    try:
+        state = Sessions.new_state()
+        stored.put("shelf/ok/c.png", png(3))
+        (image,) = add_refs(app, state, [stored.uri("shelf/ok/c.png")])
+        first, _ = h.view_image(app, state, image)
+        buf = io.BytesIO()  # new pixels, the same size (the version is the object's size and time: a new size here)
+        Image.new("RGB", (160, 120), (0, 90, 200)).save(buf, format="PNG")
+        stored.put("shelf/ok/c.png", buf.getvalue())
+        second, _ = h.view_image(app, state, image)
+        with Image.open(first["image"]["path"]) as a, Image.open(second["image"]["path"]) as b:
+            assert not np.array_equal(np.asarray(a), np.asarray(b))
+    finally:
+        app.sessions.close()

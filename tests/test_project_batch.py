@@ -97,3 +97,26 @@ def test_reads_inside_a_batch_see_its_changes(project, tmp_path):
         assert project.image_by_key("k").id == record.id and project.image(record.id).name == "new.png"
         assert len(project.images()) == 5
     assert project.image_by_key("k").id == record.id
+
+
+def test_a_full_disk_inside_a_batch_stores_none_of_it_and_says_so(tmp_path):
+    """SQLite ends the whole transaction on a full disk: the writes after it in the batch must not each commit
+    on their own, and the batch must raise even if its caller went on past the failed write."""
+    with Project.create(tmp_path / "p") as project:
+        pages = project._db.execute("PRAGMA page_count").fetchone()[0]
+        project._db.execute(f"PRAGMA max_page_count = {pages + 6}")  # a disk that fills part-way through
+        outcomes = []
+        with pytest.raises(ProjectError, match="none of this batch was stored"), project.batch():
+            for i in range(60):
+                try:
+                    project.add_reference(f"s3://b/{'x' * 900}/{i}.png", 10, 10)
+                    outcomes.append("ok")
+                except ProjectError as err:  # as the Ray driver's store goes on after a failed row
+                    outcomes.append(str(err))
+        assert "ok" in outcomes and any("full" in o for o in outcomes if o != "ok"), outcomes[:3]
+        assert all("none of it was stored" in o for o in outcomes[outcomes.index(next(o for o in outcomes if o != "ok")) + 1:])
+        project._db.execute("PRAGMA max_page_count = 1000000")
+        assert project.images() == []
+        project.add_reference("s3://b/after.png", 10, 10)  # the project works afterwards
+    with Project.open(tmp_path / "p") as project:
+        assert [r.name for r in project.images()] == ["after.png"]

@@ -180,3 +180,19 @@ def test_import_of_gdino_cli_loads_neither_torch_nor_ray():
     code = "import sys, gdino.cli; gdino.cli.build_parser(); print('torch' in sys.modules, 'ray' in sys.modules)"
     result = subprocess.run([sys.executable, "-c", code], env=harness_env(), capture_output=True, text=True, timeout=120)
     assert result.stdout.split() == ["False", "False"], result.stderr
+
+
+def test_actors_are_not_restarted_through_whatever_ray_accepts():
+    """max_restarts=0 goes by name once Ray has the parameter, through **ray_remote_args while that exists
+    (Ray 2.60), and not at all when neither does (instead of a TypeError)."""
+    import ray.data
+
+    from gdino.ray_engine import no_restarts
+
+    def named(fn, *, batch_size=None, max_restarts=None): ...
+    def remote_args(fn, *, batch_size=None, **ray_remote_args): ...
+    def neither(fn, *, batch_size=None): ...
+
+    assert no_restarts(named) == {"max_restarts": 0} == no_restarts(remote_args)
+    assert no_restarts(neither) == {}
+    assert no_restarts(ray.data.Dataset.map_batches) == {"max_restarts": 0}  # this Ray

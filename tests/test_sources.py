@@ -10,9 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from gdino.cli_images import NoImagesError, find_images
 from gdino.processing import ImageError, to_rgb
 from gdino.project import Project, ProjectError
-from gdino.sources import is_uri, list_images, local_file, read_image
+from gdino.sources import SourceError, canonical, is_uri, list_images, local_file, read_image
 
 pytest.importorskip("pyarrow.fs")
 
@@ -107,3 +108,43 @@ def test_a_project_references_uris_without_copying(bucket, tmp_path):
     with Project.open(tmp_path / "p") as project:  # stored as a URI: reopened the same
         (record,) = project.images()
         assert record.uri == uri and read_image(record.location).size == (40, 30)
+
+
+def test_keys_with_spaces_and_hashes_list_and_read(bucket):
+    bucket.put("odd/my cat #1.jpg", jpeg(20, 16))
+    (uri,) = list_images(bucket.uri("odd"))
+    assert "my%20cat%20%231.jpg" in uri
+    assert read_image(uri).size == (20, 16)
+
+
+def test_one_spelling_per_object():
+    a = "S3://b/x/a.jpg?scheme=http&endpoint_override=h:9000&region=r"
+    b = "s3://b/x/a.jpg?region=r&endpoint_override=h:9000&scheme=http"
+    assert is_uri(a) and canonical(a) == canonical(b) == "s3://b/x/a.jpg?endpoint_override=h:9000&region=r&scheme=http"
+    assert not is_uri("local:///etc/passwd") and not is_uri("mock://x/y.jpg")  # pyarrow's, but not object stores
+
+
+def test_credentials_in_a_uri_are_refused_without_repeating_them(tmp_path):
+    uri = "s3://AKIAEXAMPLE:SuperSecret@bucket/photos/"
+    with pytest.raises(SourceError) as err:
+        list_images(uri)
+    assert "SuperSecret" not in str(err.value) and "environment" in str(err.value)
+    with pytest.raises(NoImagesError) as err:
+        find_images([uri])
+    assert "SuperSecret" not in str(err.value)
+    with Project.create(tmp_path / "p") as project, pytest.raises(ProjectError) as err:
+        project.add_reference(uri + "a.jpg", 10, 10)
+    assert "SuperSecret" not in str(err.value)
+
+
+def test_a_missing_bucket_says_so(bucket):
+    with pytest.raises(NoImagesError, match="no such bucket or prefix"):
+        find_images([bucket.uri("no-such-bucket/photos")])
+
+
+def test_a_new_image_row_that_cannot_be_stored_is_an_error_not_gone(tmp_path):
+    from gdino.results import NEW_IMAGE, make_row, store_row
+
+    row = make_row(NEW_IMAGE, "s3://b/a.png", "a.png", objects=[], run={"classes": ["cat"]}, size=(0, 0))
+    with Project.create(tmp_path / "p") as project, pytest.raises(ProjectError, match="positive whole pixels"):
+        store_row(project, NEW_IMAGE, row)

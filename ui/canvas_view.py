@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from gdino.masks import rle_to_mask
-from gdino.sources import read_image
+from gdino.sources import object_version, read_image
 
 from .canvas import mask_index_to_overlay
 from .render import PHRASE_COLOR, class_color, placeholder
@@ -62,12 +62,12 @@ class CanvasFiles:
         file could be read: if not, the picture is a grey placeholder of its size). read: record -> the file
         to read, checked by the caller at this moment (default: the record's path)."""
         try:  # lstat too: a file swapped for a link is a new version (and is checked again by `read`)
-            if record.uri is not None:  # an object-store image: its URI (objects are replaced, not edited)
-                version = record.uri
+            if record.uri is not None:  # an object-store image: its size and time, asked only once `read` allowed it
+                version = object_version(read(record) if read is not None else record.uri)
             else:
                 stat, link = record.path.stat(), record.path.lstat()
                 version = f"{record.path}:{stat.st_mtime_ns}:{stat.st_size}:{link.st_ino}:{link.st_mtime_ns}"
-        except OSError:
+        except (OSError, ValueError):  # ImageError (a ValueError): `read` refused it
             version = "missing"
         stem = f"image-{record.id}-{hashlib.sha256(version.encode()).hexdigest()[:16]}"
         folder = self.folder(token)

@@ -4,6 +4,7 @@ as the only memory. The layout wires these to components; the tests call them di
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import re
 import tempfile
@@ -610,10 +611,12 @@ def export(app: App, state: dict, fmt: str, reviewed_only: bool) -> tuple[str, s
         what = "reviewed images" if reviewed_only else "images"
         raise ProjectError(f"nothing to export: the project has no {what} yet")
     _remove_old_exports()
+    dataset, refused = _readable(app, project, dataset)
     skipped: list[tuple[str, str]] = []
     out = Path(tempfile.mkdtemp(prefix=EXPORT_PREFIX)) / f"gdino-{fmt}.zip"
     path = str(export_zip(dataset, out, fmt, skipped=skipped))
     message = f"exported {len(dataset.images) - len(skipped)} image(s) as {fmt}"
+    skipped = refused + skipped
     if left_out:
         phrases = ", ".join(f"{phrase!r} ({n})" for phrase, n in left_out.items())
         message += (f"; {sum(left_out.values())} object(s) labeled with free-text phrases not mapped to a class were "
@@ -621,6 +624,23 @@ def export(app: App, state: dict, fmt: str, reviewed_only: bool) -> tuple[str, s
     if skipped:
         message += "; left out, their files cannot be read:\n" + "\n".join(f"- {n}: {why}" for n, why in skipped)
     return path, message
+
+
+def _readable(app: App, project, dataset):
+    """(the dataset with each image's file as this server may read it: `Sessions.image_path`, checked now;
+    [(file name, why)] of those it may not read, left out). A project's database alone never makes the
+    server read a file outside its folders, or contact a store outside --allow-uri."""
+    records = {r.id: r for r in project.images()}
+    kept, refused = [], []
+    for image in dataset.images:
+        try:
+            location = app.sessions.image_path(project, records[image.id])
+        except ImageError as err:
+            refused.append((image.file_name, str(err)))
+            continue
+        uri = location if isinstance(location, str) else None
+        kept.append(dataclasses.replace(image, uri=uri, path=None if uri is not None else Path(location)))
+    return dataclasses.replace(dataset, images=tuple(kept)), refused
 
 
 def _remove_old_exports() -> None:
