@@ -7,9 +7,11 @@ its Ray lives in a short temp folder of this module's own, so that leftovers can
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -166,6 +168,42 @@ def test_object_store_images_are_labeled_by_uri_streamed_and_through_results(pla
     assert_same_project(plain["project"], staged, only=lambda name: name.startswith("img_") and int(name[4:6]) % 4 == 3)
     with Project.open(staged) as project:
         assert all(r.uri is not None for r in project.images())
+
+
+def test_joining_a_running_two_node_cluster_by_address(plain, ray_tmp):
+    """`--address` joins a cluster started with `ray start` (a head and a second node on this machine: two
+    raylets, as on two machines), labels the same project, and leaves the cluster running."""
+    ray_cli = shutil.which("ray", path=os.path.dirname(sys.executable)) or shutil.which("ray")
+    if ray_cli is None:
+        pytest.skip("the `ray` command is not installed beside this Python")
+    cluster_dir = os.path.join(ray_tmp, "cluster")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**ray_env(ray_tmp), "RAY_AUTH_MODE": "disabled"}
+    common = ["--num-cpus", "2", "--node-ip-address", "127.0.0.1", "--disable-usage-stats"]
+    try:
+        for args in (["--head", "--port", str(port), "--temp-dir", cluster_dir, "--include-dashboard", "false"],
+                     ["--address", f"127.0.0.1:{port}"]):
+            started = subprocess.run([ray_cli, "start", *args, *common], env=env, capture_output=True, text=True,
+                                     timeout=120)
+            assert started.returncode == 0, started.stdout + started.stderr
+        out = plain["tmp"] / "cluster"
+        result = subprocess.run(gdino_cmd(*label_args(plain["model"], plain["images"], out, "--engine", "ray",
+                                                      "--address", f"127.0.0.1:{port}", "--actors", "2")),
+                                env=env, capture_output=True, text=True, timeout=TIMEOUT)
+        assert result.returncode == 1 and "broken.jpg" in result.stdout, result.stdout + result.stderr
+        assert_same_project(plain["project"], out)
+        assert session_pids(cluster_dir), "the run stopped the cluster it joined"
+    finally:  # not `ray stop`: it would stop every Ray of this user. Both nodes keep files under ray_tmp.
+        for _ in range(50):
+            left = session_pids(ray_tmp)
+            if not left:
+                break
+            for pid in left:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+            time.sleep(0.2)
 
 
 def test_usage_errors_need_no_ray(tmp_path, capsys):
