@@ -49,7 +49,7 @@ from .project import DB_NAME, STATUSES, ImageRecord, Project, ProjectError
 from .project_schema import StoreError
 from .prompts import PromptError, parse_classes
 from .safezip import UnsafeZipError
-from .sources import is_uri, name_of, read_image, size_of
+from .sources import SourceError, check_uri, is_uri, name_of, read_image, size_of
 
 DTYPES = ("float32", "bfloat16", "float16")
 
@@ -564,7 +564,23 @@ def _label(project: Project, detector, segmenter, settings: LabelSettings, batch
             run.failed.append((records[image_id].name, why))
 
 
+def _results_folder(value: str) -> str:
+    """--results / import-results' folder: a local folder, or an object-store URI in its canonical spelling.
+    A URI with credentials, or of a scheme gdino does not read, is a usage error that does not repeat it."""
+    if is_uri(value):
+        try:
+            return check_uri(value)
+        except SourceError as err:
+            raise UsageError(f"--results: {err}") from None
+    scheme = value.split("://", 1)[0] if "://" in value else None
+    if scheme is not None and scheme.lower() != "file":
+        raise UsageError(f"--results: {scheme}:// is not a store gdino writes to; use a local folder or s3://, gs://, ...")
+    return value
+
+
 def _check_engine(args: argparse.Namespace) -> None:
+    if args.results is not None:
+        args.results = _results_folder(args.results)
     given = [f"--{name.replace('_', '-')}" for name in _RAY_FLAGS if getattr(args, name) is not None]
     if args.engine != "ray" and given:
         raise UsageError(f"{', '.join(given)} only apply with --engine ray")
@@ -790,6 +806,12 @@ def _import_row(project: Project, row: dict, by_path: dict, counts: dict, failed
     if row["error"]:
         failed.setdefault(row["key"], (row["name"], row["error"]))
         return
+    if is_uri(row["key"]):  # as add_reference stores it: one spelling per object
+        try:
+            row = {**row, "key": check_uri(row["key"])}
+        except SourceError as err:
+            failed[row["key"]] = (row["name"], str(err))
+            return
     record = project.image_by_key(row["key"]) or by_path.get(row["key"])
     if record is None and not is_uri(row["key"]):
         return  # its file could not be added: listed by _add_missing
@@ -825,6 +847,7 @@ def cmd_import_results(args: argparse.Namespace) -> int:
     """Store a --results folder's rows, a shard per transaction; see _add_import_results."""
     from .results import ShardError, read_shards, shard_paths
 
+    args.results = _results_folder(args.results)
     try:
         shards = shard_paths(args.results)
     except (OSError, ValueError) as err:  # pyarrow: an unknown URI scheme, no credentials

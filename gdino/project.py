@@ -301,6 +301,8 @@ class Project:
                 raise translate(err, self._dir) from err
             try:
                 yield
+                if self._batch_lost is not None:  # a nested write failed and its caller went on: no RELEASE now
+                    raise StoreError(f"{self._batch_lost} (none of this batch was stored)")
             except BaseException as err:
                 translated = translate(err, self._dir) if isinstance(err, sqlite3.Error) else err
                 if db.in_transaction:
@@ -564,11 +566,11 @@ class Project:
             raise ProjectError(f"{uri!r} is not an object-store URI (s3://...); add local files with add_image")
         try:
             uri = check_uri(uri)  # one spelling per object: also the key
+            key = uri if key is None else check_uri(key) if is_uri(key) else key
         except SourceError as err:
             raise ProjectError(str(err)) from None
         if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
             raise ProjectError(f"an image size must be positive whole pixels, got {width!r} x {height!r}")
-        key = uri if key is None else key
         name = image_name(name or name_of(uri))
         with self._write() as db:
             found = self._keyed(db, key)

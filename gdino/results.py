@@ -50,7 +50,9 @@ def _filesystem(folder: str):
     from pyarrow import fs
 
     if "://" in folder:
-        return fs.FileSystem.from_uri(folder)
+        from .sources import check_uri
+
+        return fs.FileSystem.from_uri(check_uri(folder))
     import os
 
     return fs.LocalFileSystem(), os.path.abspath(os.path.expanduser(folder))
@@ -137,6 +139,7 @@ def store_row(project, image_id: int, row: dict) -> str:
         return "failed"
     settings = LabelSettings.from_run(json.loads(row["run"]))
     objects = json.loads(row["objects"])
+    new = image_id == NEW_IMAGE
     try:
         with project.batch():  # one transaction, or a savepoint of the caller's batch
             if image_id == NEW_IMAGE:
@@ -144,7 +147,7 @@ def store_row(project, image_id: int, row: dict) -> str:
                                                  key=row["key"]).id
             stored = store_objects(project, image_id, objects, settings, if_status=("unlabeled",))
     except ProjectError:
-        if image_id != NEW_IMAGE and not project.has_image(image_id):
+        if not new and not project.has_image(image_id):
             return "gone"
         raise
     return "labeled" if stored else "kept"

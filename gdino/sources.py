@@ -45,20 +45,28 @@ def is_uri(text: str | os.PathLike) -> bool:
 
 
 def check_uri(uri: str) -> str:
-    """`uri` in its canonical spelling; a SourceError (that does not repeat the URI) if it holds credentials."""
+    """`uri` in its canonical spelling. A SourceError (that does not repeat the URI) if it holds credentials
+    (a password; or a user name, except abfs's container@account form), or names no bucket."""
     parts = urlsplit(uri)
-    if parts.username is not None or parts.password is not None:
+    scheme = parts.scheme.lower()
+    if parts.password is not None or (parts.username is not None and scheme not in ("abfs", "abfss")):
         raise SourceError("an object-store URI must not hold credentials (user:secret@): it is stored in the project "
                           "and shown in messages; set them in the environment instead (AWS_ACCESS_KEY_ID / "
                           "AWS_SECRET_ACCESS_KEY, GOOGLE_APPLICATION_CREDENTIALS, ...)")
+    if not parts.netloc:
+        raise SourceError(f"{scheme}:// needs a bucket (or container, or host) after it, e.g. {scheme}://bucket/photos/")
     return canonical(uri)
 
 
 def canonical(uri: str) -> str:
-    """One spelling per object: the scheme in lower case, the query's parameters sorted, no fragment."""
+    """One spelling per object: the scheme in lower case (gcs:// as gs://), the path percent-encoded one way
+    (decoded as pyarrow decodes it, then encoded as `list_images` writes it), the query's parameters sorted,
+    no fragment."""
     parts = urlsplit(uri)
+    scheme = {"gcs": "gs"}.get(parts.scheme.lower(), parts.scheme.lower())
+    path = quote(unquote(parts.path), safe="/")
     query = urlencode(sorted(parse_qsl(parts.query, keep_blank_values=True)), safe=":/,")
-    return urlunsplit((parts.scheme.lower(), parts.netloc, parts.path, query, ""))
+    return urlunsplit((scheme, parts.netloc, path, query, ""))
 
 
 def local_path(text: str | os.PathLike) -> str | os.PathLike:
@@ -110,7 +118,7 @@ def list_images(uri: str) -> list[str]:
             # the folder URI as given (its host part: an abfs account, an hdfs namenode) + the key below it,
             # percent-encoded as pyarrow decodes it
             path = parts.path.rstrip("/") + "/" + quote(relative, safe="/")
-            keep.append(urlunsplit((parts.scheme, parts.netloc, path, parts.query, "")))
+            keep.append(canonical(urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))))
     return sorted(keep)
 
 
@@ -130,7 +138,8 @@ def uri_within(uri: str, prefix: str) -> bool:
 
 
 def object_version(uri: str) -> str:
-    """The object's size and modification time as a string (a replaced object reads as a new version), or
+    """The object's size and modification time as a string (a replaced object reads as a new version, unless
+    it has the same size and was replaced within the store's time resolution: a second on S3), or
     "missing"."""
     try:
         filesystem, inner = _open(uri)
@@ -141,8 +150,8 @@ def object_version(uri: str) -> str:
 
 
 def name_of(uri: str) -> str:
-    """The file name at the end of a URI (its query left out)."""
-    return os.path.basename(urlsplit(uri).path.rstrip("/")) or "image"
+    """The file name at the end of a URI (its query left out, percent-decoded)."""
+    return unquote(os.path.basename(urlsplit(uri).path.rstrip("/"))) or "image"
 
 
 @contextmanager

@@ -3,6 +3,7 @@ exception stores none of the batch. Checked with a real second process killed in
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import subprocess
 import sys
@@ -120,3 +121,21 @@ def test_a_full_disk_inside_a_batch_stores_none_of_it_and_says_so(tmp_path):
         project.add_reference("s3://b/after.png", 10, 10)  # the project works afterwards
     with Project.open(tmp_path / "p") as project:
         assert [r.name for r in project.images()] == ["after.png"]
+
+
+def test_a_nested_batch_keeps_the_cause_of_a_lost_transaction(tmp_path):
+    with Project.create(tmp_path / "p") as project:
+        pages = project._db.execute("PRAGMA page_count").fetchone()[0]
+        project._db.execute(f"PRAGMA max_page_count = {pages + 6}")
+        with pytest.raises(ProjectError) as outer, project.batch():
+            try:
+                with project.batch():
+                    for i in range(60):
+                        with contextlib.suppress(ProjectError):
+                            project.add_reference(f"s3://b/{'x' * 900}/{i}.png", 10, 10)
+            except ProjectError as err:
+                assert "full" in str(err), err
+                raise
+        assert "full" in str(outer.value)
+        project._db.execute("PRAGMA max_page_count = 1000000")
+        assert project.images() == []

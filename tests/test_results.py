@@ -65,3 +65,22 @@ def test_a_key_that_names_no_image_never_lands_on_an_object_store_image(tmp_path
     assert "None" in capsys.readouterr().out
     with Project.open(tmp_path / "p") as project:
         assert project.objects(cloud.id) == [] and project.image(cloud.id).status == "unlabeled"
+
+
+def test_a_uri_row_spelled_otherwise_lands_on_the_image_the_project_has(tmp_path, capsys):
+    with Project.create(tmp_path / "p", ["cat"]) as project:
+        have = project.add_reference("s3://bucket/photos/a.png?endpoint_override=h:9000&scheme=http", 40, 30)
+    row = make_row(NEW_IMAGE, "S3://bucket/photos/a.png?scheme=http&endpoint_override=h:9000", "a.png", objects=[CAT],
+                   run=RUN, size=(40, 30))
+    write_shard(str(tmp_path / "res"), [row])
+    assert main(["import-results", str(tmp_path / "res"), "--into", str(tmp_path / "p")]) == 0, capsys.readouterr()
+    with Project.open(tmp_path / "p") as project:
+        assert [(r.id, r.num_objects) for r in project.images()] == [(have.id, 1)]
+
+
+def test_a_results_uri_with_credentials_is_refused_without_repeating_them(tmp_path, capsys):
+    assert main(["import-results", "s3://AKIA:hunter2@bucket/res", "--into", str(tmp_path / "p")]) == 2
+    err = capsys.readouterr().err
+    assert "hunter2" not in err and "credentials" in err, err
+    assert main(["import-results", "ftp://host/res", "--into", str(tmp_path / "p")]) == 2
+    assert "not a store" in capsys.readouterr().err

@@ -13,7 +13,7 @@ from PIL import Image
 from gdino.cli_images import NoImagesError, find_images
 from gdino.processing import ImageError, to_rgb
 from gdino.project import Project, ProjectError
-from gdino.sources import SourceError, canonical, is_uri, list_images, local_file, read_image
+from gdino.sources import SourceError, canonical, check_uri, is_uri, list_images, local_file, name_of, read_image
 
 pytest.importorskip("pyarrow.fs")
 
@@ -113,7 +113,7 @@ def test_a_project_references_uris_without_copying(bucket, tmp_path):
 def test_keys_with_spaces_and_hashes_list_and_read(bucket):
     bucket.put("odd/my cat #1.jpg", jpeg(20, 16))
     (uri,) = list_images(bucket.uri("odd"))
-    assert "my%20cat%20%231.jpg" in uri
+    assert "my%20cat%20%231.jpg" in uri and name_of(uri) == "my cat #1.jpg"
     assert read_image(uri).size == (20, 16)
 
 
@@ -148,3 +148,38 @@ def test_a_new_image_row_that_cannot_be_stored_is_an_error_not_gone(tmp_path):
     row = make_row(NEW_IMAGE, "s3://b/a.png", "a.png", objects=[], run={"classes": ["cat"]}, size=(0, 0))
     with Project.create(tmp_path / "p") as project, pytest.raises(ProjectError, match="positive whole pixels"):
         store_row(project, NEW_IMAGE, row)
+
+
+def test_every_spelling_of_an_object_is_one_key(bucket, tmp_path):
+    bucket.put("plus/a+b.png", _png(30, 20))
+    (listed,) = list_images(bucket.uri("plus"))
+    direct = bucket.uri("plus/a+b.png")
+    assert canonical(direct) == listed == canonical(bucket.uri("plus/%61%2Bb.png")) == canonical(bucket.uri("plus/a%2bb.png"))
+    assert canonical("gcs://b/x.png") == canonical("gs://b/x.png")
+    assert name_of(listed) == "a+b.png"
+    with Project.create(tmp_path / "p") as project:
+        first = project.add_reference(listed, 30, 20)
+        assert project.add_reference(direct, 30, 20).id == first.id
+        assert project.add_reference(bucket.uri("plus/%61%2Bb.png"), 30, 20).id == first.id
+        assert [r.name for r in project.images()] == ["a+b.png"]
+
+
+def test_abfs_container_at_account_is_no_credential_and_a_uri_needs_a_bucket():
+    assert check_uri("abfs://photos@account.dfs.core.windows.net/x/").startswith("abfs://photos@account")
+    with pytest.raises(SourceError, match="credentials"):
+        check_uri("s3://user@bucket/x/")
+    with pytest.raises(SourceError, match="credentials"):
+        check_uri("abfs://photos:key@account.dfs.core.windows.net/x/")
+    with pytest.raises(SourceError, match="needs a bucket"):
+        check_uri("s3:///etc/passwd.png")
+
+
+def test_a_new_image_whose_objects_cannot_be_stored_is_an_error_and_not_added(tmp_path):
+    from gdino.results import NEW_IMAGE, make_row, store_row
+
+    bad = {"box": [9.0, 9.0, 1.0, 1.0], "class_name": "cat", "score": 0.9, "mask": None}  # inverted
+    row = make_row(NEW_IMAGE, "s3://b/a.png", "a.png", objects=[bad], run={"classes": ["cat"]}, size=(20, 20))
+    with Project.create(tmp_path / "p") as project:
+        with pytest.raises(ProjectError):
+            store_row(project, NEW_IMAGE, row)
+        assert project.images() == []

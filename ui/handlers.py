@@ -612,6 +612,9 @@ def export(app: App, state: dict, fmt: str, reviewed_only: bool) -> tuple[str, s
         raise ProjectError(f"nothing to export: the project has no {what} yet")
     _remove_old_exports()
     dataset, refused = _readable(app, project, dataset)
+    if not dataset.images:
+        raise ProjectError("nothing to export: this server may read none of the images' files:\n"
+                           + "\n".join(f"- {n}: {why}" for n, why in refused))
     skipped: list[tuple[str, str]] = []
     out = Path(tempfile.mkdtemp(prefix=EXPORT_PREFIX)) / f"gdino-{fmt}.zip"
     path = str(export_zip(dataset, out, fmt, skipped=skipped))
@@ -636,7 +639,8 @@ def _readable(app: App, project, dataset):
         try:
             location = app.sessions.image_path(project, records[image.id])
         except ImageError as err:
-            refused.append((image.file_name, str(err)))
+            why = str(err)
+            refused.append((image.file_name, why.removeprefix(f"{records[image.id].name}: ")))
             continue
         uri = location if isinstance(location, str) else None
         kept.append(dataclasses.replace(image, uri=uri, path=None if uri is not None else Path(location)))
