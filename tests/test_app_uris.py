@@ -4,6 +4,7 @@ list them, in the page's words. Against a real S3 endpoint (moto's server)."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 
 import numpy as np
@@ -23,9 +24,15 @@ def png(seed: int) -> bytes:
     return buf.getvalue()
 
 
-def make_app(tiny_hf, tmp_path, allow_uris=()):
+@contextlib.contextmanager
+def served(tiny_hf, tmp_path, allow_uris=()):
+    """(the app, one visitor's state), the app closed afterwards."""
     cfg = AppConfig(model=str(tiny_hf[1]), sam="none", workspace=tmp_path / "ws", allow_uris=tuple(allow_uris))
-    return h.make_app(cfg)
+    app = h.make_app(cfg)
+    try:
+        yield app, Sessions.new_state()
+    finally:
+        app.sessions.close()
 
 
 @pytest.fixture
@@ -41,9 +48,7 @@ def add_refs(app, state, uris):
 
 
 def test_object_store_images_need_an_allow_uri_prefix(tiny_hf, tmp_path, stored):
-    app = make_app(tiny_hf, tmp_path)
-    try:
-        state = Sessions.new_state()
+    with served(tiny_hf, tmp_path) as (app, state):
         (image,) = add_refs(app, state, [stored.uri("shelf/ok/a.png")])
         value, _ = h.view_image(app, state, image)
         assert value["readable"] is False  # a grey placeholder, not a crash
@@ -52,14 +57,10 @@ def test_object_store_images_need_an_allow_uri_prefix(tiny_hf, tmp_path, stored)
             h.detect_image(app, state, image, settings)
         assert "does not read from" in str(refused.value) and "--allow-uri" in str(refused.value)
         assert "127.0.0.1" not in str(refused.value)
-    finally:
-        app.sessions.close()
 
 
 def test_allowed_object_store_images_show_and_detect(tiny_hf, tmp_path, stored):
-    app = make_app(tiny_hf, tmp_path, allow_uris=[stored.uri("shelf/ok/")])
-    try:
-        state = Sessions.new_state()
+    with served(tiny_hf, tmp_path, allow_uris=[stored.uri("shelf/ok/")]) as (app, state):
         ok, other = add_refs(app, state, [stored.uri("shelf/ok/a.png"), stored.uri("shelf/other/b.png")])
         value, _ = h.view_image(app, state, ok)
         assert value["readable"] is True
@@ -69,8 +70,6 @@ def test_allowed_object_store_images_show_and_detect(tiny_hf, tmp_path, stored):
         assert h.detect_image(app, state, ok, settings).startswith("found")
         value, _ = h.view_image(app, state, other)  # same store, outside the prefix
         assert value["readable"] is False
-    finally:
-        app.sessions.close()
 
 
 def test_a_uri_cannot_leave_its_prefix_or_change_the_endpoint(stored):
@@ -99,9 +98,7 @@ def test_a_hostile_project_cannot_reach_outside_through_the_page(tiny_hf, tmp_pa
     """A project database (prepared elsewhere) naming an object outside the allowed prefix by a percent-encoded
     '..', another endpoint, and a server file outside every allowed folder: not shown, not exported."""
     stored.put("shelf/secret/s.png", png(7))
-    app = make_app(tiny_hf, tmp_path, allow_uris=[stored.uri("shelf/ok/")])
-    try:
-        state = Sessions.new_state()
+    with served(tiny_hf, tmp_path, allow_uris=[stored.uri("shelf/ok/")]) as (app, state):
         project = app.sessions.project(state)
         private = tmp_path / "private.png"
         Image.fromarray(np.full((30, 40, 3), 9, np.uint8)).save(private)
@@ -117,14 +114,10 @@ def test_a_hostile_project_cannot_reach_outside_through_the_page(tiny_hf, tmp_pa
         assert [n for n in names if n.startswith("images/")] == ["images/train/a.png"], names
         assert "exported 1 image(s)" in message and "s.png" in message and "private.png" in message
         assert str(tmp_path) not in message and "s.png: s.png" not in message
-    finally:
-        app.sessions.close()
 
 
 def test_a_replaced_object_is_shown_anew(tiny_hf, tmp_path, stored):
-    app = make_app(tiny_hf, tmp_path, allow_uris=[stored.uri("shelf/ok/")])
-    try:
-        state = Sessions.new_state()
+    with served(tiny_hf, tmp_path, allow_uris=[stored.uri("shelf/ok/")]) as (app, state):
         stored.put("shelf/ok/c.png", png(3))
         (image,) = add_refs(app, state, [stored.uri("shelf/ok/c.png")])
         first, _ = h.view_image(app, state, image)
@@ -134,5 +127,3 @@ def test_a_replaced_object_is_shown_anew(tiny_hf, tmp_path, stored):
         second, _ = h.view_image(app, state, image)
         with Image.open(first["image"]["path"]) as a, Image.open(second["image"]["path"]) as b:
             assert not np.array_equal(np.asarray(a), np.asarray(b))
-    finally:
-        app.sessions.close()
