@@ -626,7 +626,13 @@ def _label_on_ray(project: Project, settings: LabelSettings, args: argparse.Name
             return
         with _sigint_deferred(), project.batch():
             for row in waiting:
-                outcome = store_row(project, int(row["image_id"]), row)
+                try:
+                    outcome = store_row(project, int(row["image_id"]), row)
+                except StoreError:  # the project failed (disk full): the batch is lost, the run stops
+                    raise
+                except ProjectError as err:  # this row's own content (a box outside its image): listed, not stored
+                    run.failed.append((row["name"], str(err)))
+                    continue
                 if outcome == "labeled":
                     run.labeled += 1
                     run.objects += len(json.loads(row["objects"]))
