@@ -34,7 +34,7 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from .cli_args import UsageError, device_flag, para
+from .cli_args import UsageError, device_flag, fraction, nonnegative, para, positive_int, unit
 from .cli_images import NoImagesError, Prefetcher, find_images
 from .cli_train import add_train
 from .config import DEFAULT_MODEL
@@ -127,34 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _unit(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value <= 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is not between 0 and 1")
-    return value
-
-
 def _iou_or_off(text: str) -> float | None:
     if text.strip().lower() in ("off", "none"):
         return None
     try:
-        return _unit(text)
-    except ValueError:
+        return unit(text)
+    except argparse.ArgumentTypeError:
         raise argparse.ArgumentTypeError(f"{text!r} is neither an IoU between 0 and 1 nor 'off'") from None
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0.0 <= value < 1.0:
-        raise argparse.ArgumentTypeError(f"{text} is not in [0, 1)")
-    return value
-
-
-def _positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive integer")
-    return value
 
 
 def _add_label(commands) -> None:
@@ -189,10 +168,10 @@ def _add_label(commands) -> None:
     p.add_argument("--text-encoder", metavar="BERT", help="BERT directory or hub id for original .pth checkpoints")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="float16 is CUDA only (default: float32)")
-    p.add_argument("--batch-size", type=_positive, default=1, metavar="N", help="images per model call (default: 1)")
-    p.add_argument("--box-threshold", type=_unit, default=defaults.box_threshold, metavar="T",
+    p.add_argument("--batch-size", type=positive_int, default=1, metavar="N", help="images per model call (default: 1)")
+    p.add_argument("--box-threshold", type=unit, default=defaults.box_threshold, metavar="T",
                    help=f"keep boxes scoring above this (default: {defaults.box_threshold})")
-    p.add_argument("--text-threshold", type=_unit, default=defaults.text_threshold, metavar="T",
+    p.add_argument("--text-threshold", type=unit, default=defaults.text_threshold, metavar="T",
                    help=f"--prompt only: words scoring above this join a phrase (default: {defaults.text_threshold})")
     p.add_argument("--nms-iou", type=_iou_or_off, default=defaults.nms_iou, metavar="IOU|off",
                    help=f"merge boxes of one class that overlap more than this (default: {defaults.nms_iou})")
@@ -209,13 +188,6 @@ def _add_label(commands) -> None:
     p.set_defaults(run=cmd_label)
 
 
-def _nonnegative(text: str) -> float:
-    value = float(text)
-    if not value >= 0:
-        raise argparse.ArgumentTypeError(f"{text} is not a number >= 0")
-    return value
-
-
 def _add_ray_flags(p: argparse.ArgumentParser) -> None:
     ray = p.add_argument_group("on Ray (pip install \"gdino[ray]\")", "detection on a Ray actor pool, locally or on a "
                                "cluster; this process stays the only writer of the project")
@@ -223,11 +195,11 @@ def _add_ray_flags(p: argparse.ArgumentParser) -> None:
                      help="plain: in this process (default); ray: on Ray Data actors")
     ray.add_argument("--address", metavar="auto|ray://HOST:10001",
                      help="join this Ray cluster (default: start a private local Ray for the run)")
-    ray.add_argument("--actors", type=_positive, metavar="N", help="model copies, each loaded once (default: 1)")
-    ray.add_argument("--cpus-per-actor", type=_nonnegative, metavar="C",
+    ray.add_argument("--actors", type=positive_int, metavar="N", help="model copies, each loaded once (default: 1)")
+    ray.add_argument("--cpus-per-actor", type=nonnegative, metavar="C",
                      help="CPUs (and torch threads) per actor (default: this machine's CPUs shared by the actors; "
                           "1 on a cluster)")
-    ray.add_argument("--gpus-per-actor", type=_nonnegative, metavar="G", help="GPUs per actor, e.g. 1 or 0.5 (default: 0)")
+    ray.add_argument("--gpus-per-actor", type=nonnegative, metavar="G", help="GPUs per actor, e.g. 1 or 0.5 (default: 0)")
     ray.add_argument("--results", metavar="DIR|URI",
                      help="the actors write results as Parquet shards here instead of into the project; "
                           "then `gdino import-results DIR --into PROJECT`. A re-run skips the images DIR holds")
@@ -238,7 +210,7 @@ _RAY_FLAGS = ("address", "actors", "cpus_per_actor", "gpus_per_actor", "results"
 
 
 def _add_split_flags(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--val-fraction", type=_fraction, default=0.0, metavar="F",
+    p.add_argument("--val-fraction", type=fraction, default=0.0, metavar="F",
                    help="share of images in a 'val' split, by image, fixed by --seed (default: 0, all 'train')")
     p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the train/val split (default: 0)")
     p.add_argument("--reviewed-only", action="store_true", help="export only images marked reviewed")
@@ -299,9 +271,9 @@ def _add_import(commands) -> None:
                "exit codes: 0 all imported, 1 a source was refused (the others are imported), 2 usage errors")
     p.add_argument("sources", nargs="+", metavar="SOURCE", help="zip files, COCO .json files or dataset folders")
     p.add_argument("--out", required=True, metavar="PROJECT_DIR", help="the project directory (created if missing)")
-    p.add_argument("--max-objects", type=_positive, default=limits.max_objects, metavar="N",
+    p.add_argument("--max-objects", type=positive_int, default=limits.max_objects, metavar="N",
                    help=f"refuse a source with more objects than this (default: {limits.max_objects})")
-    p.add_argument("--max-images", type=_positive, default=limits.max_images, metavar="N",
+    p.add_argument("--max-images", type=positive_int, default=limits.max_images, metavar="N",
                    help=f"refuse a source with more images than this (default: {limits.max_images})")
     p.set_defaults(run=cmd_import)
 

@@ -3,47 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 
-from .cli_args import device_flag, para
+from .cli_args import device_flag, fraction, para, positive_int, rate, whole
 from .config import DEFAULT_MODEL
-
-
-def _whole(low: int):
-    def check(text: str) -> int:
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"must be a whole number, got {text!r}") from None
-        if value < low:
-            raise argparse.ArgumentTypeError(f"must be at least {low}, got {value}")
-        return value
-    return check
-
-
-_positive_int = _whole(1)
-
-
-def _number(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-
-
-def _rate(text: str) -> float:
-    value = _number(text)
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text}")
-    return value
-
-
-def _fraction(text: str) -> float:
-    value = _number(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
-    return value
 
 
 def add_train(commands) -> None:
@@ -70,21 +33,21 @@ def add_train(commands) -> None:
                    help="the model to start from: hub id, directory or .pth (default: the project's model in the app, "
                         f"else {DEFAULT_MODEL})")
     p.add_argument("--text-encoder", metavar="BERT", help="BERT directory or hub id for original .pth checkpoints")
-    p.add_argument("--epochs", type=_positive_int, default=d.epochs, metavar="N", help=f"(default {d.epochs})")
-    p.add_argument("--batch-size", type=_positive_int, default=d.batch_size, metavar="N",
+    p.add_argument("--epochs", type=positive_int, default=d.epochs, metavar="N", help=f"(default {d.epochs})")
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size, metavar="N",
                    help=f"images per step (default {d.batch_size})")
-    p.add_argument("--lr", type=_rate, default=d.lr, help=f"learning rate (default {d.lr:g})")
-    p.add_argument("--lr-backbone", type=_rate, default=d.lr_backbone,
+    p.add_argument("--lr", type=rate, default=d.lr, help=f"learning rate (default {d.lr:g})")
+    p.add_argument("--lr-backbone", type=rate, default=d.lr_backbone,
                    help=f"learning rate of the backbone and BERT when unfrozen (default {d.lr_backbone:g})")
     p.add_argument("--train-backbone", action="store_true", help="train the Swin backbone too (default: frozen)")
     p.add_argument("--train-text-encoder", action="store_true", help="train BERT too (default: frozen)")
     p.add_argument("--no-augment", action="store_true",
                    help="no random resizing or flips; with the backbone frozen, its features are then computed once "
                         "per image and reused (much faster on a CPU)")
-    p.add_argument("--image-size", type=_whole(64), default=d.image_size, metavar="PX",
+    p.add_argument("--image-size", type=whole(64), default=d.image_size, metavar="PX",
                    help=f"shorter side of the images without augmentation, and where both models are measured "
                         f"(default {d.image_size}, the models' own; smaller is faster and misses small objects)")
-    p.add_argument("--val-fraction", type=_fraction, default=d.val_fraction, metavar="F",
+    p.add_argument("--val-fraction", type=fraction, default=d.val_fraction, metavar="F",
                    help=f"images held out to measure both models (default {d.val_fraction})")
     p.add_argument("--touched", action="store_true",
                    help="also train on images a person edited but did not mark reviewed")

@@ -356,3 +356,22 @@ def test_models_lists_the_recommended_checkpoints_with_their_published_numbers(c
     for repo, (coco, lvis) in expected.items():
         assert lines[repo][1:5] == ["COCO", coco, "LVIS", lvis]
     assert "default: IDEA-Research/grounding-dino-tiny" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["label", "x.png", "--classes", "cat", "--batch-size", "two"], "--batch-size: must be a whole number, got 'two'"),
+    (["label", "x.png", "--classes", "cat", "--batch-size", "0"], "--batch-size: must be at least 1, got 0"),
+    (["label", "x.png", "--classes", "cat", "--box-threshold", "nan"], "--box-threshold: must be a finite number"),
+    (["label", "x.png", "--classes", "cat", "--text-threshold", "high"], "--text-threshold: must be a number, got 'high'"),
+    (["label", "x.png", "--classes", "cat", "--engine", "ray", "--cpus-per-actor", "inf"],
+     "--cpus-per-actor: must be a finite number"),
+    (["label", "x.png", "--classes", "cat", "--engine", "ray", "--gpus-per-actor", "-1"],
+     "--gpus-per-actor: must be a number >= 0, got -1"),
+    (["export", "p", "--format", "coco", "--out", "o", "--val-fraction", "1"],
+     "--val-fraction: must be at least 0 and below 1, got 1"),
+    (["import", "d", "--out", "p", "--max-images", "many"], "--max-images: must be a whole number, got 'many'"),
+    (["train", "p", "--out", "o", "--epochs", "1.5"], "--epochs: must be a whole number, got '1.5'"),
+])
+def test_number_flags_say_what_they_need_in_every_command(capsys, args, message):
+    code, _, err = run(capsys, *args)
+    assert code == 2 and message in err and "invalid" not in err, err
