@@ -1,6 +1,7 @@
 """The app's actions as plain functions, with the tiny models: no browser needed."""
 
 import os
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -743,3 +744,28 @@ def test_training_reads_only_what_the_server_may_read(app, tmp_path):
     text = h.job_status(app, state)
     assert "leads outside the folders this server may read" in text and str(private) not in text, text
     assert not any((project.path / "models").glob("finetuned-*[0-9]"))
+
+
+def test_training_keeps_files_not_decoded_pictures(app, tmp_path, monkeypatch):
+    """The app's training reads each image through the server's rules at every epoch: its examples hold the
+    checked file, never the decoded picture (a training set of photos held decoded would fill memory)."""
+    from gdino.train import trainer
+
+    seen = []
+
+    def spy(project, **kwargs):
+        data = real(project, **kwargs)
+        seen.extend(e.path for e in data.examples)
+        raise KeyboardInterrupt  # enough: stop before any model work
+
+    real = trainer.examples_from_project
+    monkeypatch.setattr(trainer, "examples_from_project", spy)
+    state = Sessions.new_state()
+    assert h.add_uploads(app, state, images(tmp_path)) == "added 2 image(s)"
+    project = app.sessions.project(state)
+    project.add_classes(["cat"])
+    for record in project.images():
+        project.add_objects(record.id, [{"box": [2, 2, 40, 40], "class_name": "cat"}], status="reviewed")
+    h.start_training(app, state, 1, True)
+    app.jobs.get(project.path).thread.join(120)
+    assert len(seen) == 2 and all(isinstance(p, Path) and p.is_file() for p in seen), seen

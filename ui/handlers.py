@@ -440,7 +440,7 @@ def start_training(app: App, state: dict, epochs, fast: bool) -> str:
     text_encoder = app.config.text_encoder if base == app.config.model else None
     job = app.jobs.start_training(project, _model_path(project, base), out_dir / name, TrainConfig(epochs=epochs,
                                   augment=not fast), device=app.hub.device, text_encoder=text_encoder,
-                                  images=_reader(app, project))
+                                  images=_image_files(app, project))
     return job.text()
 
 
@@ -484,10 +484,17 @@ def start_auto_label(app: App, state: dict, settings: LabelSettings) -> str:
                           images=_reader(app, project)).text()
 
 
+def _image_files(app: App, project):
+    """image_id -> the image's file (or object-store URI), checked when it is asked for
+    (ui.session.Sessions.image_path). Training keeps these, and reads each again at every epoch."""
+    return lambda image_id: app.sessions.image_path(project, project.image(image_id))
+
+
 def _reader(app: App, project):
-    """image_id -> the image's pixels (upright RGB), its file checked when it is read
-    (ui.session.Sessions.image_path; an object-store image fetched)."""
-    return lambda image_id: read_image(app.sessions.image_path(project, project.image(image_id)))
+    """image_id -> the image's pixels (upright RGB), read from `_image_files`' checked file (an object-store
+    image fetched): what labeling takes."""
+    files = _image_files(app, project)
+    return lambda image_id: read_image(files(image_id))
 
 
 def job_status(app: App, state: dict) -> str:

@@ -59,7 +59,7 @@ class Example:
     class_ids: np.ndarray  # (N,) int64 indices into ExampleSet.classes
     # image_id -> the checked file to read, at every read (the app's own rules: Sessions.image_path); None:
     # `image_file`'s rules
-    reader: Callable[[int], Path] | None = None
+    reader: Callable[[int], Path | str] | None = None
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ class Batch:
 
 
 def examples_from_project(project: Project, *, touched: bool = False,
-                          images: Callable[[int], Path] | None = None) -> ExampleSet:
+                          images: Callable[[int], Path | str] | None = None) -> ExampleSet:
     """The project's training examples (see the module docstring for which). Images whose file is
     unsafe, unreadable or changed are left out and listed in `report.skipped`. Raises
     TrainingDataError when the project has no classes or no usable image. images: image_id -> the file to

@@ -149,7 +149,7 @@ def _is_trained(model, key: str) -> bool:
 def train(project: Project | str | os.PathLike, base: str, out: str | os.PathLike, config: TrainConfig | None = None,
           *, device: str | torch.device | None = None, progress: Callable[[Progress], None] | None = None,
           log: Callable[[str], None] = lambda line: None, text_encoder: str | None = None,
-          step_lock: contextlib.AbstractContextManager | None = None, images: Callable[[int], Path] | None = None,
+          step_lock: contextlib.AbstractContextManager | None = None, images: Callable[[int], Path | str] | None = None,
           restart_other_run: bool = False) -> TrainResult:
     """Fine-tune `base` (hub id, directory or .pth, as gdino.load_model takes) on the project's reviewed images;
     write the result to the new directory `out`. Resumes from `out`.partial when it holds a checkpoint of the
