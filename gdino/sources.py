@@ -92,12 +92,12 @@ def list_images(uri: str) -> list[str]:
     """A URI of one object (taken whatever its name) or of a folder (searched recursively for files with an
     image suffix, any case; hidden files and folders skipped) -> image URIs, canonical, sorted. [] when it
     names nothing. Raises SourceError when the store cannot be reached or listed."""
-    from pyarrow import fs
-
     if not is_uri(uri):
         raise SourceError(f"{uri}: not an object-store URI ({', '.join(s + '://' for s in SCHEMES)})")
     uri = check_uri(uri)
-    filesystem, inner = _open(uri)
+    filesystem, inner = _open(uri)  # says so when pyarrow is missing
+    from pyarrow import fs
+
     try:
         info = filesystem.get_file_info(inner)
         if info.type == fs.FileType.File:
@@ -169,10 +169,10 @@ def local_file(location: str | os.PathLike, max_bytes: int = MAX_BYTES) -> Itera
 
 
 def _fetch(uri: str, out, max_bytes: int) -> None:
-    from pyarrow import fs
-
     try:
-        filesystem, inner = _open(uri)
+        filesystem, inner = _open(uri)  # says so when pyarrow is missing
+        from pyarrow import fs
+
         info = filesystem.get_file_info(inner)
         if info.type != fs.FileType.File:
             raise ImageError(f"could not read the image {uri!r}: there is no such object")

@@ -183,3 +183,28 @@ def test_a_new_image_whose_objects_cannot_be_stored_is_an_error_and_not_added(tm
         with pytest.raises(ProjectError):
             store_row(project, NEW_IMAGE, row)
         assert project.images() == []
+
+
+NO_PYARROW = """
+import builtins, sys
+real = builtins.__import__
+def without_pyarrow(name, *args, **kwargs):
+    if name.startswith("pyarrow"):
+        raise ImportError("No module named 'pyarrow'")
+    return real(name, *args, **kwargs)
+builtins.__import__ = without_pyarrow
+from gdino.cli import main
+sys.exit(main(["label", "s3://b/photos/", "--classes", "cat", "--out", sys.argv[1]]))
+"""
+
+
+def test_without_pyarrow_a_uri_says_what_to_install(tmp_path):
+    import subprocess
+    import sys
+
+    from fault_harness import ROOT, env
+
+    result = subprocess.run([sys.executable, "-c", NO_PYARROW, str(tmp_path / "p")], env=env(), cwd=ROOT,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2 and "needs pyarrow (pip install pyarrow" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
