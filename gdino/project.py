@@ -333,7 +333,7 @@ class Project:
         with self._lock:
             outermost = self._batch_depth == 0
             try:
-                with self._write() as db:
+                with self._write():
                     self._batch_depth += 1
                     try:
                         yield
@@ -341,7 +341,6 @@ class Project:
                         self._batch_depth -= 1
                     if self._batch_lost is not None and outermost:
                         raise StoreError(f"{self._batch_lost} (none of this batch was stored)")
-                    del db
             finally:
                 if outermost:
                     self._batch_lost = None
