@@ -64,3 +64,42 @@ def test_broken_and_repeated_uploads(server, tmp_path):  # noqa: F811  (the impo
             assert ".toast-body.error" not in page.content()
         finally:
             context.close()
+
+
+def test_upload_while_the_last_one_is_still_being_added(server, tmp_path):  # noqa: F811  (the imported fixture)
+    """A person drops a zip, then more photos while the zip is still being added: both are added. (Gradio's
+    default for an upload event skips a new upload while the last one runs: the photos were silently lost
+    and the box then cleared.)"""
+    import time
+    import zipfile
+
+    from playwright.sync_api import sync_playwright
+
+    url, app = server
+    many = tmp_path / "many.zip"
+    with zipfile.ZipFile(many, "w") as archive:
+        for k in range(300):
+            _photo(tmp_path / "z" / f"p{k:03d}.png", 100 + k, size=(240, 320))
+            archive.write(tmp_path / "z" / f"p{k:03d}.png", f"p{k:03d}.png")
+    later = [_photo(tmp_path / f"later{k}.png", 50 + k) for k in range(2)]
+    with sync_playwright() as pw:
+        context = profile(pw, tmp_path / "profile")
+        try:
+            page = context.new_page()
+            page.goto(url, wait_until="load")
+            page.wait_for_selector("#image-info >> text=No images yet", timeout=60_000)
+            [project] = app.sessions.open_projects()
+            upload = page.locator("#uploads input[type=file]")
+            upload.set_input_files([str(many)])
+            # the zip's upload event is running
+            page.wait_for_selector("#message.pending, #message .pending", state="attached", timeout=60_000)
+            upload.set_input_files([str(p) for p in later])
+            deadline = time.monotonic() + 60
+            while len(project.images()) < 302:
+                assert time.monotonic() < deadline, f"only {len(project.images())} of 302 images were added"
+                time.sleep(0.2)
+            page.wait_for_selector("#message >> text=added 2 image(s)", timeout=30_000)
+            names = sorted(r.name for r in project.images())
+            assert {"later0.png", "later1.png"} <= set(names) and len(set(names)) == 302
+        finally:
+            context.close()

@@ -217,8 +217,11 @@ def build(app: h.App) -> gr.Blocks:
         mode.change(lambda m: (gr.update(visible=m == "classes"), gr.update(visible=m == "free text")), [mode],
                     [classes_text, prompt_text])
 
+        # "multiple": an upload made while the last one is still being added waits its turn (gradio's default
+        # for upload events skips it, and the .then below then cleared the box: those files were lost)
         uploads.upload(guarded(lambda s, files: refresh(s, "keep", h.add_uploads(app, s, files))), [bstate, uploads],
-                       outs).then(lambda: None, None, uploads)  # cleared: the next upload sends only its own files
+                       outs, trigger_mode="multiple",
+                       ).then(lambda: None, None, uploads)  # cleared: the next upload sends only its own files
 
         def open_folder(state, path):
             state = h.open_server_project(app, state, path)
