@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from .project_schema import drop_unused_phrases, next_class_position
 
@@ -54,24 +54,28 @@ def record(db: sqlite3.Connection, image_id: int, before: dict[int, dict], ids: 
                "(SELECT id FROM edits WHERE image_id = ? ORDER BY id DESC LIMIT ?)", (image_id, image_id, LIMIT))
 
 
-def undo(db: sqlite3.Connection, image_id: int) -> bool:
-    """Put the image's last edit back; False when there is nothing to undo."""
-    return _step(db, image_id, undo=True)
+def undo(db: sqlite3.Connection, image_id: int, check: Callable[[list[int]], None] | None = None) -> bool:
+    """Put the image's last edit back; False when there is nothing to undo. check: called with the ids of
+    the objects it would change, before anything is written; what it raises is passed on."""
+    return _step(db, image_id, check, undo=True)
 
 
-def redo(db: sqlite3.Connection, image_id: int) -> bool:
-    """Do the image's last undone edit again; False when there is nothing to redo."""
-    return _step(db, image_id, undo=False)
+def redo(db: sqlite3.Connection, image_id: int, check: Callable[[list[int]], None] | None = None) -> bool:
+    """Do the image's last undone edit again; False when there is nothing to redo. check: as for `undo`."""
+    return _step(db, image_id, check, undo=False)
 
 
-def _step(db: sqlite3.Connection, image_id: int, *, undo: bool) -> bool:
+def _step(db: sqlite3.Connection, image_id: int, check: Callable[[list[int]], None] | None, *, undo: bool) -> bool:
     # undo takes the newest entry still done; redo the oldest undone one (the last that was undone)
     order = "DESC" if undo else "ASC"
     row = db.execute(f"SELECT id, entry FROM edits WHERE image_id = ? AND undone = ? ORDER BY id {order} LIMIT 1",
                      (image_id, 0 if undo else 1)).fetchone()
     if row is None:
         return False
-    _apply(db, image_id, json.loads(row[1]), *(("after", "before") if undo else ("before", "after")))
+    entry = json.loads(row[1])
+    if check is not None:
+        check(list(entry["ids"]))
+    _apply(db, image_id, entry, *(("after", "before") if undo else ("before", "after")))
     db.execute("UPDATE edits SET undone = ? WHERE id = ?", (1 if undo else 0, row[0]))
     return True
 

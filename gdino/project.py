@@ -98,6 +98,10 @@ class ObjectRecord:
     clicks: dict | None = None  # SAM clicks behind the mask: {"box": xyxy prompt or None, "points": [[x, y, positive]]}
 
 
+# sees the objects an undo or redo would change, as stored (None: absent), before it is made; raises to refuse it
+Guard = Callable[[dict[int, "ObjectRecord | None"]], None]
+
+
 @dataclass(frozen=True)
 class ObjectState:
     """What an edit makes an object (`Project.edit_objects`): its label, box and the rest, as stored."""
@@ -979,21 +983,28 @@ class Project:
         return (self._class_id(db, state.class_name, phrases=True), x0, y0, x1, y1, check_score(state.score),
                 check_source(state.source), mask_json(state.mask, image.width, image.height), clicks)
 
-    def undo(self, image_id: int) -> bool:
+    def undo(self, image_id: int, *, guard: Guard | None = None) -> bool:
         """Undo the image's last edit (`edit_objects`); False when there is none. If the objects were
-        changed otherwise since, the image's history is cleared and a ProjectError says so."""
-        return self._step(image_id, history.undo)
+        changed otherwise since, the image's history is cleared and a ProjectError says so.
+        guard: called in the transaction with the objects the undo would change, as stored now (None: absent);
+        whatever it raises leaves everything as it was (the app refuses an undo made on a stale view)."""
+        return self._step(image_id, history.undo, guard)
 
-    def redo(self, image_id: int) -> bool:
-        """Redo the image's last undone edit; False when there is none."""
-        return self._step(image_id, history.redo)
+    def redo(self, image_id: int, *, guard: Guard | None = None) -> bool:
+        """Redo the image's last undone edit; False when there is none. guard: as for `undo`."""
+        return self._step(image_id, history.redo, guard)
 
-    def _step(self, image_id: int, step) -> bool:
+    def _step(self, image_id: int, step, guard: Guard | None) -> bool:
         conflict = None
         with self._write() as db:
             self._image(db, image_id)
+
+            def check(ids):
+                if guard is not None:
+                    found = history.rows(db, image_id, ids)
+                    guard({i: self._object(db, i) if i in found else None for i in ids})
             try:
-                done = step(db, image_id)
+                done = step(db, image_id, check)
             except history.HistoryConflictError as err:  # the cleared history is committed, then reported
                 conflict, done = err, False
         if conflict is not None:

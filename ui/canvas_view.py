@@ -27,11 +27,14 @@ from gdino.sources import object_version, read_image
 
 from .canvas import mask_index_to_overlay
 from .render import PHRASE_COLOR, class_color, placeholder
+from .views import rev
 
 # the canvas ignores a value older than the one it shows (gradio may deliver replies out of order): revisions
 # only grow, across images, sessions and server restarts (they start from the clock, in milliseconds)
 _revisions = itertools.count(int(time.time() * 1000))
+_reading = threading.Lock()  # a revision and the store state it shows are taken together: a higher one is newer
 JPEG_QUALITY = 92
+OVERLAY_KEEP_S = 60.0  # how long a replaced mask overlay file stays (gradio copies it into its cache before that)
 
 
 def file_data(path: Path) -> dict:
@@ -42,7 +45,8 @@ class CanvasFiles:
     """Per-session folders for the canvas' image and overlay files, under one folder of this server (removed
     when the server exits; a folder whose server died is removed by the next one)."""
 
-    def __init__(self):
+    def __init__(self, overlay_keep_s: float = OVERLAY_KEEP_S):
+        self.overlay_keep_s = overlay_keep_s
         self.root = Path(tempfile.mkdtemp(prefix="gdino-canvas-"))
         (self.root / "server.pid").write_text(str(os.getpid()))
         for old in self.root.parent.glob("gdino-canvas-*"):  # what servers that stopped left behind
@@ -51,6 +55,7 @@ class CanvasFiles:
         atexit.register(self.close)
         self._lock = threading.Lock()
         self._overlays: dict[tuple[str, int], tuple[str, Path]] = {}  # (session, image) -> (masks key, file)
+        self._replaced: list[tuple[float, Path]] = []  # overlays no longer current, kept a while (see overlay)
 
     def folder(self, token: str) -> Path:
         folder = self.root / hashlib.sha256(token.encode()).hexdigest()[:24]
@@ -101,10 +106,17 @@ class CanvasFiles:
             index[rle_to_mask(o.mask)] = k
         path = self.folder(token) / f"overlay-{image_id}-{next(_revisions)}.png"
         mask_index_to_overlay(index).save(path, format="PNG", compress_level=1)
+        now = time.monotonic()
         with self._lock:
             self._overlays[(token, image_id)] = (key, path)
-        if last is not None and last[1] != path:
-            last[1].unlink(missing_ok=True)  # gradio has its own copy of what it sent
+            if last is not None and last[1] != path:
+                self._replaced.append((now, last[1]))
+            # a replaced file is removed only once gradio has surely copied it for the reply that named it: the
+            # replies to several edits are made at once (ui/edit_order.py) and may still be on their way
+            old = [p for t, p in self._replaced if now - t > self.overlay_keep_s]
+            self._replaced = [(t, p) for t, p in self._replaced if now - t <= self.overlay_keep_s]
+        for stale in old:
+            stale.unlink(missing_ok=True)
         return path
 
     def close(self) -> None:
@@ -129,7 +141,9 @@ def canvas_value(project, token: str, files: CanvasFiles, image_id: int | None, 
     """The canvas' value for the image (None: no image), from what the project stores now."""
     if image_id is None:
         return None
-    record, objects, classes, (can_undo, can_redo) = project.view(image_id)  # one snapshot: they agree
+    with _reading:  # edits of several windows are answered at once (ui/edit_order.py)
+        revision = next(_revisions)
+        record, objects, classes, (can_undo, can_redo) = project.view(image_id)  # one snapshot: they agree
 
     def color(o):
         return list(PHRASE_COLOR if o.phrase else class_color(classes.index(o.class_name)))
@@ -137,10 +151,10 @@ def canvas_value(project, token: str, files: CanvasFiles, image_id: int | None, 
     overlay = files.overlay(token, image_id, objects, (record.height, record.width))
     picture, readable = files.image(token, record, read)
     return {
-        "image_id": image_id, "revision": next(_revisions), "readable": readable,  # readable: for the page's line
+        "image_id": image_id, "revision": revision, "readable": readable,  # readable: for the page's line
         "image": file_data(picture), "width": record.width, "height": record.height,
-        "objects": [{"id": o.id, "class_name": o.class_name, "phrase": o.phrase, "box": list(o.box), "score": o.score,
-                     "source": o.source, "color": color(o), "has_mask": o.mask is not None,
+        "objects": [{"id": o.id, "rev": rev(o), "class_name": o.class_name, "phrase": o.phrase, "box": list(o.box),
+                     "score": o.score, "source": o.source, "color": color(o), "has_mask": o.mask is not None,
                      "clicks": [] if o.clicks is None else o.clicks["points"]} for o in objects],
         "overlay": None if overlay is None else file_data(overlay),
         "classes": [{"name": c, "color": list(class_color(k))} for k, c in enumerate(classes)],

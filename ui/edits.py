@@ -25,7 +25,7 @@ import numpy as np
 
 from gdino.mask_edits import bounding_box, inside_box, shift, stroke
 from gdino.masks import mask_to_rle, rle_to_mask
-from gdino.project import ObjectRecord, ObjectState, Project, ProjectError
+from gdino.project import Guard, ObjectRecord, ObjectState, Project, ProjectError
 
 MAX_POINTS = 20_000  # per stroke
 MAX_IDS = 10_000  # per delete / relabel
@@ -218,13 +218,16 @@ class Applied:
     message: str | None = None
 
 
-def apply(project: Project, edit: Edit, segment: Segment | None = None) -> Applied:
+def apply(project: Project, edit: Edit, segment: Segment | None = None, guard: Guard | None = None) -> Applied:
     """Apply one edit to the project in one transaction (with its undo entry). ProjectError / EditError
-    say what went wrong; nothing is changed then."""
+    say what went wrong; nothing is changed then. guard: sees the existing objects the edit changes, as
+    read for it (None: absent), before anything is written; what it raises refuses the edit (ui/views.py:
+    an edit made on a stale view). The write then checks that they are still as read."""
     if isinstance(edit, Undo):
-        return Applied(message=None if project.undo(edit.image_id) else "nothing to undo")
+        return Applied(message=None if project.undo(edit.image_id, guard=guard) else "nothing to undo")
     if isinstance(edit, Redo):
-        return Applied(message=None if project.redo(edit.image_id) else "nothing to redo")
+        return Applied(message=None if project.redo(edit.image_id, guard=guard) else "nothing to redo")
+    guard = guard or (lambda current: None)
     image = project.image(edit.image_id)
     shape = (image.height, image.width)
     if isinstance(edit, Add):
@@ -232,10 +235,12 @@ def apply(project: Project, edit: Edit, segment: Segment | None = None) -> Appli
         return Applied(selected=new.id)
     if isinstance(edit, Delete):
         found = _objects(project, edit.image_id, edit.object_ids)
+        guard({o.id: o for o in found})
         project.edit_objects(edit.image_id, {o.id: None for o in found}, expect=found)
         return Applied()
     if isinstance(edit, Relabel):
         found = _objects(project, edit.image_id, edit.object_ids)
+        guard({o.id: o for o in found})
         if all(o.class_name == edit.class_name and not o.phrase for o in found):
             return Applied(selected=found[0].id if len(found) == 1 else None)  # nothing to do: history kept
         changes = {o.id: replace(ObjectState.of(o), class_name=edit.class_name, source="manual") for o in found}
@@ -243,6 +248,7 @@ def apply(project: Project, edit: Edit, segment: Segment | None = None) -> Appli
         return Applied(selected=found[0].id if len(found) == 1 else None)
     if isinstance(edit, Move):
         (obj,) = _objects(project, edit.image_id, [edit.object_id])
+        guard({obj.id: obj})
         if edit.dx == 0 and edit.dy == 0:
             return Applied(selected=obj.id)
         state = _moved(obj, edit.dx, edit.dy, shape)
@@ -250,6 +256,7 @@ def apply(project: Project, edit: Edit, segment: Segment | None = None) -> Appli
         return Applied(selected=obj.id)
     if isinstance(edit, Resize):
         (obj,) = _objects(project, edit.image_id, [edit.object_id])
+        guard({obj.id: obj})
         if tuple(edit.box) == tuple(obj.box):
             return Applied(selected=obj.id)
         mask = None
@@ -260,9 +267,9 @@ def apply(project: Project, edit: Edit, segment: Segment | None = None) -> Appli
         project.edit_objects(edit.image_id, {obj.id: state}, expect=[obj])
         return Applied(selected=obj.id)
     if isinstance(edit, Click):
-        return _click(project, edit, shape, segment)
+        return _click(project, edit, shape, segment, guard)
     if isinstance(edit, Stroke):
-        return _stroke(project, edit, shape)
+        return _stroke(project, edit, shape, guard)
     raise EditError(f"unknown edit {edit!r}")
 
 
@@ -287,7 +294,7 @@ def _moved(obj: ObjectRecord, dx: float, dy: float, shape: tuple[int, int]) -> O
     return replace(state, box=(x0 + dx, y0 + dy, x1 + dx, y1 + dy), clicks=clicks, source="manual")
 
 
-def _click(project: Project, edit: Click, shape: tuple[int, int], segment: Segment | None) -> Applied:
+def _click(project: Project, edit: Click, shape: tuple[int, int], segment: Segment | None, guard: Guard) -> Applied:
     if segment is None:
         raise ProjectError("SAM is not loaded, so clicks cannot segment (start the app with --sam)")
     h, w = shape
@@ -305,6 +312,7 @@ def _click(project: Project, edit: Click, shape: tuple[int, int], segment: Segme
         (new,) = project.edit_objects(edit.image_id, new=[state])
         return Applied(selected=new.id)
     (obj,) = _objects(project, edit.image_id, [edit.object_id])
+    guard({obj.id: obj})
     clicks = obj.clicks or {"box": list(obj.box), "points": []}
     points = [*clicks["points"], point]
     prompt_box = None if clicks["box"] is None else tuple(clicks["box"])
@@ -318,7 +326,7 @@ def _click(project: Project, edit: Click, shape: tuple[int, int], segment: Segme
     return Applied(selected=obj.id)
 
 
-def _stroke(project: Project, edit: Stroke, shape: tuple[int, int]) -> Applied:
+def _stroke(project: Project, edit: Stroke, shape: tuple[int, int], guard: Guard) -> Applied:
     painted = stroke(shape, edit.points, edit.radius)
     if edit.object_id is None:
         if edit.erase:
@@ -329,6 +337,7 @@ def _stroke(project: Project, edit: Stroke, shape: tuple[int, int]) -> Applied:
         (new,) = project.edit_objects(edit.image_id, new=[ObjectState(edit.class_name, box, mask=mask_to_rle(painted))])
         return Applied(selected=new.id)
     (obj,) = _objects(project, edit.image_id, [edit.object_id])
+    guard({obj.id: obj})
     mask = rle_to_mask(obj.mask) if obj.mask is not None else np.zeros(shape, dtype=bool)
     mask = mask & ~painted if edit.erase else mask | painted
     box = obj.box

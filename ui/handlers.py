@@ -25,10 +25,12 @@ from gdino.sources import read_image
 from . import edits
 from .canvas_view import CanvasFiles, canvas_value
 from .config import AppConfig
+from .edit_order import EditOrder
 from .jobs import Jobs
 from .models import ModelHub
 from .render import image_rows
 from .session import Sessions
+from .views import Views, parse_seen
 
 USER_ERRORS = (ValueError, OSError)  # PromptError, ImageError, ProjectError, WeightsError are ValueErrors
 
@@ -54,12 +56,14 @@ class App:
     sessions: Sessions
     jobs: Jobs
     canvas_files: CanvasFiles
+    views: Views = dataclasses.field(default_factory=Views)  # what each window's own canvas edits made
+    order: EditOrder = dataclasses.field(default_factory=EditOrder)  # each window's canvas edits, in its order
 
 
 def make_app(config: AppConfig) -> App:
     jobs = Jobs()
     sessions = Sessions(config, in_use=jobs.busy)
-    return App(sessions.config, ModelHub(sessions.config), sessions, jobs, CanvasFiles())
+    return App(sessions.config, ModelHub(sessions.config), sessions, jobs, CanvasFiles(), Views(), EditOrder())
 
 
 # ------------------------------------------------------------------------------------ settings
@@ -573,10 +577,26 @@ def canvas_edit(app: App, state: dict, payload: object) -> tuple[dict | None, in
         image_id = current_image(app, state)
         return canvas_state(app, state, image_id, seq=seq, message="that image is not in this project any more"), image_id
     try:
-        edit = edits.parse(payload)
-        applied = edits.apply(project, edit, segment=_segment(app, project, shown))
+        seen = parse_seen(payload)  # the page's window, the edit's place in its order, the view it was made on
     except USER_ERRORS as err:
         return canvas_state(app, state, shown, seq=seq, message=page_words(app, state, err)), shown
+    touched: dict = {}  # the existing objects the edit changes, as read for it
+
+    def guard(current):
+        if seen is not None:  # made on a view that something else has changed since: refused (ui/views.py)
+            app.views.check(state["token"], seen, current)
+        touched.update(current)
+    turn = app.order.turn(state["token"], seen.window, seen.seq, seen.prev) if seen else contextlib.nullcontext()
+    with turn:  # after the edit the window sent before this one
+        try:
+            edit = edits.parse(payload)
+            applied = edits.apply(project, edit, segment=_segment(app, project, shown), guard=guard)
+        except USER_ERRORS as err:
+            return canvas_state(app, state, shown, seq=seq, message=page_words(app, state, err)), shown
+        if seen is not None:  # what this window's edit made, so that its next edits, sent on the same view, pass
+            ids = {*touched, *([applied.selected] if applied.selected is not None else [])}
+            after = {o.id: o for o in project.objects(shown) if o.id in ids}
+            app.views.record(state["token"], seen.window, {i: touched.get(i) for i in ids}, after)
     try:
         return canvas_state(app, state, shown, selected=applied.selected, message=applied.message, seq=seq), shown
     except USER_ERRORS as err:  # the edit is stored: never report it as refused (it would be made again)

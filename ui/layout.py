@@ -275,7 +275,7 @@ def build(app: h.App) -> gr.Blocks:
                         gr.update(), gr.update())
 
         canvas.edit(on_edit, [bstate], [canvas, info, table, counter, phrase, class_old], show_progress="hidden",
-                    trigger_mode="multiple", concurrency_id="edits", concurrency_limit=1)
+                    trigger_mode="multiple", concurrency_limit=None)  # in each window's order: ui/edit_order.py
 
         def go(delta):
             def run(state, view_name):

@@ -30,7 +30,8 @@ The value (Python -> canvas), a JSON dict, or None for "no image"::
      "image": {"path": str, "meta": {"_type": "gradio.FileData"}},   # gradio's post-processing fills "url"
      "width": int, "height": int,  # upright image size in px (EXIF applied server-side; the served file is upright;
                                    # it may be a downscaled copy: it is stretched to width x height)
-     "objects": [{"id": int, "class_name": str, "phrase": bool,      # phrase objects are drawn grey, dashed
+     "objects": [{"id": int, "rev": str,                             # rev: the object's revision as stored
+                  "class_name": str, "phrase": bool,                 # phrase objects are drawn grey, dashed
                   "box": [x0, y0, x1, y1],                           # floats, image px, x0 < x1, y0 < y1
                   "score": float | None, "source": "model" | "manual",
                   "color": [r, g, b], "has_mask": bool,
@@ -46,8 +47,13 @@ The value (Python -> canvas), a JSON dict, or None for "no image"::
      "message": str | None}        # an error or a note, shown in the canvas' status line
 
 The edits (canvas -> Python), `trigger('edit', payload)`. Every payload has "kind", "image_id" (of the value the
-edit was made on: refuse an edit for another image) and "seq" (a client counter, increasing; it starts above the
-last seq the server echoed). All coordinates are floats in upright image px, at any zoom and device pixel ratio::
+edit was made on: refuse an edit for another image), "seq" (a client counter, increasing; it starts above the
+last seq the server echoed), "prev" (the seq of the edit sent before it, 0 for the first: each is its own
+request and may arrive first, so the server applies a window's edits in this order, ui/edit_order.py), "window"
+(an id the page draws at random when it loads) and "seen" ([[id, rev], ...]: the objects the edit touches as the
+last value showed them; for undo / redo every object of that value: the server refuses an edit made on a view
+that another window has changed since, ui/views.py). All coordinates are floats in upright image px, at any zoom
+and device pixel ratio::
 
     {"kind": "add", "box": [x0, y0, x1, y1], "class_name": str}    # box tool on empty space (Shift: always a new
                                                                    # box); clamped to the image; class "" = none

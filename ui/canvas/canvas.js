@@ -32,7 +32,11 @@ const ZOOM_STEP = 200;   // wheel deltaY (px) per factor of 2 in zoom: one notch
 const MAX_RADIUS = 500;  // brush radius in image px; the server (ui/edits.py MAX_RADIUS) refuses more
 
 let value = null;        // the last value from the server (object), null for no image
+// this page's id among the windows that show the project: edits carry it with the revisions they were made on
+// (payload.window, payload.seen), so that the server refuses an edit made on a view another window has changed
+const windowId = 'w' + Array.from(crypto.getRandomValues(new Uint8Array(12)), (b) => b.toString(16).padStart(2, '0')).join('');
 let seq = 0;             // client edit counter, sent as payload.seq
+let lastSent = 0;        // the seq of the edit sent before (payload.prev): the server applies them in this order
 let acked = 0;           // the last seq the server echoed
 let pending = [];        // edits sent and not yet acknowledged: {payload, at}
 let held = [];           // clicks/strokes waiting for the object a pending click/stroke creates
@@ -176,9 +180,19 @@ function handleAt(p, objs) {
 
 // ---- sending edits --------------------------------------------------------------------------------------
 
+function seenFor(kind, fields) {  // [[id, rev]] of the objects the edit touches as this page last drew them
+  const objects = value.objects || [];
+  if (kind === 'undo' || kind === 'redo') return objects.map((o) => [o.id, o.rev]);  // what it may take back
+  const ids = new Set(fields.object_ids || (fields.object_id != null ? [fields.object_id] : []));
+  return objects.filter((o) => ids.has(o.id)).map((o) => [o.id, o.rev]);
+}
+
 function send(kind, fields) {
   if (!value) return;
-  const payload = Object.assign({ kind, image_id: value.image_id, seq: ++seq }, fields || {});
+  fields = fields || {};
+  const payload = Object.assign({ kind, image_id: value.image_id, seq: ++seq, prev: lastSent, window: windowId,
+    seen: seenFor(kind, fields) }, fields);
+  lastSent = payload.seq;
   pending.push({ payload, at: performance.now(), picked });
   trigger('edit', payload);
   root.dataset.sentAt = String(performance.now());
