@@ -2,6 +2,7 @@
 starts it returns at once, another visitor's Detect gets through between two images, a person can
 review while it runs, cancel stops it, starting again resumes, and the status outlives the tab."""
 
+import re
 import threading
 import time
 
@@ -138,7 +139,8 @@ def _reviewed(app, state, tmp_path, n=4, seed=5):
     _upload(app, state, tmp_path, n, seed=seed)
     project = app.sessions.project(state)
     project.add_classes(["cat", "remote control"])
-    for k, record in enumerate(project.images(order="name")):
+    for n, record in enumerate(project.images(order="name")):
+        k = n % 20  # boxes that fit (the same ones as before for up to 20 images)
         project.add_objects(record.id, [{"box": [4 + k, 6, 30, 40], "class_name": "cat"},
                                         {"box": [20, 2, 44, 20 + k], "class_name": "remote control"}],
                             status="reviewed")
@@ -290,3 +292,20 @@ def test_a_finished_training_without_measurable_boxes_is_said(tmp_path):
     empty = MapResult(None, None, {}, {}, 1, 0, 3)
     job = TrainJob(epochs=2, out=tmp_path, state="done", result=SimpleNamespace(base=empty, tuned=empty, val_images=1))
     assert "no held-out images to measure" in job.text()
+
+
+def test_cancel_stops_the_measuring_of_the_held_out_images(app, tmp_path):
+    """Training measures the base model on the held-out images before its first step (and the fine-tuned one
+    after its last); a cancel then stops within an image, not after all of them, and the page says what runs."""
+    a = Sessions.new_state()
+    project = _reviewed(app, a, tmp_path, n=60)  # about a fifth held out
+    h.start_training(app, a, 3, True)
+    job = app.jobs.get(project.path)
+    while job.measuring is None and job.running:
+        time.sleep(0.002)
+    line = h.job_status(app, a)
+    assert re.search(r"epoch 0 / 3, measuring the base model on the held-out images \(\d+ / \d+\)", line), line
+    assert "stopping" in h.cancel_auto_label(app, a)
+    _wait(job)
+    assert job.state == "cancelled" and job.measuring[1] < job.measuring[2]  # stopped mid-way
+    assert "measuring" not in job.text() and "train again with the same settings to resume" in job.text()

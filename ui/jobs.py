@@ -94,12 +94,17 @@ class TrainJob(_Background):
     epoch: int = 0
     done: int = 0  # steps done (the page's poll notices progress by it)
     loss: float | None = None
+    measuring: tuple[str, int, int] | None = None  # (which model, images done, of) while held-out images are measured
     result: object | None = None  # gdino.train.trainer.TrainResult once done
     failed: dict = field(default_factory=dict)  # no per-image failures: the shape of Job's
 
     def text(self) -> str:
         head = f"training: epoch {self.epoch} / {self.epochs}" + (f", loss {self.loss:.3f}" if self.loss is not None
                                                                    else ", preparing")
+        if self.measuring is not None and self.state == "running":
+            which, done, total = self.measuring
+            head = (f"training: epoch {self.epoch} / {self.epochs}, measuring the {which} model on the held-out "
+                    f"images ({done} / {total})")
         if self.state == "running":
             return head + (" - stopping after this step" if self.stop.is_set() else " - running")
         if self.state == "cancelled":
@@ -168,13 +173,19 @@ class Jobs:
         from gdino.weights import WeightsError
 
         def progress(p) -> None:
-            job.epoch, job.loss, job.done = p.epoch, p.loss, job.done + 1
+            job.epoch, job.loss, job.done, job.measuring = p.epoch, p.loss, job.done + 1, None
             if job.stop.is_set():
                 raise KeyboardInterrupt  # the trainer keeps its last finished epoch
+
+        def measuring(which: str, done: int, total: int) -> None:
+            job.measuring, job.done = (which, done, total), job.done + 1
+            if job.stop.is_set():
+                raise KeyboardInterrupt
         try:
             job.result = train(project, base, job.out, config, device=device, progress=progress,
                                step_lock=self.model_lock, text_encoder=text_encoder, images=images,
-                               restart_other_run=True)  # changed labels since a stopped run: start over
+                               restart_other_run=True,  # changed labels since a stopped run: start over
+                               measuring=measuring)
             job.epoch = job.epochs
             job.state = "done"
         except KeyboardInterrupt:

@@ -150,15 +150,18 @@ def train(project: Project | str | os.PathLike, base: str, out: str | os.PathLik
           *, device: str | torch.device | None = None, progress: Callable[[Progress], None] | None = None,
           log: Callable[[str], None] = lambda line: None, text_encoder: str | None = None,
           step_lock: contextlib.AbstractContextManager | None = None, images: Callable[[int], Path | str] | None = None,
-          restart_other_run: bool = False) -> TrainResult:
+          restart_other_run: bool = False, measuring: Callable[[str, int, int], None] | None = None) -> TrainResult:
     """Fine-tune `base` (hub id, directory or .pth, as gdino.load_model takes) on the project's reviewed images;
     write the result to the new directory `out`. Resumes from `out`.partial when it holds a checkpoint of the
     same run (same base, settings, classes, images and boxes); a checkpoint of another run is refused
     (restart_other_run: discarded, and the run starts over). Raises TrainingError (nothing to train on, `out`
     exists, another run's folder, the loss diverged, the disk is full).
     progress is called after every step; raising KeyboardInterrupt there stops the run as Ctrl-C does (the last
-    finished epoch is kept). step_lock is held for each step and each image measured (the app shares its models'
-    lock this way). images: image_id -> the checked file to read (the app's rules; see examples_from_project)."""
+    finished epoch is kept). measuring is called after each validation image measured, with which model ("base" or
+    "fine-tuned"), how many are done and of how many; raising KeyboardInterrupt there stops the run the same way
+    (a measurement is not kept: it is made again on resuming). step_lock is held for each step and each image
+    measured (the app shares its models' lock this way). images: image_id -> the checked file to read (the app's
+    rules; see examples_from_project)."""
     from .. import Detector
     from ..weights import load_model
 
@@ -206,8 +209,9 @@ def train(project: Project | str | os.PathLike, base: str, out: str | os.PathLik
 
         def measure(what: str) -> MapResult:
             log(f"measuring the {what} model on the validation images ...")
+            done = (lambda n, total: measuring(what, n, total)) if measuring is not None else None
             result = evaluate_detector(_Locked(Detector(model, image_size=config.image_size), step_lock), split.val,
-                                       data.classes)
+                                       data.classes, progress=done)
             _freeze(model, config)
             return result
 
