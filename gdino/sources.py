@@ -31,6 +31,9 @@ from .processing import MAX_PIXELS, ImageError, to_rgb
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 MAX_BYTES = 256 * 1024 * 1024  # a larger object is refused before it is fetched: no image the model reads is this big
 SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs")  # pyarrow's remote filesystems
+# Google's client retries for 15 minutes by default (an unreachable store looked like a hang): it gives up after
+# this many seconds instead, unless the URI's query says otherwise (?retry_limit_seconds=N)
+GCS_RETRY_S = 30
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
@@ -82,10 +85,27 @@ def _open(uri: str):
     except ImportError:
         raise SourceError(f"{uri}: reading object stores needs pyarrow (pip install pyarrow, or \"gdino[ray]\")") from None
     try:
-        filesystem, inner = fs.FileSystem.from_uri(uri)
+        filesystem, inner = fs.FileSystem.from_uri(_with_retry_limit(uri))
     except (OSError, ValueError, TypeError) as err:  # pyarrow: ArrowInvalid (a ValueError), unknown scheme...
         raise SourceError(f"{uri}: {err}") from None
     return filesystem, inner
+
+
+def _with_retry_limit(uri: str) -> str:
+    """A gs:// URI with a bound on its client's retries (GCS_RETRY_S) unless it has one; others as they are."""
+    parts = urlsplit(uri)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    if parts.scheme.lower() not in ("gs", "gcs") or any(k == "retry_limit_seconds" for k, _ in query):
+        return uri
+    return urlunsplit(parts._replace(query=urlencode([*query, ("retry_limit_seconds", str(GCS_RETRY_S))])))
+
+
+def _unreachable(uri: str, err: OSError) -> str:
+    """What a store's error says, and for gs:// how to wait longer."""
+    if urlsplit(uri).scheme.lower() in ("gs", "gcs") and "retry_limit_seconds" not in uri:
+        return (f"{err} (gave up after retrying for {GCS_RETRY_S} s; add retry_limit_seconds=N to the URI's query "
+                "to wait longer)")
+    return str(err)
 
 
 def list_images(uri: str) -> list[str]:
@@ -107,7 +127,7 @@ def list_images(uri: str) -> list[str]:
         base = inner.rstrip("/")
         found = filesystem.get_file_info(fs.FileSelector(base, recursive=True))
     except OSError as err:
-        raise SourceError(f"{uri}: {err}") from None
+        raise SourceError(f"{uri}: {_unreachable(uri, err)}") from None
     parts = urlsplit(uri)
     keep = []
     for item in found:
@@ -181,8 +201,10 @@ def _fetch(uri: str, out, max_bytes: int) -> None:
                              f"{max_bytes / 1e6:.0f} MB for one image")
         with filesystem.open_input_stream(inner) as stream:
             copied = _copy_at_most(stream, out, max_bytes)
-    except (SourceError, OSError) as err:
+    except SourceError as err:
         raise ImageError(f"could not read the image {uri!r}: {err}") from None
+    except OSError as err:
+        raise ImageError(f"could not read the image {uri!r}: {_unreachable(uri, err)}") from None
     if copied > max_bytes:
         raise ImageError(f"the image {uri!r} is more than the limit of {max_bytes / 1e6:.0f} MB for one image")
     out.flush()

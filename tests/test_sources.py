@@ -208,3 +208,42 @@ def test_without_pyarrow_a_uri_says_what_to_install(tmp_path):
                             capture_output=True, text=True, timeout=120)
     assert result.returncode == 2 and "needs pyarrow (pip install pyarrow" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr
+
+
+GCS_UNREACHABLE = """
+import sys, time
+import gdino.sources as sources
+sources.GCS_RETRY_S = 2
+began = time.monotonic()
+for call in (sources.list_images, sources.read_image):
+    try:
+        call(sys.argv[1])
+    except ValueError as err:  # SourceError / ImageError
+        print(type(err).__name__, round(time.monotonic() - began), str(err).replace(chr(10), " ")[-200:])
+"""
+
+
+def test_an_unreachable_gcs_store_gives_up_after_its_retry_limit_and_says_how_to_wait_longer():
+    """Google's client retries for 15 minutes by default: a gs:// URI without network (or credentials) looked like a
+    hang. It now gives up after GCS_RETRY_S (here set to 2 s) and says how to wait longer. (This machine has no
+    route to Google; where one exists, a made-up bucket without credentials fails the same way.)"""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-c", GCS_UNREACHABLE, "gs://gdino-test-no-such-bucket-7f3a/photos"],
+                         capture_output=True, text=True, timeout=120)
+    lines = out.stdout.splitlines()
+    assert [line.split()[0] for line in lines] == ["SourceError", "ImageError"], out.stdout + out.stderr
+    for line in lines:
+        assert "retry_limit_seconds=N" in line
+    assert int(lines[-1].split()[1]) < 60  # both calls: seconds, not 15 minutes each
+
+
+def test_the_gcs_retry_bound_is_added_only_where_the_uri_has_none():
+    from gdino.sources import GCS_RETRY_S, _with_retry_limit
+
+    assert _with_retry_limit("gs://b/p.jpg") == f"gs://b/p.jpg?retry_limit_seconds={GCS_RETRY_S}"
+    assert _with_retry_limit("GCS://b/p.jpg?project_id=x") == f"gcs://b/p.jpg?project_id=x&retry_limit_seconds={GCS_RETRY_S}"
+    assert _with_retry_limit("gs://b/p.jpg?retry_limit_seconds=600") == "gs://b/p.jpg?retry_limit_seconds=600"
+    assert _with_retry_limit("s3://b/p.jpg?region=x") == "s3://b/p.jpg?region=x"
+    assert canonical("gs://b/p.jpg") == "gs://b/p.jpg"  # the key of an object does not change
