@@ -936,12 +936,15 @@ class Project:
         return new
 
     def edit_objects(self, image_id: int, changes: dict[int, ObjectState | None] | None = None,
-                     new: Sequence[ObjectState] = (), *, expect: Sequence[ObjectRecord] = ()) -> list[ObjectRecord]:
+                     new: Sequence[ObjectState] = (), *, expect: Sequence[ObjectRecord] = (),
+                     after: Guard | None = None) -> list[ObjectRecord]:
         """One edit of a person (the canvas), in one transaction with its undo entry: set objects to new
         states (None deletes one) and add `new` ones. An image that gets a new object and was "unlabeled"
         becomes "auto" (labeled by hand). expect: the objects as the caller read them before computing
         the change; if any differs now (another window, a model run), nothing is written and a
-        ProjectError says so. A class_name the project lacks becomes a class. Returns the new objects."""
+        ProjectError says so. A class_name the project lacks becomes a class. Returns the new objects.
+        after: called in the transaction once the edit is written, with the objects it changed or added as it
+        leaves them (None: deleted)."""
         changes = dict(changes or {})
         with self._write() as db:
             image = self._image(db, image_id)
@@ -975,6 +978,8 @@ class Project:
                 db.execute("UPDATE images SET status = 'auto' WHERE id = ? AND status = 'unlabeled'", (image_id,))
             drop_unused_phrases(db)
             history.record(db, image_id, before, [*changes, *added], image.status)
+            if after is not None:
+                after(self._objects_now(db, image_id, [*changes, *added]))
             return [self._object(db, i) for i in added]
 
     def _state_values(self, db: sqlite3.Connection, image: ImageRecord, state: ObjectState) -> tuple:
@@ -983,28 +988,31 @@ class Project:
         return (self._class_id(db, state.class_name, phrases=True), x0, y0, x1, y1, check_score(state.score),
                 check_source(state.source), mask_json(state.mask, image.width, image.height), clicks)
 
-    def undo(self, image_id: int, *, guard: Guard | None = None) -> bool:
+    def undo(self, image_id: int, *, guard: Guard | None = None, after: Guard | None = None) -> bool:
         """Undo the image's last edit (`edit_objects`); False when there is none. If the objects were
         changed otherwise since, the image's history is cleared and a ProjectError says so.
         guard: called in the transaction with the objects the undo would change, as stored now (None: absent);
-        whatever it raises leaves everything as it was (the app refuses an undo made on a stale view)."""
-        return self._step(image_id, history.undo, guard)
+        whatever it raises leaves everything as it was (the app refuses an undo made on a stale view).
+        after: called in the transaction once it is written, with those objects as it leaves them."""
+        return self._step(image_id, history.undo, guard, after)
 
-    def redo(self, image_id: int, *, guard: Guard | None = None) -> bool:
-        """Redo the image's last undone edit; False when there is none. guard: as for `undo`."""
-        return self._step(image_id, history.redo, guard)
+    def redo(self, image_id: int, *, guard: Guard | None = None, after: Guard | None = None) -> bool:
+        """Redo the image's last undone edit; False when there is none. guard, after: as for `undo`."""
+        return self._step(image_id, history.redo, guard, after)
 
-    def _step(self, image_id: int, step, guard: Guard | None) -> bool:
-        conflict = None
+    def _step(self, image_id: int, step, guard: Guard | None, after: Guard | None) -> bool:
+        conflict, touched = None, []
         with self._write() as db:
             self._image(db, image_id)
 
             def check(ids):
+                touched.extend(ids)
                 if guard is not None:
-                    found = history.rows(db, image_id, ids)
-                    guard({i: self._object(db, i) if i in found else None for i in ids})
+                    guard(self._objects_now(db, image_id, ids))
             try:
                 done = step(db, image_id, check)
+                if done and after is not None:
+                    after(self._objects_now(db, image_id, touched))
             except history.HistoryConflictError as err:  # the cleared history is committed, then reported
                 conflict, done = err, False
         if conflict is not None:
@@ -1032,6 +1040,12 @@ class Project:
         cur = db.execute("INSERT INTO objects (image_id, class_id, x0, y0, x1, y1, score, source, mask) "
                          "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
         return self._object(db, cur.lastrowid) if fetch else None
+
+    def _objects_now(self, db: sqlite3.Connection, image_id: int, ids: Iterable[int]) -> dict[int, ObjectRecord | None]:
+        """These objects of the image as stored now (None: absent)."""
+        ids = list(dict.fromkeys(ids))
+        found = history.rows(db, image_id, ids)
+        return {i: self._object(db, i) if i in found else None for i in ids}
 
     def _object(self, db: sqlite3.Connection, object_id: int) -> ObjectRecord:
         row = db.execute(f"{_OBJECT_SELECT} WHERE o.id = ?", (object_id,)).fetchone()

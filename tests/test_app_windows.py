@@ -46,17 +46,30 @@ class Window:
     def revs(self, ids=None):
         return [[o["id"], o["rev"]] for o in self.value["objects"] if ids is None or o["id"] in ids]
 
-    def send(self, kind, adopt=True, **fields):
-        """The edit on the view this window shows; adopt=False: the reply has not arrived yet."""
+    def payload(self, kind, **fields):
+        """The next edit, made on the view this window shows."""
         self.seq += 1
         ids = fields.get("object_ids") or ([fields["object_id"]] if fields.get("object_id") is not None else [])
         seen = self.revs() if kind in ("undo", "redo") else self.revs(ids)
-        payload = {"kind": kind, "image_id": self.image_id, "seq": self.seq, "prev": self.seq - 1, "window": self.name,
-                   "seen": seen, **fields}
-        value, _ = h.canvas_edit(self.app, self.state, payload)
+        return {"kind": kind, "image_id": self.image_id, "seq": self.seq, "prev": self.seq - 1, "window": self.name,
+                "base": self.value["revision"], "seen": seen, **fields}
+
+    def send(self, kind, adopt=True, refine=None, **fields):
+        """The edit on the view this window shows; adopt=False: the reply has not arrived yet."""
+        value, _ = h.canvas_edit(self.app, self.state, self.payload(kind, **fields), refine=refine)
         if adopt:
             self.value = value
         return value
+
+    def in_thread(self, kind, refine=None, **fields):
+        """The edit sent from another thread (its reply in .reply once joined)."""
+        import threading
+
+        payload = self.payload(kind, **fields)
+        thread = threading.Thread(target=lambda: setattr(thread, "reply", h.canvas_edit(self.app, self.state, payload,
+                                                                                          refine=refine)[0]))
+        thread.start()
+        return thread
 
 
 STALE = "changed in another window"
@@ -142,12 +155,13 @@ def test_an_edit_after_a_model_run_or_another_process_is_stale(app, image):
 @pytest.mark.parametrize("bad", [
     {"window": 7}, {"window": ""}, {"window": "x" * 200}, {"window": "a b/c"},
     {"seen": "all"}, {"seen": [[1]]}, {"seen": [["1", "abc"]]}, {"seen": [[1, 5]]}, {"seen": [[1, "z" * 100]]},
-    {"seen": [[1, "abc"]] * 20_001}, {"seq": None}, {"prev": None}, {"prev": 1}, {"prev": -1}, {"seq": True},
+    {"seen": [[1, "abc"]] * 100_001}, {"seq": None}, {"base": None}, {"base": -1}, {"base": "7"},
+    {"prev": None}, {"prev": 1}, {"prev": -1}, {"seq": True},
 ])
 def test_a_malformed_view_is_refused_in_the_pages_words(app, image, bad):
     state, project, image_id, obj = image
     payload = {"kind": "move", "image_id": image_id, "seq": 1, "prev": 0, "object_id": obj.id, "dx": 1, "dy": 1,
-               "window": "window-a-0005", "seen": [[obj.id, "0" * 16]], **bad}
+               "window": "window-a-0005", "base": 1, "seen": [[obj.id, "0" * 16]], **bad}
     value, _ = h.canvas_edit(app, state, payload)
     assert "reload the page" in value["message"] and project.objects(image_id) == [obj]
 
@@ -163,7 +177,7 @@ def test_a_windows_edits_are_applied_in_the_order_it_made_them_whatever_order_th
 
     def payload(seq, prev, name):
         return {"kind": "relabel", "image_id": image_id, "seq": seq, "prev": prev, "window": "window-a-0006",
-                "seen": seen, "object_ids": [obj.id], "class_name": name}
+                "base": view["revision"], "seen": seen, "object_ids": [obj.id], "class_name": name}
     replies = {}
     second = threading.Thread(target=lambda: replies.update(second=h.canvas_edit(app, state, payload(2, 1, "dog"))[0]))
     second.start()  # the second edit arrives first
@@ -187,7 +201,8 @@ def test_an_edit_whose_predecessor_never_arrives_is_applied_after_a_short_wait(a
     seen = [[o["id"], o["rev"]] for o in view["objects"]]
     began = time.monotonic()
     reply, _ = h.canvas_edit(app, state, {"kind": "relabel", "image_id": image_id, "seq": 8, "prev": 7,
-                                          "window": "window-a-0007", "seen": seen, "object_ids": [obj.id],
+                                          "window": "window-a-0007", "base": view["revision"], "seen": seen,
+                                          "object_ids": [obj.id],
                                           "class_name": "dog"})
     assert reply["message"] is None and project.objects(image_id)[0].class_name == "dog"
     assert time.monotonic() - began < 30  # bounded (the wait itself is a fraction of that)
@@ -230,11 +245,11 @@ def test_windows_do_not_wait_for_each_other(app, image):
         view = h.canvas_state(app, state, image_id)
         seen = [[o["id"], o["rev"]] for o in view["objects"]]
         waiting = {"kind": "move", "image_id": image_id, "seq": 5, "prev": 4, "window": "window-a-0008",
-                   "seen": seen, "object_id": obj.id, "dx": 1, "dy": 0}
+                   "base": view["revision"], "seen": seen, "object_id": obj.id, "dx": 1, "dy": 0}
         blocked = threading.Thread(target=h.canvas_edit, args=(app, state, waiting))
         blocked.start()
         other = {"kind": "add", "image_id": image_id, "seq": 1, "prev": 0, "window": "window-b-0008", "seen": [],
-                 "box": [60, 60, 90, 90], "class_name": "dog"}
+                 "base": view["revision"], "box": [60, 60, 90, 90], "class_name": "dog"}
         reply, _ = h.canvas_edit(app, state, other)
         assert reply["message"] is None and len(project.objects(image_id)) == 2
         assert blocked.is_alive()  # window A still waits for its edit 4
@@ -245,3 +260,219 @@ def test_windows_do_not_wait_for_each_other(app, image):
         assert project.objects(image_id)[0].box == (11, 10, 51, 50)
     finally:
         app.order.wait_s = WAIT_S
+
+
+def _slow(app, seconds):
+    """SAM for a click that takes `seconds` (a first click loading the model, or one waiting for a job's image)."""
+    import time
+
+    def refine(pixels, points, labels, box):
+        time.sleep(seconds)
+        return h.refine_mask(app, pixels, points, labels, box)
+    return refine
+
+
+def test_a_slow_click_is_not_overtaken_by_the_next_edit(app, image):
+    """The next edit waits for a predecessor that has arrived however long it runs (not just WAIT_S)."""
+    import time
+
+    state, project, image_id, obj = image
+    a = Window(app, state, image_id, "window-a-0009")
+    click = a.in_thread("click", refine=_slow(app, WAIT_S + 1.5), object_id=obj.id, x=30.0, y=30.0, positive=True,
+                        class_name="cat")
+    time.sleep(0.3)  # the click has arrived and runs
+    relabel = a.in_thread("relabel", object_ids=[obj.id], class_name="dog")
+    click.join(60)
+    relabel.join(60)
+    assert click.reply["message"] is None and relabel.reply["message"] is None
+    [stored] = project.objects(image_id)
+    assert stored.class_name == "dog" and stored.clicks is not None  # both, in the order made
+    assert project.undo(image_id) and project.objects(image_id)[0].class_name == "cat"  # the relabel came last
+
+
+def test_undo_right_after_a_slow_creating_click_takes_back_that_click(app, image):
+    import time
+
+    state, project, image_id, obj = image
+    a = Window(app, state, image_id, "window-a-0010")
+    click = a.in_thread("click", refine=_slow(app, WAIT_S + 1.5), object_id=None, x=100.0, y=80.0, positive=True,
+                        class_name="dog")
+    time.sleep(0.3)
+    undo = a.in_thread("undo")
+    click.join(60)
+    undo.join(60)
+    assert undo.reply["message"] is None
+    assert [o.id for o in project.objects(image_id)] == [obj.id]  # the click's object is gone, the box untouched
+
+
+def _forked(fn):
+    """fn run in a forked child process, as ZeroGPU's spaces.GPU runs what it wraps; the result comes back."""
+    import multiprocessing
+
+    def call(*args):
+        context = multiprocessing.get_context("fork")
+        receive, send = context.Pipe(duplex=False)
+        child = context.Process(target=lambda: send.send(fn(*args)))
+        child.start()
+        result = receive.recv()
+        child.join()
+        return result
+    return call
+
+
+def _disk(pixels, points, labels, box):
+    """A stand-in for SAM in the forked worker (torch in a child forked from this threaded test process can hang;
+    what is checked is what stays in the server's process): a disk of 8 px around the last click."""
+    h_, w_ = np.asarray(pixels).shape[:2]
+    yy, xx = np.mgrid[:h_, :w_]
+    x, y = points[-1]
+    return (xx - x) ** 2 + (yy - y) ** 2 <= 64
+
+
+def test_on_zerogpu_only_sam_runs_in_the_worker_so_the_next_edit_knows_the_click(app, image):
+    """The app wraps only SAM for ZeroGPU (a forked worker): what the click stored and what the window's order and
+    views know stay in the server's process, so an edit sent right after the click on the same view passes."""
+    state, project, image_id, obj = image
+    app.order.wait_s = 30.0  # were the click's turn marked only in a worker, the next edit would wait this long
+    a = Window(app, state, image_id, "window-a-0011")
+    a.send("click", adopt=False, refine=_forked(_disk), object_id=obj.id, x=30.0, y=30.0, positive=True,
+           class_name="cat")
+    relabel = a.in_thread("relabel", object_ids=[obj.id], class_name="dog")
+    relabel.join(10)
+    assert not relabel.is_alive() and relabel.reply["message"] is None
+    [stored] = project.objects(image_id)
+    assert stored.class_name == "dog" and stored.clicks is not None
+
+
+def test_each_reply_shows_its_edit_and_no_later_one(app, image, monkeypatch):
+    """The reply to an edit is made before the window's next edit is applied, so it shows exactly the edits up to
+    its own seq (the page draws later ones in flight itself; a reply showing them would draw them twice)."""
+    import time
+
+    state, project, image_id, obj = image
+    a = Window(app, state, image_id, "window-a-0012")
+    real = h.canvas_state
+
+    def slow_first_reply(app_, state_, image_id_, **kw):
+        if kw.get("seq") == 1:
+            time.sleep(1.0)  # the second edit arrives while the first reply is being made
+        return real(app_, state_, image_id_, **kw)
+    monkeypatch.setattr(h, "canvas_state", slow_first_reply)
+    first = a.in_thread("move", object_id=obj.id, dx=5, dy=0)
+    time.sleep(0.3)
+    second = a.in_thread("move", object_id=obj.id, dx=5, dy=0)
+    first.join(30)
+    second.join(30)
+    assert first.reply["objects"][0]["box"] == [15, 10, 55, 50]  # only the first move
+    assert second.reply["objects"][0]["box"] == [20, 10, 60, 50]
+    assert first.reply["revision"] < second.reply["revision"]
+
+
+def test_another_writers_change_right_after_an_edit_is_not_taken_for_the_windows_own(app, image, monkeypatch):
+    """What a window's edit made is read in its own transaction: a change by someone else committed just after
+    it is not counted as the window's, so the window's next in-flight edit on the old view is refused."""
+    from gdino.project import ObjectState
+
+    state, project, image_id, obj = image
+    a = Window(app, state, image_id, "window-a-0013")
+    real = project.edit_objects
+
+    def then_another_writer(*args, **kwargs):
+        out = real(*args, **kwargs)
+        [now] = project.objects(image_id)
+        real(image_id, {now.id: ObjectState(**{**ObjectState.of(now).__dict__, "class_name": "dog"})})
+        return out
+    monkeypatch.setattr(project, "edit_objects", then_another_writer)
+    a.send("move", adopt=False, object_id=obj.id, dx=3, dy=0)
+    monkeypatch.setattr(project, "edit_objects", real)
+    reply = a.send("resize", adopt=False, object_id=obj.id, box=[0, 0, 30, 30])
+    assert STALE in reply["message"]
+    [stored] = project.objects(image_id)
+    assert stored.class_name == "dog" and stored.box == (13, 10, 53, 50)
+
+
+def test_a_state_that_comes_back_is_not_mistaken_for_the_windows_own_edit(app, image):
+    """Window A moves a box; B undoes it; A is shown that; B redoes it (the state A's move once made). A's edit on
+    what it was shown must not pass as if the redo were A's own in-flight move."""
+    state, project, image_id, obj = image
+    a, b = Window(app, state, image_id, "window-a-0014"), Window(app, state, image_id, "window-b-0014")
+    a.send("move", object_id=obj.id, dx=5, dy=0)
+    b.value = h.canvas_state(app, state, image_id)
+    assert b.send("undo")["message"] is None
+    a.value = h.canvas_state(app, state, image_id)  # A draws the box back where it was
+    assert b.send("redo")["message"] is None  # the moved state again, made by B
+    reply = a.send("resize", object_id=obj.id, box=[0, 0, 30, 30])
+    assert STALE in reply["message"] and project.objects(image_id)[0].box == (15, 10, 55, 50)
+
+
+def test_made_up_predecessors_tie_up_only_a_few_threads(app, image):
+    """At most MAX_WAITING edits wait for a predecessor that has not arrived; beyond that an edit goes ahead."""
+    from ui.edit_order import MAX_WAITING
+
+    state, project, image_id, obj = image
+    app.order.wait_s = 30.0
+    try:
+        waiting = [Window(app, state, image_id, f"window-w-{k:04d}") for k in range(MAX_WAITING)]
+        threads = []
+        for w in waiting:
+            w.seq = 40  # the next edit names 40, which never comes
+            threads.append(w.in_thread("move", object_id=obj.id, dx=0, dy=0))
+        import time
+
+        for _ in range(200):
+            if app.order._waiting == MAX_WAITING:
+                break
+            time.sleep(0.02)
+        assert app.order._waiting == MAX_WAITING
+        late = Window(app, state, image_id, "window-late-001")
+        late.seq = 40
+        go = late.in_thread("move", object_id=obj.id, dx=1, dy=0)
+        go.join(10)
+        assert not go.is_alive() and go.reply["message"] is None  # it did not wait
+        assert all(t.is_alive() for t in threads)
+    finally:
+        app.order.wait_s = 0.0
+        with app.order._changed:
+            app.order._changed.notify_all()
+        for t in threads:
+            t.join(30)
+
+
+def test_a_refused_edit_does_not_hold_up_the_next(app, image):
+    """An edit answered at once (its image is gone) still ends its turn: the window's next edit does not wait."""
+    state, project, image_id, obj = image
+    app.order.wait_s = 30.0
+    a = Window(app, state, image_id, "window-a-0015")
+    gone = a.payload("move", object_id=obj.id, dx=1, dy=0)
+    gone["image_id"] = image_id + 1000
+    assert "not in this project" in h.canvas_edit(app, state, gone)[0]["message"]
+    nxt = a.in_thread("move", object_id=obj.id, dx=1, dy=0)
+    nxt.join(10)
+    assert not nxt.is_alive() and nxt.reply["message"] is None
+
+
+def test_a_busy_project_does_not_hold_up_another_projects_canvas(app, image, tmp_path):
+    """A project whose lock is held (a long write, a CLI batch) delays only its own canvas values."""
+    import threading
+
+    state, project, image_id, obj = image
+    other = Sessions.new_state()
+    photo = tmp_path / "other.png"
+    Image.fromarray(np.zeros((40, 40, 3), dtype=np.uint8)).save(photo)
+    h.add_uploads(app, other, [str(photo)])
+    release = threading.Event()
+
+    def hold():
+        with project._lock:
+            release.wait(30)
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        busy = threading.Thread(target=h.canvas_state, args=(app, state, image_id))
+        busy.start()  # waits for its project
+        value = h.canvas_state(app, other, h.current_image(app, other))
+        assert value is not None and holder.is_alive() and busy.is_alive()  # answered while the other waits
+    finally:
+        release.set()
+        holder.join(30)
+        busy.join(30)

@@ -345,9 +345,11 @@ def test_move_resize_delete_relabel_undo_and_deselect(server, contexts):
     drawn(page, store)
 
     # keys 1-9 relabel the selection; with none, they set the class of the next box
+    shown_revision = store.revision
     page.keyboard.press("2")
     relabel = dict(payloads(page, store, 4)[3])
-    seen, window, prev = relabel.pop("seen"), relabel.pop("window"), relabel.pop("prev")
+    seen, window, prev, base = relabel.pop("seen"), relabel.pop("window"), relabel.pop("prev"), relabel.pop("base")
+    assert base == shown_revision  # the value it was made on
     assert relabel == {"kind": "relabel", "image_id": 7, "seq": store.payloads[3]["seq"], "object_ids": [1],
                        "class_name": "dog"}
     assert [pair[0] for pair in seen] == [1] and window == store.payloads[0]["window"]

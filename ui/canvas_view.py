@@ -30,9 +30,22 @@ from .render import PHRASE_COLOR, class_color, placeholder
 from .views import rev
 
 # the canvas ignores a value older than the one it shows (gradio may deliver replies out of order): revisions
-# only grow, across images, sessions and server restarts (they start from the clock, in milliseconds)
+# only grow, across images, sessions and server restarts (they start from the clock, in milliseconds). A value
+# takes its revision right after its read of the project, under the project's lock here: of two values of one
+# project, the one with the higher revision shows the newer state. An edit's step (ui/views.py) takes one
+# inside its write transaction: a value shows that edit exactly when its revision is higher.
 _revisions = itertools.count(int(time.time() * 1000))
-_reading = threading.Lock()  # a revision and the store state it shows are taken together: a higher one is newer
+_reading_locks: dict[str, threading.Lock] = {}
+_locks_lock = threading.Lock()
+
+
+def next_revision() -> int:
+    return next(_revisions)
+
+
+def _reading(project) -> threading.Lock:
+    with _locks_lock:
+        return _reading_locks.setdefault(str(project.path), threading.Lock())
 JPEG_QUALITY = 92
 OVERLAY_KEEP_S = 60.0  # how long a replaced mask overlay file stays (gradio copies it into its cache before that)
 
@@ -108,9 +121,10 @@ class CanvasFiles:
         mask_index_to_overlay(index).save(path, format="PNG", compress_level=1)
         now = time.monotonic()
         with self._lock:
+            replaced = self._overlays.get((token, image_id))  # as now: another reply may have made one meanwhile
             self._overlays[(token, image_id)] = (key, path)
-            if last is not None and last[1] != path:
-                self._replaced.append((now, last[1]))
+            if replaced is not None and replaced[1] != path:
+                self._replaced.append((now, replaced[1]))
             # a replaced file is removed only once gradio has surely copied it for the reply that named it: the
             # replies to several edits are made at once (ui/edit_order.py) and may still be on their way
             old = [p for t, p in self._replaced if now - t > self.overlay_keep_s]
@@ -141,9 +155,9 @@ def canvas_value(project, token: str, files: CanvasFiles, image_id: int | None, 
     """The canvas' value for the image (None: no image), from what the project stores now."""
     if image_id is None:
         return None
-    with _reading:  # edits of several windows are answered at once (ui/edit_order.py)
-        revision = next(_revisions)
+    with _reading(project):  # edits of several windows are answered at once (ui/edit_order.py)
         record, objects, classes, (can_undo, can_redo) = project.view(image_id)  # one snapshot: they agree
+        revision = next_revision()
 
     def color(o):
         return list(PHRASE_COLOR if o.phrase else class_color(classes.index(o.class_name)))

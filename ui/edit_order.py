@@ -3,11 +3,14 @@
 The canvas sends every edit as its own request, without waiting for the reply to the last one (the page draws
 edits in flight itself). Separate requests can arrive in another order (several connections, a busy machine),
 and two relabels or resizes applied the wrong way round store what the person did not choose last. So each edit
-names the one its window sent before it ("prev", 0 for a window's first) and waits here until that one has
-been handled, applied or refused. Windows do not wait for each other.
+names the one its window sent before it ("prev", 0 for a window's first) and its turn comes once that one has
+been handled (applied or refused, and answered). Windows do not wait for each other.
 
-An edit whose predecessor never comes (a server restart forgot it, a request was lost) waits WAIT_S, then goes
-ahead. What was handled is kept per window in memory, bounded.
+A predecessor that has arrived is waited for however long it takes (a SAM click can take seconds). One that has
+not arrived is waited for WAIT_S at most: a server restart forgot it, or its request was lost. At most
+MAX_WAITING edits wait for a predecessor that has not arrived, across the server, so that made-up predecessors
+cannot tie up the server's threads; beyond that an edit goes ahead at once. What was handled is kept per window
+in memory, bounded per visitor (session token) and in all.
 """
 
 from __future__ import annotations
@@ -18,39 +21,65 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-WAIT_S = 2.0  # the longest an edit waits for its predecessor
-MAX_WINDOWS = 1024  # windows remembered (least recently used dropped)
-MAX_HANDLED = 256  # seqs remembered per window
+WAIT_S = 2.0  # the longest an edit waits for a predecessor that has not arrived
+MAX_WAITING = 8  # edits waiting for a predecessor that has not arrived, across the server
+MAX_TOKENS = 4096  # visitors remembered (least recently used dropped)
+MAX_WINDOWS = 16  # windows remembered per visitor
+MAX_SEQS = 256  # seqs remembered per window
 
 
 class EditOrder:
-    """Per window: which of its edits have been handled; an edit's turn comes after its predecessor's."""
+    """Per window: which of its edits have arrived and which have been handled."""
 
     def __init__(self, wait_s: float = WAIT_S):
         self.wait_s = wait_s
         self._changed = threading.Condition()
-        self._handled: OrderedDict[tuple[str, str], OrderedDict[int, None]] = OrderedDict()
+        self._waiting = 0  # edits waiting for a predecessor that has not arrived
+        # token -> window -> seq -> handled (False: arrived, running)
+        self._seqs: OrderedDict[str, OrderedDict[str, OrderedDict[int, bool]]] = OrderedDict()
 
     @contextmanager
     def turn(self, token: str, window: str, seq: int, prev: int) -> Iterator[None]:
-        """Wait until the window's edit `prev` was handled (at most wait_s), run the body, mark `seq` handled."""
-        key = (token, window)
-        deadline = time.monotonic() + self.wait_s
+        """Wait for the window's edit `prev` (see the module's rules), run the body, mark `seq` handled."""
         with self._changed:
-            while prev != 0 and prev not in self._handled.get(key, ()):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    break
-                self._changed.wait(left)
+            self._mark(token, window, seq, False)
+            deadline, counted = time.monotonic() + self.wait_s, False
+            try:
+                while prev != 0:
+                    state = self._window(token, window).get(prev)
+                    if state is True:
+                        break
+                    if state is None:  # not arrived (yet)
+                        left = deadline - time.monotonic()
+                        if left <= 0 or (not counted and self._waiting >= MAX_WAITING):
+                            break
+                        if not counted:
+                            self._waiting, counted = self._waiting + 1, True
+                        self._changed.wait(left)
+                    else:  # arrived and running: its turn ends when it is answered
+                        self._changed.wait()
+            finally:
+                if counted:
+                    self._waiting -= 1
         try:
             yield
         finally:
             with self._changed:
-                handled = self._handled.pop(key, None) or OrderedDict()
-                self._handled[key] = handled  # most recently used last
-                handled[seq] = None
-                while len(handled) > MAX_HANDLED:
-                    handled.popitem(last=False)
-                while len(self._handled) > MAX_WINDOWS:
-                    self._handled.popitem(last=False)
+                self._mark(token, window, seq, True)
                 self._changed.notify_all()
+
+    def _window(self, token: str, window: str) -> OrderedDict[int, bool]:
+        return self._seqs.get(token, {}).get(window, OrderedDict())
+
+    def _mark(self, token: str, window: str, seq: int, handled: bool) -> None:
+        windows = self._seqs.pop(token, None) or OrderedDict()
+        self._seqs[token] = windows  # most recently used last
+        seqs = windows.pop(window, None) or OrderedDict()
+        windows[window] = seqs
+        seqs[seq] = handled
+        while len(seqs) > MAX_SEQS:
+            seqs.popitem(last=False)
+        while len(windows) > MAX_WINDOWS:
+            windows.popitem(last=False)
+        while len(self._seqs) > MAX_TOKENS:
+            self._seqs.popitem(last=False)

@@ -218,25 +218,27 @@ class Applied:
     message: str | None = None
 
 
-def apply(project: Project, edit: Edit, segment: Segment | None = None, guard: Guard | None = None) -> Applied:
+def apply(project: Project, edit: Edit, segment: Segment | None = None, guard: Guard | None = None,
+          after: Guard | None = None) -> Applied:
     """Apply one edit to the project in one transaction (with its undo entry). ProjectError / EditError
     say what went wrong; nothing is changed then. guard: sees the existing objects the edit changes, as
     read for it (None: absent), before anything is written; what it raises refuses the edit (ui/views.py:
-    an edit made on a stale view). The write then checks that they are still as read."""
+    an edit made on a stale view). The write then checks that they are still as read. after: sees the
+    objects the edit changed or added as the transaction leaves them (not called when nothing changed)."""
     if isinstance(edit, Undo):
-        return Applied(message=None if project.undo(edit.image_id, guard=guard) else "nothing to undo")
+        return Applied(message=None if project.undo(edit.image_id, guard=guard, after=after) else "nothing to undo")
     if isinstance(edit, Redo):
-        return Applied(message=None if project.redo(edit.image_id, guard=guard) else "nothing to redo")
+        return Applied(message=None if project.redo(edit.image_id, guard=guard, after=after) else "nothing to redo")
     guard = guard or (lambda current: None)
     image = project.image(edit.image_id)
     shape = (image.height, image.width)
     if isinstance(edit, Add):
-        (new,) = project.edit_objects(edit.image_id, new=[ObjectState(edit.class_name, edit.box)])
+        (new,) = project.edit_objects(edit.image_id, new=[ObjectState(edit.class_name, edit.box)], after=after)
         return Applied(selected=new.id)
     if isinstance(edit, Delete):
         found = _objects(project, edit.image_id, edit.object_ids)
         guard({o.id: o for o in found})
-        project.edit_objects(edit.image_id, {o.id: None for o in found}, expect=found)
+        project.edit_objects(edit.image_id, {o.id: None for o in found}, expect=found, after=after)
         return Applied()
     if isinstance(edit, Relabel):
         found = _objects(project, edit.image_id, edit.object_ids)
@@ -244,7 +246,7 @@ def apply(project: Project, edit: Edit, segment: Segment | None = None, guard: G
         if all(o.class_name == edit.class_name and not o.phrase for o in found):
             return Applied(selected=found[0].id if len(found) == 1 else None)  # nothing to do: history kept
         changes = {o.id: replace(ObjectState.of(o), class_name=edit.class_name, source="manual") for o in found}
-        project.edit_objects(edit.image_id, changes, expect=found)
+        project.edit_objects(edit.image_id, changes, expect=found, after=after)
         return Applied(selected=found[0].id if len(found) == 1 else None)
     if isinstance(edit, Move):
         (obj,) = _objects(project, edit.image_id, [edit.object_id])
@@ -252,7 +254,7 @@ def apply(project: Project, edit: Edit, segment: Segment | None = None, guard: G
         if edit.dx == 0 and edit.dy == 0:
             return Applied(selected=obj.id)
         state = _moved(obj, edit.dx, edit.dy, shape)
-        project.edit_objects(edit.image_id, {obj.id: state}, expect=[obj])
+        project.edit_objects(edit.image_id, {obj.id: state}, expect=[obj], after=after)
         return Applied(selected=obj.id)
     if isinstance(edit, Resize):
         (obj,) = _objects(project, edit.image_id, [edit.object_id])
@@ -264,12 +266,12 @@ def apply(project: Project, edit: Edit, segment: Segment | None = None, guard: G
             kept = rle_to_mask(obj.mask) & inside_box(shape, edit.box)
             mask = mask_to_rle(kept) if kept.any() else None  # a box resized off its mask has none left
         state = replace(ObjectState.of(obj), box=edit.box, mask=mask, clicks=None, source="manual")
-        project.edit_objects(edit.image_id, {obj.id: state}, expect=[obj])
+        project.edit_objects(edit.image_id, {obj.id: state}, expect=[obj], after=after)
         return Applied(selected=obj.id)
     if isinstance(edit, Click):
-        return _click(project, edit, shape, segment, guard)
+        return _click(project, edit, shape, segment, guard, after)
     if isinstance(edit, Stroke):
-        return _stroke(project, edit, shape, guard)
+        return _stroke(project, edit, shape, guard, after)
     raise EditError(f"unknown edit {edit!r}")
 
 
@@ -294,7 +296,8 @@ def _moved(obj: ObjectRecord, dx: float, dy: float, shape: tuple[int, int]) -> O
     return replace(state, box=(x0 + dx, y0 + dy, x1 + dx, y1 + dy), clicks=clicks, source="manual")
 
 
-def _click(project: Project, edit: Click, shape: tuple[int, int], segment: Segment | None, guard: Guard) -> Applied:
+def _click(project: Project, edit: Click, shape: tuple[int, int], segment: Segment | None, guard: Guard,
+           after: Guard | None) -> Applied:
     if segment is None:
         raise ProjectError("SAM is not loaded, so clicks cannot segment (start the app with --sam)")
     h, w = shape
@@ -309,7 +312,7 @@ def _click(project: Project, edit: Click, shape: tuple[int, int], segment: Segme
         if box is None:
             raise EditError("SAM found nothing at that point; click elsewhere")
         state = ObjectState(edit.class_name, box, mask=mask_to_rle(mask), clicks={"box": None, "points": [point]})
-        (new,) = project.edit_objects(edit.image_id, new=[state])
+        (new,) = project.edit_objects(edit.image_id, new=[state], after=after)
         return Applied(selected=new.id)
     (obj,) = _objects(project, edit.image_id, [edit.object_id])
     guard({obj.id: obj})
@@ -322,11 +325,11 @@ def _click(project: Project, edit: Click, shape: tuple[int, int], segment: Segme
         raise EditError("with that click SAM finds nothing; undo it or click elsewhere")
     state = replace(ObjectState.of(obj), box=box, mask=mask_to_rle(mask), clicks={"box": clicks["box"], "points": points},
                     source="manual")
-    project.edit_objects(edit.image_id, {obj.id: state}, expect=[obj])
+    project.edit_objects(edit.image_id, {obj.id: state}, expect=[obj], after=after)
     return Applied(selected=obj.id)
 
 
-def _stroke(project: Project, edit: Stroke, shape: tuple[int, int], guard: Guard) -> Applied:
+def _stroke(project: Project, edit: Stroke, shape: tuple[int, int], guard: Guard, after: Guard | None) -> Applied:
     painted = stroke(shape, edit.points, edit.radius)
     if edit.object_id is None:
         if edit.erase:
@@ -334,7 +337,8 @@ def _stroke(project: Project, edit: Stroke, shape: tuple[int, int], guard: Guard
         box = bounding_box(painted)
         if box is None:
             raise EditError("the stroke is outside the picture")
-        (new,) = project.edit_objects(edit.image_id, new=[ObjectState(edit.class_name, box, mask=mask_to_rle(painted))])
+        state = ObjectState(edit.class_name, box, mask=mask_to_rle(painted))
+        (new,) = project.edit_objects(edit.image_id, new=[state], after=after)
         return Applied(selected=new.id)
     (obj,) = _objects(project, edit.image_id, [edit.object_id])
     guard({obj.id: obj})
@@ -346,5 +350,5 @@ def _stroke(project: Project, edit: Stroke, shape: tuple[int, int], guard: Guard
         box = (min(box[0], grown[0]), min(box[1], grown[1]), max(box[2], grown[2]), max(box[3], grown[3]))
     state = replace(ObjectState.of(obj), box=box, mask=mask_to_rle(mask) if mask.any() else None, clicks=None,
                     source="manual")
-    project.edit_objects(edit.image_id, {obj.id: state}, expect=[obj])
+    project.edit_objects(edit.image_id, {obj.id: state}, expect=[obj], after=after)
     return Applied(selected=obj.id)

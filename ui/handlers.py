@@ -10,6 +10,7 @@ import re
 import tempfile
 import time
 import zipfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from gdino.prompts import PromptError
 from gdino.sources import read_image
 
 from . import edits
-from .canvas_view import CanvasFiles, canvas_value
+from .canvas_view import CanvasFiles, canvas_value, next_revision
 from .config import AppConfig
 from .edit_order import EditOrder
 from .jobs import Jobs
@@ -567,48 +568,63 @@ def canvas_state(app: App, state: dict, image_id: int | None, *, selected: int |
                         seq=seq, read=lambda record: app.sessions.image_path(project, record))
 
 
-def canvas_edit(app: App, state: dict, payload: object) -> tuple[dict | None, int | None]:
+def canvas_edit(app: App, state: dict, payload: object,
+                refine: Callable | None = None) -> tuple[dict | None, int | None]:
     """One edit from the canvas, applied in one transaction (ui/edits.py) -> (the canvas' new value, the
-    image it is on). A refused edit changes nothing; the value then carries the reason as its message."""
+    image it is on). A refused edit changes nothing; the value then carries the reason as its message.
+    An edit that names its window comes after the one the window sent before it (ui/edit_order.py), and is
+    refused if made on a view another window has changed since (ui/views.py). refine: SAM for a click,
+    (pixels, points, labels, box) -> mask, as `refine_mask` (the app passes it wrapped for ZeroGPU)."""
     seq = payload.get("seq") if isinstance(payload, dict) and isinstance(payload.get("seq"), int) else None
     shown = payload.get("image_id") if isinstance(payload, dict) else None
     project = app.sessions.project(state)
-    if not (isinstance(shown, int) and not isinstance(shown, bool) and 0 <= shown < 2**63 and project.has_image(shown)):
-        image_id = current_image(app, state)
-        return canvas_state(app, state, image_id, seq=seq, message="that image is not in this project any more"), image_id
     try:
-        seen = parse_seen(payload)  # the page's window, the edit's place in its order, the view it was made on
+        seen, refused = parse_seen(payload), None  # the window, the edit's place in its order, the view it was made on
     except USER_ERRORS as err:
-        return canvas_state(app, state, shown, seq=seq, message=page_words(app, state, err)), shown
-    touched: dict = {}  # the existing objects the edit changes, as read for it
-
-    def guard(current):
-        if seen is not None:  # made on a view that something else has changed since: refused (ui/views.py)
-            app.views.check(state["token"], seen, current)
-        touched.update(current)
+        seen, refused = None, err
     turn = app.order.turn(state["token"], seen.window, seen.seq, seen.prev) if seen else contextlib.nullcontext()
-    with turn:  # after the edit the window sent before this one
+    with turn:  # its reply is made before the window's next edit is applied: it shows this edit and no later one
+        if not (isinstance(shown, int) and not isinstance(shown, bool) and 0 <= shown < 2**63 and project.has_image(shown)):
+            image_id = current_image(app, state)
+            return canvas_state(app, state, image_id, seq=seq, message="that image is not in this project any more"), \
+                image_id
+        if refused is not None:
+            return canvas_state(app, state, shown, seq=seq, message=page_words(app, state, refused)), shown
+        touched: dict = {}  # the existing objects the edit changes, as read for it
+
+        def guard(current):
+            if seen is not None:  # made on a view that something else has changed since: refused
+                app.views.check(state["token"], seen, current)
+            touched.update(current)
+
+        def after(current):  # in the edit's transaction: what this window's edit made, for its next edits
+            if seen is not None:
+                app.views.record(state["token"], seen.window, {i: touched.get(i) for i in current}, current,
+                                 next_revision())
         try:
             edit = edits.parse(payload)
-            applied = edits.apply(project, edit, segment=_segment(app, project, shown), guard=guard)
+            applied = edits.apply(project, edit, segment=_segment(app, project, shown, refine), guard=guard, after=after)
         except USER_ERRORS as err:
             return canvas_state(app, state, shown, seq=seq, message=page_words(app, state, err)), shown
-        if seen is not None:  # what this window's edit made, so that its next edits, sent on the same view, pass
-            ids = {*touched, *([applied.selected] if applied.selected is not None else [])}
-            after = {o.id: o for o in project.objects(shown) if o.id in ids}
-            app.views.record(state["token"], seen.window, {i: touched.get(i) for i in ids}, after)
-    try:
-        return canvas_state(app, state, shown, selected=applied.selected, message=applied.message, seq=seq), shown
-    except USER_ERRORS as err:  # the edit is stored: never report it as refused (it would be made again)
-        raise NotShownError(f"saved, but the picture could not be refreshed ({page_words(app, state, err)}); "
-                            "reload the page") from err
+        try:
+            return canvas_state(app, state, shown, selected=applied.selected, message=applied.message, seq=seq), shown
+        except USER_ERRORS as err:  # the edit is stored: never report it as refused (it would be made again)
+            raise NotShownError(f"saved, but the picture could not be refreshed ({page_words(app, state, err)}); "
+                                "reload the page") from err
 
 
 class NotShownError(ProjectError):
     """An edit that was stored, whose new state could not be drawn (disk full for the overlay file...)."""
 
 
-def _segment(app: App, project, image_id: int):
+def refine_mask(app: App, pixels, points, labels, box):
+    """SAM on one picture from clicks (and the box they started from): its (H, W) bool mask. All a click runs on
+    the GPU: on a ZeroGPU Space the app calls it through `spaces.GPU` (a worker process), nothing else of the
+    edit (the store, the window's order and views stay in this process)."""
+    return app.hub.segmenter().refine(pixels, points=points, labels=labels, box=box).mask
+
+
+def _segment(app: App, project, image_id: int, refine: Callable | None = None):
     """SAM for the canvas' clicks on this image, or None when SAM is off. Runs between two images of any
     running job (the model lock)."""
     if not app.hub.sam_enabled:
@@ -616,7 +632,9 @@ def _segment(app: App, project, image_id: int):
     def segment(points, labels, box):
         pixels = read_image(app.sessions.image_path(project, project.image(image_id)))
         with app.jobs.model_lock:
-            return app.hub.segmenter().refine(pixels, points=points, labels=labels, box=box).mask
+            if refine is not None:
+                return refine(pixels, points, labels, box)
+            return refine_mask(app, pixels, points, labels, box)
     return segment
 
 

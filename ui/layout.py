@@ -250,10 +250,9 @@ def build(app: h.App) -> gr.Blocks:
 
         detect_btn.click(guarded(detect), [bstate, shown_id, *prompt_inputs], outs, concurrency_id="model")
 
-        def apply_edit(state, payload):
-            return h.canvas_edit(app, state, payload)
-
-        apply_on_gpu = gpu(apply_edit)  # SAM clicks: on a ZeroGPU Space the model runs only inside such a call
+        @gpu  # SAM for a click: on a ZeroGPU Space the model runs only inside such a call (a worker process)
+        def refine_on_gpu(pixels, points, labels, box):
+            return h.refine_mask(app, pixels, points, labels, box)
 
         def on_edit(state, evt: gr.EventData):
             """One edit from the canvas: applied by the server, answered with the new canvas and what it changes
@@ -261,8 +260,7 @@ def build(app: h.App) -> gr.Blocks:
             try:
                 state = state_of(state)
                 payload = getattr(evt, "_data", None)
-                clicks = isinstance(payload, dict) and payload.get("kind") == "click"
-                value, image_id = (apply_on_gpu if clicks else apply_edit)(state, payload)
+                value, image_id = h.canvas_edit(app, state, payload, refine=refine_on_gpu)
                 text = h.image_line(app, state, image_id, value["readable"]) if value is not None else gr.update()
                 project = app.sessions.project(state)
                 return (value, text, h.rows(app, state, view_value.get(state["token"], "all")),

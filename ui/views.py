@@ -3,14 +3,15 @@ never applied over that change.
 
 Two windows (two tabs, or two people on a shared project link) can show one image. The canvas value gives
 each object a revision (`rev`: a digest of what is stored for it). Every edit of existing objects, and
-undo/redo, comes with the revisions the window last drew ("seen") and an id the page draws at random when it
-loads ("window"). The edit is accepted only if each object it touches is now as that window saw it, or differs
-from it only by that window's own edits still on their way (a quick second edit is sent before the reply to
-the first arrives, on the same view). An object the window does not show counts as absent from its view.
+undo/redo, comes with the revisions the window last drew ("seen"), the revision of that value ("base") and an
+id the page draws at random when it loads ("window"). The edit is accepted only if each object it touches is now
+as that window saw it, or differs from it only by that window's own edits stored after that value was read (a
+quick second edit is sent before the reply to the first arrives, on the same view). An object the window does
+not show counts as absent from its view.
 
-What each window's own edits made of each object (revision after -> revision before) is kept here, in memory
-of this server, bounded. After a restart a window's in-flight edits count as stale: refused, with the stored
-state drawn, never applied blindly.
+What each window's own edits made of each object (revision after -> revision before, and when) is kept here, in
+memory of this server, bounded per visitor and in all. A window whose memory was dropped (a restart, a great
+many windows) has its in-flight edits refused as stale, with the stored state drawn, never applied blindly.
 
 A page that sends no view at all is not checked (the page this server serves always sends one): the check
 keeps an honest window from overwriting what it has not seen; it is not a permission.
@@ -28,9 +29,10 @@ from dataclasses import dataclass
 
 from gdino.project import ObjectRecord, ProjectError
 
-MAX_WINDOWS = 1024  # windows remembered per server (least recently used dropped)
+MAX_TOKENS = 4096  # visitors remembered (least recently used dropped)
+MAX_WINDOWS = 16  # windows remembered per visitor
 MAX_STEPS = 256  # own edits remembered per window (only those still in flight matter: a few)
-MAX_SEEN = 20_000  # revisions one payload may carry
+MAX_SEEN = 100_000  # revisions one payload may carry (undo sends every object of the image)
 _WINDOW = re.compile(r"[A-Za-z0-9_-]{8,64}")
 _REV = re.compile(r"[0-9a-f]{16}")
 
@@ -61,6 +63,7 @@ class Seen:
     window: str
     seq: int  # the edit's number in its window
     prev: int  # the number of the edit the window sent before it (0: none)
+    base: int  # the revision of the canvas value the window drew (ui/canvas_view.py)
     revs: dict[int, str]  # object id -> the revision the window drew
 
 
@@ -69,10 +72,13 @@ def parse_seen(payload: object) -> Seen | None:
     if not isinstance(payload, dict) or ("window" not in payload and "seen" not in payload):
         return None
     window, seen, seq, prev = payload.get("window"), payload.get("seen"), payload.get("seq"), payload.get("prev")
+    base = payload.get("base")
     if not isinstance(window, str) or not _WINDOW.fullmatch(window):
         raise ViewError("the canvas sent an edit without a valid window id; reload the page")
     if not (_count(seq) and _count(prev) and 0 < seq < 2**63 and prev < seq):
         raise ViewError("the canvas sent an edit out of its order; reload the page")
+    if not (_count(base) and base < 2**63):
+        raise ViewError("the canvas sent an edit without the view it was made on; reload the page")
     if not isinstance(seen, list) or len(seen) > MAX_SEEN:
         raise ViewError("the canvas sent an edit without the view it was made on; reload the page")
     revs = {}
@@ -81,7 +87,7 @@ def parse_seen(payload: object) -> Seen | None:
         if not (ok and 0 <= pair[0] < 2**63 and isinstance(pair[1], str) and _REV.fullmatch(pair[1])):
             raise ViewError("the canvas sent a view it could not have drawn; reload the page")
         revs[pair[0]] = pair[1]
-    return Seen(window, seq, prev, revs)
+    return Seen(window, seq, prev, base, revs)
 
 
 def _count(value) -> bool:
@@ -93,44 +99,52 @@ class Views:
 
     def __init__(self):
         self._lock = threading.Lock()
-        # (session token, window) -> {(object id, revision after): revision before}
-        self._made: OrderedDict[tuple[str, str], OrderedDict[tuple[int, str | None], str | None]] = OrderedDict()
+        # token -> window -> {(object id, revision after): (revision before, when: a canvas revision)}
+        self._made: OrderedDict[str, OrderedDict[str, OrderedDict[tuple[int, str | None], tuple[str | None, int]]]] = \
+            OrderedDict()
 
     def check(self, token: str, seen: Seen, current: Mapping[int, ObjectRecord | None]) -> None:
         """StaleViewError unless every object in `current` (what an edit touches, as stored now; None: absent)
-        is as the window saw it, up to the window's own edits since."""
+        is as the window saw it, up to the window's own edits stored after the value it drew."""
         with self._lock:
-            made = dict(self._made.get((token, seen.window), {}))
+            made = dict(self._made.get(token, {}).get(seen.window, {}))
         for object_id, record in current.items():
-            if not _reaches(made, object_id, rev(record), seen.revs.get(object_id)):
+            if not _reaches(made, object_id, rev(record), seen.revs.get(object_id), seen.base):
                 raise StaleViewError(STALE)
 
     def record(self, token: str, window: str, before: Mapping[int, ObjectRecord | None],
-               after: Mapping[int, ObjectRecord | None]) -> None:
-        """The window's edit changed these objects (as read before and after it; None: absent)."""
-        steps = {(i, rev(after.get(i))): rev(before.get(i)) for i in {*before, *after}
+               after: Mapping[int, ObjectRecord | None], when: int) -> None:
+        """The window's edit changed these objects (as read in its transaction before and after it; None:
+        absent); `when`: a canvas revision taken in that transaction (ui/canvas_view.next_revision)."""
+        steps = {(i, rev(after.get(i))): (rev(before.get(i)), when) for i in {*before, *after}
                  if rev(after.get(i)) != rev(before.get(i))}
         if not steps:
             return
         with self._lock:
-            made = self._made.pop((token, window), None) or OrderedDict()
-            self._made[(token, window)] = made  # most recently used last
-            for key, previous in steps.items():
+            windows = self._made.pop(token, None) or OrderedDict()
+            self._made[token] = windows  # most recently used last
+            made = windows.pop(window, None) or OrderedDict()
+            windows[window] = made
+            for key, step in steps.items():
                 made.pop(key, None)
-                made[key] = previous
+                made[key] = step
             while len(made) > MAX_STEPS:
                 made.popitem(last=False)
-            while len(self._made) > MAX_WINDOWS:
+            while len(windows) > MAX_WINDOWS:
+                windows.popitem(last=False)
+            while len(self._made) > MAX_TOKENS:
                 self._made.popitem(last=False)
 
 
-def _reaches(made: Mapping[tuple[int, str | None], str | None], object_id: int, now: str | None,
-             wanted: str | None) -> bool:
-    """Whether the window's own edits lead from the revision it saw (`wanted`) to the stored one (`now`)."""
+def _reaches(made: Mapping[tuple[int, str | None], tuple[str | None, int]], object_id: int, now: str | None,
+             wanted: str | None, base: int) -> bool:
+    """Whether the window's own edits stored after the value it drew (revision `base`) lead from the revision it
+    saw (`wanted`) to the stored one (`now`)."""
     for _ in range(MAX_STEPS + 1):
         if now == wanted:
             return True
-        if (object_id, now) not in made:
+        step = made.get((object_id, now))
+        if step is None or step[1] <= base:  # not this window's, or already in the value it drew
             return False
-        now = made[(object_id, now)]
+        now = step[0]
     return False

@@ -50,10 +50,10 @@ The edits (canvas -> Python), `trigger('edit', payload)`. Every payload has "kin
 edit was made on: refuse an edit for another image), "seq" (a client counter, increasing; it starts above the
 last seq the server echoed), "prev" (the seq of the edit sent before it, 0 for the first: each is its own
 request and may arrive first, so the server applies a window's edits in this order, ui/edit_order.py), "window"
-(an id the page draws at random when it loads) and "seen" ([[id, rev], ...]: the objects the edit touches as the
-last value showed them; for undo / redo every object of that value: the server refuses an edit made on a view
-that another window has changed since, ui/views.py). All coordinates are floats in upright image px, at any zoom
-and device pixel ratio::
+(an id the page draws at random when it loads), "base" (the revision of the last value) and "seen" ([[id, rev],
+...]: the objects the edit touches as that value showed them; for undo / redo every object of it: the server
+refuses an edit made on a view that another window has changed since, ui/views.py). All coordinates are
+floats in upright image px, at any zoom and device pixel ratio::
 
     {"kind": "add", "box": [x0, y0, x1, y1], "class_name": str}    # box tool on empty space (Shift: always a new
                                                                    # box); clamped to the image; class "" = none

@@ -191,7 +191,7 @@ function send(kind, fields) {
   if (!value) return;
   fields = fields || {};
   const payload = Object.assign({ kind, image_id: value.image_id, seq: ++seq, prev: lastSent, window: windowId,
-    seen: seenFor(kind, fields) }, fields);
+    base: value.revision, seen: seenFor(kind, fields) }, fields);
   lastSent = payload.seq;
   pending.push({ payload, at: performance.now(), picked });
   trigger('edit', payload);
