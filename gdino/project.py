@@ -815,6 +815,13 @@ class Project:
             rows = db.execute(f"{_OBJECT_SELECT} WHERE o.image_id = ? ORDER BY o.id", (image_id,)).fetchall()
         return [_object_record(row) for row in rows]
 
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """This process's lock of the project, held: no write of this process starts or ends meanwhile (the app
+        stamps what it read with a revision inside it, so that revisions order reads and writes alike)."""
+        with self._lock:
+            yield
+
     def view(self, image_id: int) -> tuple[ImageRecord, list[ObjectRecord], list[str], tuple[bool, bool]]:
         """(the image, its objects, the project's classes, (can undo, can redo)) read in one snapshot, so that
         they agree with each other (what the canvas draws)."""

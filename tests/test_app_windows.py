@@ -476,3 +476,74 @@ def test_a_busy_project_does_not_hold_up_another_projects_canvas(app, image, tmp
         release.set()
         holder.join(30)
         busy.join(30)
+
+
+def test_a_refresh_read_before_an_edit_is_stamped_before_it(app, image, monkeypatch):
+    """A value (a Next/Detect refresh of the same image) read just before an edit is written must get a lower
+    revision than the edit's step, so that the window, drawing that value, can still make its next edit on
+    the box: the stamp is taken under the project's lock, which the write waits for."""
+    import threading
+    import time
+
+    state, project, image_id, obj = image
+    a = Window(app, state, image_id, "window-a-0016")
+    real = project.view
+    refresher, go = {}, threading.Event()
+
+    def view_then_wait(*args, **kwargs):
+        out = real(*args, **kwargs)
+        if threading.current_thread() is refresher.get("thread"):
+            go.wait(10)  # the move's write would happen here, were the stamp taken after the lock
+        return out
+    monkeypatch.setattr(project, "view", view_then_wait)
+    refresh = threading.Thread(target=lambda: refresher.update(value=h.canvas_state(app, state, image_id)))
+    refresher["thread"] = refresh
+    refresh.start()
+    time.sleep(0.2)
+    move = a.in_thread("move", object_id=obj.id, dx=5, dy=0)
+    time.sleep(0.5)
+    go.set()
+    refresh.join(10)
+    move.join(10)
+    assert move.reply["message"] is None
+    a.value = refresher["value"]  # the page draws the refresh (it may reach the page before the move's answer)
+    reply = a.send("resize", object_id=obj.id, box=[0, 0, 30, 30])
+    assert reply["message"] is None and project.objects(image_id)[0].box == (0, 0, 30, 30)
+
+
+def test_a_malformed_view_still_ends_its_turn(app, image):
+    state, project, image_id, obj = image
+    app.order.wait_s = 30.0
+    a = Window(app, state, image_id, "window-a-0017")
+    bad = a.payload("move", object_id=obj.id, dx=1, dy=0)
+    bad["seen"] = "garbled"
+    assert "reload the page" in h.canvas_edit(app, state, bad)[0]["message"]
+    nxt = a.in_thread("move", object_id=obj.id, dx=1, dy=0)
+    nxt.join(10)
+    assert not nxt.is_alive() and nxt.reply["message"] is None
+
+
+def test_the_rest_of_the_page_is_answered_in_the_edits_turn_too(app, image):
+    """The image's line, the list and the counter are made with the canvas value, before the window's next edit."""
+    import threading
+    import time
+
+    state, project, image_id, obj = image
+    a = Window(app, state, image_id, "window-a-0018")
+    seen_by_answer = {}
+
+    def slow_answer(value, shown):
+        seen_by_answer[value["seq"]] = [o.box for o in project.objects(shown)]
+        if value["seq"] == 1:
+            time.sleep(1.0)
+            seen_by_answer["after the wait"] = [o.box for o in project.objects(shown)]
+        return value, shown
+    first_payload, second_payload = a.payload("move", object_id=obj.id, dx=5, dy=0), None
+    first = threading.Thread(target=h.canvas_edit, args=(app, state, first_payload), kwargs={"answer": slow_answer})
+    first.start()
+    time.sleep(0.3)
+    second_payload = a.payload("move", object_id=obj.id, dx=5, dy=0)
+    h.canvas_edit(app, state, second_payload, answer=slow_answer)
+    first.join(10)
+    assert seen_by_answer[1] == seen_by_answer["after the wait"] == [(15, 10, 55, 50)]
+    assert seen_by_answer[2] == [(20, 10, 60, 50)]

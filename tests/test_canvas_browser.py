@@ -52,6 +52,7 @@ class FakeStore:
         self.payloads = []
         self.undo, self.redo = [], []
         self.delay, self.refuse_adds = 0.0, False
+        self.overlay_per_edit = None  # a PNG: each answer then carries a new copy of it (a new overlay URL)
 
     def value(self, selected=None, seq=None):
         if self.image is None:
@@ -113,6 +114,9 @@ class FakeStore:
             self.undo.append(before)
             self.redo.clear()
         self.revision += 1
+        if self.overlay_per_edit is not None:
+            self.overlay = self.overlay_per_edit.with_name(f"overlay-{uuid.uuid4().hex}.png")
+            shutil.copy(self.overlay_per_edit, self.overlay)
         return self.value(selected=selected, seq=p["seq"])
 
 
@@ -129,6 +133,11 @@ def server():
     def on_edit(value, evt: gr.EventData):
         return CURRENT["store"].edit(evt._data)
 
+    def ahead():  # a newer state than the next answer, as a refresh made after an edit still on its way brings it
+        value = CURRENT["store"].value()
+        value.update(revision=value["revision"] + 100)
+        return value
+
     def stale():  # an older state (one revision back, no objects), as a late reply would bring it
         value = CURRENT["store"].value()
         value.update(revision=value["revision"] - 1, objects=[])
@@ -138,6 +147,7 @@ def server():
         canvas = make_canvas(elem_id="canvas", height=600)
         canvas.edit(on_edit, [canvas], [canvas], show_progress="hidden", trigger_mode="multiple")
         gr.Button("stale", elem_id="stale").click(stale, None, canvas, show_progress="hidden")
+        gr.Button("ahead", elem_id="ahead").click(ahead, None, canvas, show_progress="hidden")
         demo.load(lambda: CURRENT["store"].value(), None, canvas)
     demo.launch(server_name="127.0.0.1", server_port=free_port(), prevent_thread_lock=True, quiet=True)
     # files in gradio's own cache are served as they are (elsewhere they are hashed and copied on every reply)
@@ -638,3 +648,49 @@ def test_a_label_at_the_top_edge_stays_visible_and_new_boxes_have_their_colour(s
     drawn(page, store)
     ex, ey = fit.page(2600, 1800)  # on its left edge, clear of the handles (it is selected)
     assert [0, 200, 0] in [pixel(page, ex + dx, ey) for dx in (-2, -1, 0, 1)]
+
+
+def test_a_stroke_made_before_the_first_strokes_answer_goes_to_the_object_it_made(server, contexts):
+    """The brush on empty space makes an object; a second stroke drawn before that answer waits for it, then is
+    sent for that object, also when the answer brings a new mask overlay that is still loading."""
+    from ui.canvas import mask_index_to_overlay
+
+    url, folder = server
+    source = folder / f"overlay-source-{uuid.uuid4().hex}.png"
+    mask_index_to_overlay(np.zeros((H, W), dtype=np.uint16)).save(source)
+    store = FakeStore(folder / "photo.png")
+    store.overlay_per_edit, store.delay = source, 0.5
+    page = open_canvas(contexts, url, store)
+    fit = Fit(page)
+    page.locator("#canvas .gc-tool[data-tool=brush]").click()
+    drag(page, fit.page(1000, 1000), fit.page(1400, 1200))  # makes an object; answered in 0.5 s
+    drag(page, fit.page(1100, 1300), fit.page(1500, 1500))  # before that answer: held
+    first, second = payloads(page, store, 2)
+    assert first["object_id"] is None and second["object_id"] == 1  # the object the first stroke made
+    page.wait_for_selector(ROOT + "[data-pending='0']", state="attached", timeout=10_000)
+    assert not page.errors
+
+
+def test_an_answer_dropped_as_older_than_the_shown_state_still_ends_its_edit(server, contexts):
+    """A refresh made after an edit can reach the page before that edit's own answer, which is then older than what
+    the page shows and is not drawn; its edit is answered all the same (not drawn as in flight for ever, and the
+    clicks after a creating click are not held behind it for ever)."""
+    url, folder = server
+    store = FakeStore(folder / "photo.png")
+    page = open_canvas(contexts, url, store)
+    fit = Fit(page)
+    page.locator("#canvas .gc-tool[data-tool=click]").click()
+    store.delay = 1.5
+    page.mouse.click(*fit.page(1000, 1000))  # creates an object; its answer comes in 1.5 s
+    page.wait_for_timeout(300)
+    ahead = store.revision + 100
+    page.locator("#ahead").click()  # a newer state reaches the page first
+    page.wait_for_selector(f"{ROOT}[data-revision='{ahead}']", state="attached", timeout=10_000)
+    payloads(page, store, 1)  # the click's answer is made: older than what the page shows
+    page.wait_for_selector(ROOT + "[data-stale='1']", state="attached", timeout=10_000)
+    page.wait_for_selector(ROOT + "[data-pending='0']", state="attached", timeout=10_000)
+    store.revision, store.delay = ahead, 0.0  # later answers are newer again
+    page.mouse.click(*fit.page(2500, 2000))
+    second = payloads(page, store, 2)[1]
+    assert second["kind"] == "click"  # sent, not held behind the first
+    assert not page.errors

@@ -31,21 +31,15 @@ from .views import rev
 
 # the canvas ignores a value older than the one it shows (gradio may deliver replies out of order): revisions
 # only grow, across images, sessions and server restarts (they start from the clock, in milliseconds). A value
-# takes its revision right after its read of the project, under the project's lock here: of two values of one
-# project, the one with the higher revision shows the newer state. An edit's step (ui/views.py) takes one
-# inside its write transaction: a value shows that edit exactly when its revision is higher.
+# takes its revision right after its read of the project while holding the project's lock (Project.held), which
+# every write of this process holds from its start to its commit; an edit's step (ui/views.py) takes one inside
+# its write transaction. So of two values of one project the one with the higher revision shows the newer state,
+# and a value shows an edit of this process exactly when its revision is higher than the edit's.
 _revisions = itertools.count(int(time.time() * 1000))
-_reading_locks: dict[str, threading.Lock] = {}
-_locks_lock = threading.Lock()
 
 
 def next_revision() -> int:
     return next(_revisions)
-
-
-def _reading(project) -> threading.Lock:
-    with _locks_lock:
-        return _reading_locks.setdefault(str(project.path), threading.Lock())
 JPEG_QUALITY = 92
 OVERLAY_KEEP_S = 60.0  # how long a replaced mask overlay file stays (gradio copies it into its cache before that)
 
@@ -155,7 +149,7 @@ def canvas_value(project, token: str, files: CanvasFiles, image_id: int | None, 
     """The canvas' value for the image (None: no image), from what the project stores now."""
     if image_id is None:
         return None
-    with _reading(project):  # edits of several windows are answered at once (ui/edit_order.py)
+    with project.held():  # edits of several windows are answered at once (ui/edit_order.py)
         record, objects, classes, (can_undo, can_redo) = project.view(image_id)  # one snapshot: they agree
         revision = next_revision()
 

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 WAIT_S = 2.0  # the longest an edit waits for a predecessor that has not arrived
-MAX_WAITING = 8  # edits waiting for a predecessor that has not arrived, across the server
+MAX_WAITING = 4  # edits waiting for a predecessor that has not arrived, across the server (the app runs 16 at once)
 MAX_TOKENS = 4096  # visitors remembered (least recently used dropped)
 MAX_WINDOWS = 16  # windows remembered per visitor
 MAX_SEQS = 256  # seqs remembered per window
@@ -57,6 +57,8 @@ class EditOrder:
                             self._waiting, counted = self._waiting + 1, True
                         self._changed.wait(left)
                     else:  # arrived and running: its turn ends when it is answered
+                        if counted:  # no longer waiting for an absent one
+                            self._waiting, counted = self._waiting - 1, False
                         self._changed.wait()
             finally:
                 if counted:

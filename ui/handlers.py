@@ -31,7 +31,7 @@ from .jobs import Jobs
 from .models import ModelHub
 from .render import image_rows
 from .session import Sessions
-from .views import Views, parse_seen
+from .views import Views, parse_order, parse_seen
 
 USER_ERRORS = (ValueError, OSError)  # PromptError, ImageError, ProjectError, WeightsError are ValueErrors
 
@@ -568,13 +568,14 @@ def canvas_state(app: App, state: dict, image_id: int | None, *, selected: int |
                         seq=seq, read=lambda record: app.sessions.image_path(project, record))
 
 
-def canvas_edit(app: App, state: dict, payload: object,
-                refine: Callable | None = None) -> tuple[dict | None, int | None]:
+def canvas_edit(app: App, state: dict, payload: object, refine: Callable | None = None,
+                answer: Callable | None = None):
     """One edit from the canvas, applied in one transaction (ui/edits.py) -> (the canvas' new value, the
     image it is on). A refused edit changes nothing; the value then carries the reason as its message.
     An edit that names its window comes after the one the window sent before it (ui/edit_order.py), and is
     refused if made on a view another window has changed since (ui/views.py). refine: SAM for a click,
-    (pixels, points, labels, box) -> mask, as `refine_mask` (the app passes it wrapped for ZeroGPU)."""
+    (pixels, points, labels, box) -> mask, as `refine_mask` (the app passes it wrapped for ZeroGPU).
+    answer: (value, image id) -> what to return instead, made in the edit's turn too (the page's other parts)."""
     seq = payload.get("seq") if isinstance(payload, dict) and isinstance(payload.get("seq"), int) else None
     shown = payload.get("image_id") if isinstance(payload, dict) else None
     project = app.sessions.project(state)
@@ -582,14 +583,16 @@ def canvas_edit(app: App, state: dict, payload: object,
         seen, refused = parse_seen(payload), None  # the window, the edit's place in its order, the view it was made on
     except USER_ERRORS as err:
         seen, refused = None, err
-    turn = app.order.turn(state["token"], seen.window, seen.seq, seen.prev) if seen else contextlib.nullcontext()
+    order = parse_order(payload)
+    finish = answer or (lambda value, image_id: (value, image_id))
+    turn = app.order.turn(state["token"], *order) if order else contextlib.nullcontext()
     with turn:  # its reply is made before the window's next edit is applied: it shows this edit and no later one
         if not (isinstance(shown, int) and not isinstance(shown, bool) and 0 <= shown < 2**63 and project.has_image(shown)):
             image_id = current_image(app, state)
-            return canvas_state(app, state, image_id, seq=seq, message="that image is not in this project any more"), \
-                image_id
+            return finish(canvas_state(app, state, image_id, seq=seq,
+                                       message="that image is not in this project any more"), image_id)
         if refused is not None:
-            return canvas_state(app, state, shown, seq=seq, message=page_words(app, state, refused)), shown
+            return finish(canvas_state(app, state, shown, seq=seq, message=page_words(app, state, refused)), shown)
         touched: dict = {}  # the existing objects the edit changes, as read for it
 
         def guard(current):
@@ -605,12 +608,13 @@ def canvas_edit(app: App, state: dict, payload: object,
             edit = edits.parse(payload)
             applied = edits.apply(project, edit, segment=_segment(app, project, shown, refine), guard=guard, after=after)
         except USER_ERRORS as err:
-            return canvas_state(app, state, shown, seq=seq, message=page_words(app, state, err)), shown
+            return finish(canvas_state(app, state, shown, seq=seq, message=page_words(app, state, err)), shown)
         try:
-            return canvas_state(app, state, shown, selected=applied.selected, message=applied.message, seq=seq), shown
+            value = canvas_state(app, state, shown, selected=applied.selected, message=applied.message, seq=seq)
         except USER_ERRORS as err:  # the edit is stored: never report it as refused (it would be made again)
             raise NotShownError(f"saved, but the picture could not be refreshed ({page_words(app, state, err)}); "
                                 "reload the page") from err
+        return finish(value, shown)
 
 
 class NotShownError(ProjectError):

@@ -260,12 +260,14 @@ def build(app: h.App) -> gr.Blocks:
             try:
                 state = state_of(state)
                 payload = getattr(evt, "_data", None)
-                value, image_id = h.canvas_edit(app, state, payload, refine=refine_on_gpu)
-                text = h.image_line(app, state, image_id, value["readable"]) if value is not None else gr.update()
-                project = app.sessions.project(state)
-                return (value, text, h.rows(app, state, view_value.get(state["token"], "all")),
-                        h.review_counter(app, state), gr.update(choices=project.phrases),
-                        gr.update(choices=project.classes))
+
+                def answer(value, image_id):  # made in the edit's turn, like the value: they agree
+                    text = h.image_line(app, state, image_id, value["readable"]) if value is not None else gr.update()
+                    project = app.sessions.project(state)
+                    return (value, text, h.rows(app, state, view_value.get(state["token"], "all")),
+                            h.review_counter(app, state), gr.update(choices=project.phrases),
+                            gr.update(choices=project.classes))
+                return h.canvas_edit(app, state, payload, refine=refine_on_gpu, answer=answer)
             except h.NotShownError as err:
                 return (gr.update(), f"**{err}**", gr.update(), gr.update(), gr.update(), gr.update())
             except h.USER_ERRORS as err:
@@ -273,7 +275,7 @@ def build(app: h.App) -> gr.Blocks:
                         gr.update(), gr.update())
 
         canvas.edit(on_edit, [bstate], [canvas, info, table, counter, phrase, class_old], show_progress="hidden",
-                    trigger_mode="multiple", concurrency_limit=None)  # in each window's order: ui/edit_order.py
+                    trigger_mode="multiple", concurrency_id="edits", concurrency_limit=16)  # ui/edit_order.py
 
         def go(delta):
             def run(state, view_name):

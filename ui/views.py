@@ -67,6 +67,17 @@ class Seen:
     revs: dict[int, str]  # object id -> the revision the window drew
 
 
+def parse_order(payload: object) -> tuple[str, int, int] | None:
+    """(window, seq, prev) of an edit that names them well, else None: its place in its window's order, read
+    apart from the view so that an edit refused for a malformed view still ends its turn (ui/edit_order.py)."""
+    if not isinstance(payload, dict):
+        return None
+    window, seq, prev = payload.get("window"), payload.get("seq"), payload.get("prev")
+    if isinstance(window, str) and _WINDOW.fullmatch(window) and _count(seq) and _count(prev) and prev < seq < 2**63:
+        return window, seq, prev
+    return None
+
+
 def parse_seen(payload: object) -> Seen | None:
     """The view an edit was made on, or None when the payload names none."""
     if not isinstance(payload, dict) or ("window" not in payload and "seen" not in payload):

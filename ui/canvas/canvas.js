@@ -201,14 +201,17 @@ function send(kind, fields) {
 }
 
 const createsObject = (p) => (p.kind === 'click' || p.kind === 'stroke') && p.object_id == null;
+// a click or stroke that creates an object and is not answered yet (an answered stroke may still be drawn from
+// `pending` while its overlay loads: the object it made is known by then)
+const creating = () => pending.some((e) => createsObject(e.payload) && e.payload.seq > acked);
 
 function sendOrHold(kind, fields) {  // a click right after a click that creates an object refines that object
-  if (held.length || pending.some((e) => createsObject(e.payload))) held.push({ kind, fields });
+  if (held.length || creating()) held.push({ kind, fields });
   else send(kind, fields);
 }
 
 function flushHeld() {
-  if (pending.some((e) => createsObject(e.payload))) return;
+  if (creating()) return;
   while (held.length) {
     const { kind, fields } = held.shift();
     const o = singleSelected(effectiveObjects());
@@ -248,8 +251,18 @@ function deleteHidden() {
 function onValue(v) {
   root.dataset.receivedAt = String(performance.now());
   v = v && typeof v === 'object' ? v : null;
-  // gradio can hand over the replies to quick edits out of order (trigger_mode "multiple"): an older one is stale
-  if (v && value && v.revision < value.revision) { root.dataset.stale = String(Number(root.dataset.stale || 0) + 1); return; }
+  // gradio can hand over the replies to quick edits out of order (trigger_mode "multiple"): an older one is stale.
+  // Its edit is answered all the same: the newer value shown already has it (the server stamps each value after
+  // reading the project, under the project's lock)
+  if (v && value && v.revision < value.revision) {
+    root.dataset.stale = String(Number(root.dataset.stale || 0) + 1);
+    if (v.seq != null && v.image_id === value.image_id) {
+      acked = Math.max(acked, v.seq); seq = Math.max(seq, v.seq);
+      pending = pending.filter((e) => e.payload.seq > acked || (e.payload.kind === 'stroke' && overlayLoading));
+      flushHeld(); status(); requestRender();
+    }
+    return;
+  }
   const newImage = !v || !value || v.image_id !== value.image_id;
   value = v;
   note = null;
@@ -349,6 +362,7 @@ function loadOverlay(url, v, newImage) {
     overlay = { url, objects, revision, index, canvas: off, ctx: octx, data, key: null };
     overlayLoading = false;
     pending = pending.filter((e) => e.payload.seq > acked);
+    flushHeld(); status();
     requestRender();
   };
   im.onerror = () => {
@@ -356,7 +370,7 @@ function loadOverlay(url, v, newImage) {
     overlayLoading = false;
     pending = pending.filter((e) => e.payload.seq > acked);
     note = 'The mask overlay could not be loaded.';
-    status();
+    flushHeld(); status();
   };
   im.src = url;
 }
