@@ -547,3 +547,21 @@ def test_the_rest_of_the_page_is_answered_in_the_edits_turn_too(app, image):
     first.join(10)
     assert seen_by_answer[1] == seen_by_answer["after the wait"] == [(15, 10, 55, 50)]
     assert seen_by_answer[2] == [(20, 10, 60, 50)]
+
+
+def test_the_memory_of_windows_is_bounded_least_recently_used_first():
+    from collections import OrderedDict
+
+    from ui.recent import put, recent
+
+    table = OrderedDict()
+    for token in ("a", "b", "c"):
+        put(recent(table, token, 2), 1, True, 2)
+    assert list(table) == ["b", "c"]  # "a", the least recently used, dropped
+    recent(table, "b", 2)
+    put(recent(table, "d", 2), 1, True, 2)
+    assert list(table) == ["b", "d"]  # "b" was used again: "c" went
+    inner = recent(table, "b", 2)
+    for k in range(5):
+        put(inner, k, k, 3)
+    assert list(inner) == [2, 3, 4]

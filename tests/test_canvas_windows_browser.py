@@ -11,6 +11,19 @@ from ui.edit_order import WAIT_S
 pytestmark = needs_browser
 
 
+def _upload(page, url, app, photo, classes):
+    """A new visitor's page with the photo uploaded -> (its project, the image, a box on it in the first class)."""
+    earlier = {p.path for p in app.sessions.open_projects()}
+    page.goto(url, wait_until="load")
+    page.wait_for_selector("#image-info >> text=No images yet", timeout=60_000)
+    page.locator("#uploads input[type=file]").set_input_files([str(photo)])
+    page.wait_for_selector("#image-info >> text=rotated.jpg", timeout=60_000)
+    project = next(p for p in app.sessions.open_projects() if p.path not in earlier and p.images())
+    [image] = project.images()
+    project.add_classes(classes)
+    return project, image, project.add_object(image.id, (1000, 1000, 2000, 2000), classes[0], source="manual")
+
+
 def test_a_stale_window_cannot_overwrite_another_windows_edit(server, tmp_path):  # noqa: F811
     from playwright.sync_api import sync_playwright
 
@@ -19,15 +32,7 @@ def test_a_stale_window_cannot_overwrite_another_windows_edit(server, tmp_path):
         context = profile(pw, tmp_path / "profile")  # one browser: both tabs open its project
         try:
             first = context.new_page()
-            earlier = {p.path for p in app.sessions.open_projects()}
-            first.goto(url, wait_until="load")
-            first.wait_for_selector("#image-info >> text=No images yet", timeout=60_000)
-            first.locator("#uploads input[type=file]").set_input_files([str(photo)])
-            first.wait_for_selector("#image-info >> text=rotated.jpg", timeout=60_000)
-            project = next(p for p in app.sessions.open_projects() if p.path not in earlier and p.images())
-            [image] = project.images()
-            project.add_classes(["cat"])
-            project.add_object(image.id, (1000, 1000, 2000, 2000), "cat", source="manual")
+            project, image, _ = _upload(first, url, app, photo, ["cat"])
             second = context.new_page()
             second.goto(url, wait_until="load")
             pages = (first, second)
@@ -72,15 +77,7 @@ def test_edits_that_reach_the_server_out_of_order_are_stored_in_the_order_made(s
         context = profile(pw, tmp_path / "profile")
         try:
             page = context.new_page()
-            earlier = {p.path for p in app.sessions.open_projects()}
-            page.goto(url, wait_until="load")
-            page.wait_for_selector("#image-info >> text=No images yet", timeout=60_000)
-            page.locator("#uploads input[type=file]").set_input_files([str(photo)])
-            page.wait_for_selector("#image-info >> text=rotated.jpg", timeout=60_000)
-            project = next(p for p in app.sessions.open_projects() if p.path not in earlier and p.images())
-            [image] = project.images()
-            project.add_classes(["cat", "dog", "bird"])
-            box = project.add_object(image.id, (1000, 1000, 2000, 2000), "cat", source="manual")
+            project, image, box = _upload(page, url, app, photo, ["cat", "dog", "bird"])
             page.locator("#next-btn").click()
             page.wait_for_selector(ROOT + "[data-image-ready='1'][data-visible-boxes='1']", timeout=60_000)
             page.locator("#canvas canvas.gc-canvas").scroll_into_view_if_needed()

@@ -21,6 +21,8 @@ from collections import OrderedDict
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+from .recent import put, recent
+
 WAIT_S = 2.0  # the longest an edit waits for a predecessor that has not arrived
 MAX_WAITING = 4  # edits waiting for a predecessor that has not arrived, across the server (the app runs 16 at once)
 MAX_TOKENS = 4096  # visitors remembered (least recently used dropped)
@@ -74,14 +76,4 @@ class EditOrder:
         return self._seqs.get(token, {}).get(window, OrderedDict())
 
     def _mark(self, token: str, window: str, seq: int, handled: bool) -> None:
-        windows = self._seqs.pop(token, None) or OrderedDict()
-        self._seqs[token] = windows  # most recently used last
-        seqs = windows.pop(window, None) or OrderedDict()
-        windows[window] = seqs
-        seqs[seq] = handled
-        while len(seqs) > MAX_SEQS:
-            seqs.popitem(last=False)
-        while len(windows) > MAX_WINDOWS:
-            windows.popitem(last=False)
-        while len(self._seqs) > MAX_TOKENS:
-            self._seqs.popitem(last=False)
+        put(recent(recent(self._seqs, token, MAX_TOKENS), window, MAX_WINDOWS), seq, handled, MAX_SEQS)

@@ -29,6 +29,8 @@ from dataclasses import dataclass
 
 from gdino.project import ObjectRecord, ProjectError
 
+from .recent import put, recent
+
 MAX_TOKENS = 4096  # visitors remembered (least recently used dropped)
 MAX_WINDOWS = 16  # windows remembered per visitor
 MAX_STEPS = 256  # own edits remembered per window (only those still in flight matter: a few)
@@ -132,19 +134,9 @@ class Views:
         if not steps:
             return
         with self._lock:
-            windows = self._made.pop(token, None) or OrderedDict()
-            self._made[token] = windows  # most recently used last
-            made = windows.pop(window, None) or OrderedDict()
-            windows[window] = made
+            made = recent(recent(self._made, token, MAX_TOKENS), window, MAX_WINDOWS)
             for key, step in steps.items():
-                made.pop(key, None)
-                made[key] = step
-            while len(made) > MAX_STEPS:
-                made.popitem(last=False)
-            while len(windows) > MAX_WINDOWS:
-                windows.popitem(last=False)
-            while len(self._made) > MAX_TOKENS:
-                self._made.popitem(last=False)
+                put(made, key, step, MAX_STEPS)
 
 
 def _reaches(made: Mapping[tuple[int, str | None], tuple[str | None, int]], object_id: int, now: str | None,
