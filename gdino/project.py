@@ -98,7 +98,7 @@ class ObjectRecord:
     clicks: dict | None = None  # SAM clicks behind the mask: {"box": xyxy prompt or None, "points": [[x, y, positive]]}
 
 
-# sees the objects an undo or redo would change, as stored (None: absent), before it is made; raises to refuse it
+# sees objects of an edit, undo or redo as stored at one moment of its transaction (None: absent); raising refuses it
 Guard = Callable[[dict[int, "ObjectRecord | None"]], None]
 
 
@@ -955,12 +955,11 @@ class Project:
         changes = dict(changes or {})
         with self._write() as db:
             image = self._image(db, image_id)
-            current = history.rows(db, image_id, [*changes, *(o.id for o in expect)])
-            for record in expect:
-                now = self._object(db, record.id) if record.id in current else None
-                if now != record:
-                    raise ProjectError("that box was changed meanwhile (in another window, or by a run); the canvas "
-                                       "shows it as it is now: edit it again")
+            current = history.rows(db, image_id, changes)
+            now = self._objects_now(db, image_id, [o.id for o in expect])
+            if any(now[record.id] != record for record in expect):
+                raise ProjectError("that box was changed meanwhile (in another window, or by a run); the canvas "
+                                   "shows it as it is now: edit it again")
             missing = [i for i in changes if i not in current]
             if missing:
                 raise ProjectError("that box is gone (deleted or replaced meanwhile); the canvas shows what is stored now")
@@ -1049,10 +1048,12 @@ class Project:
         return self._object(db, cur.lastrowid) if fetch else None
 
     def _objects_now(self, db: sqlite3.Connection, image_id: int, ids: Iterable[int]) -> dict[int, ObjectRecord | None]:
-        """These objects of the image as stored now (None: absent)."""
+        """These objects of the image as stored now (None: absent), in one query."""
         ids = list(dict.fromkeys(ids))
-        found = history.rows(db, image_id, ids)
-        return {i: self._object(db, i) if i in found else None for i in ids}
+        rows = db.execute(f"{_OBJECT_SELECT} WHERE o.image_id = ? AND o.id IN ({','.join('?' * len(ids))})",
+                          (image_id, *ids)).fetchall() if ids else []
+        found = {row[0]: _object_record(row) for row in rows}
+        return {i: found.get(i) for i in ids}
 
     def _object(self, db: sqlite3.Connection, object_id: int) -> ObjectRecord:
         row = db.execute(f"{_OBJECT_SELECT} WHERE o.id = ?", (object_id,)).fetchone()

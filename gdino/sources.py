@@ -91,18 +91,25 @@ def _open(uri: str):
     return filesystem, inner
 
 
+def _our_retry_limit(uri: str) -> bool:
+    """Whether the URI is gs:// with no retry limit of its own (GCS_RETRY_S bounds it)."""
+    parts = urlsplit(uri)
+    return (parts.scheme.lower() in ("gs", "gcs")
+            and not any(k == "retry_limit_seconds" for k, _ in parse_qsl(parts.query, keep_blank_values=True)))
+
+
 def _with_retry_limit(uri: str) -> str:
     """A gs:// URI with a bound on its client's retries (GCS_RETRY_S) unless it has one; others as they are."""
-    parts = urlsplit(uri)
-    query = parse_qsl(parts.query, keep_blank_values=True)
-    if parts.scheme.lower() not in ("gs", "gcs") or any(k == "retry_limit_seconds" for k, _ in query):
+    if not _our_retry_limit(uri):
         return uri
-    return urlunsplit(parts._replace(query=urlencode([*query, ("retry_limit_seconds", str(GCS_RETRY_S))])))
+    parts = urlsplit(uri)
+    query = [*parse_qsl(parts.query, keep_blank_values=True), ("retry_limit_seconds", str(GCS_RETRY_S))]
+    return urlunsplit(parts._replace(query=urlencode(query)))
 
 
 def _unreachable(uri: str, err: OSError) -> str:
     """What a store's error says, and for gs:// how to wait longer."""
-    if urlsplit(uri).scheme.lower() in ("gs", "gcs") and "retry_limit_seconds" not in uri:
+    if _our_retry_limit(uri):
         return (f"{err} (gave up after retrying for {GCS_RETRY_S} s; add retry_limit_seconds=N to the URI's query "
                 "to wait longer)")
     return str(err)

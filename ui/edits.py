@@ -236,29 +236,25 @@ def apply(project: Project, edit: Edit, segment: Segment | None = None, guard: G
         (new,) = project.edit_objects(edit.image_id, new=[ObjectState(edit.class_name, edit.box)], after=after)
         return Applied(selected=new.id)
     if isinstance(edit, Delete):
-        found = _objects(project, edit.image_id, edit.object_ids)
-        guard({o.id: o for o in found})
+        found = _objects(project, edit.image_id, edit.object_ids, guard)
         project.edit_objects(edit.image_id, {o.id: None for o in found}, expect=found, after=after)
         return Applied()
     if isinstance(edit, Relabel):
-        found = _objects(project, edit.image_id, edit.object_ids)
-        guard({o.id: o for o in found})
+        found = _objects(project, edit.image_id, edit.object_ids, guard)
         if all(o.class_name == edit.class_name and not o.phrase for o in found):
             return Applied(selected=found[0].id if len(found) == 1 else None)  # nothing to do: history kept
         changes = {o.id: replace(ObjectState.of(o), class_name=edit.class_name, source="manual") for o in found}
         project.edit_objects(edit.image_id, changes, expect=found, after=after)
         return Applied(selected=found[0].id if len(found) == 1 else None)
     if isinstance(edit, Move):
-        (obj,) = _objects(project, edit.image_id, [edit.object_id])
-        guard({obj.id: obj})
+        (obj,) = _objects(project, edit.image_id, [edit.object_id], guard)
         if edit.dx == 0 and edit.dy == 0:
             return Applied(selected=obj.id)
         state = _moved(obj, edit.dx, edit.dy, shape)
         project.edit_objects(edit.image_id, {obj.id: state}, expect=[obj], after=after)
         return Applied(selected=obj.id)
     if isinstance(edit, Resize):
-        (obj,) = _objects(project, edit.image_id, [edit.object_id])
-        guard({obj.id: obj})
+        (obj,) = _objects(project, edit.image_id, [edit.object_id], guard)
         if tuple(edit.box) == tuple(obj.box):
             return Applied(selected=obj.id)
         mask = None
@@ -275,12 +271,15 @@ def apply(project: Project, edit: Edit, segment: Segment | None = None, guard: G
     raise EditError(f"unknown edit {edit!r}")
 
 
-def _objects(project: Project, image_id: int, ids: Sequence[int]) -> list[ObjectRecord]:
+def _objects(project: Project, image_id: int, ids: Sequence[int], guard: Guard) -> list[ObjectRecord]:
+    """The existing objects an edit changes, as stored now, once `guard` has seen them."""
     by_id = {o.id: o for o in project.objects(image_id)}
     missing = [i for i in ids if i not in by_id]
     if missing:
         raise ProjectError("that box is gone (deleted or replaced meanwhile); the canvas shows what is stored now")
-    return [by_id[i] for i in dict.fromkeys(ids)]
+    found = [by_id[i] for i in dict.fromkeys(ids)]
+    guard({o.id: o for o in found})
+    return found
 
 
 def _moved(obj: ObjectRecord, dx: float, dy: float, shape: tuple[int, int]) -> ObjectState:
@@ -314,8 +313,7 @@ def _click(project: Project, edit: Click, shape: tuple[int, int], segment: Segme
         state = ObjectState(edit.class_name, box, mask=mask_to_rle(mask), clicks={"box": None, "points": [point]})
         (new,) = project.edit_objects(edit.image_id, new=[state], after=after)
         return Applied(selected=new.id)
-    (obj,) = _objects(project, edit.image_id, [edit.object_id])
-    guard({obj.id: obj})
+    (obj,) = _objects(project, edit.image_id, [edit.object_id], guard)
     clicks = obj.clicks or {"box": list(obj.box), "points": []}
     points = [*clicks["points"], point]
     prompt_box = None if clicks["box"] is None else tuple(clicks["box"])
@@ -340,8 +338,7 @@ def _stroke(project: Project, edit: Stroke, shape: tuple[int, int], guard: Guard
         state = ObjectState(edit.class_name, box, mask=mask_to_rle(painted))
         (new,) = project.edit_objects(edit.image_id, new=[state], after=after)
         return Applied(selected=new.id)
-    (obj,) = _objects(project, edit.image_id, [edit.object_id])
-    guard({obj.id: obj})
+    (obj,) = _objects(project, edit.image_id, [edit.object_id], guard)
     mask = rle_to_mask(obj.mask) if obj.mask is not None else np.zeros(shape, dtype=bool)
     mask = mask & ~painted if edit.erase else mask | painted
     box = obj.box

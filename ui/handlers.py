@@ -64,7 +64,7 @@ class App:
 def make_app(config: AppConfig) -> App:
     jobs = Jobs()
     sessions = Sessions(config, in_use=jobs.busy)
-    return App(sessions.config, ModelHub(sessions.config), sessions, jobs, CanvasFiles(), Views(), EditOrder())
+    return App(sessions.config, ModelHub(sessions.config), sessions, jobs, CanvasFiles())
 
 
 # ------------------------------------------------------------------------------------ settings

@@ -84,11 +84,11 @@ def parse_seen(payload: object) -> Seen | None:
     """The view an edit was made on, or None when the payload names none."""
     if not isinstance(payload, dict) or ("window" not in payload and "seen" not in payload):
         return None
-    window, seen, seq, prev = payload.get("window"), payload.get("seen"), payload.get("seq"), payload.get("prev")
-    base = payload.get("base")
+    window, seen, base = payload.get("window"), payload.get("seen"), payload.get("base")
     if not isinstance(window, str) or not _WINDOW.fullmatch(window):
         raise ViewError("the canvas sent an edit without a valid window id; reload the page")
-    if not (_count(seq) and _count(prev) and 0 < seq < 2**63 and prev < seq):
+    order = parse_order(payload)
+    if order is None:
         raise ViewError("the canvas sent an edit out of its order; reload the page")
     if not (_count(base) and base < 2**63):
         raise ViewError("the canvas sent an edit without the view it was made on; reload the page")
@@ -100,7 +100,7 @@ def parse_seen(payload: object) -> Seen | None:
         if not (ok and 0 <= pair[0] < 2**63 and isinstance(pair[1], str) and _REV.fullmatch(pair[1])):
             raise ViewError("the canvas sent a view it could not have drawn; reload the page")
         revs[pair[0]] = pair[1]
-    return Seen(window, seq, prev, base, revs)
+    return Seen(*order, base, revs)
 
 
 def _count(value) -> bool:
