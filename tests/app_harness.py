@@ -36,3 +36,22 @@ def profile(pw, path, **options):
     """A fresh Chromium profile in `path` (its own storage: a new visitor)."""
     return pw.chromium.launch_persistent_context(str(path), executable_path=CHROMIUM, headless=True, args=ARGS,
                                                  viewport={"width": 1400, "height": 1000}, **options)
+
+
+def fresh_page(context, url):
+    """A new tab on the app, loaded, showing its visitor's project still empty."""
+    page = context.new_page()
+    page.goto(url, wait_until="load")
+    page.wait_for_selector("#image-info >> text=No images yet", timeout=60_000)
+    return page
+
+
+def download_export(page, path):
+    """Press Export, then download the zip the page offers to `path`."""
+    page.locator("#export-btn").click()
+    link = page.locator("#download a").first
+    link.wait_for(timeout=60_000)
+    with page.expect_download() as download_info:
+        link.click()
+    download_info.value.save_as(path)
+    return path

@@ -9,7 +9,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from app_harness import free_port, needs_browser, profile, start
+from app_harness import download_export, free_port, needs_browser, profile, start
 from PIL import Image
 from tiny_sam import save_tiny_sam
 
@@ -144,13 +144,7 @@ def test_label_two_images_in_the_browser(server, browser, tmp_path):
     page.wait_for_selector("#image-info >> text=street0.png", timeout=30_000)
 
     # export COCO and check the zip
-    page.locator("#export-btn").click()
-    link = page.locator("#download a").first
-    link.wait_for(timeout=60_000)
-    with page.expect_download() as download_info:
-        link.click()
-    path = tmp_path / "export.zip"
-    download_info.value.save_as(path)
+    path = download_export(page, tmp_path / "export.zip")
     with zipfile.ZipFile(path) as zf:
         coco = json.loads(zf.read("annotations/instances_train.json"))
         assert sum(n.startswith("images/train/") for n in zf.namelist()) == 2

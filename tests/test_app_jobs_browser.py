@@ -3,7 +3,7 @@ Detect answers while the job is still running, between two of its images, and th
 during the job with the page's own buttons; what the project stores is checked, not only the page."""
 
 import numpy as np
-from app_harness import needs_browser, profile
+from app_harness import fresh_page, needs_browser, profile
 from PIL import Image
 from test_app_browser import server  # noqa: F401  (the fixture)
 
@@ -78,9 +78,7 @@ def test_train_on_reviewed_images_then_use_the_model_in_the_page(server, tmp_pat
     with sync_playwright() as pw:
         context = profile(pw, tmp_path / "profile")
         try:
-            page = context.new_page()
-            page.goto(url, wait_until="load")
-            page.wait_for_selector("#image-info >> text=No images yet", timeout=60_000)
+            page = fresh_page(context, url)
             page.locator("#uploads input[type=file]").set_input_files(_photos(tmp_path / "up", 4, 3))
             page.wait_for_function("document.querySelector('#image-table').innerText.includes('shot03.png')",
                                    timeout=120_000)

@@ -3,7 +3,7 @@ the page keeps working; an image whose file breaks later shows a placeholder and
 the page's button; uploading twice in the same page adds each file once. Checked in the project store."""
 
 import numpy as np
-from app_harness import needs_browser, profile
+from app_harness import fresh_page, needs_browser, profile
 from PIL import Image
 from test_app_browser import server  # noqa: F401  (the fixture)
 
@@ -33,9 +33,7 @@ def test_broken_and_repeated_uploads(server, tmp_path):  # noqa: F811  (the impo
     with sync_playwright() as pw:
         context = profile(pw, tmp_path / "profile")
         try:
-            page = context.new_page()
-            page.goto(url, wait_until="load")
-            page.wait_for_selector("#image-info >> text=No images yet", timeout=60_000)
+            page = fresh_page(context, url)
             upload = page.locator("#uploads input[type=file]")
 
             upload.set_input_files([str(good[0]), str(cut), str(empty)])
@@ -85,9 +83,7 @@ def test_upload_while_the_last_one_is_still_being_added(server, tmp_path):  # no
     with sync_playwright() as pw:
         context = profile(pw, tmp_path / "profile")
         try:
-            page = context.new_page()
-            page.goto(url, wait_until="load")
-            page.wait_for_selector("#image-info >> text=No images yet", timeout=60_000)
+            page = fresh_page(context, url)
             [project] = app.sessions.open_projects()
             upload = page.locator("#uploads input[type=file]")
             upload.set_input_files([str(many)])

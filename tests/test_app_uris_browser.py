@@ -10,7 +10,7 @@ import json
 import zipfile
 
 import numpy as np
-from app_harness import free_port, needs_browser, profile, start
+from app_harness import download_export, free_port, needs_browser, profile, start
 from PIL import Image, ImageOps
 
 from gdino.project import Project
@@ -90,13 +90,7 @@ def test_object_store_images_in_the_browser(tiny_hf, tmp_path, object_store):
             assert "127.0.0.1" not in page.locator("#image-info").inner_text()  # the endpoint is not shown
 
             # the page's COCO export: the allowed image, fetched from the store and upright, with its box
-            page.locator("#export-btn").click()
-            link = page.locator("#download a").first
-            link.wait_for(timeout=60_000)
-            with page.expect_download() as download_info:
-                link.click()
-            path = tmp_path / "export.zip"
-            download_info.value.save_as(path)
+            path = download_export(page, tmp_path / "export.zip")
             with zipfile.ZipFile(path) as zf:
                 names = [n for n in zf.namelist() if n.startswith("images/")]
                 coco = json.loads(zf.read("annotations/instances_train.json"))

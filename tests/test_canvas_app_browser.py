@@ -8,7 +8,7 @@ import math
 
 import numpy as np
 import pytest
-from app_harness import free_port, needs_browser, profile, start
+from app_harness import free_port, fresh_page, needs_browser, profile, start
 from PIL import Image
 from test_mask_edits import brute_stroke
 from tiny_sam import save_tiny_sam
@@ -84,10 +84,8 @@ def test_every_canvas_action_is_stored_in_image_pixels(server, tmp_path, dpr):
     url, app, photo = server
     with sync_playwright() as pw:
         context = profile(pw, tmp_path / "profile", device_scale_factor=dpr)
-        page = context.new_page()
         earlier = {p.path for p in app.sessions.open_projects()}  # other tests' visitors
-        page.goto(url, wait_until="load")
-        page.wait_for_selector("#image-info >> text=No images yet", timeout=60_000)
+        page = fresh_page(context, url)
         page.locator("#uploads input[type=file]").set_input_files([str(photo)])
         page.wait_for_selector("#image-info >> text=rotated.jpg", timeout=60_000)
         project = next(p for p in app.sessions.open_projects() if p.path not in earlier and p.images())

@@ -3,7 +3,7 @@ in a second window that still shows it where it was is refused there (the page s
 stored); the first window's edit stays in the project. On the redrawn view the second window's edit goes through.
 Quick edits within one window are covered by the other canvas tests (they must not count as stale)."""
 
-from app_harness import needs_browser, profile
+from app_harness import fresh_page, needs_browser, profile
 from test_canvas_app_browser import ROOT, View, drag, near, server, until  # noqa: F401  (the fixture)
 
 from ui.edit_order import WAIT_S
@@ -11,17 +11,17 @@ from ui.edit_order import WAIT_S
 pytestmark = needs_browser
 
 
-def _upload(page, url, app, photo, classes):
-    """A new visitor's page with the photo uploaded -> (its project, the image, a box on it in the first class)."""
+def _upload(context, url, app, photo, classes):
+    """A new visitor's tab with the photo uploaded -> (the tab, its project, the image, a box on it in the first
+    class)."""
     earlier = {p.path for p in app.sessions.open_projects()}
-    page.goto(url, wait_until="load")
-    page.wait_for_selector("#image-info >> text=No images yet", timeout=60_000)
+    page = fresh_page(context, url)
     page.locator("#uploads input[type=file]").set_input_files([str(photo)])
     page.wait_for_selector("#image-info >> text=rotated.jpg", timeout=60_000)
     project = next(p for p in app.sessions.open_projects() if p.path not in earlier and p.images())
     [image] = project.images()
     project.add_classes(classes)
-    return project, image, project.add_object(image.id, (1000, 1000, 2000, 2000), classes[0], source="manual")
+    return page, project, image, project.add_object(image.id, (1000, 1000, 2000, 2000), classes[0], source="manual")
 
 
 def test_a_stale_window_cannot_overwrite_another_windows_edit(server, tmp_path):  # noqa: F811
@@ -31,8 +31,7 @@ def test_a_stale_window_cannot_overwrite_another_windows_edit(server, tmp_path):
     with sync_playwright() as pw:
         context = profile(pw, tmp_path / "profile")  # one browser: both tabs open its project
         try:
-            first = context.new_page()
-            project, image, _ = _upload(first, url, app, photo, ["cat"])
+            first, project, image, _ = _upload(context, url, app, photo, ["cat"])
             second = context.new_page()
             second.goto(url, wait_until="load")
             pages = (first, second)
@@ -76,8 +75,7 @@ def test_edits_that_reach_the_server_out_of_order_are_stored_in_the_order_made(s
     with sync_playwright() as pw:
         context = profile(pw, tmp_path / "profile")
         try:
-            page = context.new_page()
-            project, image, box = _upload(page, url, app, photo, ["cat", "dog", "bird"])
+            page, project, image, box = _upload(context, url, app, photo, ["cat", "dog", "bird"])
             page.locator("#next-btn").click()
             page.wait_for_selector(ROOT + "[data-image-ready='1'][data-visible-boxes='1']", timeout=60_000)
             page.locator("#canvas canvas.gc-canvas").scroll_into_view_if_needed()
