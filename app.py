@@ -21,9 +21,11 @@ def main(argv=None) -> int:
     compiled.prepare_in_background()  # the first detection should not wait for the kernel's build
     try:
         demo, app = build_app(config)
-    except ValueError as err:  # the workspace cannot keep the session key (read-only, damaged key file)
+    except ValueError as err:  # the workspace cannot be made private or keep the session key (a link, damaged)
         print(f"error: {err}", file=sys.stderr)
         return 2
+    for note in app.sessions.notes:  # what the start changed in the workspace (made private, expired projects)
+        print(f"note: {note}", file=sys.stderr)
     # load both models now, so the log and the page say at once which one is missing and which flag fixes it
     for problem in app.hub.check_at_start():
         print(f"warning: {problem}", file=sys.stderr)

@@ -180,6 +180,9 @@ def _add_label(commands) -> None:
                         "score, for near classes such as car / truck (default: off)")
     p.add_argument("--copy", action=argparse.BooleanOptionalAction, default=True,
                    help="copy images into the project (default), or --no-copy to reference them where they are")
+    p.add_argument("--add-removed", action="store_true",
+                   help="also add back files whose images were removed from the project (gdino rm, the app); "
+                        "by default a re-run leaves them out")
     p.add_argument("--export", choices=FORMATS, help="after labeling, export the project in this format")
     p.add_argument("--export-dir", metavar="DIR", help="where --export writes")
     p.add_argument("--overwrite", action="store_true", help="let --export replace a non-empty --export-dir whole")
@@ -340,18 +343,23 @@ class _Plan:
     todo: list[Path | str | ImageRecord] = field(default_factory=list)  # to add (Path, or a URI: str) or to label
     done: int = 0  # inputs already in the project and no longer unlabeled: skipped
     sources: dict[int, str] = field(default_factory=dict)  # image id -> the input it was found by (todo records)
+    removed: int = 0  # inputs whose image a person removed from the project: left out
 
 
 @dataclass
 class _Run:
     added: int = 0
+    added_elsewhere: int = 0  # files another run (or the app) added while this one went on: not counted as added
     labeled: int = 0
     objects: int = 0
     failed: list[tuple[str, str]] = field(default_factory=list)  # (name, why)
     label_ids: list[int] = field(default_factory=list)
+    names: dict[int, str] = field(default_factory=dict)  # image id -> its name, for the report
     uris: list[str] = field(default_factory=list)  # --engine ray: object-store images, added when their result comes
     keys: dict[int, str] = field(default_factory=dict)  # image id -> its source (the input file), where known
     kept: int = 0  # images a person marked (skipped, reviewed) while the run went on: left as they were
+    labeled_elsewhere: int = 0  # images another run labeled first while this one went on
+    gone: list[str] = field(default_factory=list)  # images removed from the project (gdino rm, the app) meanwhile
     seconds: float = 0.0  # labeling only
     first_result: float | None = None  # --engine ray: seconds to the first result (Ray's and the actors' start)
     aborted: str | None = None  # --engine ray: why the Ray job failed before the end
@@ -368,7 +376,10 @@ def cmd_label(args: argparse.Namespace) -> int:
     if not args.images and project is None:
         raise UsageError(f"{out} is not a project yet: name the images to label (files, folders or glob patterns)")
     try:
-        plan = _plan(project, sources)
+        plan = _plan(project, sources, add_removed=args.add_removed)
+        if plan.removed:
+            print(f"left out {plan.removed} file(s) removed from the project earlier (gdino rm or the app); "
+                  "--add-removed adds them again")
         if not plan.todo:
             print(f"nothing to do: no unlabeled images; {plan.done} image(s) already labeled or skipped in {out}")
             return _export_after(project, args) if args.export else 0
@@ -416,7 +427,7 @@ def _settings(args: argparse.Namespace) -> LabelSettings:
                          agnostic_nms_iou=args.cross_class_nms_iou, masks=args.sam.lower() != "none")
 
 
-def _plan(project: Project | None, sources: list[Path]) -> _Plan:
+def _plan(project: Project | None, sources: list[Path], *, add_removed: bool = False) -> _Plan:
     """Match each source file to the image it became in an earlier run: through the source recorded in
     the project (copies), or the image's own path (--no-copy, or a file inside the project)."""
     plan = _Plan()
@@ -429,10 +440,13 @@ def _plan(project: Project | None, sources: list[Path]) -> _Plan:
         plan.done = len(records) - len(plan.todo)
         return plan
     by_path = {r.path: r for r in records.values()}
+    removed = set() if add_removed else project.removed_keys(map(str, sources))
     seen: set[int] = set()
     for source in sources:
         record = project.image_by_key(str(source)) or by_path.get(source)
-        if record is None:
+        if record is None and str(source) in removed:
+            plan.removed += 1
+        elif record is None:
             plan.todo.append(source)
         elif record.id not in seen:
             seen.add(record.id)
@@ -488,6 +502,7 @@ def _add(project: Project, plan: _Plan, copy: bool, run: _Run, *, defer_uris: bo
         for item in plan.todo:
             if isinstance(item, ImageRecord):
                 run.label_ids.append(item.id)
+                run.names[item.id] = item.name
                 if item.id in plan.sources:
                     run.keys[item.id] = plan.sources[item.id]
                 continue
@@ -496,23 +511,33 @@ def _add(project: Project, plan: _Plan, copy: bool, run: _Run, *, defer_uris: bo
                 bar.update()
                 continue
             try:
-                size = size_of(item) if isinstance(item, str) else None  # fetched (and decoded) outside the deferral
-                with _sigint_deferred():  # the image and the note of its source: one transaction, both or neither
-                    if size is not None:
-                        record = project.add_reference(item, *size, key=item)
-                    else:
-                        record = project.add_image(item, copy=copy, key=str(item))
-            except (ImageError, OSError) as err:
+                record = project.image_by_key(str(item))  # another run added it since this one planned
+                if record is None:
+                    size = size_of(item) if isinstance(item, str) else None  # fetched (and decoded) outside the deferral
+                    with _sigint_deferred():  # the image and the note of its source: one transaction, both or neither
+                        if size is not None:
+                            record = project.add_reference(item, *size, key=item)
+                        else:
+                            record = project.add_image(item, copy=copy, key=str(item))
+                    run.added += not record.existed  # else another run added it while this one decoded it
+                    run.added_elsewhere += record.existed
+                else:
+                    run.added_elsewhere += 1
+            except StoreError:  # the project failed (busy, disk full): the run stops
+                raise
+            except (ImageError, OSError, ProjectError) as err:  # this file (a name, a size the store refuses)
                 _fail(run, bar, _display(item), err)
             else:
-                run.added += 1
                 run.label_ids.append(record.id)
+                run.names[record.id] = record.name
                 run.keys[record.id] = str(item)
             bar.update()
 
 
 def _label(project: Project, detector, segmenter, settings: LabelSettings, batch_size: int, run: _Run) -> None:
     records = {r.id: r for r in project.images(order="added")}
+    run.gone = [run.names[image_id] for image_id in run.label_ids if image_id not in records]  # removed already
+    run.label_ids = [image_id for image_id in run.label_ids if image_id in records]
     items = [(image_id, records[image_id].location) for image_id in run.label_ids]
     start = time.perf_counter()
     with (tqdm(total=len(items), desc="labeling", unit="img", file=sys.stderr, disable=None) as bar,
@@ -522,6 +547,8 @@ def _label(project: Project, detector, segmenter, settings: LabelSettings, batch
             try:
                 return prefetch(image_id)
             except (ImageError, OSError) as err:  # reported now; label_images records it and goes on
+                if not project.has_image(image_id):  # removed meanwhile (gdino rm): not a failure of the file
+                    raise ProjectError(f"image {image_id} was removed from the project") from None
                 _fail(run, bar, records[image_id].name, err)
                 raise
 
@@ -529,11 +556,26 @@ def _label(project: Project, detector, segmenter, settings: LabelSettings, batch
                                progress=lambda done, _total: bar.update(done - bar.n), images=read,
                                if_status=("unlabeled",))  # a person's decision made meanwhile is kept
     run.seconds = time.perf_counter() - start
-    run.labeled, run.objects, run.kept = len(summary.labeled), summary.objects, len(summary.kept)
+    run.labeled, run.objects = len(summary.labeled), summary.objects
+    for image_id in summary.kept:  # not unlabeled any more: another run labeled it, or a person decided
+        if _status(project, image_id) == "auto":
+            run.labeled_elsewhere += 1
+        else:
+            run.kept += 1
+    run.gone += [records[image_id].name for image_id in summary.gone]
     reported = {name for name, _ in run.failed}
     for image_id, why in summary.failed.items():  # failures inside the model call were not seen by `read`
-        if records[image_id].name not in reported:
+        if not project.has_image(image_id):
+            run.gone.append(records[image_id].name)
+        elif records[image_id].name not in reported:
             run.failed.append((records[image_id].name, why))
+
+
+def _status(project: Project, image_id: int) -> str | None:
+    try:
+        return project.image(image_id).status
+    except ProjectError:  # removed meanwhile
+        return None
 
 
 def _results_folder(value: str) -> str:
@@ -576,6 +618,8 @@ def _label_on_ray(project: Project, settings: LabelSettings, args: argparse.Name
     from .results import done_keys, store_row
 
     records = {r.id: r for r in project.images(order="added")}
+    run.gone = [run.names[image_id] for image_id in run.label_ids if image_id not in records]  # removed already
+    run.label_ids = [image_id for image_id in run.label_ids if image_id in records]
     tasks = [Task(i, run.keys.get(i, str(records[i].location)), records[i].name, str(records[i].location))
              for i in run.label_ids]
     tasks += [Task(NEW_IMAGE, uri, name_of(uri), uri) for uri in run.uris]
@@ -609,8 +653,12 @@ def _label_on_ray(project: Project, settings: LabelSettings, args: argparse.Name
                     run.labeled += 1
                     run.objects += len(json.loads(row["objects"]))
                     run.added += int(row["image_id"]) == NEW_IMAGE
+                elif outcome == "kept" and _status(project, int(row["image_id"])) == "auto":
+                    run.labeled_elsewhere += 1
                 elif outcome == "kept":
                     run.kept += 1
+                elif outcome == "gone":
+                    run.gone.append(row["name"])
         waiting.clear()
         stored_at[0] = time.monotonic()
 
@@ -686,8 +734,15 @@ def _print_summary(run: _Run, skipped: int, project_dir: Path, results: str | No
         print(f"the first result came {run.first_result:.1f} s after the start (Ray and the actors starting, the first "
               "batch)")
     print(f"added {run.added} new image(s); skipped {skipped} already labeled")
+    if run.added_elsewhere:
+        print(f"{run.added_elsewhere} file(s) were added by another run meanwhile (each is in the project once)")
+    if run.labeled_elsewhere:
+        print(f"left {run.labeled_elsewhere} image(s) as they were: another run labeled them first")
     if run.kept:
         print(f"left {run.kept} image(s) as they were: someone marked them skipped or reviewed during the run")
+    if run.gone:
+        print(f"not labeled {len(run.gone)} image(s) removed from the project during the run: "
+              f"{', '.join(run.gone[:5])}{' ...' if len(run.gone) > 5 else ''}")
     if run.failed:
         print(f"failed {len(run.failed)} image(s) (fix or remove them; a re-run tries them again):")
         for name, why in run.failed:
@@ -712,7 +767,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def _export(project: Project, fmt: str, out: Path, *, reviewed_only: bool, val_fraction: float, seed: int,
             as_zip: bool, overwrite: bool, flag: str = "--out") -> int:
-    """Exit code 0, or 1 when there was nothing to export or some images could not be read (left out)."""
+    """Exit code 0, or 1 when there was nothing to export or some images could not be exported (left out)."""
     phrases: dict[str, int] = {}
     dataset = dataset_from_project(project, reviewed_only=reviewed_only, left_out=phrases)
     if not dataset.images:
@@ -742,7 +797,7 @@ def _export(project: Project, fmt: str, out: Path, *, reviewed_only: bool, val_f
         print(f"left out {sum(phrases.values())} object(s) labeled with free-text phrases not mapped to a class: "
               f"{listed}; map them to classes in the app (Free text: map a found phrase) to export them", file=sys.stderr)
     if skipped:
-        print(f"left out {len(skipped)} image(s) whose file could not be read (fix or remove them: gdino rm):")
+        print(f"left out {len(skipped)} image(s) that could not be exported (fix or remove them: gdino rm):")
         for name, why in skipped:
             print(f"  {name}: {why}")
         return 1
@@ -800,6 +855,9 @@ def _import_row(project: Project, row: dict, by_path: dict, counts: dict, failed
         counts[store_row(project, record.id if record is not None else NEW_IMAGE, row)] += 1
     except StoreError:  # the project failed (busy, disk full): the import stops, this shard's batch is not stored
         raise
+    except ProjectError as err:  # the project refuses the row's content (a size, a mask): its own words say why
+        failed[row["key"]] = (row["name"], f"a damaged result row: {err}")
+        return
     except (ValueError, TypeError, KeyError, AttributeError) as err:  # json, a run or objects of the wrong shape
         failed[row["key"]] = (row["name"], f"a damaged result row ({type(err).__name__}: {err})")
         return

@@ -41,7 +41,7 @@ def find_images(inputs: Sequence[str], *, exclude: Path | None = None) -> list[P
             except SourceError as err:
                 raise NoImagesError(f"cannot list {err}" if str(err).startswith(text) else str(err)) from None
             if not paths:
-                raise NoImagesError(f"{text!r}: nothing there (no such bucket or prefix), or no image files under it "
+                raise NoImagesError(f"{text!r}: nothing there (no such prefix), or no image files under it "
                                     f"({', '.join(IMAGE_EXTENSIONS)} in any case)")
         else:
             paths = _expand(text, exclude.resolve() if exclude is not None else None)

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 
 from .masks import mask_to_rle
 from .processing import ImageError
-from .project_schema import ProjectError
+from .project_schema import ProjectError, as_class_name
 from .prompts import PromptError
 from .sources import read_image
 
@@ -213,6 +213,8 @@ def store_objects(project, image_id: int, objects: Sequence[dict], settings: Lab
     """Store one image's model objects (as `detect_objects` makes them) with the run's settings, one
     transaction; the classes (free text: the phrases) they use join the project in it. Returns False when
     `if_status` kept the image as it was. Raises ProjectError (e.g. the image is gone)."""
+    if settings.prompt is not None:  # a found phrase is a piece of the prompt: it may hold a line break or a tab
+        objects = [{**o, "class_name": as_class_name(o["class_name"])} for o in objects]
     found = {o["class_name"] for o in objects}
     if settings.prompt is None:
         classes, phrases = [c for c in settings.labels() if c in found], []

@@ -67,15 +67,30 @@ def rle_to_mask(rle: dict) -> np.ndarray:
 
     Raises ValueError for a size that is not two positive ints with H * W <= MAX_MASK_PIXELS, and for
     counts that are not valid or do not add up to exactly H * W pixels."""
+    return _runs_to_mask(*_rle_runs(rle))
+
+
+def check_rle(rle: dict, height: int, width: int) -> None:
+    """Raise ValueError unless `rle` is a COCO RLE of a height x width image that `rle_to_mask` decodes. The
+    runs are read, the mask is not built: a mask is checked at the cost of its counts, not of its pixels."""
+    size = rle.get("size") if isinstance(rle, dict) else None
+    if isinstance(size, list | tuple) and len(size) == 2 and list(size) != [height, width]:
+        shown = "x".join(str(v)[:12] for v in size)
+        raise ValueError(f"the mask is {shown} (height x width), the image {height}x{width}")
+    _rle_runs(rle)
+
+
+def _rle_runs(rle: dict) -> tuple[np.ndarray, int, int]:
+    """(checked run lengths, H, W) of a COCO RLE; see rle_to_mask."""
     if not isinstance(rle, dict) or "size" not in rle or "counts" not in rle:
         raise ValueError("an RLE is a dict with 'size' [H, W] and 'counts'")
     size = rle["size"]
     if not isinstance(size, list | tuple | np.ndarray) or len(size) != 2:
-        raise ValueError(f"an RLE's 'size' is [H, W], got {size!r}")
+        raise ValueError(f"an RLE's 'size' is [H, W], got {size!r:.60}")
     h, w = _check_size(size[0], size[1], "an RLE's 'size'")
     counts = rle["counts"]
     if isinstance(counts, list | tuple):
-        return _runs_to_mask(_checked_runs(counts, h * w), h, w)
+        return _checked_runs(counts, h * w), h, w
     if isinstance(counts, str):
         try:
             counts = counts.encode("ascii")
@@ -83,7 +98,7 @@ def rle_to_mask(rle: dict) -> np.ndarray:
             raise ValueError("an RLE's compressed 'counts' has characters outside '0'..'o'") from err
     if not isinstance(counts, bytes):
         raise ValueError(f"an RLE's 'counts' is a string or a list of ints, got {type(counts).__name__}")
-    return _runs_to_mask(_checked_runs(_decode_counts(counts), h * w), h, w)
+    return _checked_runs(_decode_counts(counts), h * w), h, w
 
 
 def mask_area(mask: np.ndarray) -> int:

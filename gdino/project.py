@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,7 @@ from PIL import Image
 
 from . import history
 from .durable import fsync
-from .processing import ImageError, to_rgb
+from .processing import MAX_PIXELS, ImageError, to_rgb
 from .project_schema import (
     MIGRATIONS,
     SOURCES,
@@ -53,6 +53,7 @@ from .project_schema import (
     mask_json,
     migrate,
     next_class_position,
+    show_name,
     to_json,
     translate,
 )
@@ -78,6 +79,8 @@ class ImageRecord:
     min_score: float | None  # lowest score among its model objects; None without any
     num_objects: int
     uri: str | None = None  # an object-store URI (s3://...) for an image referenced there (`gdino.sources`)
+    # returned by add_image / add_reference: True when the key was already taken (this call added nothing)
+    existed: bool = field(default=False, compare=False, repr=False)
 
     @property
     def location(self) -> Path | str:
@@ -472,7 +475,7 @@ class Project:
             class_id = self._class_id(db, name)
             used = db.execute("SELECT COUNT(*) FROM objects WHERE class_id = ?", (class_id,)).fetchone()[0]
             if used and not delete_objects:
-                raise ProjectError(f"the class {name!r} is used by {used} object(s); pass delete_objects=True to "
+                raise ProjectError(f"the class {show_name(name)} is used by {used} object(s); pass delete_objects=True to "
                                    "delete them with it, or rename_class it instead")
             db.execute("DELETE FROM objects WHERE class_id = ?", (class_id,))
             db.execute("DELETE FROM classes WHERE id = ?", (class_id,))
@@ -483,7 +486,7 @@ class Project:
         with self._write() as db:
             source, target = self._class_id(db, name), self._class_id(db, into)
             if source == target:
-                raise ProjectError(f"{name!r} and {into!r} are the same class")
+                raise ProjectError(f"{show_name(name)} and {show_name(into)} are the same class")
             moved = db.execute("UPDATE objects SET class_id = ? WHERE class_id = ?", (target, source)).rowcount
             db.execute("DELETE FROM classes WHERE id = ?", (source,))
         return moved
@@ -516,7 +519,7 @@ class Project:
         """The row of a class (phrases=True: or of a phrase; a model run stores either)."""
         row = db.execute("SELECT id, kind FROM classes WHERE name = ?", (str(name).strip(),)).fetchone()
         if row is None or (row[1] == "phrase" and not phrases):
-            raise ProjectError(f"unknown class {name!r}; the project's classes are {self._names(db, 'class')} "
+            raise ProjectError(f"unknown class {show_name(name)}; the project's classes are {self._names(db, 'class')} "
                                "(add it with add_classes)")
         return row[0]
 
@@ -556,7 +559,7 @@ class Project:
         with self._write() as db:
             found = self._keyed(db, key)
             if found is not None:
-                return found
+                return replace(found, existed=True)
             return self._insert_image(db, self._free_name(db, name, None), str(src), False, width, height, key)
 
     def add_reference(self, uri: str, width: int, height: int, *, name: str | None = None,
@@ -574,12 +577,25 @@ class Project:
             raise ProjectError(str(err)) from None
         if not (isinstance(width, int) and isinstance(height, int) and width > 0 and height > 0):
             raise ProjectError(f"an image size must be positive whole pixels, got {width!r} x {height!r}")
+        if width * height > MAX_PIXELS:  # no image gdino reads is larger (processing.MAX_PIXELS)
+            raise ProjectError(f"an image of {width}x{height} pixels is larger than gdino reads ({MAX_PIXELS:,} pixels)")
         name = image_name(name or name_of(uri))
         with self._write() as db:
             found = self._keyed(db, key)
             if found is not None:
-                return found
+                return replace(found, existed=True)
             return self._insert_image(db, self._free_name(db, name, None), uri, False, width, height, key)
+
+    def removed_keys(self, keys: Iterable[str]) -> set[str]:
+        """Those of `keys` whose image was removed (remove_images) and not added again since."""
+        keys = list(keys)
+        found: set[str] = set()
+        with self._read() as db:
+            for start in range(0, len(keys), 500):  # SQLite's limit on parameters
+                part = keys[start:start + 500]
+                rows = db.execute(f"SELECT key FROM removed WHERE key IN ({','.join('?' * len(part))})", part)
+                found.update(row[0] for row in rows)
+        return found
 
     def image_by_key(self, key: str) -> ImageRecord | None:
         """The image added with `key` (see add_image), or None."""
@@ -624,7 +640,7 @@ class Project:
             with self._write() as db:  # the write lock keeps another process from taking the same name or key
                 found = self._keyed(db, key)
                 if found is not None:
-                    return found
+                    return replace(found, existed=True)
                 name = self._free_name(db, name, images, tmp)
                 placed = images / name
                 os.replace(tmp, placed)
@@ -717,6 +733,7 @@ class Project:
                          (name, path, int(copied), width, height))
         if key is not None:
             db.execute("INSERT INTO sources (key, image_id) VALUES (?, ?)", (key, cur.lastrowid))
+            db.execute("DELETE FROM removed WHERE key = ?", (key,))  # added again on purpose
         return self._image(db, cur.lastrowid)
 
     @staticmethod
@@ -775,6 +792,8 @@ class Project:
             for image_id in ids:
                 record = self._image(db, image_id)
                 copied = db.execute("SELECT copied FROM images WHERE id = ?", (image_id,)).fetchone()[0]
+                db.execute("INSERT OR REPLACE INTO removed (key, name) SELECT key, ? FROM sources WHERE image_id = ?",
+                           (record.name, image_id))  # a later run of the same inputs leaves it out
                 db.execute("DELETE FROM images WHERE id = ?", (image_id,))
                 removed.append(record)
                 if copied:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sqlite3
+import unicodedata
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -99,6 +101,12 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             entry TEXT NOT NULL,  -- JSON: the touched objects' rows before and after, the status before and after
             undone INTEGER NOT NULL DEFAULT 0 CHECK (undone IN (0, 1)))""",
         "CREATE INDEX edits_by_image ON edits(image_id, undone, id)",
+    ),
+    # 7: the sources of images a person removed (gdino rm, the app's Remove image), so that labeling the same
+    # folder again leaves them out instead of adding them back without a word. Adding an image by that key
+    # again (asked for: `gdino label --add-removed`, an upload) forgets the removal.
+    (
+        "CREATE TABLE removed (key TEXT PRIMARY KEY, name TEXT NOT NULL)",
     ),
 )
 
@@ -204,32 +212,119 @@ def drop_unused_phrases(db: sqlite3.Connection) -> None:
 # -- checks on values before they are stored -----------------------------------------------------------
 
 
+CLASS_NAME_MAX_CHARS = 200
+"""The longest class name: what COCO and YOLO imports always allowed; a name is a label, not a description."""
+
+_LINE_BREAKS = frozenset("\n\r\x0b\x0c\x1c\x1d\x1e\x85\u2028\u2029")  # what str.splitlines() splits at
+_BIDI_CONTROLS = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def class_name_problem(name: object) -> str | None:
+    """Why `name` cannot be a class name, in a few words ("holds a line break (U+000A)"), or None if it can.
+
+    The one rule for class names, wherever they come from (imports, prompts, the canvas, the class manager,
+    the command line): each entry words the refusal its own way around this reason. A class name is one line
+    of text, 1 to CLASS_NAME_MAX_CHARS characters once stripped, without control characters (line breaks
+    and tabs included: data.yaml, VOC XML and label lists are line- and XML-based), lone surrogates (not
+    text: they cannot be written as UTF-8), bidirectional controls (they make one name display as another)
+    or noncharacters (XML and YAML refuse them). Letters of any script, digits, spaces, punctuation, symbols
+    and emoji are all allowed: a name the model cannot read (an emoji) is still a label for manual boxes."""
+    if not isinstance(name, str):
+        return f"is not text (it is {type(name).__name__})"
+    name = name.strip()
+    if not name:
+        return "is empty"
+    if len(name) > CLASS_NAME_MAX_CHARS:
+        return f"is {len(name)} characters long; the limit is {CLASS_NAME_MAX_CHARS}"  # before any scan
+    return characters_problem(name)
+
+
+def characters_problem(text: str) -> str | None:
+    """What the rule for class names holds against the characters of `text` ("holds a tab (U+0009)"), or None."""
+    for char in text:
+        what = character_problem(char)
+        if what is not None:
+            return f"holds {what} (U+{ord(char):04X})"
+    return None
+
+
+def character_problem(char: str) -> str | None:
+    """What the rule for class names holds against this one character ("a line break"), or None."""
+    if char in _LINE_BREAKS:
+        return "a line break"
+    if char == "\t":
+        return "a tab"
+    kind = unicodedata.category(char)
+    if kind == "Cc":
+        return "a control character"
+    if kind == "Cs":
+        return "a lone surrogate"
+    if char in _BIDI_CONTROLS:
+        return "a bidirectional control character"
+    code = ord(char)
+    if 0xFDD0 <= code <= 0xFDEF or code & 0xFFFE == 0xFFFE:
+        return "a noncharacter"
+    return None
+
+
+def show_name(name: object, limit: int = 40) -> str:
+    """A name for a message: quoted, escapes visible, at most `limit` characters of it (never a megabyte)."""
+    if not isinstance(name, str):
+        return repr(name)[:limit]
+    return repr(name[:limit]) + ("..." if len(name) > limit else "")
+
+
+RULE = f"a class name is one line of text of at most {CLASS_NAME_MAX_CHARS} characters, without control characters"
+
+
+def class_name(name: object) -> str:
+    """A class name checked against the rule (`class_name_problem`), stripped; else ProjectError."""
+    if not isinstance(name, str) or not name.strip():
+        raise ProjectError(f"a class name must be a non-empty string, got {show_name(name)}")
+    problem = class_name_problem(name)
+    if problem is not None:
+        raise ProjectError(f"the class name {show_name(name)} {problem}; {RULE}")
+    return name.strip()
+
+
 def class_names(names: Iterable[str]) -> list[str]:
-    """Stripped, non-empty class names, unique case-insensitively."""
+    """Class names checked against the rule (`class_name`), stripped, unique case-insensitively."""
     if isinstance(names, str):
-        raise ProjectError(f"give class names as a list, e.g. [{names!r}], not a single string")
+        raise ProjectError(f"give class names as a list, e.g. [{show_name(names)}], not a single string")
     out, seen = [], set()
     for name in names:
-        if not isinstance(name, str) or not name.strip():
-            raise ProjectError(f"a class name must be a non-empty string, got {name!r}")
-        name = name.strip()
+        name = class_name(name)
         if name.casefold() in seen:
-            raise ProjectError(f"the class {name!r} is listed twice (names are compared case-insensitively)")
+            raise ProjectError(f"the class {show_name(name)} is listed twice (names are compared case-insensitively)")
         seen.add(name.casefold())
         out.append(name)
     return out
 
 
+def as_class_name(text: str) -> str:
+    """Any text -> a name that passes the rule, for names no person typed (the phrases a free-text prompt
+    finds are pieces of the prompt, line breaks included): characters the rule refuses become spaces, runs
+    of whitespace one space, and it is cut at CLASS_NAME_MAX_CHARS. Empty text stays empty."""
+    kept = "".join(" " if character_problem(c) is not None else c for c in text)
+    return " ".join(kept.split())[:CLASS_NAME_MAX_CHARS].strip()
+
+
+_LONE_SURROGATE = re.compile("[\ud800-\udc7f\udd00-\udfff]")
 NAME_MAX_BYTES = 200  # an image's name; longer ones are shortened (file systems stop at 255, and "_2" may follow)
 
 
 def image_name(name: str) -> str:
     """A plain file name (it is also the file's name in images/, so it must not be able to leave that
-    folder). Bytes that are not UTF-8 (a file name from disk) become U+FFFD; a name over NAME_MAX_BYTES
+    folder). Bytes that are not UTF-8 (a file name from disk) become U+FFFD, line breaks, tabs, control and
+    direction characters '_' (as `sources.name_of` does for a URI's key); a name over NAME_MAX_BYTES
     keeps its suffix and loses the end of its stem."""
     if not isinstance(name, str) or name.strip() in ("", ".", "..") or any(c in name for c in "/\\\0"):
-        raise ProjectError(f"an image name must be a plain file name (no slashes), got {name!r}")
-    name = name.strip().encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+        raise ProjectError(f"an image name must be a plain file name (no slashes), got {show_name(name)}")
+    name = _LONE_SURROGATE.sub("\ufffd", name.strip())  # not bytes from disk (those are U+DC80..U+DCFF): not text
+    name = name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+    # line breaks, tabs, control and direction characters: '_' (a name is also a line of exported lists, and a
+    # direction override makes one name display as another)
+    name = "".join("_" if character_problem(c) not in (None, "a noncharacter") else c for c in name)
     if len(name.encode()) <= NAME_MAX_BYTES:
         return name
     stem, dot, suffix = name.rpartition(".")

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from .project_schema import RULE, characters_problem, class_name_problem, show_name
+
 
 class PromptError(ValueError):
     """The classes or the prompt cannot be turned into a prompt the model reads."""
@@ -36,13 +38,33 @@ def clean_phrase(text: str) -> str:
 
 
 def _check_name(name, what: str) -> str:
+    """A label: the store's rule for class names (`project_schema.class_name_problem`), in the prompt's words."""
     if not isinstance(name, str):
-        raise PromptError(f"{what} must be a string, got {type(name).__name__} {name!r}")
-    cleaned = clean_phrase(name)
-    if not cleaned:
+        raise PromptError(f"{what} must be a string, got {type(name).__name__} {show_name(name)}")
+    if not name.strip():
         raise PromptError(f"{what} {name!r} is empty; give every class a name, e.g. classes=['cat', 'dog']")
+    problem = class_name_problem(name)
+    if problem is not None:
+        raise PromptError(f"{what} {show_name(name)} {problem}; {RULE}")
+    return name
+
+
+def _check_phrase(phrase, what: str, label: str) -> str:
+    """What the model reads: the characters a class name may hold (its length is the model's to limit, in
+    tokens: `build_chunks`), with words in it; returns it cleaned (`clean_phrase`)."""
+    if not isinstance(phrase, str):
+        raise PromptError(f"{what} must be a string, got {type(phrase).__name__} {show_name(phrase)}")
+    problem = characters_problem(phrase.strip())
+    if problem is not None:
+        raise PromptError(f"{what} {show_name(phrase)} {problem}; {RULE}")
+    cleaned = clean_phrase(phrase)
+    if not cleaned:
+        raise PromptError(f"{what} {phrase!r} is empty; give every class a name, e.g. classes=['cat', 'dog']")
     if not any(ch.isalnum() for ch in cleaned):
-        raise PromptError(f"{what} {name!r} has no letters or digits; class names must be words")
+        # an emoji or symbols: a fine label (the store takes it, for boxes drawn by hand), but nothing to look for
+        raise PromptError(f"{what} {show_name(phrase)} has no letters or digits, so the model cannot look for it (it "
+                          f"reads words); keep it as the label and give it words to find: '{label}: some words' in a "
+                          f"class list ({{{label!r}: ['some words']}} from Python)")
     return cleaned
 
 
@@ -68,7 +90,7 @@ def parse_classes(classes: Sequence[str] | Mapping[str, str | Sequence[str]]) ->
     seen_phrases: dict[str, str] = {}
     for label, synonyms in items:
         _check_name(label, "class name")
-        key = clean_phrase(label).lower()
+        key = clean_phrase(label).lower() or label.strip().casefold()
         if key in seen_labels:
             raise PromptError(f"duplicate class name {label!r} (same as {seen_labels[key]!r}); list each class once")
         seen_labels[key] = label
@@ -77,7 +99,8 @@ def parse_classes(classes: Sequence[str] | Mapping[str, str | Sequence[str]]) ->
         if not isinstance(synonyms, Sequence) or not synonyms:
             raise PromptError(f"class {label!r} needs at least one prompt phrase, e.g. {{'car': ['car', 'automobile']}}")
         for phrase in synonyms:
-            cleaned = _check_name(phrase, f"prompt phrase of class {label!r}")
+            what = "class name" if phrase is label else f"prompt phrase of class {show_name(label)}"
+            cleaned = _check_phrase(phrase, what, label.strip())
             pkey = cleaned.lower()
             if pkey in seen_phrases:
                 raise PromptError(f"the phrase {phrase!r} is given twice ({seen_phrases[pkey]}); each phrase may "

@@ -131,7 +131,9 @@ def store_row(project, image_id: int, row: dict) -> str:
     (`labeling.store_objects`: one transaction, only while the image is still "unlabeled"). A row of a
     NEW_IMAGE adds its image first, by its URI (`Project.add_reference`), in the same transaction.
     Returns "labeled", "failed" (the row holds an error), "kept" (the image is not unlabeled any more:
-    already labeled, or a person decided on it meanwhile) or "gone" (removed from the project)."""
+    already labeled, or a person decided on it meanwhile) or "gone" (removed from the project).
+    A row is not trusted (a shard is a file anyone may have written): its size must be a possible image's
+    and agree with the project's image, and each mask must decode as one of that size; else ProjectError."""
     from .labeling import LabelSettings, store_objects
     from .project_schema import ProjectError
 
@@ -140,14 +142,57 @@ def store_row(project, image_id: int, row: dict) -> str:
     settings = LabelSettings.from_run(json.loads(row["run"]))
     objects = json.loads(row["objects"])
     new = image_id == NEW_IMAGE
+    width, height = _new_size(int(row["width"]), int(row["height"])) if new else _size_of(project, image_id, row)
+    _check_masks(objects, width, height)
     try:
         with project.batch():  # one transaction, or a savepoint of the caller's batch
             if image_id == NEW_IMAGE:
-                image_id = project.add_reference(row["key"], int(row["width"]), int(row["height"]), name=row["name"],
-                                                 key=row["key"]).id
+                image_id = project.add_reference(row["key"], width, height, name=row["name"], key=row["key"]).id
             stored = store_objects(project, image_id, objects, settings, if_status=("unlabeled",))
     except ProjectError:
         if not new and not project.has_image(image_id):
             return "gone"
         raise
     return "labeled" if stored else "kept"
+
+
+def _new_size(width: int, height: int) -> tuple[int, int]:
+    """The size a row gives its object-store image, which nothing else says: within what an actor decodes
+    (processing.MAX_PIXELS), so that no export or view has to build an image or mask larger than that.
+    The pixels are compared with it again when they are fetched (an export)."""
+    from .processing import MAX_PIXELS
+    from .project_schema import ProjectError
+
+    if not (width > 0 and height > 0 and width * height <= MAX_PIXELS):
+        raise ProjectError(f"the row says the image is {width}x{height} pixels; an image is 1 to "
+                           f"{MAX_PIXELS / 1e6:.0f} megapixels")
+    return width, height
+
+
+def _size_of(project, image_id: int, row: dict) -> tuple[int, int]:
+    """The size of an image the project holds; a row that says another one was made for other pixels."""
+    from .project_schema import ProjectError
+
+    try:
+        record = project.image(image_id)
+    except ProjectError:
+        return int(row["width"]), int(row["height"])  # gone: store_objects says so
+    said = (int(row["width"]), int(row["height"]))
+    if said != (0, 0) and said != (record.width, record.height):  # (0, 0): a shard of the earlier layout
+        raise ProjectError(f"the row is for a {said[0]}x{said[1]} image, the project's image is "
+                           f"{record.width}x{record.height}")
+    return record.width, record.height
+
+
+def _check_masks(objects, width: int, height: int) -> None:
+    """Every mask of a row decodes, as a mask of its width x height image (an export decodes them all)."""
+    from .masks import check_rle
+    from .project_schema import ProjectError
+
+    for k, obj in enumerate(objects if isinstance(objects, list) else []):
+        mask = obj.get("mask") if isinstance(obj, dict) else None
+        if mask is not None:
+            try:
+                check_rle(mask, height, width)
+            except ValueError as err:
+                raise ProjectError(f"object {k}'s mask cannot be stored: {err}") from None

@@ -284,6 +284,11 @@ class Segmenter:
         data["mask_score"] holding SAM's predicted IoU."""
         import copy
 
+        import supervision as sv
+
+        if not isinstance(detections, sv.Detections):
+            raise SegmenterError(f"add_masks takes the supervision.Detections of the image (e.g. from Detector), got "
+                                 f"{type(detections).__name__}; for plain boxes use segment(image, boxes_xyxy)")
         result = self.segment(image, detections.xyxy)
         out = copy.deepcopy(detections)
         out.mask = result.masks

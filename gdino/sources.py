@@ -9,7 +9,10 @@ A project refers to such an image by its URI (`Project.add_reference`); nothing 
 query (endpoint, region...), so that it opens on its own, on any Ray worker, in one spelling (`canonical`:
 the scheme in lower case, the query sorted), which is its key in the project. Credentials come from the
 environment (AWS_ACCESS_KEY_ID..., GOOGLE_APPLICATION_CREDENTIALS), never from the URI: a URI that holds
-them (user:secret@) is refused, since the URI is stored in the project and printed in messages.
+them (user:secret@, ?client_secret=, a SAS token's ?sig=...) is refused, since the URI is stored in the
+project and printed in messages; so is a query parameter pyarrow does not read (it would refuse it anyway),
+so that whatever passes `check_uri` may be stored and shown. A key that is no plain file name (a backslash,
+control characters, '..') gets one (`name_of`); the URI keeps the key as it is.
 Only the object-store schemes below are URIs; pyarrow's local:// and mock:// are not (a project's
 database must not reach local files through them).
 """
@@ -19,8 +22,9 @@ from __future__ import annotations
 import os
 import re
 import tempfile
+import unicodedata
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
@@ -36,6 +40,33 @@ SCHEMES = ("s3", "gs", "gcs", "abfs", "abfss", "hdfs", "viewfs")  # pyarrow's re
 GCS_RETRY_S = 30
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
+# The query parameters pyarrow (26) reads from a URI that hold no secret (S3Options, GcsOptions, AzureOptions
+# ::FromUri). It refuses any other parameter of these schemes; so does check_uri, first, without the value.
+_PARAMETERS = {
+    "s3": frozenset({"region", "scheme", "endpoint_override", "allow_delayed_open", "allow_bucket_creation",
+                     "allow_bucket_deletion", "tls_ca_file_path", "tls_ca_dir_path", "tls_verify_certificates",
+                     "smart_defaults"}),
+    "gs": frozenset({"location", "scheme", "endpoint_override", "retry_limit_seconds", "project_id"}),
+    "abfs": frozenset({"blob_storage_authority", "dfs_storage_authority", "credential_kind", "tenant_id", "client_id",
+                       "enable_tls", "background_writes"}),  # client_secret and a SAS token (sig=...) are secrets
+}
+_PARAMETERS.update(gcs=_PARAMETERS["gs"], abfss=_PARAMETERS["abfs"])
+# hdfs:// and viewfs:// pass any parameter besides these to Hadoop's configuration (fs.s3a.secret.key=...):
+# there a name that says it holds a secret is refused
+_HDFS_PARAMETERS = frozenset({"replication", "buffer_size", "default_block_size", "user", "kerb_ticket"})
+# the parameters of an Azure SAS token (pyarrow passes the whole query as the token when it sees one)
+_SAS = frozenset({"sv", "ss", "sr", "st", "se", "sp", "si", "sip", "spr", "skoid", "sktid", "srt", "skt", "ske", "skv",
+                  "sks", "saoid", "suoid", "scid", "sdd", "ses", "sig", "rscc", "rscd", "rsce", "rscl", "rsct"})
+_SECRET_PARTS = ("secret", "passw", "token", "signature", "credential", "accesskey", "accountkey", "apikey")
+_SECRET_WORDS = frozenset({"key", "keys", "sig", "sas", "pwd", "private"})
+_ENVIRONMENT = {  # where each store's client takes credentials from instead
+    "s3": "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY / AWS_SESSION_TOKEN",
+    "gs": "GOOGLE_APPLICATION_CREDENTIALS",
+    "abfs": "AZURE_TENANT_ID / AZURE_CLIENT_ID / AZURE_CLIENT_SECRET, or `az login`",
+    "hdfs": "core-site.xml, or a Kerberos ticket (kinit)",
+}
+_PLAIN_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]{0,39}")  # a parameter name that may be repeated in a message
+
 
 class SourceError(ValueError):
     """A URI that cannot be listed: an unknown scheme, no such bucket or prefix, no access."""
@@ -48,17 +79,51 @@ def is_uri(text: str | os.PathLike) -> bool:
 
 
 def check_uri(uri: str) -> str:
-    """`uri` in its canonical spelling. A SourceError (that does not repeat the URI) if it holds credentials
-    (a password; or a user name, except abfs's container@account form), or names no bucket."""
+    """`uri` in its canonical spelling. A SourceError that does not repeat the URI if it holds credentials (a
+    password; a user name, except abfs's container@account form; a secret query parameter: `_check_query`),
+    a query parameter pyarrow does not read, bytes that are not UTF-8, or names no bucket."""
+    try:
+        uri.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SourceError("an object-store URI must be UTF-8 text, and this one holds other bytes (percent-encode "
+                          "them: %FF)") from None
     parts = urlsplit(uri)
     scheme = parts.scheme.lower()
     if parts.password is not None or (parts.username is not None and scheme not in ("abfs", "abfss")):
-        raise SourceError("an object-store URI must not hold credentials (user:secret@): it is stored in the project "
-                          "and shown in messages; set them in the environment instead (AWS_ACCESS_KEY_ID / "
-                          "AWS_SECRET_ACCESS_KEY, GOOGLE_APPLICATION_CREDENTIALS, ...)")
+        raise SourceError(_credentials(scheme, "user:secret@"))
+    _check_query(scheme, parts.query)
     if not parts.netloc:
         raise SourceError(f"{scheme}:// needs a bucket (or container, or host) after it, e.g. {scheme}://bucket/photos/")
     return canonical(uri)
+
+
+def _check_query(scheme: str, query: str) -> None:
+    """Refuses a parameter that holds a secret (by its name: client_secret, sig, session_token, *.secret.key...),
+    and for s3, gs and abfs any parameter pyarrow does not read, naming the parameter, never its value."""
+    for name, _ in parse_qsl(query, keep_blank_values=True):
+        if name in _PARAMETERS.get(scheme, _HDFS_PARAMETERS):
+            continue
+        if _secret_name(name) or (scheme in ("abfs", "abfss") and name in _SAS):
+            shown = f"?{name}=..." if _PLAIN_NAME.fullmatch(name) else "a query parameter"
+            raise SourceError(_credentials(scheme, f"a SAS token, {shown}" if name in _SAS else shown))
+        if scheme in _PARAMETERS:
+            shown = repr(name) if _PLAIN_NAME.fullmatch(name) else "of that name"
+            raise SourceError(f"{scheme}:// takes no query parameter {shown} (pyarrow reads "
+                              f"{', '.join(sorted(_PARAMETERS[scheme]))})")
+
+
+def _secret_name(name: str) -> bool:
+    """Whether a query parameter's name says it holds a secret: a password, token, signature, key..."""
+    low = name.lower()
+    words = {w.lower() for w in re.findall(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])", name)}
+    return any(part in low for part in _SECRET_PARTS) or bool(words & _SECRET_WORDS)
+
+
+def _credentials(scheme: str, what: str) -> str:
+    where = _ENVIRONMENT.get({"gcs": "gs", "abfss": "abfs", "viewfs": "hdfs"}.get(scheme, scheme))
+    return (f"an object-store URI must not hold credentials ({what}): it is stored in the project and shown in "
+            "messages; set them in the environment instead"
+            + (f" ({where})" if where else " (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, GOOGLE_APPLICATION_CREDENTIALS, ...)"))
 
 
 def canonical(uri: str) -> str:
@@ -86,8 +151,12 @@ def _open(uri: str):
         raise SourceError(f"{uri}: reading object stores needs pyarrow (pip install pyarrow, or \"gdino[ray]\")") from None
     try:
         filesystem, inner = fs.FileSystem.from_uri(_with_retry_limit(uri))
-    except (OSError, ValueError, TypeError) as err:  # pyarrow: ArrowInvalid (a ValueError), unknown scheme...
-        raise SourceError(f"{uri}: {err}") from None
+    except (ValueError, TypeError, *_store_errors()) as err:  # ArrowInvalid, an unknown scheme...
+        raise SourceError(f"{uri}: {_reason(uri, err)}") from None
+    if urlsplit(uri).scheme.lower() in ("abfs", "abfss"):
+        # pyarrow keeps the path's leading '/' in the abfs://account.dfs.core.windows.net/container/... form,
+        # and then refuses it ("Location cannot start with a separator")
+        inner = inner.lstrip("/")
     return filesystem, inner
 
 
@@ -107,12 +176,59 @@ def _with_retry_limit(uri: str) -> str:
     return urlunsplit(parts._replace(query=urlencode(query)))
 
 
-def _unreachable(uri: str, err: OSError) -> str:
-    """What a store's error says, and for gs:// how to wait longer."""
+def _store_errors() -> tuple[type[BaseException], ...]:
+    """What a pyarrow filesystem raises: OSError, and ArrowException (Azure's "Unknown error", ArrowInvalid)."""
+    try:
+        from pyarrow import ArrowException
+    except ImportError:
+        return (OSError,)
+    return (OSError, ArrowException)
+
+
+# what a store's error means, by the words its client uses (AWS, Azure, Google, libhdfs), first match wins
+_REASONS = (
+    (("AuthenticationException", "DefaultAzureCredential"), "could not sign in to Azure (set AZURE_TENANT_ID, "
+     "AZURE_CLIENT_ID and AZURE_CLIENT_SECRET, or run `az login`; ?credential_kind=anonymous for a public container)"),
+    (("NETWORK_CONNECTION", "new connection", "CURL error", "curlCode", "Could not connect", "Could not resolve",
+      "Connection refused", "Timeout was reached"), "cannot reach the store's endpoint"),
+    (("NO_SUCH_BUCKET", "NoSuchBucket"), "no such bucket"),
+    (("ContainerNotFound",), "no such container"),
+    (("ACCESS_DENIED", "AccessDenied", "INVALID_ACCESS_KEY_ID", "InvalidAccessKeyId", "SIGNATURE_DOES_NOT_MATCH",
+      "AuthorizationFailure", "AuthenticationFailed", "PERMISSION_DENIED"),
+     "access denied (check the credentials in the environment)"),
+    (("RESOURCE_NOT_FOUND",), "the endpoint answered 'not found' without an S3 error: it is not an S3 store "
+     "(check endpoint_override)"),
+    (("libjvm", "libhdfs"), "hdfs:// needs Java and Hadoop's libhdfs on this machine (JAVA_HOME, HADOOP_HOME, "
+     "CLASSPATH)"),
+)
+_DETAIL_CHARS = 300
+
+
+def _reason(uri: str, err: BaseException) -> str:
+    """A store's error in one line: what is wrong first (`_REASONS`), then the store's own words, shortened (no
+    HTML page, no 80 lines of libjvm paths); for gs:// without a retry limit of its own, how to wait longer."""
+    text = str(err)
+    detail = " ".join(text.split("<", 1)[0].split("\n", 1)[0].split())
+    if len(detail) > _DETAIL_CHARS:
+        detail = detail[:_DETAIL_CHARS] + "..."
+    what = next((why for words, why in _REASONS if any(w in text for w in words)), None)
+    if what == "no such bucket":
+        what = f"no such bucket {_bucket(uri)!r}"
+    reason = f"{what}: {detail}" if what else detail
     if _our_retry_limit(uri):
-        return (f"{err} (gave up after retrying for {GCS_RETRY_S} s; add retry_limit_seconds=N to the URI's query "
-                "to wait longer)")
-    return str(err)
+        reason += (f" (gave up after retrying for {GCS_RETRY_S} s; add retry_limit_seconds=N to the URI's query "
+                   "to wait longer)")
+    return reason
+
+
+def _bucket(uri: str) -> str:
+    """The bucket (s3, gs) or container (abfs) a URI names."""
+    parts = urlsplit(uri)
+    if parts.scheme.lower() in ("abfs", "abfss"):
+        if parts.username is not None:
+            return unquote(parts.username)
+        return unquote(parts.path).lstrip("/").split("/")[0]
+    return parts.hostname or ""
 
 
 def list_images(uri: str) -> list[str]:
@@ -130,11 +246,14 @@ def list_images(uri: str) -> list[str]:
         if info.type == fs.FileType.File:
             return [uri]
         if info.type != fs.FileType.Directory:
+            why = _missing(uri, filesystem, inner)
+            if why is not None:
+                raise SourceError(f"{uri}: {why}")
             return []
         base = inner.rstrip("/")
         found = filesystem.get_file_info(fs.FileSelector(base, recursive=True))
-    except OSError as err:
-        raise SourceError(f"{uri}: {_unreachable(uri, err)}") from None
+    except _store_errors() as err:
+        raise SourceError(f"{uri}: {_reason(uri, err)}") from None
     parts = urlsplit(uri)
     keep = []
     for item in found:
@@ -147,6 +266,21 @@ def list_images(uri: str) -> list[str]:
             path = parts.path.rstrip("/") + "/" + quote(relative, safe="/")
             keep.append(canonical(urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))))
     return sorted(keep)
+
+
+def _missing(uri: str, filesystem, inner: str) -> str | None:
+    """Why nothing is at `inner`: "no such bucket 'b'" (or container), or None when only the prefix or object
+    is missing. A store that is none (a web server at the endpoint) raises its error here."""
+    from pyarrow import fs
+
+    with suppress(FileNotFoundError):  # a listing says what a lookup does not (S3: NoSuchBucket, not a store)
+        filesystem.get_file_info(fs.FileSelector(inner.rstrip("/")))
+    scheme = urlsplit(uri).scheme.lower()
+    bucket = inner.split("/")[0]
+    if (scheme in ("s3", "gs", "gcs", "abfs", "abfss") and bucket
+            and filesystem.get_file_info(bucket).type == fs.FileType.NotFound):
+        return f"no such {'container' if scheme.startswith('abfs') else 'bucket'} {bucket!r}"
+    return None
 
 
 def uri_within(uri: str, prefix: str) -> bool:
@@ -171,14 +305,25 @@ def object_version(uri: str) -> str:
     try:
         filesystem, inner = _open(uri)
         info = filesystem.get_file_info(inner)
-    except (SourceError, OSError):
+    except (SourceError, *_store_errors()):
         return "missing"
     return f"{canonical(uri)}:{info.size}:{info.mtime_ns}"
 
 
+# characters a name must not hold: line breaks and other controls (C0, DEL, C1), and the direction overrides that
+# make "gnp.exe" read as "exe.png"
+_UNSHOWABLE = frozenset("\u2028\u2029\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\ufeff")
+
+
 def name_of(uri: str) -> str:
-    """The file name at the end of a URI (its query left out, percent-decoded)."""
-    return unquote(os.path.basename(urlsplit(uri).path.rstrip("/"))) or "image"
+    """The file name at the end of a URI (its query left out, percent-decoded), made a plain file name: a
+    slash, backslash, NUL, control or direction character becomes '_', surrounding blanks go, and a name
+    that is empty, '.' or '..' becomes "image" (`project_schema.image_name` takes it; the key keeps its
+    own spelling in the URI)."""
+    name = unquote(os.path.basename(urlsplit(uri).path.rstrip("/")))
+    name = "".join("_" if c in "/\\" or c in _UNSHOWABLE or unicodedata.category(c) in ("Cc", "Cs") else c
+                   for c in name).strip()
+    return "image" if name in ("", ".", "..") else name
 
 
 @contextmanager
@@ -201,20 +346,31 @@ def _fetch(uri: str, out, max_bytes: int) -> None:
         from pyarrow import fs
 
         info = filesystem.get_file_info(inner)
+        if info.type == fs.FileType.Directory:
+            raise ImageError(f"could not read the image {uri!r}: there is no such object, only a folder of that "
+                             "name (a key that ends in '/' cannot be read)")
         if info.type != fs.FileType.File:
-            raise ImageError(f"could not read the image {uri!r}: there is no such object")
+            why = _missing(uri, filesystem, inner) if info.type == fs.FileType.NotFound else None
+            raise ImageError(f"could not read the image {uri!r}: {why or 'there is no such object'}")
         if info.size is not None and info.size > max_bytes:
             raise ImageError(f"the image {uri!r} is {info.size / 1e6:.0f} MB, more than the limit of "
                              f"{max_bytes / 1e6:.0f} MB for one image")
         with filesystem.open_input_stream(inner) as stream:
             copied = _copy_at_most(stream, out, max_bytes)
-    except SourceError as err:
-        raise ImageError(f"could not read the image {uri!r}: {err}") from None
-    except OSError as err:
-        raise ImageError(f"could not read the image {uri!r}: {_unreachable(uri, err)}") from None
+    except SourceError as err:  # the URI itself is refused (credentials in it): shown without its query
+        raise ImageError(f"could not read the image {_without_query(uri)!r}: {err}") from None
+    except _store_errors() as err:
+        raise ImageError(f"could not read the image {uri!r}: {_reason(uri, err)}") from None
     if copied > max_bytes:
         raise ImageError(f"the image {uri!r} is more than the limit of {max_bytes / 1e6:.0f} MB for one image")
     out.flush()
+
+
+def _without_query(uri: str) -> str:
+    """A URI without what may hold a secret: its user part, query and fragment."""
+    parts = urlsplit(uri)
+    host = parts.netloc.rsplit("@", 1)[-1]
+    return urlunsplit((parts.scheme, host, parts.path, "", ""))
 
 
 def _copy_at_most(stream, out, limit: int) -> int:

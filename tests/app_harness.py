@@ -46,6 +46,13 @@ def fresh_page(context, url):
     return page
 
 
+def upload_box_cleared(page):
+    """Wait until the page has emptied the upload box after an upload's answer (its own step after the answer).
+    A person then chooses the next files; choosing them before that step ran is the upload race of issue 25
+    (the step clears the new choice), which these tests do not exercise by accident."""
+    page.wait_for_selector("#uploads .file-preview", state="detached", timeout=60_000)
+
+
 def download_export(page, path):
     """Press Export, then download the zip the page offers to `path`."""
     page.locator("#export-btn").click()

@@ -29,6 +29,15 @@ def tiny_ours(tiny_hf):
     return gdino.load_model(tiny_hf[1])
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _kernel_built_first():
+    """Build (or load from the cache) the compiled CPU kernel before any test runs, so that its first-use build
+    (a minute on a busy 2-core machine) never lands inside a test that waits for the app or a command."""
+    from gdino.ops import compiled
+
+    compiled.kernel("cpu")  # None where it cannot be had (no compiler): the reference runs, nothing to wait for
+
+
 @pytest.fixture(autouse=True)
 def _deterministic():
     torch.manual_seed(0)

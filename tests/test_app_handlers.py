@@ -359,7 +359,7 @@ def test_upload_limits_are_checked_before_anything_is_stored(tiny_hf, tmp_path):
         with pytest.raises(ProjectError, match="more than 4 files in all .reached at part1.zip"):
             h.add_uploads(app, state, zips)
         project = app.sessions.project(state)
-        assert project.images() == [] and list((project.path / "images").iterdir()) == []
+        assert project.images() == [] and not project.path.exists()  # refused before the project was made
         leftover = [p for p in (tmp_path / "gradio_tmp").rglob("*") if p.is_file()]
         assert leftover == [], "a refused upload leaves its copies on the server"
     finally:
@@ -511,10 +511,14 @@ def test_open_projects_are_capped_but_a_job_keeps_its_own(app, tmp_path, monkeyp
     from ui import session
 
     monkeypatch.setattr(session, "MAX_OPEN", 3)
+    def opened(state):  # a project exists once something is stored in it
+        app.sessions.project(state).add_classes(["cat"])
+        return app.sessions.project(state)
+
     busy = Sessions.new_state()
-    kept = app.sessions.project(busy)
+    kept = opened(busy)
     monkeypatch.setattr(app.sessions, "_in_use", lambda directory: directory == kept.path)
-    others = [app.sessions.project(Sessions.new_state()) for _ in range(6)]
+    others = [opened(Sessions.new_state()) for _ in range(6)]
     still = app.sessions.open_projects()
     assert len(still) <= 3 + 1 and kept in still and others[-1] in still
     assert kept.images() == []  # still open for its job

@@ -231,6 +231,7 @@ def test_training_refuses_what_it_cannot_do_in_the_pages_words(app, tmp_path):
 
 def test_only_the_projects_own_finished_models_are_offered(app, tmp_path):
     a = Sessions.new_state()
+    app.sessions.project(a).add_classes(["cat"])  # the project exists once something is stored in it
     project = app.sessions.project(a)
     models = project.path / "models"
     models.mkdir()

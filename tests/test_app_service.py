@@ -265,10 +265,10 @@ def test_tokens_never_leave_the_workspace(sessions, tmp_path):
 def test_a_project_link_opens_that_project_and_a_bad_one_says_so(sessions):
     mine, theirs = Sessions.new_state(), Sessions.new_state()
     for s in (mine, theirs):
-        sessions.project(s)
+        sessions.project(s).add_classes(["cat"])  # a project exists once something is stored in it
     state, note = sessions.restore(mine, link=theirs["token"], address="http://host:7860/app/")
     assert state["token"] == theirs["token"] and note.startswith("Opened the project from its link.")
-    assert f"`http://host:7860/app/?project={mine['token']}`" in note  # the way back
+    assert f"its link: http://host:7860/app/?project={mine['token']}" in note  # the way back (shown as text)
     assert sessions.restore(theirs, link=theirs["token"]) == (sessions.check_state(theirs), None)
     for bad in ["x" * 24, "../" + theirs["token"], theirs["token"][:-1] + "%", "", "a" * 200]:
         state, note = sessions.restore(mine, link=bad)

@@ -94,6 +94,15 @@ def test_allow_uri_must_be_a_uri(capsys):
     assert parse_args(["--allow-uri", "s3://b/p/"]).allow_uris == ("s3://b/p/",)
 
 
+@pytest.mark.parametrize("uri", ["abfs://photos@acct/p/?sig=SeCrEtVaLuE", "abfs://photos@acct/p/?client_secret=SeCrEtVaLuE",
+                                 "s3://me:SeCrEtVaLuE@b/p/", "s3://b/p/?secret_key=SeCrEtVaLuE"])
+def test_allow_uri_with_a_credential_is_refused_without_repeating_it(capsys, uri):
+    with pytest.raises(SystemExit):
+        parse_args(["--allow-uri", uri])
+    err = capsys.readouterr().err
+    assert "--allow-uri" in err and "SeCrEtVaLuE" not in err, err
+
+
 def test_a_hostile_project_cannot_reach_outside_through_the_page(tiny_hf, tmp_path, stored):
     """A project database (prepared elsewhere) naming an object outside the allowed prefix by a percent-encoded
     '..', another endpoint, and a server file outside every allowed folder: not shown, not exported."""

@@ -125,6 +125,30 @@ def test_a_rerun_adds_and_labels_nothing_and_retries_the_failures(labeled, capsy
     assert code == 0 and "nothing to do" in out and "4 image(s) already labeled" in out
 
 
+def test_a_removed_image_stays_removed_until_asked_back(tiny_hf, tmp_path, capsys):
+    """`gdino rm` then `gdino label` of the same folder: the removed file is not added back silently; the run
+    says so and how to add it again (--add-removed), which then adds it once."""
+    folder = tmp_path / "photos"
+    for k in range(3):
+        write_image(folder / f"p{k}.png", k)
+    proj = tmp_path / "proj"
+    label = label_args(tiny_hf[1], folder, "--classes", CLASSES, "--out", proj)
+    assert run(capsys, *label)[0] == 0
+    assert run(capsys, "rm", proj, "p1.png")[0] == 0
+    code, out, _ = run(capsys, *label)
+    assert code == 0 and "nothing to do" in out, out
+    assert "left out 1 file(s) removed from the project earlier" in out and "--add-removed" in out, out
+    with Project.open(proj) as project:
+        assert sorted(r.name for r in project.images()) == ["p0.png", "p2.png"]
+    code, out, _ = run(capsys, *label, "--add-removed")
+    assert code == 0 and "added 1 new image(s)" in out, out
+    code, out, _ = run(capsys, *label)  # back in the project: nothing left out any more
+    assert code == 0 and "removed from the project earlier" not in out, out
+    with Project.open(proj) as project:
+        assert sorted((r.name, r.status) for r in project.images()) == [("p0.png", "auto"), ("p1.png", "auto"),
+                                                                          ("p2.png", "auto")]
+
+
 def test_ctrl_c_keeps_what_is_done_and_a_rerun_resumes(tiny_hf, tmp_path, capsys, monkeypatch):
     from gdino.detector import Detector
 

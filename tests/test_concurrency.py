@@ -3,6 +3,7 @@ on overlapping folders add each file once; a label run beside a person marking i
 keeps every decision the person made."""
 
 import json
+import re
 import subprocess
 import sys
 
@@ -33,6 +34,11 @@ def test_two_label_runs_on_overlapping_folders_add_each_file_once(tiny_hf, tmp_p
         assert len(records) == 9
         assert {r.status for r in records} == {"auto"}
     assert duplicate_sources(project) == 0
+    # each run says what it did itself: the files both runs listed are counted as added once, and an image the
+    # other run labeled first is not blamed on a person
+    added = [int(re.search(r"^added (\d+) new image", out, re.M).group(1)) for out, _ in outputs]
+    assert sum(added) == 9, outputs
+    assert not any("marked them skipped or reviewed" in out for out, _ in outputs), outputs
 
 
 MARKER = """
@@ -125,3 +131,36 @@ def test_a_failed_add_never_deletes_a_file_that_another_writer_just_committed(tm
     assert record.path.is_file() and len(b.objects(record.id)) == 1  # B's image kept its pixels
     a.close()
     b.close()
+
+
+def test_images_removed_during_a_run_are_reported_as_removed_not_failed(tiny_hf, tmp_path):
+    """`gdino rm` while `gdino label` runs: the run is held (SIGSTOP) after it planned its images and before it
+    labels them, half of them are removed, and the run goes on: those are said to be removed, not failed (and
+    no server path is printed), the others are labeled, exit code 0."""
+    import os
+    import signal
+
+    project = tmp_path / "p"
+    photos = write_images(tmp_path / "photos", 6, size=(48, 48))
+    with Project.create(project, ["cat", "remote control"]) as p:
+        for path in photos:
+            p.add_image(path)
+    run = subprocess.Popen(_label(tiny_hf[1], project), env=env(), cwd=ROOT, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    for line in run.stderr:  # printed after the plan, before the model is loaded
+        if line.startswith("loading"):
+            break
+    os.kill(run.pid, signal.SIGSTOP)
+    try:
+        removed = subprocess.run(gdino_cmd("rm", project, "img_000.png", "img_002.png", "img_004.png"), env=env(),
+                                 cwd=ROOT, capture_output=True, text=True, timeout=300)
+    finally:
+        os.kill(run.pid, signal.SIGCONT)
+    assert removed.returncode == 0, removed.stderr
+    out, err = run.communicate(timeout=600)
+    assert run.returncode == 0, out + err
+    assert "failed" not in out and "skipping" not in err and str(project) + "/images" not in out + err, out + err
+    assert "not labeled 3 image(s) removed from the project during the run" in out, out
+    with Project.open(project) as p:
+        assert sorted((r.name, r.status) for r in p.images()) == [("img_001.png", "auto"), ("img_003.png", "auto"),
+                                                                   ("img_005.png", "auto")]

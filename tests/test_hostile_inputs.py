@@ -658,6 +658,61 @@ def _(w):
     return lambda project: import_folder(project, w.data)
 
 
+# -- class names (issue 24, items 6, 7, 12): the project's one rule, refused in the dataset's words --------------
+
+BAD_NAMES = {  # id -> (name, what the refusal says)
+    "control": ("a\x01b", r"holds a control character \(U\+0001\)"),
+    "nul": ("a\x00b", r"holds a control character \(U\+0000\)"),
+    "newline": ("cat\ndog", r"holds a line break \(U\+000A\)"),
+    "carriage-return": ("cat\rdog", r"holds a line break \(U\+000D\)"),
+    "tab": ("cat\tdog", r"holds a tab \(U\+0009\)"),
+    "delete": ("cat\x7f", r"holds a control character \(U\+007F\)"),
+    "next-line": ("cat\x85dog", r"holds a line break \(U\+0085\)"),
+    "line-separator": ("cat\u2028dog", r"holds a line break \(U\+2028\)"),
+    "bidi-override": ("\u202egnp.tac", r"holds a bidirectional control character \(U\+202E\)"),
+    "noncharacter": ("cat\ufffe", r"holds a noncharacter \(U\+FFFE\)"),
+    "lone-surrogate": ("cat\ud800", r"holds a lone surrogate \(U\+D800\)"),  # was a UnicodeEncodeError traceback
+    "over-long": ("n" * 201, r"is 201 characters long; the limit is 200"),
+}
+GOOD_NAMES = {"emoji": "🐱", "zwj-emoji": "👨\u200d👩\u200d👧", "markup": 'a & b <c> "d"', "yaml-looking": "- [x]: *y #z",
+              "arabic": "قطة", "nbsp": "a\xa0b", "longest": "n" * 200}
+
+for _id, (_name, _pattern) in BAD_NAMES.items():
+    case(f"coco-category-name-{_id}", Refused(r"categories\[0\]\.name '.*" + _pattern + ".*rename it in the dataset"))(
+        coco_doc(lambda d, n=_name: d.update(categories=[{"id": 1, "name": n}])))
+    case(f"yolo-yaml-name-{_id}", Refused(r"data\.yaml: names\[1\] '.*" + _pattern))(  # escaped: valid YAML
+        lambda w, n=_name: w.yolo("", yaml_text=f"names: [cat, {json.dumps(n)}]\n"))
+for _id, _name in GOOD_NAMES.items():
+    case(f"coco-category-name-{_id}", Accepted(1, 1))(coco_doc(lambda d, n=_name: d.update(categories=[{"id": 1, "name": n}])))
+    case(f"yolo-yaml-name-{_id}", Accepted(1, 1))(
+        lambda w, n=_name: w.yolo("1 0.5 0.5 0.2 0.2\n", yaml_text=f"names: [cat, {json.dumps(n, ensure_ascii=False)}]\n"))
+case("yolo-yaml-name-emoji-as-escaped-surrogate-pair", Accepted(1, 1))(  # as a JSON writer spells it
+    lambda w: w.yolo("1 0.5 0.5 0.2 0.2\n", yaml_text='names: [cat, "\\ud83d\\udc31"]\n'))
+case("yolo-yaml-name-raw-control-byte", Refused(r"data\.yaml is not valid YAML"))(
+    lambda w: w.yolo("", yaml_text="names: [cat, a\x01b]\n"))
+case("coco-category-name-number", Refused(r"categories\[0\]\.name must be a non-empty text of at most 200 characters, "
+                                         r"got 7"))(coco_doc(lambda d: d.update(categories=[{"id": 1, "name": 7}])))
+case("yolo-yaml-name-number", Accepted(1, 1))(lambda w: w.yolo("1 0.5 0.5 0.2 0.2\n", yaml_text="names: [cat, 7]\n"))
+case("coco-file-name-lone-surrogate", Refused(r"file_name: the image 'img1\\ud800\.png' is not in the dataset"))(
+    coco_naming("img1\ud800.png"))
+
+# -- boxes the project cannot keep: wholly outside their image (issue 24, item 7) ------------------------------
+
+for _id, _bbox, _shown in [("right-of", (70, 4, 10, 10), r"70, 4, 80, 14"), ("below", (4, 50, 10, 10), r"4, 50, 14, 60"),
+                           ("above", (4, -30, 10, 10), r"4, -30, 14, -20"), ("touching-the-edge", (64, 4, 5, 10), r"64, 4")]:
+    case(f"coco-bbox-{_id}-the-image", Refused(r"annotations\[0\]\.bbox: the box \(" + _shown + r".*\) lies outside the "
+                                               r"64x48 image"))(
+        coco_doc(lambda d, b=_bbox: d["annotations"][0].update(bbox=list(b))))
+case("coco-bbox-partly-outside", Accepted(1, 1))(coco_doc(lambda d: d["annotations"][0].update(bbox=[60, 40, 20, 20])))
+for _id, _line in [("box-right-of", "0 1.5 0.5 0.2 0.2"), ("box-below", "0 0.5 1.5 0.2 0.2"),
+                   ("box-left-of", "0 -0.2 0.5 0.2 0.2"), ("box-touching-the-edge", "0 1.05 0.5 0.1 0.1"),
+                   ("polygon-outside", "0 1.1 1.1 1.5 1.1 1.5 1.5"), ("polygon-above", "1 0.1 -0.5 0.9 -0.5 0.5 -0.1")]:
+    case(f"yolo-{_id}", Refused(r"labels/a\.txt:1: the box \(.*\) lies outside the 64x48 image"))(
+        lambda w, line=_line: w.yolo(line + "\n"))
+case("yolo-box-partly-outside", Accepted(1, 1))(lambda w: w.yolo("0 0.95 0.5 0.2 0.2\n"))
+case("yolo-polygon-partly-outside", Accepted(1, 1))(lambda w: w.yolo("0 0.9 0.9 1.3 0.9 1.3 1.3\n"))
+
+
 # -- import_path ----------------------------------------------------------------------------------------------
 
 case("path-unknown-kind", Refused(r"notes\.txt is not a zip, a COCO \.json or a folder"))(
@@ -921,3 +976,38 @@ def test_formerly_fatal_inputs_do_not_kill_the_process(tmp_path):
     assert "ACCEPTED" not in result.stdout and lines[-1] == "images 0"
     for line in lines[:-1]:
         assert re.search(r"(value \d is|far outside|finite)", line), line
+
+
+# -- the import command: each bad source refused, the others imported (issue 24, item 7) -----------------------
+
+
+def test_the_import_command_refuses_each_bad_source_in_one_line_and_imports_the_others(tmp_path):
+    """The README: exit 1 when a source is refused, the other sources imported. A lone surrogate in a category
+    name was a UnicodeEncodeError traceback (exit 1, nothing after it imported); a YOLO box outside its image
+    stopped the command with exit 2 and the good source after it was not imported."""
+    w = World(tmp_path)
+    sources = {
+        "surrogate": {"annotations.json": coco(1, [ann()], cats=[{"id": 1, "name": "cat\ud800"}]), "images/img1.png": png(1)},
+        "good-coco": {"annotations.json": coco(1, [ann()], cats=[{"id": 1, "name": "🐱"}]), "images/img1.png": png(2)},
+        "box-outside": {"data.yaml": "names: [cat]\n", "images/a.png": png(3), "labels/a.txt": "0 1.5 1.5 0.2 0.2\n"},
+        "newline-name": {"data.yaml": 'names: ["cat\\ndog"]\n', "images/a.png": png(4), "labels/a.txt": "0 .5 .5 .2 .2\n"},
+        "good-yolo": {"data.yaml": "names: [dog]\n", "images/b.png": png(5), "labels/b.txt": "0 0.5 0.5 0.2 0.2\n"},
+    }
+    for name, files in sources.items():
+        w.write(files, tmp_path / name)
+    project_dir = tmp_path / "project"
+    result = subprocess.run([sys.executable, "-m", "gdino.cli", "import", *sources, "--out", str(project_dir)],
+                            capture_output=True, text=True, timeout=120, cwd=tmp_path,
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+    assert result.returncode == 1, result
+    assert "Traceback" not in result.stderr
+    refused = {line.split(":")[1].strip(): line for line in result.stderr.splitlines() if line.startswith("gdino import: ")}
+    assert sorted(refused) == ["box-outside", "newline-name", "surrogate"], result.stderr
+    assert re.search(r"categories\[0\]\.name 'cat\\ud800' holds a lone surrogate", result.stderr)
+    assert re.search(r"labels/a\.txt:1: the box \(.*\) lies outside the 64x48 image", result.stderr)
+    assert re.search(r"names\[0\] 'cat\\ndog' holds a line break", result.stderr)
+    assert "imported 1 image(s), 1 object(s) from good-coco" in result.stdout
+    assert "imported 1 image(s), 1 object(s) from good-yolo" in result.stdout
+    with Project.open(project_dir) as project:
+        assert project.classes == ["🐱", "dog"]
+        assert sorted((r.name, r.num_objects) for r in project.images()) == [("b.png", 1), ("img1.png", 1)]

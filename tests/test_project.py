@@ -192,6 +192,15 @@ def test_add_image_copies_bytes_and_dedupes_names(project, tmp_path):
     assert not [p for p in (project.path / "images").iterdir() if p.name.startswith(".")]  # no temp files left
 
 
+def test_an_image_name_with_a_lone_surrogate_is_stored_not_a_traceback(project, tmp_path):
+    """A name from JSON or a result row may hold a lone surrogate (not text: SQLite and file systems cannot
+    take it); like bytes from disk that are not UTF-8, it becomes U+FFFD."""
+    src = make_image(tmp_path / "a.png")
+    assert project.add_image(src, name="a\ud800.png").name == "a\ufffd.png"
+    assert project.add_reference("s3://b/k.png", 40, 20, name="k\udfff.png").name == "k\ufffd.png"
+    assert project.add_image(src, name=os.fsdecode(b"caf\xe9.png")).name == "caf\ufffd.png"  # bytes from disk, as before
+
+
 def test_add_image_by_reference_and_remove(project, tmp_path):
     (tmp_path / "big").mkdir()
     src = make_image(tmp_path / "big" / "b.png")
@@ -634,3 +643,24 @@ def test_a_version_4_project_keeps_its_classes_when_migrated(tmp_path):
     db.close()
     with Project.open(path) as p:
         assert p.schema_version == len(MIGRATIONS) and p.classes == ["a cat sitting"] and p.phrases == []
+
+
+def test_a_reference_larger_than_any_readable_image_is_refused(project):
+    """A result row or a caller may claim any size for an object-store image; the store takes only what gdino could
+    have decoded (processing.MAX_PIXELS), so no export or mask of that image can ask for gigabytes."""
+    from gdino.processing import MAX_PIXELS
+
+    with pytest.raises(ProjectError, match="larger than gdino reads"):
+        project.add_reference("s3://b/huge.png", 100_000, 100_000)
+    assert project.images() == []
+    side = int(MAX_PIXELS ** 0.5)
+    assert project.add_reference("s3://b/big.png", side, side).width == side
+
+
+@pytest.mark.parametrize("given, stored", [("a\nb.png", "a_b.png"), ("tab\there.png", "tab_here.png"),
+                                           ("c\x01d\x7f.png", "c_d_.png"), ("evil\u202egnp.exe.png", "evil_gnp.exe.png"),
+                                           ("line\u2028sep.png", "line_sep.png"), ("ok café 🐱.png", "ok café 🐱.png")])
+def test_an_image_name_holds_no_control_characters(project, tmp_path, given, stored):
+    """A name from a zip, a COCO file or a URI key may hold line breaks, control or direction characters; the
+    stored name (also the file's name in images/, and a line of exported lists) has '_' for each."""
+    assert project.add_image(make_image(tmp_path / "a.png"), name=given).name == stored

@@ -124,5 +124,7 @@ def test_words_the_encoder_does_not_know(tokenizer):
 
 
 def test_a_phrase_longer_than_the_model_reads(tokenizer):
-    with pytest.raises(PromptError, match="tokens long"):
-        build_chunks(parse_classes([" ".join(["cat"] * 300)]), tokenizer)
+    with pytest.raises(PromptError, match="tokens long"):  # a synonym: only the model limits its length
+        build_chunks(parse_classes({"cat": [" ".join(["cat"] * 300)]}), tokenizer)
+    with pytest.raises(PromptError, match="is 1199 characters long; the limit is 200"):  # a label is a class name
+        parse_classes([" ".join(["cat"] * 300)])

@@ -129,6 +129,12 @@ def test_add_masks_fills_detections(seg):
     assert list(out.data["class_name"]) == ["cat", "dog"] and out.data["mask_score"].shape == (2,)
 
 
+@pytest.mark.parametrize("bad", [None, [[1, 2, 3, 4]], np.zeros((1, 4)), "boxes"])
+def test_add_masks_refuses_what_is_not_detections(seg, bad):
+    with pytest.raises(SegmenterError, match="supervision.Detections"):
+        seg.add_masks(photo(), bad)
+
+
 def test_exif_rotated_image_gives_masks_in_the_upright_frame(seg, tmp_path):
     stored = Image.fromarray(photo(200, 320, 3))
     exif = Image.Exif()

@@ -138,15 +138,17 @@ def test_credentials_in_a_uri_are_refused_without_repeating_them(tmp_path):
 
 
 def test_a_missing_bucket_says_so(bucket):
-    with pytest.raises(NoImagesError, match="no such bucket or prefix"):
+    with pytest.raises(NoImagesError, match="no such bucket 'no-such-bucket'"):
         find_images([bucket.uri("no-such-bucket/photos")])
+    with pytest.raises(NoImagesError, match="no such prefix"):
+        find_images([bucket.uri("src/no-such-prefix")])
 
 
 def test_a_new_image_row_that_cannot_be_stored_is_an_error_not_gone(tmp_path):
     from gdino.results import NEW_IMAGE, make_row, store_row
 
     row = make_row(NEW_IMAGE, "s3://b/a.png", "a.png", objects=[], run={"classes": ["cat"]}, size=(0, 0))
-    with Project.create(tmp_path / "p") as project, pytest.raises(ProjectError, match="positive whole pixels"):
+    with Project.create(tmp_path / "p") as project, pytest.raises(ProjectError, match="pixels"):
         store_row(project, NEW_IMAGE, row)
 
 

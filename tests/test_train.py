@@ -158,12 +158,14 @@ def test_ctrl_c_in_the_command_keeps_the_last_epoch_and_says_how_to_resume(base,
     cmd = [sys.executable, "-m", "gdino.cli", "train", str(tmp_path / "p"), "--out", str(tmp_path / "out"), "--model",
            str(base), "--image-size", "128", "--no-augment", "--epochs", "200", "--val-fraction", "0"]
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    checkpoint = tmp_path / "out.partial" / "checkpoint.pt"
-    deadline = time.time() + 120
-    while not checkpoint.exists() and time.time() < deadline and proc.poll() is None:
+    checkpoint = tmp_path / "out.partial" / "checkpoint.json"  # written after checkpoint.pt: both are there
+    deadline = time.monotonic() + 900  # only against a hang: the test waits for the first epoch's checkpoint
+    while not checkpoint.exists():
+        assert proc.poll() is None and time.monotonic() < deadline, proc.communicate()
         time.sleep(0.05)
     proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=600)
+    checkpoint = checkpoint.with_suffix(".pt")
     assert proc.returncode == 130, err
     assert "run the same command again to resume" in err and "Traceback" not in err
     assert torch.load(checkpoint, weights_only=False)["epoch"] >= 1 and not (tmp_path / "out").exists()

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from gdino.checkpoints import RECOMMENDED
 from gdino.config import DEFAULT_MODEL
-from gdino.sources import is_uri
+from gdino.sources import SourceError, check_uri, is_uri
 
 _DEFAULT_WORKSPACE = Path.home() / ".cache" / "gdino" / "sessions"
 
@@ -93,6 +93,10 @@ def parse_args(argv: list[str] | None = None) -> AppConfig:
     for uri in a.allow_uri:
         if not is_uri(uri):
             p.error(f"--allow-uri {uri}: not an object-store URI (s3://bucket/prefix/); for server folders use --allow-dir")
+        try:
+            check_uri(uri)  # credentials (refused without repeating them), parameters the store does not read
+        except SourceError as err:
+            p.error(f"--allow-uri: {err}")
     extra = {"workspace": a.workspace.resolve()} if a.workspace else {}
     if a.max_loaded_models < 1:
         p.error("--max-loaded-models must be at least 1")

@@ -12,7 +12,8 @@ What each edit does to a mask (choices, documented in the README):
 - click: SAM with every click of the object so far (and the box it started from, if it had one); a click
   with nothing selected creates an object from that click alone, its box the mask's;
 - stroke: brush adds, eraser removes the stroke's pixels (radius in image pixels, see gdino.mask_edits);
-  a box grows to hold what was brushed outside it, never shrinks; the clicks are dropped.
+  a box grows to hold what was brushed outside it, never shrinks; the clicks are dropped. A stroke that would
+  leave a mask too detailed to store (MAX_MASK_CHARS) is refused: one edit never adds megabytes.
 """
 
 from __future__ import annotations
@@ -27,11 +28,17 @@ from gdino.mask_edits import bounding_box, inside_box, shift, stroke
 from gdino.masks import mask_to_rle, rle_to_mask
 from gdino.project import Guard, ObjectRecord, ObjectState, Project, ProjectError
 
-MAX_POINTS = 20_000  # per stroke
-MAX_IDS = 10_000  # per delete / relabel
+# What one edit may carry: each far beyond what a person makes (tests/test_edit_caps.py), and refused in words
+MAX_POINTS = 20_000  # per stroke: the canvas sends every pointer sample, so 20 s of a 1 kHz mouse, minutes at 60 Hz
+MAX_IDS = 10_000  # per delete / relabel ("Delete hidden" sends every model box under the threshold of one image)
+MAX_CLICKS = 100  # SAM clicks on one object (a person refines with a handful); each is kept, and in every undo step
 MAX_RADIUS = 500.0  # image pixels; the canvas' own limit is the same
 MAX_COORD = 1e7  # image pixels: anything farther is no place on a picture
 MAX_STROKE_WORK = 2e8  # pixel tests one stroke may cost (sum over its segments); about 2 s here
+# the mask a stroke leaves, as stored (COCO compressed RLE: about a character per run). A person's masks take tens of
+# KB even on a 12 MP photo (a long wavy stroke 10 KB, colouring in by hatching 80 KB); a comb-shaped stroke
+# took 8-12 MB, stored three times over (the object, its undo step, the next one's)
+MAX_MASK_CHARS = 1_000_000
 
 
 class EditError(ValueError):
@@ -133,8 +140,11 @@ def parse(payload: object) -> Edit:
                      _flag(payload, "positive"), _name(payload))
     if kind == "stroke":
         points = payload.get("points")
-        if not isinstance(points, list) or not 0 < len(points) <= MAX_POINTS:
-            raise EditError(f"a brush stroke needs 1 to {MAX_POINTS} points")
+        if not isinstance(points, list) or not points:
+            raise EditError("a brush stroke needs at least one point; reload the page")
+        if len(points) > MAX_POINTS:
+            raise EditError(f"that stroke is too long to send at once (a brush stroke needs 1 to {MAX_POINTS} points): "
+                            "paint it in shorter strokes")
         pts = tuple((_finite(p[0]), _finite(p[1])) if isinstance(p, list | tuple) and len(p) == 2 else _bad_point()
                     for p in points)
         radius = _number(payload, "radius")
@@ -166,8 +176,10 @@ def _optional_id(payload: dict) -> int | None:
 
 def _ids(payload: dict) -> tuple[int, ...]:
     values = payload.get("object_ids")
-    if not isinstance(values, list) or not 0 < len(values) <= MAX_IDS:
+    if not isinstance(values, list) or not values:
         raise EditError("select the boxes first")
+    if len(values) > MAX_IDS:
+        raise EditError(f"that edit names more than {MAX_IDS} objects at once; select fewer boxes")
     return tuple(_id({"object_id": v}, "object_id") for v in values)
 
 
@@ -315,6 +327,9 @@ def _click(project: Project, edit: Click, shape: tuple[int, int], segment: Segme
         return Applied(selected=new.id)
     (obj,) = _objects(project, edit.image_id, [edit.object_id], guard)
     clicks = obj.clicks or {"box": list(obj.box), "points": []}
+    if len(clicks["points"]) >= MAX_CLICKS:
+        raise EditError(f"this object has {MAX_CLICKS} clicks already, the most one object keeps: fix the rest with "
+                        "the brush or the eraser, or press Esc and start a new object")
     points = [*clicks["points"], point]
     prompt_box = None if clicks["box"] is None else tuple(clicks["box"])
     mask = segment(np.array([p[:2] for p in points], dtype=np.float64), np.array([int(p[2]) for p in points]), prompt_box)
@@ -335,7 +350,7 @@ def _stroke(project: Project, edit: Stroke, shape: tuple[int, int], guard: Guard
         box = bounding_box(painted)
         if box is None:
             raise EditError("the stroke is outside the picture")
-        state = ObjectState(edit.class_name, box, mask=mask_to_rle(painted))
+        state = ObjectState(edit.class_name, box, mask=_storable(mask_to_rle(painted), None))
         (new,) = project.edit_objects(edit.image_id, new=[state], after=after)
         return Applied(selected=new.id)
     (obj,) = _objects(project, edit.image_id, [edit.object_id], guard)
@@ -345,7 +360,18 @@ def _stroke(project: Project, edit: Stroke, shape: tuple[int, int], guard: Guard
     grown = bounding_box(mask)
     if grown is not None:
         box = (min(box[0], grown[0]), min(box[1], grown[1]), max(box[2], grown[2]), max(box[3], grown[3]))
-    state = replace(ObjectState.of(obj), box=box, mask=mask_to_rle(mask) if mask.any() else None, clicks=None,
-                    source="manual")
+    state = replace(ObjectState.of(obj), box=box, mask=_storable(mask_to_rle(mask), obj.mask) if mask.any() else None,
+                    clicks=None, source="manual")
     project.edit_objects(edit.image_id, {obj.id: state}, expect=[obj], after=after)
     return Applied(selected=obj.id)
+
+
+def _storable(rle: dict, before: dict | None) -> dict:
+    """The mask a stroke leaves, if it may be stored: at most MAX_MASK_CHARS of RLE, or no more than the mask had
+    (an eraser may thin a mask that came in over the cap some other way)."""
+    size = len(rle["counts"])
+    if size > MAX_MASK_CHARS and size > (len(str(before["counts"])) if before is not None else 0):
+        raise EditError(f"that stroke would make the mask too detailed to store ({size / 1e6:.1f} MB; the most is "
+                        f"{MAX_MASK_CHARS / 1e6:.0f} MB): paint it in fewer, shorter strokes, with a wider brush, or "
+                        "use a box or SAM clicks")
+    return rle

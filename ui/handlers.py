@@ -1,5 +1,8 @@
 """Every action of the page as a plain function: plain values in, plain values out, the project store
-as the only memory. The layout wires these to components; the tests call them directly."""
+as the only memory. The layout wires these to components; the tests call them directly.
+
+Messages are plain text: the layout shows them literally (ui/text.py), whatever names they quote. The lines
+made for a Markdown component (`image_line`, `review_counter`) escape every name they hold."""
 
 from __future__ import annotations
 
@@ -31,6 +34,7 @@ from .jobs import Jobs
 from .models import ModelHub
 from .render import image_rows
 from .session import Sessions
+from .text import plain
 from .views import Views, parse_order, parse_seen
 
 USER_ERRORS = (ValueError, OSError)  # PromptError, ImageError, ProjectError, WeightsError are ValueErrors
@@ -272,7 +276,7 @@ def view_image(app: App, state: dict, image_id: int | None, *, message: str | No
 def image_line(app: App, state: dict, image_id: int, readable: bool = True) -> str:
     """The line about the image beside the canvas: name, size, status, objects (and a damaged file)."""
     record = app.sessions.project(state).image(image_id)
-    info = (f"**{record.name}** ({record.width}x{record.height}) - status **{record.status}** - "
+    info = (f"**{plain(record.name)}** ({record.width}x{record.height}) - status **{record.status}** - "
             f"{record.num_objects} object(s)")
     if not readable:
         info += (" - **its file cannot be read any more** (missing or damaged): the grey picture stands in for it; "
@@ -429,7 +433,7 @@ def start_training(app: App, state: dict, epochs, fast: bool) -> str:
     epochs = int(value)
     if not project.images(status="reviewed"):
         raise ProjectError("no reviewed images to train on: check the labels of some images and press "
-                           "*Mark reviewed* (r) on each")
+                           "'Mark reviewed' (r) on each")
     out_dir = project.path / MODELS_DIR
     if out_dir.is_symlink() or (out_dir.exists() and not out_dir.is_dir()):
         raise ProjectError("the project's models folder is a link or a file; remove it to train here")
@@ -674,7 +678,7 @@ def export(app: App, state: dict, fmt: str, reviewed_only: bool) -> tuple[str, s
         message += (f"; {sum(left_out.values())} object(s) labeled with free-text phrases not mapped to a class were "
                     f"left out: {phrases}. Map them to classes (Free text: map a found phrase) and export again")
     if skipped:
-        message += "; left out, their files cannot be read:\n" + "\n".join(f"- {n}: {why}" for n, why in skipped)
+        message += "; left out, they cannot be exported:\n" + "\n".join(f"- {n}: {why}" for n, why in skipped)
     return path, message
 
 

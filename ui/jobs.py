@@ -113,11 +113,11 @@ class TrainJob(_Background):
             return head + f" - stopped: {self.error}"
         r = self.result
         if r is None or r.base is None or r.tuned is None or r.base.map50 is None or r.tuned.map50 is None:
-            return f"training done ({self.epochs} epochs, no held-out images to measure): *Use the trained model* to " \
+            return f"training done ({self.epochs} epochs, no held-out images to measure): 'Use the trained model' to " \
                    "label with it"
         return (f"training done: held-out mAP@0.5 {r.base.map50:.3f} (base model) -> {r.tuned.map50:.3f} (fine-tuned), "
                 f"mAP@[.5:.95] {r.base.map:.3f} -> {r.tuned.map:.3f}, {r.val_images} held-out image(s); "
-                "*Use the trained model* to label with it")
+                "'Use the trained model' to label with it")
 
 
 class Jobs:

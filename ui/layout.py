@@ -10,7 +10,8 @@ from . import handlers as h
 from .canvas import make_canvas
 from .files import ASSETS
 from .render import STATUS_ORDER
-from .session import page_address
+from .session import page_address, valid_token
+from .text import bold, lines, plain
 
 try:  # on Hugging Face ZeroGPU Spaces this asks for a GPU per call; elsewhere it does nothing
     import spaces
@@ -59,12 +60,16 @@ def build(app: h.App) -> gr.Blocks:
         # a fixed key (kept in the workspace), so the stored project id is still readable after a restart
         bstate = gr.BrowserState(None, storage_key="gdino-session", secret=app.sessions.browser_secret())
         gr.Markdown("# gdino\nType what to find, get boxes (Grounding DINO) and masks (SAM), fix them, export.")
-        status = gr.Markdown(app.hub.status, elem_id="model-status")
+        # the lines that quote names, classes, phrases and errors show them as text (ui/text.py), LaTeX included
+        literal = {"latex_delimiters": []}
+        status = gr.Markdown(plain(app.hub.status), elem_id="model-status", **literal)
         # the project's detector, among the models this server offers (--model, --models)
         model_pick = gr.Dropdown(choices=h.model_choices(app), value=app.config.model, label="Model",
                                  elem_id="model-choice", interactive=True)
         project_link = gr.Textbox(label=LINK_LABEL, interactive=False, buttons=["copy"], elem_id="project-link",
                                   visible=app.config.project is None)
+        new_link_btn = gr.Button("New link (the old one stops working)", size="sm", elem_id="new-link-btn",
+                                 visible=app.config.project is None)
         with gr.Row():
             uploads = gr.File(label="Add images (several files, or a zip of images / COCO / YOLO)", file_count="multiple",
                               file_types=["image", ".zip"], elem_id="uploads")
@@ -93,8 +98,8 @@ def build(app: h.App) -> gr.Blocks:
         with gr.Row():
             with gr.Column(scale=3):
                 canvas = make_canvas(elem_id="canvas", height=560)
-                info = gr.Markdown("", elem_id="image-info")
-                message = gr.Markdown("", elem_id="message")  # next to the editor: what the last action did
+                info = gr.Markdown("", elem_id="image-info", **literal)
+                message = gr.Markdown("", elem_id="message", **literal)  # next to the editor: what the last action did
                 with gr.Row():
                     prev_btn = gr.Button("◀ Prev (p)", elem_id="prev-btn")
                     next_btn = gr.Button("Next (n) ▶", elem_id="next-btn")
@@ -103,14 +108,14 @@ def build(app: h.App) -> gr.Blocks:
                     remove_btn = gr.Button("Remove image", elem_id="remove-btn", variant="stop")
                 gr.Markdown(HELP)
             with gr.Column(scale=2):
-                counter = gr.Markdown("", elem_id="counter")
+                counter = gr.Markdown("", elem_id="counter", **literal)
                 view = gr.Dropdown(list(STATUS_ORDER), value="all", label="Show")
                 table = gr.Dataframe(headers=["id", "name", "status", "objects", "lowest score"], interactive=False,
                                      elem_id="image-table", wrap=True)
                 with gr.Row():
                     all_btn = gr.Button("Auto-label all unlabeled", elem_id="auto-all-btn")
                     cancel_btn = gr.Button("Cancel", elem_id="cancel-btn")
-                job_line = gr.Markdown("", elem_id="job-status")  # the server's job: the page stays usable meanwhile
+                job_line = gr.Markdown("", elem_id="job-status", **literal)  # the server's job: the page stays usable meanwhile
                 ticker = gr.Timer(2.0)
                 with gr.Accordion("Export", open=True):
                     fmt = gr.Radio(["coco", "yolo", "yolo-seg", "voc"], value="coco", label="Format")
@@ -152,8 +157,9 @@ def build(app: h.App) -> gr.Blocks:
                 raise h.ProjectError("the page has not finished loading; wait a moment and try again")
             return app.sessions.check_state(state)
 
-        def refresh(state, image_id="keep", note=None):
-            """Everything that shows the project, after any change."""
+        def refresh(state, image_id="keep", note=None, said=None):
+            """Everything that shows the project, after any change; with a message: `note` (plain text: shown
+            literally) or `said` (Markdown made with ui/text.py)."""
             if image_id == "keep":
                 image_id = h.current_image(app, state)
             state = {**state, "image_id": image_id}
@@ -164,7 +170,8 @@ def build(app: h.App) -> gr.Blocks:
                     gr.update(choices=project.phrases, value=None),
                     gr.update(choices=classes, value=None), h.class_counts(app, state), h.review_counter(app, state),
                     gr.update(choices=h.model_choices(app, state), value=h.project_model(app, state)),
-                    note if note is not None else gr.update(), app.hub.status)
+                    said if said is not None else lines(note) if note is not None else gr.update(),
+                    plain(app.hub.status))
 
         view_value: dict[str, str] = {}
         # message and status stay last: only_message relies on it
@@ -181,15 +188,15 @@ def build(app: h.App) -> gr.Blocks:
                 try:
                     state = state_of(state)
                 except h.ProjectError as err:
-                    return only_message(f"**{err}**")
+                    return only_message(bold(err))
                 try:
                     return fn(state, *args)
                 except h.USER_ERRORS as err:
-                    note = f"**Could not do that:** {h.page_words(app, state, err)}"
+                    said = f"**Could not do that:** {lines(h.page_words(app, state, err))}"
                 try:
-                    return refresh(state, note=note)
+                    return refresh(state, said=said)
                 except h.USER_ERRORS:  # the project itself cannot be shown now
-                    return only_message(note)
+                    return only_message(said)
             return run
 
         # ---------------------------------------------------------------------------- events
@@ -206,22 +213,42 @@ def build(app: h.App) -> gr.Blocks:
                 saved = h.load_prompt(app, state)
                 out = refresh(state, note=note)
             except h.USER_ERRORS as err:
-                return (*only_message(f"**Could not open the project:** {h.page_words(app, None, err)}"),
+                return (*only_message(f"**Could not open the project:** {lines(h.page_words(app, None, err))}"),
                         *[gr.update()] * 7)
-            shown_link = app.sessions.link(state["token"], address) if app.config.project is None else gr.update()
+            shown_link = app.sessions.shown_link(state, address) if app.config.project is None else gr.update()
             return (*out, saved["mode"], saved["classes_text"], saved["prompt_text"], saved["box_threshold"],
                     saved["text_threshold"], saved["masks"] and app.hub.masks_available, shown_link)
 
         demo.load(on_load, [bstate], load_outs).then(None, js=FORGET_LINK_JS)
 
+        def new_link(state, request: gr.Request):
+            """A new link for this project; the old one stops working (Sessions.new_link)."""
+            headers = request.headers if request is not None else {}
+            try:
+                state, note = app.sessions.new_link(state_of(state))
+            except h.USER_ERRORS as err:
+                return gr.update(), gr.update(), f"**Could not do that:** {lines(h.page_words(app, None, err))}"
+            address = page_address(headers.get("referer"), headers.get("origin"))
+            return state, app.sessions.link(state["token"], address), lines(note)
+
+        new_link_btn.click(new_link, [bstate], [bstate, project_link, message])
+
         mode.change(lambda m: (gr.update(visible=m == "classes"), gr.update(visible=m == "free text")), [mode],
                     [classes_text, prompt_text])
+
+        def after_upload(state, request: gr.Request):
+            """The upload box cleared (the next upload sends only its own files), the project link shown (the
+            first upload made the project)."""
+            if app.config.project is not None or not isinstance(state, dict) or not valid_token(state.get("token")):
+                return None, gr.update()
+            headers = request.headers if request is not None else {}
+            return None, app.sessions.shown_link(state, page_address(headers.get("referer"), headers.get("origin")))
 
         # "multiple": an upload made while the last one is still being added waits its turn (gradio's default
         # for upload events skips it, and the .then below then cleared the box: those files were lost)
         uploads.upload(guarded(lambda s, files: refresh(s, "keep", h.add_uploads(app, s, files))), [bstate, uploads],
                        outs, trigger_mode="multiple",
-                       ).then(lambda: None, None, uploads)  # cleared: the next upload sends only its own files
+                       ).then(after_upload, [bstate], [uploads, project_link])
 
         def open_folder(state, path):
             state = h.open_server_project(app, state, path)
@@ -269,9 +296,9 @@ def build(app: h.App) -> gr.Blocks:
                             gr.update(choices=project.classes))
                 return h.canvas_edit(app, state, payload, refine=refine_on_gpu, answer=answer)
             except h.NotShownError as err:
-                return (gr.update(), f"**{err}**", gr.update(), gr.update(), gr.update(), gr.update())
+                return (gr.update(), bold(err), gr.update(), gr.update(), gr.update(), gr.update())
             except h.USER_ERRORS as err:
-                return (gr.update(), f"**Could not do that:** {h.page_words(app, None, err)}", gr.update(), gr.update(),
+                return (gr.update(), f"**Could not do that:** {lines(h.page_words(app, None, err))}", gr.update(), gr.update(),
                         gr.update(), gr.update())
 
         canvas.edit(on_edit, [bstate], [canvas, info, table, counter, phrase, class_old], show_progress="hidden",
@@ -319,7 +346,7 @@ def build(app: h.App) -> gr.Blocks:
                 row = evt.row_value if evt is not None else None
                 return refresh(state, int(row[0])) if row else refresh(state)
             except h.USER_ERRORS as err:
-                return only_message(f"**Could not open that image:** {h.page_words(app, state, err)}")
+                return only_message(f"**Could not open that image:** {lines(h.page_words(app, state, err))}")
 
         table.select(pick_row, [bstate], outs)
 
@@ -333,9 +360,9 @@ def build(app: h.App) -> gr.Blocks:
 
         def cancel(state):
             try:
-                return h.cancel_auto_label(app, state_of(state))
+                return lines(h.cancel_auto_label(app, state_of(state)))
             except h.USER_ERRORS as err:
-                return f"**{err}**"
+                return bold(err)
 
         cancel_btn.click(cancel, [bstate], [job_line], queue=False)
 
@@ -355,14 +382,14 @@ def build(app: h.App) -> gr.Blocks:
                 state = state_of(state)
                 line = h.job_status(app, state)
             except h.USER_ERRORS:
-                return gr.update(), app.hub.status, gr.update(), gr.update()
+                return gr.update(), plain(app.hub.status), gr.update(), gr.update()
             job = app.jobs.get(app.sessions.project(state).path)
             mark_ = None if job is None else (id(job), job.done, job.state)
             page = getattr(request, "session_hash", None) or state["token"]
             if mark_ is None or shown_done.get(page) == mark_:
-                return line, app.hub.status, gr.update(), gr.update()
+                return lines(line), plain(app.hub.status), gr.update(), gr.update()
             shown_done[page] = mark_
-            return line, app.hub.status, h.rows(app, state, view_name), h.review_counter(app, state)
+            return lines(line), plain(app.hub.status), h.rows(app, state, view_name), h.review_counter(app, state)
 
         ticker.tick(tick, [bstate, view], [job_line, status, table, counter], show_progress="hidden",
                     concurrency_limit=None)
@@ -370,9 +397,10 @@ def build(app: h.App) -> gr.Blocks:
         def do_export(state, fmt_name, only_reviewed):
             try:
                 state = state_of(state)
-                return h.export(app, state, fmt_name, only_reviewed)
+                path, note = h.export(app, state, fmt_name, only_reviewed)
+                return path, lines(note)
             except h.USER_ERRORS as err:
-                return None, f"**Could not export:** {h.page_words(app, state, err)}"
+                return None, f"**Could not export:** {lines(h.page_words(app, state, err))}"
 
         export_btn.click(do_export, [bstate, fmt, reviewed_only], [download, message])
 

@@ -92,8 +92,11 @@ def parse_seen(payload: object) -> Seen | None:
         raise ViewError("the canvas sent an edit out of its order; reload the page")
     if not (_count(base) and base < 2**63):
         raise ViewError("the canvas sent an edit without the view it was made on; reload the page")
-    if not isinstance(seen, list) or len(seen) > MAX_SEEN:
+    if not isinstance(seen, list):
         raise ViewError("the canvas sent an edit without the view it was made on; reload the page")
+    if len(seen) > MAX_SEEN:
+        raise ViewError(f"the canvas sent a view of more than {MAX_SEEN} objects, more than one image holds; reload "
+                        "the page")
     revs = {}
     for pair in seen:
         ok = isinstance(pair, list) and len(pair) == 2 and isinstance(pair[0], int) and not isinstance(pair[0], bool)

@@ -10,7 +10,7 @@ import numpy as np
 from ..masks import MAX_POLYGON_VERTICES, mask_area, mask_to_polygons, mask_to_rle, polygons_to_mask, rle_to_mask
 from .dataset import Dataset, LabeledImage, LabeledObject
 from .problems import Problems
-from .validate import DatasetError, ImportLimits, image_size, number, polygons, rle, xywh_box
+from .validate import DatasetError, ImportLimits, class_name_of, image_size, number, on_image, polygons, rle, xywh_box
 
 
 def coco_records(dataset: Dataset, images: list[LabeledImage], segmentation: str = "polygon") -> dict:
@@ -129,12 +129,10 @@ def parse_coco(data, name: str, limits: ImportLimits) -> tuple[list[str], list[d
             cid = cat.get("id")
             if isinstance(cid, bool) or not isinstance(cid, (int, str)) or cid in class_of:
                 raise DatasetError(f"{where}.id must be a unique number, got {cid!r}")
-            label = cat.get("name")
-            if not isinstance(label, str) or not label.strip() or len(label) > 200:
-                raise DatasetError(f"{where}.name must be a non-empty text of at most 200 characters, got {label!r:.60}")
-            if label.strip().casefold() in seen:
-                raise DatasetError(f"{where}: the category name {label.strip()!r} is used twice")
-            seen.add(label.strip().casefold())
+            label = class_name_of(cat.get("name"), f"{where}.name")
+            if label.casefold() in seen:
+                raise DatasetError(f"{where}: the category name {label!r} is used twice")
+            seen.add(label.casefold())
             class_of[cid] = len(names)
             names.append(label.strip())
     images: dict = {}
@@ -167,7 +165,7 @@ def parse_coco(data, name: str, limits: ImportLimits) -> tuple[list[str], list[d
             if isinstance(cid, bool) or not isinstance(cid, (int, str)) or cid not in class_of:
                 raise DatasetError(f"{where}.category_id {cid!r:.40} is not the id of any category")
             w, h = image["width"], image["height"]
-            box = xywh_box(ann.get("bbox"), f"{where}.bbox", w, h)
+            box = on_image(xywh_box(ann.get("bbox"), f"{where}.bbox", w, h), f"{where}.bbox", w, h)
             score = ann.get("score")
             if score is not None:
                 score = number(score, f"{where}.score")

@@ -16,7 +16,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..durable import fsync
+from ..masks import check_rle
 from ..processing import ImageError, open_image_file, to_rgb
+from ..project_schema import character_problem
 from ..sources import local_file
 from .coco import coco_records, write_coco
 from .dataset import Dataset, LabeledImage, LabeledObject, split_images
@@ -52,6 +54,10 @@ def dataset_from_project(project, *, reviewed_only: bool = False, left_out: dict
 
 
 def _unique_name(name: str, stems: set[str]) -> str:
+    """The image's file name in the export: unique by stem, and what the rule for class names refuses (a
+    line break, a control character: image names may hold them) made "_", since VOC's lists are lines and
+    its XML cannot hold control characters."""
+    name = "".join("_" if character_problem(c) is not None else c for c in name)
     path = Path(Path(name).name)
     stem, n = path.stem, 1
     while stem.lower() in stems:
@@ -207,6 +213,8 @@ def _write_export(dataset: Dataset, out: Path, fmt: str, val_fraction: float, se
         written[split] = []
         for image in images:
             try:
+                if fmt in ("coco", "yolo-seg"):
+                    check_masks(image)
                 if copy_images:
                     write_image_upright(image, image_dir / image.file_name)
                 written[split].append(image)
@@ -234,6 +242,19 @@ def _write_export(dataset: Dataset, out: Path, fmt: str, val_fraction: float, se
         (out / "data.yaml").write_text(data_yaml(dataset.classes, list(splits)))
 
 
+def check_masks(image: LabeledImage) -> None:
+    """Every mask of the image decodes as a mask of its size, or ValueError naming the object: the image is
+    then left out whole (listed), as one whose file cannot be read is, since without that object its labels
+    would teach a trainer that the object is background."""
+    for obj in image.objects:
+        if obj.mask is not None:
+            try:
+                check_rle(obj.mask, image.height, image.width)
+            except ValueError as err:
+                which = f"object {obj.id}" if obj.id is not None else "an object"
+                raise ValueError(f"{which}'s mask cannot be read ({err}); fix or delete that object") from None
+
+
 def _why(err: Exception, image: LabeledImage) -> str:
     """Why an image was left out, without its server path (an object-store image's URI is the user's own)."""
     if image.uri is not None:
@@ -251,19 +272,27 @@ def write_image_upright(image: LabeledImage, dest: Path) -> Path:
     if image.uri is not None:
         with local_file(image.uri) as fetched:
             try:
-                return _write_upright(fetched, dest)
+                return _write_upright(fetched, dest, (image.width, image.height))
             except ImageError as err:
                 raise ImageError(str(err).replace(str(fetched), image.uri)) from None
     if image.path is None:
         raise ValueError(f"{image.file_name}: no image file to export")
-    return _write_upright(image.path, dest)
+    return _write_upright(image.path, dest, (image.width, image.height))
 
 
-def _write_upright(source: Path, dest: Path) -> Path:
+_TURNED = (5, 6, 7, 8)  # EXIF orientations that swap width and height
+
+
+def _write_upright(source: Path, dest: Path, size: tuple[int, int]) -> Path:
+    """size: (width, height) the labels are for; upright pixels of another size are refused (ImageError)."""
     dest.parent.mkdir(parents=True, exist_ok=True)
     with open_image_file(source) as f:
         orientation = f.getexif().get(0x0112, 1)
         fmt = f.format
+        upright = f.size[::-1] if orientation in _TURNED else f.size
+        if tuple(upright) != tuple(size):
+            raise ImageError(f"the image is {upright[0]}x{upright[1]} (upright) but its labels are for a "
+                             f"{size[0]}x{size[1]} image (the file changed, or the labels were made for other pixels)")
         f.load()  # every pixel: a truncated file fails here
     if orientation in (None, 1):
         shutil.copyfile(source, dest)

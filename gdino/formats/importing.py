@@ -26,11 +26,11 @@ from pathlib import Path
 
 from ..processing import ImageError
 from ..project import NewImage, decoded_size
-from ..project_schema import image_name
+from ..project_schema import image_name, show_name
 from ..safezip import extract_zip
 from .coco import is_coco, load_json, parse_coco
 from .problems import Problems
-from .validate import DatasetError, ImportLimits
+from .validate import DatasetError, ImportLimits, class_name_of
 from .yolo import read_yolo_labels
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -299,12 +299,11 @@ def _yolo_names(folder: Path, root: Path, limits: ImportLimits) -> list[str]:
         raise DatasetError(f"{name} lists {len(names)} classes, more than the limit of 10000")
     out, seen = [], set()
     for k, n in enumerate(names):
-        if not isinstance(n, (str, int, float)) or isinstance(n, bool) or not str(n).strip() or len(str(n)) > 200:
-            raise DatasetError(f"{name}: names[{k}] must be a non-empty text of at most 200 characters, got {n!r:.60}")
-        if str(n).strip().casefold() in seen:
-            raise DatasetError(f"{name}: the class name {str(n).strip()!r} is listed twice")
-        seen.add(str(n).strip().casefold())
-        out.append(str(n).strip())
+        n = class_name_of(n, f"{name}: names[{k}]", numbers=True)
+        if n.casefold() in seen:
+            raise DatasetError(f"{name}: the class name {show_name(n)} is listed twice")
+        seen.add(n.casefold())
+        out.append(n)
     return out
 
 

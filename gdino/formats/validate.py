@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from numbers import Real
 
 from ..processing import MAX_PIXELS
+from ..project_schema import CLASS_NAME_MAX_CHARS, class_name_problem, show_name
 
 
 class DatasetError(ValueError):
@@ -58,6 +59,34 @@ def image_size(width, height, where: str) -> tuple[int, int]:
     if w * h > MAX_PIXELS:
         raise DatasetError(f"{where} is {w}x{h}, more than the {MAX_PIXELS / 1e6:.0f} megapixel limit")
     return w, h
+
+
+def class_name_of(value, where: str, *, numbers: bool = False) -> str:
+    """A class name from a dataset (a COCO category's name, a data.yaml name), checked against the project's
+    rule for class names (`project_schema.class_name_problem`); returns it stripped. numbers: a number is
+    taken as its text (YAML reads `names: [1, 2]` as numbers)."""
+    if numbers and isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str) or not value.strip():
+        raise DatasetError(f"{where} must be a non-empty text of at most {CLASS_NAME_MAX_CHARS} characters, got "
+                           f"{_show(value)}")
+    # a surrogate pair escaped in YAML ("\ud83d\udc31", as JSON writers spell an emoji) is one character
+    value = value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+    problem = class_name_problem(value)
+    if problem is not None:
+        raise DatasetError(f"{where} {show_name(value)} {problem}; a class name is one line of text of at most "
+                           f"{CLASS_NAME_MAX_CHARS} characters, without control characters: rename it in the dataset")
+    return value.strip()
+
+
+def on_image(box: tuple[float, float, float, float], where: str, width: int, height: int) -> tuple[float, float, float, float]:
+    """An xyxy box that covers some of the width x height image (what the project keeps of it: the box clipped to
+    the image; a box wholly outside, or only touching an edge, leaves nothing)."""
+    x0, y0, x1, y1 = box
+    if not (max(x0, 0.0) < min(x1, width) and max(y0, 0.0) < min(y1, height)):
+        shown = ", ".join(f"{v:g}" for v in box)
+        raise DatasetError(f"{where}: the box ({shown}, pixels x0, y0, x1, y1) lies outside the {width}x{height} image")
+    return box
 
 
 def coordinate(value, where: str, size: int) -> float:

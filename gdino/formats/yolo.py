@@ -7,12 +7,13 @@ One text file per image, one line per object: `class cx cy w h` (detection) or `
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 from ..masks import MAX_POLYGON_VERTICES, mask_to_polygon, polygons_to_mask
 from .dataset import LabeledImage
 from .problems import Problems
-from .validate import DatasetError, ImportLimits
+from .validate import DatasetError, ImportLimits, on_image
 
 
 def yolo_lines(image: LabeledImage, segmentation: bool = False) -> list[str]:
@@ -64,7 +65,24 @@ def data_yaml(classes: tuple[str, ...], splits: list[str]) -> str:
 
 
 def _quote(text: str) -> str:
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    """A YAML double-quoted scalar that reads back as exactly `text`: backslash and quote escaped, and every
+    character YAML would not keep as it is (control characters, line breaks, which a quoted scalar folds
+    into spaces, noncharacters) written as an escape. Class names never hold those (the store's rule);
+    a project from before the rule may."""
+    return '"' + "".join(_escaped(c) for c in text) + '"'
+
+
+# what PyYAML reads as it is in a quoted scalar: its printable characters, less line breaks (folded into spaces)
+_YAML_KEEPS = re.compile("[\x20-\x7e\xa0-\u2027\u202a-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _escaped(char: str) -> str:
+    if char in '"\\':
+        return "\\" + char
+    if _YAML_KEEPS.fullmatch(char):
+        return char
+    code = ord(char)
+    return f"\\x{code:02x}" if code <= 0xFF else f"\\u{code:04x}" if code <= 0xFFFF else f"\\U{code:08x}"
 
 
 def write_labels(lines: list[str], path: Path) -> Path:
@@ -125,12 +143,14 @@ def parse_yolo_labels(text: str, name: str, width: int, height: int, num_classes
                 if not (bw > 0 and bh > 0):
                     raise DatasetError(f"{where}: the box's width and height must be above 0")
                 box = ((cx - bw / 2) * width, (cy - bh / 2) * height, (cx + bw / 2) * width, (cy + bh / 2) * height)
+                on_image(box, where, width, height)
                 objects.append({"class_id": cls, "box": box, "mask": None})
             elif len(values) >= 6 and len(values) % 2 == 0:
                 xs = [v * width for v in values[0::2]]
                 ys = [v * height for v in values[1::2]]
                 if max(xs) <= min(xs) or max(ys) <= min(ys):
                     raise DatasetError(f"{where}: the polygon has no area")
+                on_image((min(xs), min(ys), max(xs), max(ys)), where, width, height)
                 polygon = [c for xy in zip(xs, ys, strict=True) for c in xy]
                 try:
                     mask = polygons_to_mask([polygon], height, width)

@@ -133,6 +133,7 @@ def build(kind: str):
     if find_cxx() is None and not cached:  # (a cached build loads without one)
         raise NoCompilerError(f"no C++ compiler found ({_compiler_wanted()})")
     directory.mkdir(parents=True, exist_ok=True)
+    source = _stable_copy(source, directory / "src")
     if not cached:
         log.warning("gdino: compiling the deformable-attention %s kernel (first use only, about a minute; cached in %s)",
                     kind.upper(), directory)
@@ -141,8 +142,23 @@ def build(kind: str):
 
         if home is not None:
             cpp_extension.CUDA_HOME = home  # torch reads this module global when it builds
-        return cpp_extension.load(name=f"gdino_msda_{kind}", sources=[str(source)], extra_include_paths=[str(CSRC)],
+        return cpp_extension.load(name=f"gdino_msda_{kind}", sources=[str(source)], extra_include_paths=[str(source.parent)],
                                   build_directory=str(directory), verbose=False, **flags)
+
+
+def _stable_copy(source: Path, folder: Path) -> Path:
+    """`source` and the headers beside it, copied into the build's own folder where their content differs: the
+    build then names the same paths from every checkout or install of the same sources, so ninja does not
+    compile again because the sources moved (a second clone, a CI run, a wheel)."""
+    folder.mkdir(exist_ok=True)
+    for file in [source, *sorted(source.parent.glob("*.h"))]:
+        target = folder / file.name
+        data = file.read_bytes()
+        if not target.is_file() or target.read_bytes() != data:
+            tmp = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+            tmp.write_bytes(data)
+            os.replace(tmp, target)  # whole, for a build in another process that reads it meanwhile
+    return folder / source.name
 
 
 def kernel(kind: str):
