@@ -32,6 +32,18 @@ def start(args: list[str]):
     return demo, app
 
 
+def tiny_app(model_dir, tmp_path):
+    """The app's App (handlers, sessions, models) on the tiny detector and a tiny SAM, its workspace in tmp_path;
+    close it with app.sessions.close()."""
+    from tiny_sam import save_tiny_sam
+
+    from ui import handlers as h
+    from ui.config import AppConfig
+
+    return h.make_app(AppConfig(model=str(model_dir), sam=str(save_tiny_sam(tmp_path / "sam.pth")),
+                                workspace=tmp_path / "ws"))
+
+
 def profile(pw, path, **options):
     """A fresh Chromium profile in `path` (its own storage: a new visitor)."""
     return pw.chromium.launch_persistent_context(str(path), executable_path=CHROMIUM, headless=True, args=ARGS,

@@ -75,6 +75,8 @@ def test_a_project_survives_a_restart_and_opens_from_its_link(server_args, tmp_p
             listed(page, "kept.png", 60_000)
             [project] = app.sessions.open_projects()
             token = project.path.name
+            page.wait_for_function("() => document.querySelector('#project-link textarea, #project-link input')"
+                                   "?.value.includes('?project=')", timeout=30_000)  # shown once the upload made it
             link = link_of(page)
             assert link == f"{demo.local_url}?project={token}"
 

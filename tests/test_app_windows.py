@@ -5,19 +5,17 @@ a stale window does not take back an edit it has not seen. Through the app's han
 
 import numpy as np
 import pytest
+from app_harness import tiny_app
 from PIL import Image
-from tiny_sam import save_tiny_sam
 
 from ui import handlers as h
-from ui.config import AppConfig
 from ui.edit_order import WAIT_S
 from ui.session import Sessions
 
 
 @pytest.fixture
 def app(tiny_hf, tmp_path):
-    application = h.make_app(AppConfig(model=str(tiny_hf[1]), sam=str(save_tiny_sam(tmp_path / "sam.pth")),
-                                       workspace=tmp_path / "ws"))
+    application = tiny_app(tiny_hf[1], tmp_path)
     yield application
     application.sessions.close()
 
@@ -419,9 +417,8 @@ def test_made_up_predecessors_tie_up_only_a_few_threads(app, image):
             threads.append(w.in_thread("move", object_id=obj.id, dx=0, dy=0))
         import time
 
-        for _ in range(200):
-            if app.order._waiting == MAX_WAITING:
-                break
+        deadline = time.monotonic() + 120  # only against a hang: the threads reach their wait however busy the machine
+        while app.order._waiting < MAX_WAITING and time.monotonic() < deadline:
             time.sleep(0.02)
         assert app.order._waiting == MAX_WAITING
         late = Window(app, state, image_id, "window-late-001")

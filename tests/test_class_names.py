@@ -245,13 +245,9 @@ def test_a_project_older_than_the_rule_still_exports_files_every_reader_reads(tm
 
 @pytest.fixture
 def app(tiny_hf, tmp_path):
-    from tiny_sam import save_tiny_sam
+    from app_harness import tiny_app
 
-    from ui import handlers as h
-    from ui.config import AppConfig
-
-    application = h.make_app(AppConfig(model=str(tiny_hf[1]), sam=str(save_tiny_sam(tmp_path / "sam.pth")),
-                                       workspace=tmp_path / "ws"))
+    application = tiny_app(tiny_hf[1], tmp_path)
     yield application
     application.sessions.close()
 

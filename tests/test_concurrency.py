@@ -17,6 +17,15 @@ def _label(model_dir, project, *inputs) -> list[str]:
                      "--device", "cpu", "--box-threshold", "0.05")
 
 
+def _unlabeled_project(tmp_path, n: int):
+    """A project of n unlabeled 48x48 photos (img_000.png ...) with the two classes the runs look for."""
+    project = tmp_path / "p"
+    with Project.create(project, ["cat", "remote control"]) as p:
+        for path in write_images(tmp_path / "photos", n, size=(48, 48)):
+            p.add_image(path)
+    return project
+
+
 def test_two_label_runs_on_overlapping_folders_add_each_file_once(tiny_hf, tmp_path):
     for k, part in enumerate("abc"):
         write_images(tmp_path / "photos" / part, 3, seed=k, size=(48, 48))
@@ -63,11 +72,7 @@ print(json.dumps(decisions))
 
 
 def test_a_label_run_beside_a_person_keeps_every_decision(tiny_hf, tmp_path):
-    project = tmp_path / "p"
-    photos = write_images(tmp_path / "photos", 8, size=(48, 48))
-    with Project.create(project, ["cat", "remote control"]) as p:
-        for path in photos:
-            p.add_image(path)
+    project = _unlabeled_project(tmp_path, 8)
     run = subprocess.Popen(_label(tiny_hf[1], project), env=env(), cwd=ROOT, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
     marker = subprocess.run([sys.executable, "-c", MARKER, str(project)], env=env(), capture_output=True, text=True,
@@ -140,11 +145,7 @@ def test_images_removed_during_a_run_are_reported_as_removed_not_failed(tiny_hf,
     import os
     import signal
 
-    project = tmp_path / "p"
-    photos = write_images(tmp_path / "photos", 6, size=(48, 48))
-    with Project.create(project, ["cat", "remote control"]) as p:
-        for path in photos:
-            p.add_image(path)
+    project = _unlabeled_project(tmp_path, 6)
     run = subprocess.Popen(_label(tiny_hf[1], project), env=env(), cwd=ROOT, stdout=subprocess.PIPE,
                            stderr=subprocess.PIPE, text=True)
     for line in run.stderr:  # printed after the plan, before the model is loaded

@@ -72,9 +72,16 @@ def test_forward_is_deterministic_and_inputs_matter(tiny_ours, tokenizer):
 
 
 @pytest.mark.parametrize("size", ["swin_t", "swin_b"])
-def test_full_size_matches_transformers(size, tmp_path):
+def test_full_size_matches_transformers(size, tmp_path, monkeypatch):
     """The real architectures (Swin-T OGC and Swin-B, 6+6 layers, 900 queries) with random weights.
-    float32 rounding alone reaches ~1e-4 at this depth, so 99% of queries within 1e-3."""
+    float32 rounding alone reaches ~1e-4 at this depth, so 99% of queries within 1e-3.
+
+    Deformable attention runs the PyTorch reference here, as transformers does: this test had depended on
+    whether an earlier test left the compiled kernel loaded. With the compiled CPU kernel (1e-6 from the
+    reference per call, tests/test_ops_compiled.py) Swin-T's random model gives 95.9% of queries within 1e-3,
+    median 6.6e-4 (Swin-B: 100%): measured, not yet explained (a top-k near tie, as at Swin-L in
+    test_mm_parity.py, is the first suspect)."""
+    monkeypatch.setenv("GDINO_MSDA", "reference")
     tokenizer = make_tokenizer()
     hf = make_hf_model(size, seed=1)
     directory = save_hf(hf, tokenizer, tmp_path / size)

@@ -45,14 +45,14 @@ class EditOrder:
         """Wait for the window's edit `prev` (see the module's rules), run the body, mark `seq` handled."""
         with self._changed:
             self._mark(token, window, seq, False)
-            deadline, counted = time.monotonic() + self.wait_s, False
+            start, counted = time.monotonic(), False
             try:
                 while prev != 0:
                     state = self._window(token, window).get(prev)
                     if state is True:
                         break
                     if state is None:  # not arrived (yet)
-                        left = deadline - time.monotonic()
+                        left = start + self.wait_s - time.monotonic()  # wait_s read anew: a shorter one applies at once
                         if left <= 0 or (not counted and self._waiting >= MAX_WAITING):
                             break
                         if not counted:
