@@ -148,8 +148,9 @@ def build(kind: str):
 
 def _stable_copy(source: Path, folder: Path) -> Path:
     """`source` and the headers beside it, copied into the build's own folder where their content differs: the
-    build then names the same paths from every checkout or install of the same sources, so ninja does not
-    compile again because the sources moved (a second clone, a CI run, a wheel)."""
+    build then names the same paths from every checkout of the same sources, so ninja does not compile again
+    because the sources moved (a second clone beside the first). A build from another torch install (a new
+    virtual environment) still compiles again: torch's include paths are part of the command."""
     folder.mkdir(exist_ok=True)
     for file in [source, *sorted(source.parent.glob("*.h"))]:
         target = folder / file.name
