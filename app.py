@@ -18,12 +18,14 @@ def main(argv=None) -> int:
     except ValueError as err:  # a mistyped GDINO_MALLOC
         print(f"error: {err}", file=sys.stderr)
         return 2
-    compiled.prepare_in_background()  # the first detection should not wait for the kernel's build
     try:
         demo, app = build_app(config)
     except ValueError as err:  # the workspace cannot be made private or keep the session key (a link, damaged)
         print(f"error: {err}", file=sys.stderr)
         return 2
+    # only once the start is accepted: a build still running in its daemon thread when the interpreter exits
+    # aborts the process (exit -6, not 2); the first detection should not wait for it
+    compiled.prepare_in_background()
     for note in app.sessions.notes:  # what the start changed in the workspace (made private, expired projects)
         print(f"note: {note}", file=sys.stderr)
     # load both models now, so the log and the page say at once which one is missing and which flag fixes it

@@ -485,3 +485,27 @@ def test_in_the_browser_loads_store_nothing_and_a_new_link_stops_the_old(tiny_hf
     finally:
         demo.close()
         app.sessions.close()
+
+
+def test_a_refused_start_leaves_no_thread_behind(tiny_hf, tmp_path, monkeypatch):
+    """A start refused for its workspace ends before anything runs beside it: a kernel build still running in a
+    daemon thread when the interpreter exits aborts the process (CI saw `terminate called without an active
+    exception`, exit -6 instead of 2). The build is held on an event, so a build started too early is seen."""
+    from gdino.ops import compiled
+
+    monkeypatch.syspath_prepend(str(ROOT))
+    import app as app_py
+
+    hold = threading.Event()
+    monkeypatch.setattr(compiled, "kernel", lambda kind: hold.wait(60))
+    ws = tmp_path / "ws"
+    ws.mkdir(mode=0o700)
+    target = tmp_path / "elsewhere.txt"
+    target.write_text(KEY + "\n")
+    (ws / SECRET_FILE).symlink_to(target)
+    try:
+        code = app_py.main(["--model", str(tiny_hf[1]), "--sam", "none", "--workspace", str(ws)])
+        running = [t.name for t in threading.enumerate() if t.name == "gdino-kernel-build"]
+    finally:
+        hold.set()
+    assert code == 2 and running == []
