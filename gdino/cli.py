@@ -769,7 +769,8 @@ def _export(project: Project, fmt: str, out: Path, *, reviewed_only: bool, val_f
             as_zip: bool, overwrite: bool, flag: str = "--out") -> int:
     """Exit code 0, or 1 when there was nothing to export or some images could not be exported (left out)."""
     phrases: dict[str, int] = {}
-    dataset = dataset_from_project(project, reviewed_only=reviewed_only, left_out=phrases)
+    by_status: dict[str, list[str]] = {}
+    dataset = dataset_from_project(project, reviewed_only=reviewed_only, left_out=phrases, not_exported=by_status)
     if not dataset.images:
         which = "reviewed images (--reviewed-only)" if reviewed_only else "images that are not skipped"
         print(f"gdino export: nothing to export: {project.path} has no {which}", file=sys.stderr)
@@ -778,10 +779,12 @@ def _export(project: Project, fmt: str, out: Path, *, reviewed_only: bool, val_f
     if as_zip and out.suffix.lower() != ".zip":
         out = out.with_name(out.name + ".zip")
     skipped: list[tuple[str, str]] = []
+    inexact: list[tuple[str, int | None, float]] = []
     try:
         with tqdm(total=len(dataset.images), desc="exporting", unit="img", file=sys.stderr, disable=None) as bar:
             options = {"val_fraction": val_fraction, "seed": seed, "overwrite": overwrite, "skipped": skipped,
-                       "progress": lambda done, _total: bar.update(done - bar.n), "keep": [project.path]}
+                       "progress": lambda done, _total: bar.update(done - bar.n), "keep": [project.path],
+                       "inexact": inexact}
             written = (export_zip if as_zip else export_dataset)(dataset, out, fmt, **options)
     except ExportError as err:
         hint = f"choose another {flag}" + (", or pass --overwrite to replace it whole" if err.overwritable else "")
@@ -792,6 +795,13 @@ def _export(project: Project, fmt: str, out: Path, *, reviewed_only: bool, val_f
     counts = ", ".join(f"{name} {sum(im.file_name not in left_out for im in images)}" for name, images in splits.items())
     objects = sum(len(image.objects) for image in exported)
     print(f"exported {len(exported)} image(s) ({counts}), {objects} object(s) as {fmt} to {written}")
+    if by_status.get("skipped"):
+        print(f"left out {len(by_status['skipped'])} image(s) marked skipped (skipped images are never exported; "
+              "mark one reviewed in the app to include it)", file=sys.stderr)
+    if inexact:  # yolo-seg: one polygon per object
+        worst = ", ".join(f"{name} object {i} (IoU {iou:.2f})" for name, i, iou in sorted(inexact, key=lambda t: t[2])[:3])
+        print(f"YOLO keeps one polygon per object: {len(inexact)} mask(s) too detailed for one polygon come back "
+              f"approximate (worst: {worst}); export coco for exact masks", file=sys.stderr)
     if phrases:  # the app's free-text prompts: labels that are no category until someone maps them
         listed = ", ".join(f"{phrase!r} ({n})" for phrase, n in phrases.items())
         print(f"left out {sum(phrases.values())} object(s) labeled with free-text phrases not mapped to a class: "

@@ -92,7 +92,8 @@ class LabelSettings:
 @dataclass
 class LabelSummary:
     labeled: list[int] = field(default_factory=list)  # image ids
-    objects: int = 0
+    objects: int = 0  # stored
+    decided: int = 0  # found but left out: a person had deleted, changed or drawn that box (Project.replace_model_objects)
     failed: dict[int, str] = field(default_factory=dict)  # image id -> why
     kept: list[int] = field(default_factory=list)  # images left alone: a person decided on them meanwhile
     gone: list[int] = field(default_factory=list)  # images removed from the project while the run went on
@@ -158,17 +159,18 @@ def label_images(
                 summary.failed[image_id] = str(found)
                 continue
             try:
-                stored = store_objects(project, image_id, found, settings, if_status=if_status, keep_phrases=keep_phrases)
+                stored = _store(project, image_id, found, settings, if_status=if_status, keep_phrases=keep_phrases)
             except ProjectError:
                 if not project.has_image(image_id):  # removed while the model looked at it: nothing to store
                     summary.gone.append(image_id)
                     continue
                 raise
-            if not stored:
+            if stored is None:
                 summary.kept.append(image_id)
                 continue
             summary.labeled.append(image_id)
-            summary.objects += len(found)
+            summary.objects += len(stored)
+            summary.decided += len(found) - len(stored)
         if progress is not None:
             progress(min(start + batch_size, len(ids)), len(ids))
     return summary
@@ -213,6 +215,12 @@ def store_objects(project, image_id: int, objects: Sequence[dict], settings: Lab
     """Store one image's model objects (as `detect_objects` makes them) with the run's settings, one
     transaction; the classes (free text: the phrases) they use join the project in it. Returns False when
     `if_status` kept the image as it was. Raises ProjectError (e.g. the image is gone)."""
+    return _store(project, image_id, objects, settings, if_status=if_status, keep_phrases=keep_phrases) is not None
+
+
+def _store(project, image_id: int, objects: Sequence[dict], settings: LabelSettings, *,
+           if_status: Iterable[str] | None = None, keep_phrases: bool = False) -> list | None:
+    """store_objects -> the objects stored (a box a person decided on is left out), or None."""
     if settings.prompt is not None:  # a found phrase is a piece of the prompt: it may hold a line break or a tab
         objects = [{**o, "class_name": as_class_name(o["class_name"])} for o in objects]
     found = {o["class_name"] for o in objects}
@@ -220,6 +228,5 @@ def store_objects(project, image_id: int, objects: Sequence[dict], settings: Lab
         classes, phrases = [c for c in settings.labels() if c in found], []
     else:
         classes, phrases = ([], sorted(found)) if keep_phrases else (sorted(found), [])
-    stored = project.replace_model_objects(image_id, list(objects), run=settings.to_run(), if_status=if_status,
-                                           classes=classes, phrases=phrases)
-    return stored is not None
+    return project.replace_model_objects(image_id, list(objects), run=settings.to_run(), if_status=if_status,
+                                         classes=classes, phrases=phrases)

@@ -64,6 +64,7 @@ __all__ = ["ImageRecord", "NewImage", "ObjectRecord", "Project", "ProjectError",
 ORDERS = ("name", "added", "confidence")
 DB_NAME = "project.sqlite"
 IMAGES_DIR = "images"
+TRASH_DIR = ".removed"  # removed images' files, one folder per journal entry, until the entry is dropped
 
 _UNSET: Any = object()  # "argument not given", so that mask=None can mean "remove the mask"
 
@@ -226,6 +227,7 @@ class Project:
                 db.close()
             raise
         _remove_abandoned(directory / IMAGES_DIR)
+        _remove_abandoned_trash(directory / TRASH_DIR, db)
         return cls(directory, db)
 
     @classmethod
@@ -470,15 +472,47 @@ class Project:
             db.execute("UPDATE classes SET name = ? WHERE id = ?", (new, class_id))
 
     def remove_class(self, name: str, *, delete_objects: bool = False) -> None:
-        """Remove a class. Refused while objects use it, unless delete_objects=True deletes them too."""
+        """Remove a class. Refused while objects use it, unless delete_objects=True deletes them too; that
+        removal is an entry of the project's journal: `undo` on any image puts the class and every object back."""
         with self._write() as db:
             class_id = self._class_id(db, name)
             used = db.execute("SELECT COUNT(*) FROM objects WHERE class_id = ?", (class_id,)).fetchone()[0]
             if used and not delete_objects:
                 raise ProjectError(f"the class {show_name(name)} is used by {used} object(s); pass delete_objects=True to "
                                    "delete them with it, or rename_class it instead")
-            db.execute("DELETE FROM objects WHERE class_id = ?", (class_id,))
-            db.execute("DELETE FROM classes WHERE id = ?", (class_id,))
+            if not used:  # no labels go: nothing to undo (the class list is not the person's labels)
+                db.execute("DELETE FROM classes WHERE id = ?", (class_id,))
+                return
+            dropped = history.journal_add(db, self._delete_class(db, class_id))
+        self._drop_trash(dropped)
+
+    @staticmethod
+    def _delete_class(db: sqlite3.Connection, class_id: int) -> dict:
+        """Delete a class with its objects -> the journal entry that brings them back (every row as it was)."""
+        (row,) = _rows(db, "classes", "id = ?", (class_id,))
+        objects = _rows(db, "objects", "class_id = ? ORDER BY id", (class_id,))
+        db.execute("DELETE FROM objects WHERE class_id = ?", (class_id,))
+        db.execute("DELETE FROM classes WHERE id = ?", (class_id,))
+        return {"kind": "class", "class": row, "objects": objects}
+
+    @staticmethod
+    def _restore_class(db: sqlite3.Connection, entry: dict) -> list[dict]:
+        """Undo `_delete_class`: the class (its row, or the class that has its name now) and its objects, with their
+        ids. Returns the objects put back; the entry's class id becomes the one they use (for a redo)."""
+        row = entry["class"]
+        found = db.execute("SELECT id, kind FROM classes WHERE name = ?", (row["name"],)).fetchone()
+        if found is None:
+            _insert_rows(db, "classes", [row])
+            class_id = row["id"]
+        else:
+            class_id = found[0]
+            if found[1] == "phrase" and row["kind"] == "class":
+                db.execute("UPDATE classes SET kind = 'class' WHERE id = ?", (class_id,))
+        entry["class"] = {**row, "id": class_id}
+        images = {i for (i,) in db.execute("SELECT id FROM images")}
+        back = [{**o, "class_id": class_id} for o in entry["objects"] if o["image_id"] in images]
+        _insert_rows(db, "objects", back)
+        return back
 
     def merge_class(self, name: str, into: str) -> int:
         """Give every object of class `name` the class `into`, then remove `name`, in one transaction.
@@ -783,29 +817,116 @@ class Project:
         """Delete an image with its objects and run; a copied-in file is deleted too."""
         self.remove_images([image_id])
 
-    def remove_images(self, image_ids: Iterable[int]) -> list[ImageRecord]:
-        """Delete several images with their objects and runs, in one transaction (all or none); their
-        copied-in files are deleted after the commit. Returns the removed records."""
+    def remove_images(self, image_ids: Iterable[int], *, undoable: bool = True) -> list[ImageRecord]:
+        """Delete several images with their objects, runs and histories, in one transaction (all or none).
+        The removal is an entry of the project's journal: `undo` on any image puts every row back, and the
+        copied-in files, which are kept in the project's trash (`.removed/`) until the entry is dropped
+        (history.JOURNAL_LIMIT). undoable=False: no entry, the files deleted for good (to free the disk).
+        Returns the removed records."""
         ids = list(dict.fromkeys(image_ids))
-        files, removed = [], []
-        with self._write() as db:
-            for image_id in ids:
-                record = self._image(db, image_id)
-                copied = db.execute("SELECT copied FROM images WHERE id = ?", (image_id,)).fetchone()[0]
-                db.execute("INSERT OR REPLACE INTO removed (key, name) SELECT key, ? FROM sources WHERE image_id = ?",
-                           (record.name, image_id))  # a later run of the same inputs leaves it out
-                db.execute("DELETE FROM images WHERE id = ?", (image_id,))
-                removed.append(record)
-                if copied:
-                    files.append(record.path)
-        if files:  # after the commit (a crash in between leaves an orphan file, not a row without pixels), and
-            # under the write lock, sparing a file that an image added meanwhile took over (same name, same bytes)
+        self._check_writable()  # before any file is linked
+        trash = self._dir / TRASH_DIR / uuid.uuid4().hex
+        try:
             with self._write() as db:
-                for path in files:
-                    relative = path.relative_to(self._dir).as_posix() if path.is_relative_to(self._dir) else None
-                    if not db.execute("SELECT 1 FROM images WHERE copied = 1 AND path = ?", (relative,)).fetchone():
-                        path.unlink(missing_ok=True)
+                removed, files, entry = self._delete_images(db, ids, trash if undoable else None)
+                dropped = history.journal_add(db, entry) if undoable else []
+        except BaseException:
+            shutil.rmtree(trash, ignore_errors=True)  # nothing refers to it
+            raise
+        self._unlink_unreferenced(files)
+        self._drop_trash(dropped)
         return removed
+
+    def _delete_images(self, db: sqlite3.Connection, ids: list[int],
+                       trash: Path | None) -> tuple[list[ImageRecord], list[Path], dict]:
+        """Delete the images and everything of theirs -> (their records, the files in images/ to delete once
+        committed, the journal entry that brings them back). The files are linked (or copied) into `trash`
+        first, synced: from the commit on, the entry's files are there whatever happens to images/ (None: not
+        kept)."""
+        records, files, snapshots = [], [], []
+        for image_id in ids:
+            record = self._image(db, image_id)
+            (row,) = _rows(db, "images", "id = ?", (image_id,))
+            snap = {"image": row, **{table: _rows(db, table, "image_id = ? ORDER BY rowid", (image_id,))
+                                     for table in ("objects", "edits", "runs", "sources", "rejected")}}
+            snap["classes"] = {str(cid): _rows(db, "classes", "id = ?", (cid,))[0]
+                               for cid in {o["class_id"] for o in snap["objects"]}}
+            snap["removed"] = [s["key"] for s in snap["sources"]]
+            db.execute("INSERT OR REPLACE INTO removed (key, name) SELECT key, ? FROM sources WHERE image_id = ?",
+                       (record.name, image_id))  # a later run of the same inputs leaves it out
+            if row["copied"]:
+                if trash is not None:
+                    _keep(self._dir / row["path"], trash / Path(row["path"]).name)
+                files.append(self._dir / row["path"])
+            db.execute("DELETE FROM images WHERE id = ?", (image_id,))
+            records.append(record)
+            snapshots.append(snap)
+        if trash is not None and trash.is_dir():
+            fsync(trash)
+            fsync(trash.parent)
+        return records, files, {"kind": "images", "images": snapshots, "trash": None if trash is None else trash.name}
+
+    def _restore_images(self, db: sqlite3.Connection, entry: dict, placed: list[Path]) -> list[int]:
+        """Undo `_delete_images`: every row back with its id; a copied-in file linked back into images/ from the
+        trash (`placed` gets it: the caller deletes it if the transaction fails). An image whose name another
+        image took meanwhile gets a free one (name_1, ...); a source key another image took stays with that one.
+        Returns the image ids."""
+        folder, trash = self._dir / IMAGES_DIR, self._dir / TRASH_DIR / entry["trash"]
+        ids = []
+        for snap in entry["images"]:
+            row = dict(snap["image"])
+            if row["copied"]:
+                kept = trash / Path(row["path"]).name
+                pixels = kept if kept.is_file() else None
+                row["name"] = self._free_name(db, row["name"], folder, pixels)
+                target = folder / row["name"]
+                if pixels is not None and not target.exists():
+                    placed.append(target)
+                    _keep(pixels, target)
+                    fsync(folder)
+                row["path"] = f"{IMAGES_DIR}/{row['name']}"
+            else:
+                row["name"] = self._free_name(db, row["name"], None)
+            _insert_rows(db, "images", [row])
+            classes = {int(cid): self._class_for(db, c) for cid, c in snap["classes"].items()}
+            _insert_rows(db, "objects", [{**o, "class_id": classes[o["class_id"]]} for o in snap["objects"]])
+            for table in ("edits", "runs", "rejected"):
+                _insert_rows(db, table, snap[table])
+            for source in snap["sources"]:
+                db.execute("INSERT OR IGNORE INTO sources (key, image_id) VALUES (?, ?)", (source["key"], row["id"]))
+            db.execute(f"DELETE FROM removed WHERE key IN ({','.join('?' * len(snap['removed']))})", snap["removed"])
+            ids.append(row["id"])
+        return ids
+
+    @staticmethod
+    def _class_for(db: sqlite3.Connection, row: dict) -> int:
+        """The class row an object restored from the journal uses: its own if it still exists, else the one of its
+        name, else it comes back."""
+        if db.execute("SELECT 1 FROM classes WHERE id = ?", (row["id"],)).fetchone():
+            return row["id"]
+        found = db.execute("SELECT id FROM classes WHERE name = ?", (row["name"],)).fetchone()
+        if found:
+            return found[0]
+        return db.execute("INSERT INTO classes (name, position, kind) VALUES (?, ?, ?)",
+                          (row["name"], next_class_position(db), row["kind"])).lastrowid
+
+    def _unlink_unreferenced(self, files: list[Path]) -> None:
+        """Delete removed images' files from images/ after the commit (a crash in between leaves an orphan file,
+        not a row without pixels), under the write lock, sparing a file that an image added or restored
+        meanwhile took over (same name, same bytes)."""
+        if not files:
+            return
+        with self._write() as db:
+            for path in files:
+                relative = path.relative_to(self._dir).as_posix() if path.is_relative_to(self._dir) else None
+                if not db.execute("SELECT 1 FROM images WHERE copied = 1 AND path = ?", (relative,)).fetchone():
+                    path.unlink(missing_ok=True)
+
+    def _drop_trash(self, entries: Iterable[dict]) -> None:
+        """Delete the trash folders of journal entries that are gone or undone (after the commit that did it)."""
+        for entry in entries:
+            if entry.get("trash"):
+                shutil.rmtree(self._dir / TRASH_DIR / entry["trash"], ignore_errors=True)
 
     def set_status(self, image_id: int, status: str) -> None:
         check_status(status)
@@ -912,30 +1033,38 @@ class Project:
         run's classes never outlive a result that was dropped, and a class deleted meanwhile comes back
         only with objects that use it.
         phrases: free-text phrases the objects are labeled with, kept apart from the classes (`phrases`);
-        one that names a class (case-insensitively) is that class. Phrases no object uses any more go."""
+        one that names a class (case-insensitively) is that class. Phrases no object uses any more go.
+
+        What a person decided stays: a new box of the same label overlapping, at IoU >= history.REJECT_IOU, a model
+        box they deleted or changed (while that edit is not undone) or a box they made is left out (the returned
+        list lacks it). The swap is one entry of the image's history: `undo` puts the replaced objects back."""
         run_json = None if run is None else to_json(run, "run", dict)
         allowed = None if if_status is None else {check_status(s) for s in if_status}
-        wanted, found = class_names(classes), class_names(phrases)
+        for k, obj in enumerate(objects):
+            if not isinstance(obj, dict) or not {"box", "class_name", "score"} <= obj.keys():
+                raise ProjectError(f"objects[{k}] must be a dict with keys box, class_name, score (and optionally "
+                                   f"mask), got {obj!r}")
+            if obj["score"] is None:
+                raise ProjectError(f"objects[{k}] has score None; model objects need a score")
         with self._write() as db:
             image = self._image(db, image_id)
             if allowed is not None and image.status not in allowed:
                 return None
-            self._add_classes(db, wanted)
-            self._add_phrases(db, found)
+            decisions = history.decided(db, image_id)
+            kept = [o for o in objects if not history.is_decided(o["class_name"], o["box"], decisions)]
+            used = {str(o["class_name"]).strip().casefold() for o in kept}
+            self._add_classes(db, [c for c in class_names(classes) if c.casefold() in used])
+            self._add_phrases(db, [c for c in class_names(phrases) if c.casefold() in used])
+            replaced = [i for (i,) in db.execute("SELECT id FROM objects WHERE image_id = ? AND source = 'model'", (image_id,))]
+            before = history.rows(db, image_id, replaced)
             db.execute("DELETE FROM objects WHERE image_id = ? AND source = 'model'", (image_id,))
-            new = []
-            for k, obj in enumerate(objects):
-                if not isinstance(obj, dict) or not {"box", "class_name", "score"} <= obj.keys():
-                    raise ProjectError(f"objects[{k}] must be a dict with keys box, class_name, score (and optionally "
-                                       f"mask), got {obj!r}")
-                if obj["score"] is None:
-                    raise ProjectError(f"objects[{k}] has score None; model objects need a score")
-                new.append(self._insert_object(db, image, obj["box"], obj["class_name"], obj["score"], "model",
-                                               obj.get("mask"), phrases=True))
+            new = [self._insert_object(db, image, obj["box"], obj["class_name"], obj["score"], "model", obj.get("mask"),
+                                       phrases=True) for obj in kept]
             drop_unused_phrases(db)
-            history.forget(db, image_id)  # earlier edits of the replaced objects no longer apply
             if image.status != "reviewed":
                 db.execute("UPDATE images SET status = 'auto' WHERE id = ?", (image_id,))
+            if before or new or image.status not in ("reviewed", "auto"):  # one undoable edit; the history before stays
+                history.record(db, image_id, before, [o.id for o in new], image.status, person=False)
             db.execute("DELETE FROM runs WHERE image_id = ?", (image_id,))
             if run_json is not None:
                 db.execute("INSERT INTO runs (image_id, run) VALUES (?, ?)", (image_id, run_json))
@@ -1019,30 +1148,93 @@ class Project:
         guard: called in the transaction with the objects the undo would change, as stored now (None: absent);
         whatever it raises leaves everything as it was (the app refuses an undo made on a stale view).
         after: called in the transaction once it is written, with those objects as it leaves them."""
-        return self._step(image_id, history.undo, guard, after)
+        return self._step(image_id, True, guard, after)
 
     def redo(self, image_id: int, *, guard: Guard | None = None, after: Guard | None = None) -> bool:
         """Redo the image's last undone edit; False when there is none. guard, after: as for `undo`."""
-        return self._step(image_id, history.redo, guard, after)
+        return self._step(image_id, False, guard, after)
 
-    def _step(self, image_id: int, step, guard: Guard | None, after: Guard | None) -> bool:
-        conflict, touched = None, []
-        with self._write() as db:
-            self._image(db, image_id)
+    def _step(self, image_id: int, undo: bool, guard: Guard | None, after: Guard | None) -> bool:
+        """Undo or redo on the image: its own history's step or the project journal's, whichever is next
+        (history.next_step)."""
+        conflict, touched, placed, later = None, [], [], []
+        try:
+            with self._write() as db:
+                self._image(db, image_id)
 
-            def check(ids):
-                touched.extend(ids)
-                if guard is not None:
-                    guard(self._objects_now(db, image_id, ids))
-            try:
-                done = step(db, image_id, check)
-                if done and after is not None:
-                    after(self._objects_now(db, image_id, touched))
-            except history.HistoryConflictError as err:  # the cleared history is committed, then reported
-                conflict, done = err, False
+                def check(ids):
+                    touched.extend(ids)
+                    if guard is not None:
+                        guard(self._objects_now(db, image_id, ids))
+                step = history.next_step(db, image_id, undo=undo)
+                try:
+                    if step is None:
+                        done = False
+                    elif step[0] == "journal":
+                        later = self._journal_step(db, step[1], undo, image_id, check, placed)
+                        done = True
+                    else:
+                        done = (history.undo if undo else history.redo)(db, image_id, check)
+                    if done and after is not None:
+                        after(self._objects_now(db, image_id, touched))
+                except history.HistoryConflictError as err:  # the cleared history is committed, then reported
+                    conflict, done = err, False
+        except BaseException:  # what it placed for a step that did not commit: files linked back, a trash folder
+            self._remove_unreferenced([p for p in placed if not p.is_dir()])
+            for folder in (p for p in placed if p.is_dir()):
+                shutil.rmtree(folder, ignore_errors=True)
+            raise
+        for action in later:
+            action()
         if conflict is not None:
             raise ProjectError(str(conflict))
         return done
+
+    def _journal_step(self, db: sqlite3.Connection, journal_id: int, undo: bool, image_id: int,
+                      check: Callable[[list[int]], None], placed: list[Path]) -> list[Callable[[], None]]:
+        """Undo or redo a journal entry in the caller's transaction -> what to do once it commits (files).
+        check: called first with the ids of the image's objects it changes."""
+        entry = history.journal_entry(db, journal_id)
+        if entry["kind"] == "class":
+            if undo:
+                check([o["id"] for o in entry["objects"] if o["image_id"] == image_id])
+                self._restore_class(db, entry)
+                history.journal_mark(db, journal_id, entry, undone=True)
+                return []
+            present = db.execute("SELECT 1 FROM classes WHERE id = ?", (entry["class"]["id"],)).fetchone()
+            if present:
+                check([i for (i,) in db.execute("SELECT id FROM objects WHERE class_id = ? AND image_id = ?",
+                                                (entry["class"]["id"], image_id))])
+                entry = self._delete_class(db, entry["class"]["id"])
+            history.journal_mark(db, journal_id, entry, undone=False)
+            return []
+        if undo:
+            check([])
+            self._restore_images(db, entry, placed)
+            history.journal_mark(db, journal_id, entry, undone=True)
+            return [lambda: self._drop_trash([entry])]
+        ids = [s["image"]["id"] for s in entry["images"]]
+        ids = [i for (i,) in db.execute(f"SELECT id FROM images WHERE id IN ({','.join('?' * len(ids))})", ids)]
+        check([i for (i,) in db.execute("SELECT id FROM objects WHERE image_id = ?", (image_id,))] if image_id in ids else [])
+        trash = self._dir / TRASH_DIR / uuid.uuid4().hex
+        placed.append(trash)  # if it does not commit, the trash folder goes
+        _, files, entry = self._delete_images(db, ids, trash)
+        history.journal_mark(db, journal_id, entry, undone=False)
+        return [lambda: self._unlink_unreferenced(files)]
+
+    def next_step(self, image_id: int, *, undo: bool) -> str | None:
+        """What undo (or redo) on the image would do, in words, when it is a step of the project's journal
+        ("the removal of 2 image(s): a.png, b.png"); None for a step of the image's own history, or none."""
+        with self._read() as db:
+            step = history.next_step(db, image_id, undo=undo)
+            if step is None or step[0] != "journal":
+                return None
+            entry = history.journal_entry(db, step[1])
+        if entry["kind"] == "class":
+            return f"the deletion of the class {show_name(entry['class']['name'])} with {len(entry['objects'])} object(s)"
+        names = [s["image"]["name"] for s in entry["images"]]
+        return f"the removal of {len(names)} image(s): {', '.join(show_name(n) for n in names[:5])}" + (
+            ", ..." if len(names) > 5 else "")
 
     def history(self, image_id: int) -> tuple[bool, bool]:
         """(can undo, can redo) for the image."""
@@ -1147,6 +1339,50 @@ def _remove_abandoned(folder: Path) -> None:
         with contextlib.suppress(OSError):
             if now - path.stat().st_mtime > ABANDONED_AFTER_S:
                 path.unlink()
+
+
+def _remove_abandoned_trash(folder: Path, db: sqlite3.Connection) -> None:
+    """Delete trash folders that no journal entry holds (a removal killed before its commit, an entry dropped
+    by a process killed before it deleted the folder). Only old ones, as in `_remove_abandoned`."""
+    if not folder.is_dir():
+        return
+    try:
+        held = {json.loads(e).get("trash") for (e,) in db.execute("SELECT entry FROM journal")}
+    except sqlite3.Error:
+        return
+    now = time.time()
+    for path in folder.iterdir():
+        with contextlib.suppress(OSError):
+            if path.name not in held and now - path.stat().st_mtime > ABANDONED_AFTER_S:
+                shutil.rmtree(path)
+
+
+def _keep(source: Path, dest: Path) -> None:
+    """Give the file a second name (a hard link; a synced copy where the file system has none). A missing
+    source (a file that broke or went) is left missing."""
+    if not source.is_file():
+        return
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, dest)
+    except FileExistsError:
+        if not _same_bytes(dest, source):
+            raise
+    except OSError:
+        shutil.copyfile(source, dest)
+        fsync(dest)
+
+
+def _rows(db: sqlite3.Connection, table: str, where: str, args: Sequence) -> list[dict]:
+    """Rows of a table as {column: value} (every column: what the journal keeps to put them back)."""
+    cursor = db.execute(f"SELECT * FROM {table} WHERE {where}", tuple(args))
+    names = [d[0] for d in cursor.description]
+    return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
+def _insert_rows(db: sqlite3.Connection, table: str, rows: Iterable[dict]) -> None:
+    for row in rows:
+        db.execute(f"INSERT INTO {table} ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})", tuple(row.values()))
 
 
 def _same_bytes(a: Path, b: Path) -> bool:

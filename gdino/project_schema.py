@@ -108,6 +108,23 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         "CREATE TABLE removed (key TEXT PRIMARY KEY, name TEXT NOT NULL)",
     ),
+    # 8: undo across images (gdino/history.py). The journal keeps what a removal of images or of a class with its
+    # objects took out, as rows, so that Ctrl+Z can put every one back; `rejected` keeps the model boxes a person
+    # deleted or changed, which a new model run on the image does not add again while that edit stands.
+    (
+        """CREATE TABLE journal (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            after_edit INTEGER NOT NULL,  -- the newest edits.id handed out when it was written: orders it among them
+            entry TEXT NOT NULL,  -- JSON: the rows it removed (gdino/history.py)
+            undone INTEGER NOT NULL DEFAULT 0 CHECK (undone IN (0, 1)))""",
+        """CREATE TABLE rejected (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            image_id INTEGER NOT NULL REFERENCES images(id) ON DELETE CASCADE,
+            edit_id INTEGER NOT NULL,  -- the edit that deleted or changed the box: it counts while that is not undone
+            class_name TEXT NOT NULL,
+            x0 REAL NOT NULL, y0 REAL NOT NULL, x1 REAL NOT NULL, y1 REAL NOT NULL)""",
+        "CREATE INDEX rejected_by_image ON rejected(image_id)",
+    ),
 )
 
 

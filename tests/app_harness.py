@@ -58,11 +58,21 @@ def fresh_page(context, url):
     return page
 
 
-def upload_box_cleared(page):
-    """Wait until the page has emptied the upload box after an upload's answer (its own step after the answer).
-    A person then chooses the next files; choosing them before that step ran is the upload race of issue 25
-    (the step clears the new choice), which these tests do not exercise by accident."""
-    page.wait_for_selector("#uploads .file-preview", state="detached", timeout=60_000)
+def hold_ticks(page, url) -> list:
+    """Hold back, from now on, the page's timer ticks on their way to the server (the tick that shows other
+    windows' and runs' changes): the page keeps the view it has. Returns the held requests. Ticks are sent one at a
+    time (gradio's trigger_mode "once"): once one is held, every earlier tick of the page has been answered."""
+    events = page.request.get(url.rstrip("/") + "/config").json()["dependencies"]
+    ticks = {d["id"] for d in events if any(t[1] == "tick" for t in d["targets"])}
+    held: list = []
+
+    def route(request_route):
+        if (request_route.request.post_data_json or {}).get("fn_index") in ticks:
+            held.append(request_route)
+        else:
+            request_route.continue_()
+    page.route("**/gradio_api/queue/join*", route)
+    return held
 
 
 def download_export(page, path):

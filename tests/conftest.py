@@ -29,6 +29,25 @@ def tiny_ours(tiny_hf):
     return gdino.load_model(tiny_hf[1])
 
 
+PLAIN_CLASSES = "cat, remote control"
+
+
+@pytest.fixture(scope="session")
+def plain_labeled(tiny_hf, tmp_path_factory):
+    """project_compare's source folder labeled by `gdino label` (the plain engine, in this process) with the tiny
+    model: the reference the engine tests compare with (Ray's, the object store's). Read it, never write to it."""
+    from project_compare import source_folder
+
+    from gdino.cli import main
+
+    tmp = tmp_path_factory.mktemp("plain_labeled")
+    images = source_folder(tmp / "in")
+    code = main(["label", str(images), "--classes", PLAIN_CLASSES, "--out", str(tmp / "plain"), "--model",
+                 str(tiny_hf[1]), "--device", "cpu", "--box-threshold", "0.2"])
+    assert code == 1  # the corrupt file
+    return {"images": images, "project": tmp / "plain", "model": tiny_hf[1]}
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _kernel_built_first():
     """Build (or load from the cache) the compiled CPU kernel before any test runs, so that its first-use build

@@ -13,7 +13,7 @@ import zipfile
 
 import numpy as np
 import pytest
-from app_harness import fresh_page, needs_browser, profile, upload_box_cleared
+from app_harness import fresh_page, needs_browser, profile
 from PIL import Image
 from test_app_browser import server  # noqa: F401  (the fixture)
 
@@ -158,7 +158,6 @@ def test_markup_names_are_text_for_a_second_visitor(server, listeners, tmp_path)
             a = fresh_page(a_context, url)
             a.locator("#uploads input[type=file]").set_input_files([str(archive)])
             a.wait_for_selector(f"#message >> text=added {len(images)} image(s)", timeout=60_000)
-            upload_box_cleared(a)
             a.locator("#uploads input[type=file]").set_input_files([str(refused)])
             a.wait_for_selector("#message >> text=added 0 image(s)", timeout=60_000)
             assert missing in a.locator("#message").inner_text()  # its own note names the missing file as it is

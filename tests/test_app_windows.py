@@ -264,9 +264,9 @@ def _slow(app, seconds):
     """SAM for a click that takes `seconds` (a first click loading the model, or one waiting for a job's image)."""
     import time
 
-    def refine(pixels, points, labels, box):
+    def refine(pixels, points, labels, box, mask=None):
         time.sleep(seconds)
-        return h.refine_mask(app, pixels, points, labels, box)
+        return h.refine_mask(app, pixels, points, labels, box, mask)
     return refine
 
 
@@ -318,7 +318,7 @@ def _forked(fn):
     return call
 
 
-def _disk(pixels, points, labels, box):
+def _disk(pixels, points, labels, box, mask=None):
     """A stand-in for SAM in the forked worker (torch in a child forked from this threaded test process can hang;
     what is checked is what stays in the server's process): a disk of 8 px around the last click."""
     h_, w_ = np.asarray(pixels).shape[:2]

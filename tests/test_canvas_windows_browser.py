@@ -3,7 +3,7 @@ in a second window that still shows it where it was is refused there (the page s
 stored); the first window's edit stays in the project. On the redrawn view the second window's edit goes through.
 Quick edits within one window are covered by the other canvas tests (they must not count as stale)."""
 
-from app_harness import fresh_page, needs_browser, profile
+from app_harness import fresh_page, hold_ticks, needs_browser, profile
 from test_canvas_app_browser import ROOT, View, drag, near, server, until  # noqa: F401  (the fixture)
 
 from ui.edit_order import WAIT_S
@@ -40,6 +40,8 @@ def test_a_stale_window_cannot_overwrite_another_windows_edit(server, tmp_path):
                 page.wait_for_selector(ROOT + "[data-image-ready='1'][data-visible-boxes='1']", timeout=60_000)
                 page.locator("#canvas canvas.gc-canvas").scroll_into_view_if_needed()
             views = [View(page) for page in pages]
+            held = hold_ticks(second, url)  # the second tab keeps its view (ticks now show other windows' changes)
+            until(second, lambda: held, "a held tick of the second tab")  # none of its ticks is in flight any more
 
             def stored():
                 return project.objects(image.id)[0].box

@@ -399,3 +399,29 @@ def test_models_lists_the_recommended_checkpoints_with_their_published_numbers(c
 def test_number_flags_say_what_they_need_in_every_command(capsys, args, message):
     code, _, err = run(capsys, *args)
     assert code == 2 and message in err and "invalid" not in err, err
+
+
+def test_export_says_what_it_left_out_or_bent(tmp_path, capsys):
+    """Issue 25 items 7 and 11 in the CLI's words: skipped images are counted, and yolo-seg names the masks one
+    polygon gives back only approximately (the IoU read back from the written file), offering coco."""
+    from gdino.formats.validate import ImportLimits
+    from gdino.formats.yolo import parse_yolo_labels
+    from gdino.masks import mask_to_rle, rle_to_mask
+
+    noisy = np.zeros((240, 320), dtype=bool)
+    noisy[10:130, 10:170] = np.random.default_rng(0).random((120, 160)) < 0.3  # hundreds of parts
+    with Project.create(tmp_path / "proj", ["cat"]) as project:
+        kept = project.add_image(write_image(tmp_path / "a.png", 1, size=(240, 320)))
+        skipped = project.add_image(write_image(tmp_path / "b.png", 2, size=(240, 320)))
+        project.replace_model_objects(kept.id, [{"box": (10, 10, 170, 130), "class_name": "cat", "score": 0.9,
+                                                 "mask": mask_to_rle(noisy)}])
+        project.set_status(skipped.id, "skipped")
+        (obj,) = project.objects(kept.id)
+    code, out, err = run(capsys, "export", tmp_path / "proj", "--format", "yolo-seg", "--out", tmp_path / "yolo")
+    assert code == 0 and "exported 1 image(s)" in out
+    assert "left out 1 image(s) marked skipped" in err, err
+    [back] = parse_yolo_labels((tmp_path / "yolo/labels/train/a.txt").read_text(), "a.txt", 320, 240, 1, ImportLimits())
+    got = rle_to_mask(back["mask"])
+    iou = (got & noisy).sum() / (got | noisy).sum()
+    assert iou < 0.9 and "1 mask(s) too detailed for one polygon" in err
+    assert f"a.png object {obj.id} (IoU {iou:.2f})" in err and "export coco for exact masks" in err, err

@@ -178,11 +178,11 @@ def test_a_new_edit_drops_what_was_undone(project):
     assert project.history(iid) == (True, False)
 
 
-def test_a_model_run_in_between_clears_the_history_with_a_message(project):
+def test_a_model_run_is_one_more_entry_and_a_conflict_clears_the_history_with_a_message(project):
     iid = image_id(project)
     send(project, kind="add", box=[1, 1, 10, 10], class_name="cat")
     project.replace_model_objects(iid, [{"box": (5, 5, 15, 15), "class_name": "dog", "score": 0.7}])
-    assert project.history(iid) == (False, False)  # the run starts a new history
+    assert project.history(iid) == (True, False)  # the run is one more entry; the history before it stays (issue 25)
     obj = project.objects(iid)[-1]
     send(project, kind="move", object_id=obj.id, dx=1, dy=1)
     with project._write() as db:  # another writer changes the object without an entry
@@ -270,7 +270,7 @@ def test_redo_after_an_undo_that_brought_a_phrase_back(project, kind):
     send(project, kind="redo")  # the phrase came back as a new row: still the same label
     send(project, kind="undo")
     assert [(o.class_name, o.phrase) for o in project.objects(iid)] == [("red car", True)]
-    assert project.history(iid) == (False, True)
+    assert project.history(iid) == (True, True)  # the model run before it is an entry too
 
 
 def test_undo_after_the_class_was_removed_and_redo(project):

@@ -9,7 +9,7 @@ import io
 
 from fault_harness import duplicate_sources
 from PIL import Image
-from project_compare import GOOD, assert_same_project, source_folder
+from project_compare import GOOD, assert_same_project
 
 from gdino.cli import main
 from gdino.project import Project
@@ -20,18 +20,16 @@ def label_args(model, images, out, *more) -> list[str]:
             "--device", "cpu", "--box-threshold", "0.2", *map(str, more)]
 
 
-def test_label_an_object_store_folder_like_a_local_one(tiny_hf, object_store, tmp_path, capsys):
-    images = source_folder(tmp_path / "in")
-    object_store.put_tree(images, "photos/set1")
+def test_label_an_object_store_folder_like_a_local_one(tiny_hf, plain_labeled, object_store, tmp_path, capsys):
+    """The same folder labeled from its local copy (conftest's plain_labeled) and from the object store."""
+    object_store.put_tree(plain_labeled["images"], "photos/set1")
     uri = object_store.uri("photos/set1")
-    assert main(label_args(tiny_hf[1], images, tmp_path / "local")) == 1  # the corrupt file
-    capsys.readouterr()
 
     assert main(label_args(tiny_hf[1], uri, tmp_path / "remote")) == 1
     printed = capsys.readouterr()
     assert "broken.jpg" in printed.out and f"labeled {GOOD + 1} image(s)" in printed.out, printed
     assert "Traceback" not in printed.err
-    assert_same_project(tmp_path / "local", tmp_path / "remote")
+    assert_same_project(plain_labeled["project"], tmp_path / "remote")
     with Project.open(tmp_path / "remote") as project:
         records = project.images()
         assert all(r.uri is not None and r.uri.startswith("s3://photos/set1/") and r.path is None for r in records)

@@ -305,3 +305,40 @@ def test_torchs_own_build_warnings_do_not_reach_the_log(monkeypatch, tmp_path, c
     ours = [r for r in caplog.records if r.name == "gdino"]
     assert [r.levelname for r in ours] == ["WARNING", "DEBUG"] and "compiling" in ours[0].getMessage()
     assert "not compatible" in ours[1].getMessage()
+
+
+
+@needs_kernel
+def test_a_build_is_kept_by_content_and_loaded_without_ninja(cpu, monkeypatch, tmp_path):
+    """A finished build is kept under a key of its sources, torch, Python and flags, not of paths: another
+    process (a new virtual environment, whose include paths would make ninja compile again) loads it with
+    neither a compiler nor torch's build; a changed source is another key and builds."""
+    from torch.utils import cpp_extension
+
+    loads = []
+
+    def load(**kwargs):  # stands for torch's build: hands back the real module, whose file gets kept
+        loads.append(kwargs["name"])
+        return cpu
+
+    monkeypatch.setattr(cpp_extension, "load", load)
+    monkeypatch.setenv("GDINO_CACHE", str(tmp_path / "cache"))
+    assert compiled.build("cpu") is cpu and loads == ["gdino_msda_cpu"]
+    [kept] = (tmp_path / "cache").rglob("by-content/*/gdino_msda_cpu*")
+    compiled.build("cpu")
+    assert loads == ["gdino_msda_cpu"]  # loaded from the kept file
+
+    env = {k: v for k, v in os.environ.items() if k not in ("CXX", "GDINO_MSDA")}
+    env.update(GDINO_CACHE=str(tmp_path / "cache"), PATH=str(tmp_path / "empty"))  # no c++, no ninja
+    result = subprocess.run([sys.executable, "-c", _NO_COMPILER_RUN], env=env, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines() == ["compiled", "compiled CPU kernel", "False"], result.stdout + result.stderr
+    assert "compiling" not in result.stderr and kept.is_file()
+
+    changed = tmp_path / "csrc"
+    shutil.copytree(compiled.CSRC, changed)
+    source = changed / compiled.SOURCES["cpu"]
+    source.write_text(source.read_text() + "\n// changed\n")
+    monkeypatch.setattr(compiled, "CSRC", changed)
+    assert compiled.build("cpu") is cpu and loads == ["gdino_msda_cpu"] * 2

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 from fault_harness import count, duplicate_sources, gdino_cmd
 from fault_harness import env as harness_env
-from project_compare import GOOD, assert_same_project, snapshot, source_folder
+from project_compare import GOOD, assert_same_project, snapshot
 
 pytest.importorskip("ray.data", reason='Ray is not installed here (pip install "gdino[ray]")')
 
@@ -62,13 +62,9 @@ def gdino(ray_tmp: str, *args) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def plain(tiny_hf, tmp_path_factory):
-    """The plain engine's project: the reference."""
-    tmp = tmp_path_factory.mktemp("ray")
-    images = source_folder(tmp / "in")
-    code = main(label_args(tiny_hf[1], images, tmp / "plain"))
-    assert code == 1  # the corrupt file
-    return {"images": images, "project": tmp / "plain", "model": tiny_hf[1], "tmp": tmp}
+def plain(plain_labeled, tmp_path_factory):
+    """The plain engine's project (conftest, shared with the object-store tests): the reference."""
+    return {**plain_labeled, "tmp": tmp_path_factory.mktemp("ray")}
 
 
 def test_ray_labels_the_same_project_and_lists_the_corrupt_file(plain, ray_tmp):

@@ -6,18 +6,25 @@ server answers with; it never holds the truth. Coordinates are pixels of the upr
 
 What each edit does to a mask (choices, documented in the README):
 - move: the box and its mask move together, by whole pixels when the object has a mask (so that both
-  move by exactly the same offset), and its SAM clicks with them;
+  move by exactly the same offset), and its SAM clicks and strokes with them; a move keeps the box's size
+  and stops where the box meets the image's edge (never clipped);
 - resize: the mask keeps its pixels inside the new box (no re-segmenting: a person resizing a box means
-  "this far", and a click refines it with SAM if wanted); the clicks are dropped;
-- click: SAM with every click of the object so far (and the box it started from, if it had one); a click
-  with nothing selected creates an object from that click alone, its box the mask's;
+  "this far", and a click refines it with SAM if wanted); the clicks are dropped, the strokes kept (the
+  brushed pixels inside the new box);
+- click: SAM with every click of the object so far (and the box it started from, if it had one) and its
+  current mask as the mask prompt (where the segmenter takes one); a click with nothing selected creates an
+  object from that click alone, its box the mask's. A person's strokes are authoritative: the brushed pixels
+  stay in and the erased ones out of what SAM answers;
 - stroke: brush adds, eraser removes the stroke's pixels (radius in image pixels, see gdino.mask_edits);
-  a box grows to hold what was brushed outside it, never shrinks; the clicks are dropped. A stroke that would
-  leave a mask too detailed to store (MAX_MASK_CHARS) is refused: one edit never adds megabytes.
+  a box grows to hold what was brushed outside it, never shrinks. The clicks are kept, and the pixels brushed
+  in and erased so far are kept with them (the `clicks` JSON's "added" / "removed", COCO RLE) for the next
+  clicks. A stroke that would leave a mask too detailed to store (MAX_MASK_CHARS) is refused: one edit never
+  adds megabytes.
 """
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
@@ -112,8 +119,9 @@ class Redo:
 
 Edit = Add | Move | Resize | Delete | Relabel | Click | Stroke | Undo | Redo
 
-# (points (N, 2), labels (N,) 1/0, box xyxy or None) -> (H, W) bool mask of the image
-Segment = Callable[[np.ndarray, np.ndarray, "tuple[float, float, float, float] | None"], np.ndarray]
+# (points (N, 2), labels (N,) 1/0, box xyxy or None, mask: the object's current (H, W) bool mask or None, the mask
+# prompt) -> (H, W) bool mask of the image. A segmenter without a mask prompt takes the first three only.
+Segment = Callable[..., np.ndarray]
 
 
 # -- parsing ------------------------------------------------------------------------------------------
@@ -260,20 +268,24 @@ def apply(project: Project, edit: Edit, segment: Segment | None = None, guard: G
         return Applied(selected=found[0].id if len(found) == 1 else None)
     if isinstance(edit, Move):
         (obj,) = _objects(project, edit.image_id, [edit.object_id], guard)
-        if edit.dx == 0 and edit.dy == 0:
-            return Applied(selected=obj.id)
         state = _moved(obj, edit.dx, edit.dy, shape)
+        if state.box == obj.box:  # no move, or one that the edge stops at once
+            return Applied(selected=obj.id)
         project.edit_objects(edit.image_id, {obj.id: state}, expect=[obj], after=after)
         return Applied(selected=obj.id)
     if isinstance(edit, Resize):
         (obj,) = _objects(project, edit.image_id, [edit.object_id], guard)
         if tuple(edit.box) == tuple(obj.box):
             return Applied(selected=obj.id)
+        inside = inside_box(shape, edit.box)
         mask = None
         if obj.mask is not None:
-            kept = rle_to_mask(obj.mask) & inside_box(shape, edit.box)
+            kept = rle_to_mask(obj.mask) & inside
             mask = mask_to_rle(kept) if kept.any() else None  # a box resized off its mask has none left
-        state = replace(ObjectState.of(obj), box=edit.box, mask=mask, clicks=None, source="manual")
+        added, removed = _strokes(obj.clicks, shape)
+        kept = _with_strokes({"box": list(edit.box), "points": []}, added & inside, removed)
+        clicks = kept if "added" in kept or "removed" in kept else None  # no strokes: nothing to keep
+        state = replace(ObjectState.of(obj), box=edit.box, mask=mask, clicks=clicks, source="manual")
         project.edit_objects(edit.image_id, {obj.id: state}, expect=[obj], after=after)
         return Applied(selected=obj.id)
     if isinstance(edit, Click):
@@ -295,16 +307,58 @@ def _objects(project: Project, image_id: int, ids: Sequence[int], guard: Guard) 
 
 
 def _moved(obj: ObjectRecord, dx: float, dy: float, shape: tuple[int, int]) -> ObjectState:
+    """The object moved by (dx, dy), as far as its box stays inside the image: its size is kept."""
+    h, w = shape
+    x0, y0, x1, y1 = obj.box
     state = ObjectState.of(obj)
-    clicks = state.clicks
-    if obj.mask is not None:  # box and mask by the same whole-pixel offset
-        dx, dy = round(dx), round(dy)
+    whole = obj.mask is not None or bool(obj.clicks and ("added" in obj.clicks or "removed" in obj.clicks))
+    if whole:  # box and mask (and strokes) by the same whole-pixel offset
+        dx = min(max(round(dx), math.ceil(-x0)), math.floor(w - x1))
+        dy = min(max(round(dy), math.ceil(-y0)), math.floor(h - y1))
+    else:
+        dx, dy = min(max(dx, -x0), w - x1), min(max(dy, -y0), h - y1)
+    if dx == 0 and dy == 0:
+        return state
+    if obj.mask is not None:
         state = replace(state, mask=mask_to_rle(shift(rle_to_mask(obj.mask), dx, dy)))
+    clicks = state.clicks
     if clicks is not None:
         box = None if clicks["box"] is None else [v + d for v, d in zip(clicks["box"], (dx, dy, dx, dy), strict=True)]
-        clicks = {"box": box, "points": [[x + dx, y + dy, p] for x, y, p in clicks["points"]]}
-    x0, y0, x1, y1 = obj.box
-    return replace(state, box=(x0 + dx, y0 + dy, x1 + dx, y1 + dy), clicks=clicks, source="manual")
+        added, removed = _strokes(clicks, shape)
+        clicks = _with_strokes({"box": box, "points": [[x + dx, y + dy, p] for x, y, p in clicks["points"]]},
+                               shift(added, dx, dy), shift(removed, dx, dy))
+    # at the edge the box ends exactly on it (x0 + (w - x1) may round off w)
+    nx0, nx1 = (w - (x1 - x0), w) if dx == w - x1 else (0.0, x1 - x0) if dx == -x0 else (x0 + dx, x1 + dx)
+    ny0, ny1 = (h - (y1 - y0), h) if dy == h - y1 else (0.0, y1 - y0) if dy == -y0 else (y0 + dy, y1 + dy)
+    return replace(state, box=(nx0, ny0, nx1, ny1), clicks=clicks, source="manual")
+
+
+def _strokes(clicks: dict | None, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(the pixels a person brushed in, those erased) that an object's clicks keep, (H, W) bool each."""
+    clicks = clicks or {}
+    empty = np.zeros(shape, dtype=bool)
+    added, removed = clicks.get("added"), clicks.get("removed")
+    return (empty if added is None else rle_to_mask(added)), (empty if removed is None else rle_to_mask(removed))
+
+
+def _with_strokes(clicks: dict, added: np.ndarray, removed: np.ndarray) -> dict:
+    """The clicks with the strokes' pixels (COCO RLE; left out when there are none)."""
+    if added.any():
+        clicks["added"] = mask_to_rle(added)
+    if removed.any():
+        clicks["removed"] = mask_to_rle(removed)
+    return clicks
+
+
+def _call(segment: Segment, points: np.ndarray, labels: np.ndarray, box, mask: np.ndarray | None) -> np.ndarray:
+    """SAM with the object's current mask as the mask prompt, where the segmenter takes one."""
+    try:
+        inspect.signature(segment).bind(points, labels, box, mask)
+    except TypeError:  # (points, labels, box) only
+        return segment(points, labels, box)
+    except ValueError:  # no signature to read (a builtin): call it as the protocol says
+        pass
+    return segment(points, labels, box, mask)
 
 
 def _click(project: Project, edit: Click, shape: tuple[int, int], segment: Segment | None, guard: Guard,
@@ -332,11 +386,15 @@ def _click(project: Project, edit: Click, shape: tuple[int, int], segment: Segme
                         "the brush or the eraser, or press Esc and start a new object")
     points = [*clicks["points"], point]
     prompt_box = None if clicks["box"] is None else tuple(clicks["box"])
-    mask = segment(np.array([p[:2] for p in points], dtype=np.float64), np.array([int(p[2]) for p in points]), prompt_box)
+    current = None if obj.mask is None else rle_to_mask(obj.mask)
+    mask = _call(segment, np.array([p[:2] for p in points], dtype=np.float64), np.array([int(p[2]) for p in points]),
+                 prompt_box, current)
+    added, removed = _strokes(clicks, shape)
+    mask = (np.asarray(mask, dtype=bool) | added) & ~removed  # a person's strokes win over SAM
     box = obj.box if prompt_box is not None else bounding_box(mask)
     if box is None:
         raise EditError("with that click SAM finds nothing; undo it or click elsewhere")
-    state = replace(ObjectState.of(obj), box=box, mask=mask_to_rle(mask), clicks={"box": clicks["box"], "points": points},
+    state = replace(ObjectState.of(obj), box=box, mask=mask_to_rle(mask), clicks={**clicks, "points": points},
                     source="manual")
     project.edit_objects(edit.image_id, {obj.id: state}, expect=[obj], after=after)
     return Applied(selected=obj.id)
@@ -350,7 +408,8 @@ def _stroke(project: Project, edit: Stroke, shape: tuple[int, int], guard: Guard
         box = bounding_box(painted)
         if box is None:
             raise EditError("the stroke is outside the picture")
-        state = ObjectState(edit.class_name, box, mask=_storable(mask_to_rle(painted), None))
+        rle = _storable(mask_to_rle(painted), None)
+        state = ObjectState(edit.class_name, box, mask=rle, clicks={"box": list(box), "points": [], "added": rle})
         (new,) = project.edit_objects(edit.image_id, new=[state], after=after)
         return Applied(selected=new.id)
     (obj,) = _objects(project, edit.image_id, [edit.object_id], guard)
@@ -360,8 +419,20 @@ def _stroke(project: Project, edit: Stroke, shape: tuple[int, int], guard: Guard
     grown = bounding_box(mask)
     if grown is not None:
         box = (min(box[0], grown[0]), min(box[1], grown[1]), max(box[2], grown[2]), max(box[3], grown[3]))
+    # the clicks stay (the next click goes on from them) and the strokes so far with them: the last stroke wins
+    clicks = obj.clicks or {"box": list(obj.box), "points": []}
+    added, removed = _strokes(clicks, shape)
+    added, removed = (added & ~painted, removed | painted) if edit.erase else (added | painted, removed & ~painted)
+    before = obj.clicks or {}
+    clicks = {k: v for k, v in clicks.items() if k not in ("added", "removed")}
+    if not clicks["points"] and clicks["box"] is not None:
+        clicks["box"] = list(box)  # no click yet: the first one starts from the box as it is then
+    clicks = _with_strokes(clicks, added, removed)
+    for key in ("added", "removed"):
+        if key in clicks:
+            clicks[key] = _storable(clicks[key], before.get(key))
     state = replace(ObjectState.of(obj), box=box, mask=_storable(mask_to_rle(mask), obj.mask) if mask.any() else None,
-                    clicks=None, source="manual")
+                    clicks=clicks, source="manual")
     project.edit_objects(edit.image_id, {obj.id: state}, expect=[obj], after=after)
     return Applied(selected=obj.id)
 

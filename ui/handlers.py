@@ -474,7 +474,11 @@ def detect_image(app: App, state: dict, image_id: int | None, settings: LabelSet
                                add_all_classes=False, keep_phrases=True, images=_reader(app, project))
     if summary.failed:
         raise ImageError(summary.failed[image_id])
-    return f"found {summary.objects} object(s)"
+    note = f"found {summary.objects} object(s)"
+    if summary.decided:
+        note += (f"; {summary.decided} more left out: you had deleted or changed those boxes, or drawn them "
+                 "yourself")
+    return note
 
 
 def start_auto_label(app: App, state: dict, settings: LabelSettings) -> str:
@@ -610,9 +614,16 @@ def canvas_edit(app: App, state: dict, payload: object, refine: Callable | None 
                                  next_revision())
         try:
             edit = edits.parse(payload)
+            step = isinstance(edit, (edits.Undo, edits.Redo))
+            what = project.next_step(shown, undo=isinstance(edit, edits.Undo)) if step else None
             applied = edits.apply(project, edit, segment=_segment(app, project, shown, refine), guard=guard, after=after)
         except USER_ERRORS as err:
             return finish(canvas_state(app, state, shown, seq=seq, message=page_words(app, state, err)), shown)
+        if what is not None and applied.message is None:  # a step of the project's journal: say what it did
+            applied = dataclasses.replace(applied, message=("undid " if isinstance(edit, edits.Undo) else "redid ") + what)
+        if not project.has_image(shown):  # a redo removed the image shown: show the one the page would show next
+            image_id = current_image(app, state)
+            return finish(canvas_state(app, state, image_id, seq=seq, message=applied.message), image_id)
         try:
             value = canvas_state(app, state, shown, selected=applied.selected, message=applied.message, seq=seq)
         except USER_ERRORS as err:  # the edit is stored: never report it as refused (it would be made again)
@@ -625,11 +636,12 @@ class NotShownError(ProjectError):
     """An edit that was stored, whose new state could not be drawn (disk full for the overlay file...)."""
 
 
-def refine_mask(app: App, pixels, points, labels, box):
-    """SAM on one picture from clicks (and the box they started from): its (H, W) bool mask. All a click runs on
-    the GPU: on a ZeroGPU Space the app calls it through `spaces.GPU` (a worker process), nothing else of the
-    edit (the store, the window's order and views stay in this process)."""
-    return app.hub.segmenter().refine(pixels, points=points, labels=labels, box=box).mask
+def refine_mask(app: App, pixels, points, labels, box, mask=None):
+    """SAM on one picture from clicks (and the box they started from): its (H, W) bool mask. mask: the object's
+    current (H, W) bool mask, SAM's mask prompt (None: none). All a click runs on the GPU: on a ZeroGPU Space the
+    app calls it through `spaces.GPU` (a worker process), nothing else of the edit (the store, the window's order
+    and views stay in this process)."""
+    return app.hub.segmenter().refine(pixels, points=points, labels=labels, box=box, mask=mask).mask
 
 
 def _segment(app: App, project, image_id: int, refine: Callable | None = None):
@@ -637,12 +649,12 @@ def _segment(app: App, project, image_id: int, refine: Callable | None = None):
     running job (the model lock)."""
     if not app.hub.sam_enabled:
         return None
-    def segment(points, labels, box):
+    def segment(points, labels, box, mask=None):
         pixels = read_image(app.sessions.image_path(project, project.image(image_id)))
         with app.jobs.model_lock:
             if refine is not None:
-                return refine(pixels, points, labels, box)
-            return refine_mask(app, pixels, points, labels, box)
+                return refine(pixels, points, labels, box, mask)
+            return refine_mask(app, pixels, points, labels, box, mask)
     return segment
 
 
@@ -659,19 +671,27 @@ def export(app: App, state: dict, fmt: str, reviewed_only: bool) -> tuple[str, s
         raise ProjectError(f"unknown format {fmt!r}")
     project = app.sessions.project(state)
     left_out: dict[str, int] = {}
-    dataset = dataset_from_project(project, reviewed_only=reviewed_only, left_out=left_out)
+    not_exported: dict[str, list[str]] = {}
+    dataset = dataset_from_project(project, reviewed_only=reviewed_only, left_out=left_out, not_exported=not_exported)
     if not dataset.images:
         what = "reviewed images" if reviewed_only else "images"
-        raise ProjectError(f"nothing to export: the project has no {what} yet")
+        raise ProjectError(f"nothing to export: the project has no {what} yet" + _not_exported(not_exported))
     _remove_old_exports()
     dataset, refused = _readable(app, project, dataset)
     if not dataset.images:
         raise ProjectError("nothing to export: this server may read none of the images' files:\n"
                            + "\n".join(f"- {n}: {why}" for n, why in refused))
     skipped: list[tuple[str, str]] = []
+    inexact: list[tuple[str, int | None, float]] = []
     out = Path(tempfile.mkdtemp(prefix=EXPORT_PREFIX)) / f"gdino-{fmt}.zip"
-    path = str(export_zip(dataset, out, fmt, skipped=skipped))
-    message = f"exported {len(dataset.images) - len(skipped)} image(s) as {fmt}"
+    path = str(export_zip(dataset, out, fmt, skipped=skipped, inexact=inexact))
+    message = f"exported {len(dataset.images) - len(skipped)} image(s) as {fmt}" + _not_exported(not_exported)
+    if inexact:
+        worst = sorted(inexact, key=lambda item: item[2])[:INEXACT_SHOWN]
+        named = ", ".join(f"{name} object {i} (IoU {iou:.2f})" for name, i, iou in worst)
+        message += (f"; YOLO keeps one polygon per object, so {len(inexact)} mask(s) too detailed for one polygon "
+                    f"were simplified and come back approximate, worst: {named}"
+                    + (", ..." if len(inexact) > INEXACT_SHOWN else "") + ". Export COCO for exact masks")
     skipped = refused + skipped
     if left_out:
         phrases = ", ".join(f"{phrase!r} ({n})" for phrase, n in left_out.items())
@@ -680,6 +700,21 @@ def export(app: App, state: dict, fmt: str, reviewed_only: bool) -> tuple[str, s
     if skipped:
         message += "; left out, they cannot be exported:\n" + "\n".join(f"- {n}: {why}" for n, why in skipped)
     return path, message
+
+
+INEXACT_SHOWN = 3  # the worst approximate YOLO-seg masks named in the export's message
+
+
+def _not_exported(not_exported: dict[str, list[str]]) -> str:
+    """"; left out: ..." for the images an export leaves out by their status ("" when none)."""
+    parts = []
+    if not_exported.get("skipped"):
+        parts.append(f"{len(not_exported['skipped'])} image(s) marked skipped (skipped images are never exported: "
+                     "mark one reviewed to include it)")
+    others = sum(len(names) for status, names in not_exported.items() if status != "skipped")
+    if others:
+        parts.append(f"{others} image(s) not reviewed yet (you chose reviewed images only)")
+    return "; left out: " + " and ".join(parts) if parts else ""
 
 
 def _readable(app: App, project, dataset):

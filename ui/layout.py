@@ -9,6 +9,7 @@ import gradio as gr
 from . import handlers as h
 from .canvas import make_canvas
 from .files import ASSETS
+from .refresh import image_stamp
 from .render import STATUS_ORDER
 from .session import page_address, valid_token
 from .text import bold, lines, plain
@@ -27,6 +28,7 @@ EXAMPLES = [(ASSETS / name, classes) for name, classes in
 
 # letters the canvas does not use itself (it takes v, b, k, u, e, f, [, ], 1-9 and only while it has the focus)
 SHORTCUTS = {"n": "next-btn", "p": "prev-btn", "r": "reviewed-btn", "s": "skip-btn", "g": "detect-btn"}
+UPLOAD_LABEL = "Add images: click, or drop files here (several files, or a zip of images / COCO / YOLO)"
 HEAD = """<script>
 document.addEventListener('keydown', (e) => {
   const t = e.target;
@@ -35,8 +37,42 @@ document.addEventListener('keydown', (e) => {
   const el = id && document.getElementById(id);
   if (el) { el.click(); e.preventDefault(); }
 });
-</script>""".replace("SHORTCUTS", json.dumps(SHORTCUTS))
+// a pointer held down anywhere: the tick does not redraw the picture under an edit being made (BUSY_JS)
+for (const name of ['pointerdown', 'pointerup', 'pointercancel']) {
+  document.addEventListener(name, (e) => { window.gdinoPointerDown = name === 'pointerdown'; }, true);
+}
+// files dropped on the upload area go through its button's file input, as if chosen there
+const uploadZone = (e) => e.target instanceof Element && e.target.closest('#uploads');
+for (const name of ['dragenter', 'dragover']) document.addEventListener(name, (e) => {
+  const zone = uploadZone(e);
+  if (zone) { e.preventDefault(); zone.classList.add('dragging'); }
+});
+document.addEventListener('dragleave', (e) => { const zone = uploadZone(e); if (zone) zone.classList.remove('dragging'); });
+document.addEventListener('drop', (e) => {
+  const zone = uploadZone(e);
+  const input = zone && zone.querySelector('input[type=file]');
+  if (!input) return;
+  e.preventDefault();
+  zone.classList.remove('dragging');
+  if (!e.dataTransfer || !e.dataTransfer.files.length) return;
+  input.files = e.dataTransfer.files;
+  input.dispatchEvent(new Event('change', {bubbles: true}));
+});
+</script>
+<style>
+#uploads { border: 2px dashed var(--border-color-primary); border-radius: var(--radius-lg); padding: 8px; }
+#uploads.dragging { border-color: var(--color-accent); }
+</style>""".replace("SHORTCUTS", json.dumps(SHORTCUTS))
 
+# the tick's inputs as the page sends them; the last says whether this page is busy with a change of its own: a
+# pointer held down, canvas edits not yet answered, or an action whose answer may bring another image (its
+# progress shows on the canvas)
+BUSY_JS = """(state, view, id, stamp, busy) => {
+  const root = document.querySelector('#canvas .gc-root');
+  const pending = root ? Number(root.dataset.pending || 0) : 0;
+  const acting = document.querySelector('#canvas [data-testid=status-tracker]:not(.hide)') !== null;
+  return [state, view, id, stamp, Boolean(window.gdinoPointerDown) || pending > 0 || acting];
+}"""
 # after the page has read a `?project=` link, take the credential out of the address bar
 FORGET_LINK_JS = """() => {
   const u = new URL(window.location.href);
@@ -45,13 +81,16 @@ FORGET_LINK_JS = """() => {
 LINK_LABEL = ("Project link: opens this browser's project in any browser. Anyone with this link can see and edit "
               "the project; share it only with people you trust")
 
-HELP = ("**Keys:** `n` next image, `p` previous, `r` mark reviewed, `s` skip, `g` detect. **On the picture** (click it "
-        "first): *Box* (`b`) draws a box on empty space, drags a box to move it and its handles to resize it; `1`-`9` "
-        "give the selected box (or the next one) a class; `Delete` or `Backspace` removes it. *Click* (`k`) segments "
-        "with SAM: a click adds a point (Alt-click or right-click: a negative one) to the selected object, or starts "
-        "a new one; `Esc` ends. *Brush* (`u`) and *Eraser* (`e`) paint the selected object's mask, radius in image "
-        "pixels (`[` `]`). Wheel zooms, space+drag or the middle button pans, `f` fits. `Ctrl+Z` undoes, "
-        "`Ctrl+Shift+Z` or `Ctrl+Y` redoes, also after a reload. Every change is saved as you make it.")
+HELP = ("**Keys:** `n` next image, `p` previous, `r` mark reviewed, `s` skip, `g` detect. **On the picture** (keys "
+        "work unless you are typing in a field): *Box* (`b`) draws a box on empty space, drags a box to move it (it "
+        "stops at the edge, its size kept) and its handles to resize it; a second click at the same place selects the "
+        "next box under the pointer; `1`-`9` give the selected box (or the next one) a class; `Delete` or `Backspace` "
+        "removes it. *Click* (`k`) segments with SAM: a click adds a point (Alt-click or right-click: a negative one) "
+        "to the selected object, or starts a new one; `Esc` ends. *Brush* (`u`) and *Eraser* (`e`) paint the selected "
+        "object's mask, radius in image pixels (`[` `]`); what you paint stays through later clicks. Wheel zooms, "
+        "space+drag or the middle button pans, `f` fits. `Ctrl+Z` undoes (Detect, Remove image and a class deleted "
+        "with its objects too), `Ctrl+Shift+Z` or `Ctrl+Y` redoes, also after a reload. Every change is saved as you "
+        "make it.")
 
 
 def build(app: h.App) -> gr.Blocks:
@@ -71,8 +110,12 @@ def build(app: h.App) -> gr.Blocks:
         new_link_btn = gr.Button("New link (the old one stops working)", size="sm", elem_id="new-link-btn",
                                  visible=app.config.project is None)
         with gr.Row():
-            uploads = gr.File(label="Add images (several files, or a zip of images / COCO / YOLO)", file_count="multiple",
-                              file_types=["image", ".zip"], elem_id="uploads")
+            # a button, not a file box: it sends only the files just chosen, so nothing has to empty it after an
+            # answer (a box emptied by a step of its own lost the files chosen before that step ran: issue 25).
+            # Files dropped on it are sent the same way (DROP_JS). No type filter in the page: the server's
+            # message names a file it cannot add, where the page's filter showed a toast that stayed up.
+            with gr.Column(elem_id="uploads"):
+                uploads = gr.UploadButton(UPLOAD_LABEL, file_count="multiple", elem_id="upload-btn")
             with gr.Column(visible=bool(app.config.allow_dirs) and app.config.project is None):
                 hint = str(app.config.allow_dirs[0]) if app.config.allow_dirs else ""
                 folder = gr.Textbox(label="Server folder", placeholder=hint)
@@ -92,6 +135,7 @@ def build(app: h.App) -> gr.Blocks:
             masks = gr.Checkbox(value=app.hub.masks_available, label="Masks (SAM)", interactive=app.hub.sam_enabled)
             detect_btn = gr.Button("Detect", variant="primary", elem_id="detect-btn")
         shown_id = gr.Number(value=None, visible=False, precision=0)
+        shown_stamp = gr.Textbox(value="", visible=False)  # what the page was last sent of it (ui/refresh.py)
         if EXAMPLES:
             gr.Examples([[path.name, classes] for path, classes in EXAMPLES], inputs=[example_path, classes_text],
                         label="Examples: one click adds the photo and its classes; then press Detect")
@@ -116,7 +160,7 @@ def build(app: h.App) -> gr.Blocks:
                     all_btn = gr.Button("Auto-label all unlabeled", elem_id="auto-all-btn")
                     cancel_btn = gr.Button("Cancel", elem_id="cancel-btn")
                 job_line = gr.Markdown("", elem_id="job-status", **literal)  # the server's job: the page stays usable meanwhile
-                ticker = gr.Timer(2.0)
+                ticker = gr.Timer(1.0)
                 with gr.Accordion("Export", open=True):
                     fmt = gr.Radio(["coco", "yolo", "yolo-seg", "voc"], value="coco", label="Format")
                     reviewed_only = gr.Checkbox(value=False, label="Reviewed images only")
@@ -157,46 +201,58 @@ def build(app: h.App) -> gr.Blocks:
                 raise h.ProjectError("the page has not finished loading; wait a moment and try again")
             return app.sessions.check_state(state)
 
-        def refresh(state, image_id="keep", note=None, said=None):
+        keep_choice = object()
+
+        def refresh(state, image_id="keep", note=None, said=None, chosen=keep_choice):
             """Everything that shows the project, after any change; with a message: `note` (plain text: shown
-            literally) or `said` (Markdown made with ui/text.py)."""
+            literally) or `said` (Markdown made with ui/text.py). The class menu keeps the class chosen in it
+            unless a class action says which to show (`chosen`: None for none)."""
             if image_id == "keep":
                 image_id = h.current_image(app, state)
             state = {**state, "image_id": image_id}
-            value, text = h.view_image(app, state, image_id)
             project = app.sessions.project(state)
+            stamp = image_stamp(project, image_id)  # read first: a change between the two reads is drawn later
+            value, text = h.view_image(app, state, image_id)
             classes = project.classes
-            return (state, value, image_id, text, h.rows(app, state, view_value.get(state["token"], "all")),
+            return (state, value, image_id, stamp, text, h.rows(app, state, view_value.get(state["token"], "all")),
                     gr.update(choices=project.phrases, value=None),
-                    gr.update(choices=classes, value=None), h.class_counts(app, state), h.review_counter(app, state),
+                    gr.update(choices=classes) if chosen is keep_choice else
+                    gr.update(choices=classes, value=chosen if chosen in classes else None),
+                    h.class_counts(app, state), h.review_counter(app, state),
                     gr.update(choices=h.model_choices(app, state), value=h.project_model(app, state)),
                     said if said is not None else lines(note) if note is not None else gr.update(),
                     plain(app.hub.status))
 
         view_value: dict[str, str] = {}
+        # an action's progress shows on the canvas only: gradio's "processing | 0.6s" timer inside the lines of
+        # text (the image's line, the counter, the list, the message) made them flash on every click
+        shown = {"show_progress_on": [canvas]}
         # message and status stay last: only_message relies on it
-        outs = [bstate, canvas, shown_id, info, table, phrase, class_old, class_table, counter, model_pick, message,
-                status]
+        outs = [bstate, canvas, shown_id, shown_stamp, info, table, phrase, class_old, class_table, counter, model_pick,
+                message, status]
 
         def only_message(text):
             """Leave the page as it is and say why (an action that could not start)."""
             return (*[gr.update()] * (len(outs) - 2), text, gr.update())
 
-        def guarded(fn):
-            """Run an action; a user error becomes a message in the page, never a traceback."""
+        def guarded(fn, extra: int = 0):
+            """Run an action; a user error becomes a message in the page, never a traceback. `extra`: outputs
+            after `outs` that fn also answers (left as they are after an error)."""
+            rest = (gr.update(),) * extra
+
             def run(state, *args):
                 try:
                     state = state_of(state)
                 except h.ProjectError as err:
-                    return only_message(bold(err))
+                    return (*only_message(bold(err)), *rest)
                 try:
                     return fn(state, *args)
                 except h.USER_ERRORS as err:
                     said = f"**Could not do that:** {lines(h.page_words(app, state, err))}"
                 try:
-                    return refresh(state, said=said)
+                    return (*refresh(state, said=said), *rest)
                 except h.USER_ERRORS:  # the project itself cannot be shown now
-                    return only_message(said)
+                    return (*only_message(said), *rest)
             return run
 
         # ---------------------------------------------------------------------------- events
@@ -219,7 +275,7 @@ def build(app: h.App) -> gr.Blocks:
             return (*out, saved["mode"], saved["classes_text"], saved["prompt_text"], saved["box_threshold"],
                     saved["text_threshold"], saved["masks"] and app.hub.masks_available, shown_link)
 
-        demo.load(on_load, [bstate], load_outs).then(None, js=FORGET_LINK_JS)
+        demo.load(on_load, [bstate], load_outs, **shown).then(None, js=FORGET_LINK_JS)
 
         def new_link(state, request: gr.Request):
             """A new link for this project; the old one stops working (Sessions.new_link)."""
@@ -237,18 +293,17 @@ def build(app: h.App) -> gr.Blocks:
                     [classes_text, prompt_text])
 
         def after_upload(state, request: gr.Request):
-            """The upload box cleared (the next upload sends only its own files), the project link shown (the
-            first upload made the project)."""
+            """The project link shown (the first upload made the project)."""
             if app.config.project is not None or not isinstance(state, dict) or not valid_token(state.get("token")):
-                return None, gr.update()
+                return gr.update()
             headers = request.headers if request is not None else {}
-            return None, app.sessions.shown_link(state, page_address(headers.get("referer"), headers.get("origin")))
+            return app.sessions.shown_link(state, page_address(headers.get("referer"), headers.get("origin")))
 
         # "multiple": an upload made while the last one is still being added waits its turn (gradio's default
-        # for upload events skips it, and the .then below then cleared the box: those files were lost)
+        # for upload events skips it: those files were lost)
         uploads.upload(guarded(lambda s, files: refresh(s, "keep", h.add_uploads(app, s, files))), [bstate, uploads],
-                       outs, trigger_mode="multiple",
-                       ).then(after_upload, [bstate], [uploads, project_link])
+                       outs, trigger_mode="multiple", **shown,
+                       ).then(after_upload, [bstate], [project_link], show_progress="hidden")
 
         def open_folder(state, path):
             state = h.open_server_project(app, state, path)
@@ -259,12 +314,15 @@ def build(app: h.App) -> gr.Blocks:
                 return refresh(state)
             return refresh(state, "keep", h.add_example(app, state, path))
 
-        example_path.change(guarded(add_example), [bstate, example_path], outs)
+        example_path.change(guarded(add_example), [bstate, example_path], outs, **shown)
 
-        open_btn.click(guarded(open_folder), [bstate, folder], outs)
-        folder_btn.click(guarded(lambda s, path: refresh(s, "keep", h.add_server_folder(app, s, path))), [bstate, folder], outs)
+        open_btn.click(guarded(open_folder), [bstate, folder], outs,
+                         **shown)
+        folder_btn.click(guarded(lambda s, path: refresh(s, "keep", h.add_server_folder(app, s, path))), [bstate, folder], outs,
+                         **shown)
 
-        model_pick.input(guarded(lambda s, m: refresh(s, "keep", h.choose_model(app, s, m))), [bstate, model_pick], outs)
+        model_pick.input(guarded(lambda s, m: refresh(s, "keep", h.choose_model(app, s, m))), [bstate, model_pick],
+                         outs, **shown)
 
         prompt_inputs = [mode, classes_text, prompt_text, box_thr, text_thr, masks]
 
@@ -275,11 +333,11 @@ def build(app: h.App) -> gr.Blocks:
             note = h.detect_image(app, state, None if image_id is None else int(image_id), settings)
             return refresh(state, None if image_id is None else int(image_id), note)
 
-        detect_btn.click(guarded(detect), [bstate, shown_id, *prompt_inputs], outs, concurrency_id="model")
+        detect_btn.click(guarded(detect), [bstate, shown_id, *prompt_inputs], outs, concurrency_id="model", **shown)
 
         @gpu  # SAM for a click: on a ZeroGPU Space the model runs only inside such a call (a worker process)
-        def refine_on_gpu(pixels, points, labels, box):
-            return h.refine_mask(app, pixels, points, labels, box)
+        def refine_on_gpu(pixels, points, labels, box, mask=None):
+            return h.refine_mask(app, pixels, points, labels, box, mask)
 
         def on_edit(state, evt: gr.EventData):
             """One edit from the canvas: applied by the server, answered with the new canvas and what it changes
@@ -293,15 +351,17 @@ def build(app: h.App) -> gr.Blocks:
                     project = app.sessions.project(state)
                     return (value, text, h.rows(app, state, view_value.get(state["token"], "all")),
                             h.review_counter(app, state), gr.update(choices=project.phrases),
-                            gr.update(choices=project.classes))
+                            gr.update(choices=project.classes),
+                            image_stamp(project, image_id) if value is not None else gr.update())
                 return h.canvas_edit(app, state, payload, refine=refine_on_gpu, answer=answer)
             except h.NotShownError as err:
-                return (gr.update(), bold(err), gr.update(), gr.update(), gr.update(), gr.update())
+                return (gr.update(), bold(err), *[gr.update()] * 5)
             except h.USER_ERRORS as err:
-                return (gr.update(), f"**Could not do that:** {lines(h.page_words(app, None, err))}", gr.update(), gr.update(),
-                        gr.update(), gr.update())
+                return (gr.update(), f"**Could not do that:** {lines(h.page_words(app, None, err))}",
+                        *[gr.update()] * 5)
 
-        canvas.edit(on_edit, [bstate], [canvas, info, table, counter, phrase, class_old], show_progress="hidden",
+        canvas.edit(on_edit, [bstate], [canvas, info, table, counter, phrase, class_old, shown_stamp],
+                    show_progress="hidden",
                     trigger_mode="multiple", concurrency_id="edits", concurrency_limit=16)  # ui/edit_order.py
 
         def go(delta):
@@ -310,8 +370,8 @@ def build(app: h.App) -> gr.Blocks:
                 return refresh(state, h.step(app, state, view_name, delta))
             return run
 
-        prev_btn.click(guarded(go(-1)), [bstate, view], outs)
-        next_btn.click(guarded(go(+1)), [bstate, view], outs)
+        prev_btn.click(guarded(go(-1)), [bstate, view], outs, **shown)
+        next_btn.click(guarded(go(+1)), [bstate, view], outs, **shown)
 
         def mark(status_name):
             def run(state, image_id, view_name):
@@ -320,25 +380,40 @@ def build(app: h.App) -> gr.Blocks:
                 return refresh(state, nxt)
             return run
 
-        reviewed_btn.click(guarded(mark("reviewed")), [bstate, shown_id, view], outs)
-        skip_btn.click(guarded(mark("skipped")), [bstate, shown_id, view], outs)
+        reviewed_btn.click(guarded(mark("reviewed")), [bstate, shown_id, view], outs, **shown)
+        skip_btn.click(guarded(mark("skipped")), [bstate, shown_id, view], outs, **shown)
 
         def remove(state, image_id, view_name):
             view_value[state["token"]] = view_name
             nxt, note = h.remove_image(app, state, view_name, None if image_id is None else int(image_id))
             return refresh(state, nxt, note)
 
-        remove_btn.click(guarded(remove), [bstate, shown_id, view], outs)
-        rename_btn.click(guarded(lambda s, old, new: refresh(s, "keep", h.rename_class(app, s, old, new))),
-                         [bstate, class_old, class_new], outs)
-        delete_class_btn.click(guarded(lambda s, name, both: refresh(s, "keep", h.delete_class(app, s, name, both))),
-                               [bstate, class_old, with_objects], outs)
+        remove_btn.click(guarded(remove), [bstate, shown_id, view], outs, **shown)
+
+        def rename_class(state, old, new):
+            if not old:
+                return refresh(state, said=bold("choose a class in the menu first"))
+            note = h.rename_class(app, state, old, new)
+            named = (new or "").strip().casefold()  # the class the objects now have (merged: an existing one)
+            return refresh(state, "keep", note, chosen=next((c for c in app.sessions.project(state).classes
+                                                             if c.casefold() == named), None))
+
+        def delete_class(state, name, both):
+            """Deleted: nothing chosen in the menu, and the "its objects too" tick off again (it must be ticked
+            for each such delete)."""
+            if not name:
+                return (*refresh(state, said=bold("choose a class in the menu first")), gr.update())
+            return (*refresh(state, "keep", h.delete_class(app, state, name, both), chosen=None), False)
+
+        rename_btn.click(guarded(rename_class), [bstate, class_old, class_new], outs, **shown)
+        delete_class_btn.click(guarded(delete_class, extra=1), [bstate, class_old, with_objects], [*outs, with_objects],
+                               **shown)
 
         def choose_view(state, view_name):
             view_value[state["token"]] = view_name
             return refresh(state)
 
-        view.change(guarded(choose_view), [bstate, view], outs)
+        view.change(guarded(choose_view), [bstate, view], outs, **shown)
 
         def pick_row(state, evt: gr.SelectData):  # not wrapped: gradio injects evt by this signature
             try:
@@ -348,7 +423,7 @@ def build(app: h.App) -> gr.Blocks:
             except h.USER_ERRORS as err:
                 return only_message(f"**Could not open that image:** {lines(h.page_words(app, state, err))}")
 
-        table.select(pick_row, [bstate], outs)
+        table.select(pick_row, [bstate], outs, **shown)
 
         def label_all(state, *prompt):
             """Start the project's auto-label job on the server; the page polls it (ticker) and stays usable."""
@@ -356,7 +431,7 @@ def build(app: h.App) -> gr.Blocks:
             h.save_prompt(app, state, *prompt)
             return refresh(state, "keep", h.start_auto_label(app, state, settings))
 
-        all_btn.click(guarded(label_all), [bstate, *prompt_inputs], outs)
+        all_btn.click(guarded(label_all), [bstate, *prompt_inputs], outs, **shown)
 
         def cancel(state):
             try:
@@ -370,28 +445,45 @@ def build(app: h.App) -> gr.Blocks:
             """Start the project's training job on the server; the page polls it like auto-labeling."""
             return refresh(state, "keep", h.start_training(app, state, epochs, fast))
 
-        train_btn.click(guarded(start_training), [bstate, train_epochs, train_fast], outs)
-        use_model_btn.click(guarded(lambda s: refresh(s, "keep", h.use_trained_model(app, s))), [bstate], outs)
+        train_btn.click(guarded(start_training), [bstate, train_epochs, train_fast], outs, **shown)
+        use_model_btn.click(guarded(lambda s: refresh(s, "keep", h.use_trained_model(app, s))), [bstate], outs, **shown)
 
         shown_done: dict[str, tuple] = {}
 
-        def tick(state, view_name, request: gr.Request):
-            """Every 2 s: the model status and the job's progress; the list only when the job moved on (per
-            page: two tabs of one project both follow it)."""
+        def tick(state, view_name, image_id, stamp, busy, request: gr.Request):
+            """Every second: the model status and the job's progress; the list when the job moved on (per page:
+            two tabs of one project both follow it); the shown image when the project's differs from what this
+            page was sent (another window's or a run's change: ui/refresh.py), unless this page is in the middle
+            of a change of its own (`busy`, from the page: BUSY_JS)."""
+            keep = gr.update()
             try:
                 state = state_of(state)
                 line = h.job_status(app, state)
+                project = app.sessions.project(state)
             except h.USER_ERRORS:
-                return gr.update(), plain(app.hub.status), gr.update(), gr.update()
-            job = app.jobs.get(app.sessions.project(state).path)
+                return keep, plain(app.hub.status), keep, keep, keep, keep, keep
+            job = app.jobs.get(project.path)
             mark_ = None if job is None else (id(job), job.done, job.state)
             page = getattr(request, "session_hash", None) or state["token"]
-            if mark_ is None or shown_done.get(page) == mark_:
-                return lines(line), plain(app.hub.status), gr.update(), gr.update()
-            shown_done[page] = mark_
-            return lines(line), plain(app.hub.status), h.rows(app, state, view_name), h.review_counter(app, state)
+            moved = mark_ is not None and shown_done.get(page) != mark_
+            if moved:
+                shown_done[page] = mark_
+            image_id = None if image_id is None else int(image_id)
+            view_out = (keep, keep, keep)
+            if image_id is not None and not busy:
+                now = image_stamp(project, image_id)
+                if now not in (stamp, "gone"):
+                    try:
+                        view_out = (*h.view_image(app, {**state, "image_id": image_id}, image_id), now)
+                        moved = True
+                    except h.USER_ERRORS:  # removed meanwhile: the page's next action shows what is there
+                        pass
+            listed = (h.rows(app, state, view_name), h.review_counter(app, state)) if moved else (keep, keep)
+            return (lines(line), plain(app.hub.status), *listed, *view_out)
 
-        ticker.tick(tick, [bstate, view], [job_line, status, table, counter], show_progress="hidden",
+        canvas_busy = gr.Checkbox(value=False, visible=False)  # filled in by the page itself (BUSY_JS)
+        ticker.tick(tick, [bstate, view, shown_id, shown_stamp, canvas_busy],
+                    [job_line, status, table, counter, canvas, info, shown_stamp], js=BUSY_JS, show_progress="hidden",
                     concurrency_limit=None)
 
         def do_export(state, fmt_name, only_reviewed):
@@ -404,6 +496,7 @@ def build(app: h.App) -> gr.Blocks:
 
         export_btn.click(do_export, [bstate, fmt, reviewed_only], [download, message])
 
-        map_btn.click(guarded(lambda s, p, t: refresh(s, "keep", h.map_phrase(app, s, p, t))), [bstate, phrase, target], outs)
+        map_btn.click(guarded(lambda s, p, t: refresh(s, "keep", h.map_phrase(app, s, p, t))), [bstate, phrase, target],
+                     outs, **shown)
 
     return demo

@@ -23,14 +23,18 @@ from ..sources import local_file
 from .coco import coco_records, write_coco
 from .dataset import Dataset, LabeledImage, LabeledObject, split_images
 from .voc import voc_xml, write_voc
-from .yolo import data_yaml, write_labels, yolo_lines
+from .yolo import data_yaml, inexact_masks, write_labels, yolo_lines
 
 FORMATS = ("coco", "yolo", "yolo-seg", "voc")
 
 
-def dataset_from_project(project, *, reviewed_only: bool = False, left_out: dict[str, int] | None = None) -> Dataset:
+def dataset_from_project(project, *, reviewed_only: bool = False, left_out: dict[str, int] | None = None,
+                         not_exported: dict[str, list[str]] | None = None) -> Dataset:
     """The project's labels as a Dataset: all images (negatives included), or only reviewed ones.
-    Skipped images are never exported. File names are made unique by stem (YOLO and VOC name label
+    Skipped images are never exported: a person marked them "not for the dataset" (a blurred frame, a
+    duplicate), and an image exported without its objects would teach a trainer they are background.
+    `not_exported` gets {status: [image names]} of the images left out for their status, so that the
+    caller can say so. File names are made unique by stem (YOLO and VOC name label
     files after the image stem). Objects labeled with a free-text phrase that is not mapped to a class yet
     are not exported (their phrase is no category); `left_out` gets {phrase: objects left out}."""
     classes = tuple(project.classes)
@@ -38,6 +42,8 @@ def dataset_from_project(project, *, reviewed_only: bool = False, left_out: dict
     images, stems = [], set()
     for record in project.images(order="name"):
         if record.status == "skipped" or (reviewed_only and record.status != "reviewed"):
+            if not_exported is not None:
+                not_exported.setdefault(record.status, []).append(record.name)
             continue
         objects = []
         for o in project.objects(record.id):
@@ -70,7 +76,8 @@ def _unique_name(name: str, stems: set[str]) -> str:
 def export_dataset(dataset: Dataset, out_dir: str | Path, fmt: str, *, val_fraction: float = 0.0, seed: int = 0,
                    copy_images: bool = True, segmentation: str = "polygon", overwrite: bool = False,
                    progress: Callable[[int, int], None] | None = None,
-                   skipped: list[tuple[str, str]] | None = None, keep: Sequence[Path] = ()) -> Path:
+                   skipped: list[tuple[str, str]] | None = None, keep: Sequence[Path] = (),
+                   inexact: list[tuple[str, int | None, float]] | None = None) -> Path:
     """Write `dataset` in `fmt` as the folder out_dir. Layouts:
     coco:         annotations/instances_<split>.json, images/<split>/
     yolo(-seg):   data.yaml, images/<split>/, labels/<split>/<stem>.txt
@@ -82,6 +89,8 @@ def export_dataset(dataset: Dataset, out_dir: str | Path, fmt: str, *, val_fract
     An image whose file is missing or unreadable is left out of the export (labels too) and appended to
     `skipped` as (file name, why); the others keep the split they would have had.
     progress(done, total) is called after each image.
+    inexact: yolo-seg writes one polygon per object; the objects whose mask it does not give back exactly
+    (`yolo.inexact_masks`) are appended as (file name, object id, IoU of the mask read back).
     keep: folders the export must never replace nor lie inside (the project's); the images' own files
     are always kept out of reach: a target holding one of them is refused, overwrite or not.
     """
@@ -93,7 +102,7 @@ def export_dataset(dataset: Dataset, out_dir: str | Path, fmt: str, *, val_fract
     tmp = out.parent / f".{out.name}{_PARTIAL}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         tmp.mkdir(parents=True)
-        _write_export(dataset, tmp, fmt, val_fraction, seed, copy_images, segmentation, progress, skipped)
+        _write_export(dataset, tmp, fmt, val_fraction, seed, copy_images, segmentation, progress, skipped, inexact)
         _swap_into_place(tmp, out)
     finally:
         if tmp.exists():
@@ -203,7 +212,7 @@ def _exchange(a: Path, b: Path) -> bool:
 
 
 def _write_export(dataset: Dataset, out: Path, fmt: str, val_fraction: float, seed: int, copy_images: bool,
-                  segmentation: str, progress, skipped) -> None:
+                  segmentation: str, progress, skipped, inexact=None) -> None:
     splits = split_images(dataset.images, val_fraction, seed)
     total, done = len(dataset.images), 0
     written: dict[str, list[LabeledImage]] = {}
@@ -230,8 +239,10 @@ def _write_export(dataset: Dataset, out: Path, fmt: str, val_fraction: float, se
         elif fmt in ("yolo", "yolo-seg"):
             (out / "labels" / split).mkdir(parents=True, exist_ok=True)
             for image in images:
-                write_labels(yolo_lines(image, segmentation=fmt == "yolo-seg"),
-                             out / "labels" / split / (Path(image.file_name).stem + ".txt"))
+                lines = yolo_lines(image, segmentation=fmt == "yolo-seg")
+                write_labels(lines, out / "labels" / split / (Path(image.file_name).stem + ".txt"))
+                if fmt == "yolo-seg" and inexact is not None:
+                    inexact.extend((image.file_name, i, iou) for i, iou in inexact_masks(image, lines))
         else:
             for image in images:
                 write_voc(voc_xml(image, dataset.classes), out / "Annotations" / (Path(image.file_name).stem + ".xml"))

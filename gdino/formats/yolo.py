@@ -33,6 +33,25 @@ def yolo_lines(image: LabeledImage, segmentation: bool = False) -> list[str]:
     return lines
 
 
+def inexact_masks(image: LabeledImage, lines: list[str]) -> list[tuple[int | None, float]]:
+    """(object id, IoU) of the objects whose mask the written lines (`yolo_lines(image, segmentation=True)`)
+    do not give back exactly, read as a YOLO reader rasterizes a polygon: masks past MAX_POLYGON_VERTICES, whose
+    outlines were simplified and holes dropped. One polygon per object is all YOLO has; COCO keeps them exact."""
+    w, h = image.width, image.height
+    found = []
+    for obj, line in zip(image.objects, lines, strict=True):
+        mask = obj.mask_array()
+        if mask is None or not mask.any():
+            continue
+        values = [float(v) for v in line.split()[1:]]
+        polygon = [v * (w if i % 2 == 0 else h) for i, v in enumerate(values)]
+        back = polygons_to_mask([polygon], h, w)
+        iou = float((mask & back).sum() / (mask | back).sum())
+        if iou < 1.0:
+            found.append((obj.id, iou))
+    return found
+
+
 def _polygon(mask) -> list[float]:
     """The mask as one exact polygon, or past MAX_POLYGON_VERTICES points (hair, noise: YOLO has no RLE)
     the outlines of its parts simplified with OpenCV until they fit, holes dropped."""

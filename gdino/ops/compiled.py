@@ -1,6 +1,11 @@
 """The compiled kernels of multi-scale deformable attention: built on first use with
 torch.utils.cpp_extension (ninja from PyPI), cached per torch and Python version, never at install.
 
+A finished build is also kept under a key of what it was made from (the sources, torch's build, Python's
+extension ABI, the flags; the toolkit for CUDA), and loaded from there without ninja: a new virtual
+environment (torch's include paths are in ninja's command, so ninja would compile again) or another ninja
+(versions hash their logs differently) then costs nothing.
+
 Two extensions: csrc/ms_deform_attn_cpu.cpp (any C++ compiler) and csrc/ms_deform_attn_cuda.cu (needs
 nvcc, a CUDA toolkit of the major version torch was built with). Each is checked against the PyTorch
 reference on a small random problem the first time it is used; any failure (no compiler, no toolkit, a
@@ -10,11 +15,14 @@ torch's build is never started; during a build torch's own log lines go to gdino
 
 from __future__ import annotations
 
+import hashlib
+import importlib.util
 import logging
 import os
 import shlex
 import shutil
 import sys
+import sysconfig
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -129,6 +137,11 @@ def build(kind: str):
             raise RuntimeError("no CUDA toolkit (nvcc) found; set CUDA_HOME to one")
         flags = {"extra_cflags": ["-O3"], "extra_cuda_cflags": ["-O3"]}
     directory = build_dir(kind)
+    key = _content_key(kind, source, flags, home)
+    kept = directory / "by-content" / key
+    built = sorted(p for p in kept.iterdir() if not p.name.startswith(".")) if kept.is_dir() else []
+    if built:  # this very build was made before (in any virtual environment): no compiler, no ninja
+        return _import_built(built[0])
     cached = any(directory.glob("*.so"))
     if find_cxx() is None and not cached:  # (a cached build loads without one)
         raise NoCompilerError(f"no C++ compiler found ({_compiler_wanted()})")
@@ -142,8 +155,51 @@ def build(kind: str):
 
         if home is not None:
             cpp_extension.CUDA_HOME = home  # torch reads this module global when it builds
-        return cpp_extension.load(name=f"gdino_msda_{kind}", sources=[str(source)], extra_include_paths=[str(source.parent)],
-                                  build_directory=str(directory), verbose=False, **flags)
+        module = cpp_extension.load(name=f"gdino_msda_{kind}", sources=[str(source)],
+                                    extra_include_paths=[str(source.parent)], build_directory=str(directory),
+                                    verbose=False, **flags)
+    if _content_key(kind, source, flags, home) == key:  # (not if another checkout's sources came in meanwhile)
+        _keep(Path(module.__file__), kept)
+    return module
+
+
+def _content_key(kind: str, source: Path, flags: dict, cuda_home: str | None) -> str:
+    """What a built kernel depends on, hashed: the source and the headers beside it, torch's build (version and
+    commit: the ABI the module links against), Python's extension ABI, the flags, and for CUDA the target
+    architectures and the toolkit. Not paths: the same build from another virtual environment is the same."""
+    h = hashlib.sha256()
+    parts = [kind, torch.__version__, torch.version.git_version, str(torch.version.cuda), sys.version,
+             str(sysconfig.get_config_var("EXT_SUFFIX")), repr(sorted(flags.items()))]
+    if kind == "cuda":
+        toolkit = Path(os.path.realpath(cuda_home or ""))
+        version = toolkit / "version.json"
+        parts += [_cuda_arch_tag(), str(toolkit), version.read_text() if version.is_file() else ""]
+    for part in parts:
+        h.update(part.encode() + b"\0")
+    for file in [source, *sorted(source.parent.glob("*.h"))]:
+        h.update(file.name.encode() + b"\0" + file.read_bytes() + b"\0")
+    return h.hexdigest()[:32]
+
+
+def _keep(built: Path, kept: Path) -> None:
+    """A copy of the finished module under its content key, whole (written aside, then renamed into place)."""
+    try:
+        kept.mkdir(parents=True, exist_ok=True)
+        tmp = kept / f".{built.name}.{os.getpid()}.tmp"
+        shutil.copyfile(built, tmp)
+        os.replace(tmp, kept / built.name)
+    except OSError as err:  # a read-only cache: the next start builds through ninja again, nothing worse
+        log.debug("gdino: could not keep the built kernel in %s: %s", kept, err)
+
+
+def _import_built(path: Path):
+    """Import a built extension module from its file (its name is the file's: the module's init function)."""
+    spec = importlib.util.spec_from_file_location(path.name.split(".")[0], path)
+    if spec is None or spec.loader is None:
+        raise ImportError(f"{path} is not an extension module")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def _stable_copy(source: Path, folder: Path) -> Path:

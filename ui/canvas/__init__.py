@@ -57,7 +57,8 @@ floats in upright image px, at any zoom and device pixel ratio::
 
     {"kind": "add", "box": [x0, y0, x1, y1], "class_name": str}    # box tool on empty space (Shift: always a new
                                                                    # box); clamped to the image; class "" = none
-    {"kind": "move", "object_id": int, "dx": float, "dy": float}   # drag a box's inside; not clamped
+    {"kind": "move", "object_id": int, "dx": float, "dy": float}   # drag a box's inside; the box stops at the
+                                                                   # image's edge (its size kept; the server too)
     {"kind": "resize", "object_id": int, "box": [x0, y0, x1, y1]}  # drag one of the 8 handles; x0 < x1, y0 < y1
     {"kind": "delete", "object_ids": [int, ...]}                   # Delete / Backspace; "Delete hidden": every
                                                                    # model box with score < the threshold slider
@@ -80,7 +81,11 @@ translucent line) until a value whose "seq" is at least theirs arrives; a stroke
 loaded. The same overlay FileData (same url) may come again while the masks and the object order are unchanged:
 it is not fetched again, and its pixel k then means objects[k - 1] of the new value.
 
-Keys (on the focused canvas only): v / b select-and-box tool, k SAM clicks, u brush, e eraser, [ ] brush radius,
+Selecting (box tool): a click takes the selected box if it lies under the pointer, else the smallest box there;
+a click (no drag) where the last one was selects the next larger box under it (round again after the largest).
+
+Keys (whenever the canvas is shown and the focus is not in a text field; Space and Enter only on the canvas
+itself, so that a focused button keeps them): v / b select-and-box tool, k SAM clicks, u brush, e eraser, [ ] brush radius,
 f fit, 1-9 class, Delete / Backspace delete, Ctrl+Z / Ctrl+Shift+Z / Ctrl+Y undo / redo, Esc deselect (or cancel a
 drag), space+drag or middle-drag pan, wheel zoom (a factor of 2 per 200 px of wheel delta, around the cursor).
 
@@ -101,8 +106,8 @@ _HERE = Path(__file__).parent
 CANVAS_JS = (_HERE / "canvas.js").read_text(encoding="utf-8")
 CANVAS_CSS = (_HERE / "canvas.css").read_text(encoding="utf-8")
 
-HELP = ("wheel: zoom, drag with middle button or space+drag: pan, 1-9: class, Del: delete, "
-        "Ctrl+Z / Ctrl+Shift+Z: undo / redo, Esc: deselect")
+HELP = ("wheel: zoom, drag with middle button or space+drag: pan, click again: the next box under the pointer, "
+        "1-9: class, Del: delete, Ctrl+Z / Ctrl+Shift+Z: undo / redo, Esc: deselect")
 
 # Static: gradio diffs a changed template into the DOM, which would reset the canvas. The JS draws the value.
 TEMPLATE = """<div class="gc-root" tabindex="0" style="--gc-height: __HEIGHT__px">

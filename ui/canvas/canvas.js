@@ -143,17 +143,35 @@ function effectiveObjects() {
   return objs;
 }
 
-function hitTest(p, objs) {  // the smallest visible box under p (CSS px), so nested boxes stay reachable
-  let best = null, bestArea = Infinity;
+function boxesAt(p, objs) {  // the visible boxes under p (CSS px), smallest first (nested boxes stay reachable)
+  if (!show.boxes) return [];
+  const hits = [];
   for (const o of objs) {
-    if (o.temp || isHidden(o) || !show.boxes) continue;
+    if (o.temp || isHidden(o)) continue;
     const a = toScreen(o.box[0], o.box[1]), b = toScreen(o.box[2], o.box[3]);
-    if (p.x >= a.x - 2 && p.x <= b.x + 2 && p.y >= a.y - 2 && p.y <= b.y + 2) {
-      const area = (b.x - a.x) * (b.y - a.y);
-      if (area < bestArea) { best = o; bestArea = area; }
-    }
+    if (p.x >= a.x - 2 && p.x <= b.x + 2 && p.y >= a.y - 2 && p.y <= b.y + 2) hits.push({ o, area: (b.x - a.x) * (b.y - a.y) });
   }
-  return best;
+  return hits.sort((u, v) => u.area - v.area).map((h) => h.o);  // a stable sort: equal boxes in the value's order
+}
+
+function hitTest(p, objs) {  // a selected box under p wins (it can be dragged off others), else the smallest
+  const hits = boxesAt(p, objs);
+  return hits.find((o) => selection.has(o.id)) || hits[0] || null;
+}
+
+// a click (no drag) where the last one was, on the box it selected, selects the next box under the pointer:
+// repeated clicks cycle through overlapping boxes, smallest to largest and round again
+let lastClick = null;  // {x, y} in image px and the id it left selected
+
+function cycle(d) {
+  const p = toScreen(d.start.x, d.start.y);
+  const last = lastClick && toScreen(lastClick.x, lastClick.y);
+  if (d.wasSelected && last && lastClick.id === d.id && Math.hypot(p.x - last.x, p.y - last.y) < DRAG_MIN) {
+    const hits = boxesAt(p, effectiveObjects());
+    const i = hits.findIndex((o) => o.id === d.id);
+    if (hits.length > 1 && i >= 0) { selection = new Set([hits[(i + 1) % hits.length].id]); picked++; }
+  }
+  lastClick = { x: d.start.x, y: d.start.y, id: selection.size === 1 ? selection.values().next().value : null };
 }
 
 function handlesOf(box) {  // [name, x, y] in CSS px; the name says which edges the handle moves
@@ -652,8 +670,9 @@ canvas.addEventListener('pointerdown', (e) => {
       if (selection.has(hit.id)) selection.delete(hit.id); else selection.add(hit.id);
       picked++;
     } else if (hit) {
-      if (!selection.has(hit.id) || selection.size !== 1) { selection = new Set([hit.id]); picked++; }
-      drag = { type: 'move', id: hit.id, start: q, p0: p, dx: 0, dy: 0, orig: hit.box.slice() };
+      const wasSelected = selection.size === 1 && selection.has(hit.id);
+      if (!wasSelected) { selection = new Set([hit.id]); picked++; }
+      drag = { type: 'move', id: hit.id, start: q, p0: p, dx: 0, dy: 0, orig: hit.box.slice(), wasSelected };
     } else {
       const c = { x: clamp(q.x, 0, value.width), y: clamp(q.y, 0, value.height) };
       drag = { type: 'draw', start: c, box: [c.x, c.y, c.x, c.y], p0: p };
@@ -666,7 +685,7 @@ canvas.addEventListener('pointerdown', (e) => {
   } else if ((tool === 'brush' || tool === 'eraser') && e.button === 0) {
     const o = singleSelected(effectiveObjects());
     drag = { type: 'stroke', points: [[q.x, q.y]], radius, erase: tool === 'eraser', class_name: currentClass || '',
-      object_id: o ? o.id : null };
+      object_id: o ? o.id : null, chained: !o && (creating() || held.length > 0) };
   } else {
     return;
   }
@@ -712,9 +731,10 @@ canvas.addEventListener('pointermove', (e) => {
       drag.moved = drag.moved || Math.abs(p.x - drag.p0.x) >= DRAG_MIN || Math.abs(p.y - drag.p0.y) >= DRAG_MIN;
       if (drag.type === 'draw') {
         drag.box = [drag.start.x, drag.start.y, clamp(q.x, 0, value.width), clamp(q.y, 0, value.height)];
-      } else if (drag.type === 'move') {
-        drag.dx = q.x - drag.start.x;
-        drag.dy = q.y - drag.start.y;
+      } else if (drag.type === 'move') {  // the box keeps its size and stops at the image's edge
+        const b = drag.orig;
+        drag.dx = clamp(q.x - drag.start.x, -b[0], value.width - b[2]);
+        drag.dy = clamp(q.y - drag.start.y, -b[1], value.height - b[3]);
       } else if (drag.type === 'resize') {
         const b = drag.orig.slice();
         const dx = q.x - drag.start.x, dy = q.y - drag.start.y;
@@ -744,15 +764,24 @@ function finish(e, cancelled) {
       } else if (!d.moved) {
         selection.clear();
         picked++;
+        lastClick = null;
       }
     } else if (d.type === 'move' && d.moved) {
-      send('move', { object_id: d.id, dx: d.dx, dy: d.dy });
+      if (d.dx !== 0 || d.dy !== 0) send('move', { object_id: d.id, dx: d.dx, dy: d.dy });
+      lastClick = null;
+    } else if (d.type === 'move') {
+      cycle(d);
     } else if (d.type === 'resize' && d.moved) {
       send('resize', { object_id: d.id, box: normBox(d.box) });
     } else if (d.type === 'stroke') {
       const q = toImage(local(e)), last = d.points[d.points.length - 1];
       if (q.x !== last[0] || q.y !== last[1]) d.points.push([q.x, q.y]);
-      sendOrHold('stroke', { object_id: d.object_id, points: d.points, radius: d.radius, erase: d.erase, class_name: d.class_name });
+      let id = d.object_id;
+      if (d.chained && !creating() && !held.length) {  // begun before the object it chains on was answered
+        const o = singleSelected(effectiveObjects());
+        id = o ? o.id : null;
+      }
+      sendOrHold('stroke', { object_id: id, points: d.points, radius: d.radius, erase: d.erase, class_name: d.class_name });
     }
   }
   setCursor(local(e));
@@ -779,9 +808,13 @@ canvas.addEventListener('wheel', (e) => {
 
 // ---- keys -----------------------------------------------------------------------------------------------
 
-root.addEventListener('keydown', (e) => {
-  const t = e.target;
-  if (t !== root && ['INPUT', 'SELECT', 'TEXTAREA'].includes(t.tagName)) return;
+// text fields keep every key; other inputs (checkboxes, sliders, buttons) pass the canvas' keys on
+const NOT_TEXT = ['button', 'checkbox', 'radio', 'range', 'color', 'file', 'submit', 'reset', 'image'];
+const isTextField = (t) => !!t && (t.isContentEditable || ['TEXTAREA', 'SELECT'].includes(t.tagName)
+  || (t.tagName === 'INPUT' && !NOT_TEXT.includes((t.type || 'text').toLowerCase())));
+
+function onKey(e) {
+  if (isTextField(e.target)) return;
   const k = e.key;
   const lower = k.length === 1 ? k.toLowerCase() : k;
   const ctrl = e.ctrlKey || e.metaKey;
@@ -795,7 +828,8 @@ root.addEventListener('keydown', (e) => {
   } else if (/^[1-9]$/.test(k)) used = chooseClass(Number(k) - 1);
   else if (k === 'Escape') {
     if (drag) cancelDrag();
-    else { selection.clear(); picked++; }
+    else if (selection.size || pending.length || held.length) { selection.clear(); picked++; }  // ends a chain
+    else used = false;  // nothing to deselect: the page's own Esc
   } else if (k === ' ') { spaceHeld = true; setCursor(hover); }
   else if (TOOL_KEYS[lower] && !e.shiftKey) setTool(TOOL_KEYS[lower]);
   else if (k === '[' || k === ']') setRadius(k === ']' ? radius * 1.25 : radius / 1.25);
@@ -806,7 +840,17 @@ root.addEventListener('keydown', (e) => {
     e.stopPropagation();
     requestRender();
   }
-});
+}
+root.addEventListener('keydown', onKey);
+// the canvas' keys also work while the focus is elsewhere on the page (a button just clicked, the page itself),
+// as long as the canvas is shown and the focus is not in a text field. Space and Enter stay with a focused button.
+function onPageKey(e) {
+  if (!root.isConnected) { document.removeEventListener('keydown', onPageKey); return; }  // remounted: a new canvas
+  if (e.defaultPrevented || root.contains(e.target) || !root.getClientRects().length) return;
+  if (e.key === ' ' || e.key === 'Enter') return;
+  onKey(e);
+}
+document.addEventListener('keydown', onPageKey);
 root.addEventListener('keyup', (e) => {
   if (e.key === ' ') { spaceHeld = false; setCursor(hover); e.preventDefault(); e.stopPropagation(); }
 });
