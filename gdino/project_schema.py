@@ -8,8 +8,10 @@ leaves the old version intact. Never edit a released migration: append a new one
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
+import os
 import re
 import sqlite3
 import unicodedata
@@ -148,7 +150,8 @@ def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
     try:
         # WAL: a commit appends to the log, so a process killed mid-write leaves the last commit intact and
         # readers never block the writer.
-        db.execute("PRAGMA journal_mode=WAL").fetchone()
+        if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
+            _switch_to_wal(db, path)
         # FULL rather than NORMAL: NORMAL with WAL already survives a killed process, but may drop the last
         # commits on power loss; those are a person's label edits. FULL costs one fsync per commit, nothing
         # at human editing speed.
@@ -158,6 +161,20 @@ def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
         db.close()
         raise
     return db
+
+
+def _switch_to_wal(db: sqlite3.Connection, path: Path) -> None:
+    """Turn a new database file into WAL mode, one process at a time. Two connections switching one new file
+    at once deadlock inside SQLite's locks, which it answers at once with "database is locked" (its busy wait
+    does not apply): two `gdino label` runs starting on one new project refused one. An exclusive flock on the
+    folder orders them (never on the database file: closing a second descriptor of it would drop SQLite's own
+    POSIX locks of this process)."""
+    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fcntl.flock(folder, fcntl.LOCK_EX)  # held until closed
+        db.execute("PRAGMA journal_mode=WAL").fetchone()
+    finally:
+        os.close(folder)
 
 
 def translate(err: sqlite3.Error, directory: Path) -> StoreError:

@@ -3,6 +3,7 @@ on overlapping folders add each file once; a label run beside a person marking i
 keeps every decision the person made."""
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -165,3 +166,38 @@ def test_images_removed_during_a_run_are_reported_as_removed_not_failed(tiny_hf,
     with Project.open(project) as p:
         assert sorted((r.name, r.status) for r in p.images()) == [("img_001.png", "auto"), ("img_003.png", "auto"),
                                                                    ("img_005.png", "auto")]
+
+
+CREATE = """
+import sys
+from gdino.project import Project, ProjectError
+print("ready", flush=True)
+sys.stdin.readline()  # all processes are let go at once
+try:
+    with Project.create(sys.argv[1], ["cat"], exist_ok=True) as p:
+        p.add_classes(["dog"])
+    print("ok", flush=True)
+except ProjectError as err:
+    print(f"refused: {err}", flush=True)
+"""
+
+
+def test_processes_creating_one_new_project_at_once_all_get_it(tmp_path):
+    """Two `gdino label --out p` runs (or the app and a run) starting on a project that does not exist yet both
+    create it. SQLite answers two connections turning one new file into WAL mode at once with an immediate
+    "database is locked" (its busy wait does not apply there): seen in CI as one run refused in 7 s with "kept
+    it locked for more than 30 s". Six pairs of real processes, each pair let go at the same moment."""
+    answers = []
+    for k in range(6):
+        gate, release = os.pipe()  # both read the same pipe: closing it lets them go at one moment
+        procs = [subprocess.Popen([sys.executable, "-c", CREATE, str(tmp_path / f"p{k}")], env=env(), cwd=ROOT,
+                                  stdin=gate, stdout=subprocess.PIPE, text=True) for _ in range(2)]
+        os.close(gate)
+        for proc in procs:  # each has imported gdino and waits
+            assert proc.stdout.readline().strip() == "ready"
+        os.close(release)
+        answers += [proc.communicate(timeout=120)[0].strip() for proc in procs]
+    assert answers == ["ok"] * 12, answers
+    for k in range(6):
+        with Project.open(tmp_path / f"p{k}") as p:
+            assert p.classes == ["cat", "dog"]
