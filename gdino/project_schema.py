@@ -8,12 +8,11 @@ leaves the old version intact. Never edit a released migration: append a new one
 
 from __future__ import annotations
 
-import fcntl
 import json
 import math
-import os
 import re
 import sqlite3
+import time
 import unicodedata
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -151,7 +150,7 @@ def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
         # WAL: a commit appends to the log, so a process killed mid-write leaves the last commit intact and
         # readers never block the writer.
         if db.execute("PRAGMA journal_mode").fetchone()[0].lower() != "wal":
-            _switch_to_wal(db, path)
+            _switch_to_wal(db)
         # FULL rather than NORMAL: NORMAL with WAL already survives a killed process, but may drop the last
         # commits on power loss; those are a person's label edits. FULL costs one fsync per commit, nothing
         # at human editing speed.
@@ -163,18 +162,21 @@ def connect(path: Path, *, read_only: bool = False) -> sqlite3.Connection:
     return db
 
 
-def _switch_to_wal(db: sqlite3.Connection, path: Path) -> None:
-    """Turn a new database file into WAL mode, one process at a time. Two connections switching one new file
-    at once deadlock inside SQLite's locks, which it answers at once with "database is locked" (its busy wait
-    does not apply): two `gdino label` runs starting on one new project refused one. An exclusive flock on the
-    folder orders them (never on the database file: closing a second descriptor of it would drop SQLite's own
-    POSIX locks of this process)."""
-    folder = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        fcntl.flock(folder, fcntl.LOCK_EX)  # held until closed
-        db.execute("PRAGMA journal_mode=WAL").fetchone()
-    finally:
-        os.close(folder)
+def _switch_to_wal(db: sqlite3.Connection) -> None:
+    """Turn a new database file into WAL mode. Two connections switching one new file at once deadlock inside
+    SQLite's locks, which it answers at once with "database is locked" (its busy wait does not apply there): two
+    `gdino label` runs starting on one new project refused one. So a locked answer is tried again, as SQLite's
+    busy wait would, for up to BUSY_TIMEOUT_S. (Not a flock on the folder: the app holds one on it already.)"""
+    deadline, pause = time.monotonic() + BUSY_TIMEOUT_S, 0.001
+    while True:
+        try:
+            db.execute("PRAGMA journal_mode=WAL").fetchone()
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err).lower() or time.monotonic() > deadline:
+                raise
+        time.sleep(pause)
+        pause = min(pause * 2, 0.05)
 
 
 def translate(err: sqlite3.Error, directory: Path) -> StoreError:
