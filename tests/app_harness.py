@@ -1,6 +1,7 @@
 """What the app's tests share: the browser (Debian's chromium, driven by playwright), a free port, and the
 app started as `python app.py` would start it, in this process."""
 
+import contextlib
 import os
 import shutil
 import socket
@@ -30,6 +31,54 @@ def start(args: list[str]):
     demo, app = build_app(config)
     launch(demo, config, prevent_thread_lock=True, quiet=True)
     return demo, app
+
+
+@contextlib.contextmanager
+def running_app(tiny_hf, tmp):
+    """The app served on a free port with the tiny detector and a tiny SAM, its workspace in `tmp` ->
+    (its URL, its App); closed afterwards."""
+    from tiny_sam import save_tiny_sam
+
+    demo, app = start(["--model", str(tiny_hf[1]), "--sam", str(save_tiny_sam(tmp / "sam.pth")),
+                       "--workspace", str(tmp / "ws"), "--port", str(free_port())])
+    try:
+        yield demo.local_url, app
+    finally:
+        demo.close()
+        app.sessions.close()
+
+
+@contextlib.contextmanager
+def browser(tmp_path):
+    """A Chromium context with a fresh profile in tmp_path (one new visitor); closed afterwards."""
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        context = profile(pw, tmp_path / "profile")
+        try:
+            yield context
+        finally:
+            context.close()
+
+
+def until(page, check, what, timeout_ms=60_000):
+    """Poll the project (the page gives no signal for a store change) until check() holds; a failure says what
+    the canvas said."""
+    for _ in range(timeout_ms // 50):
+        result = check()
+        if result:
+            return result
+        page.wait_for_timeout(50)
+    said = page.locator("#canvas .gc-message").all_text_contents()
+    raise AssertionError(f"the project never got {what} (the canvas says: {said!r})")
+
+
+def drag(page, a, b, steps=8):
+    """Press at page px a, move to b in `steps`, release: a person's drag."""
+    page.mouse.move(*a)
+    page.mouse.down()
+    page.mouse.move(*b, steps=steps)
+    page.mouse.up()
 
 
 def tiny_app(model_dir, tmp_path):

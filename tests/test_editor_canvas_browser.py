@@ -5,7 +5,7 @@ selected box wins among overlapping boxes while a repeated click cycles through 
 
 import numpy as np
 import pytest
-from app_harness import free_port, fresh_page, needs_browser, profile, start
+from app_harness import drag, free_port, fresh_page, needs_browser, profile, start, until
 from PIL import Image
 from test_mask_edits import brute_stroke
 from tiny_sam import save_tiny_sam
@@ -46,23 +46,6 @@ class View:
 
     def image(self, px, py):
         return (px - self.left - self.tx) / self.s, (py - self.top - self.ty) / self.s
-
-
-def drag(page, a, b, steps=8):
-    page.mouse.move(*a)
-    page.mouse.down()
-    page.mouse.move(*b, steps=steps)
-    page.mouse.up()
-
-
-def until(page, check, what, timeout_ms=30_000):
-    for _ in range(timeout_ms // 100):
-        result = check()
-        if result:
-            return result
-        page.wait_for_timeout(100)
-    said = page.locator("#canvas .gc-message").text_content()
-    raise AssertionError(f"the project never got {what} (the canvas says: {said!r})")
 
 
 class Editor:

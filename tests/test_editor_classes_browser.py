@@ -4,21 +4,16 @@ delete. Headless Chromium with the tiny models, real clicks and keys; checked in
 
 import numpy as np
 import pytest
-from app_harness import free_port, fresh_page, needs_browser, profile, start
+from app_harness import fresh_page, needs_browser, profile, running_app
 from PIL import Image
-from tiny_sam import save_tiny_sam
 
 pytestmark = needs_browser
 
 
 @pytest.fixture(scope="module")
 def server(tiny_hf, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("classes_app")
-    demo, app = start(["--model", str(tiny_hf[1]), "--sam", str(save_tiny_sam(tmp / "sam.pth")),
-                       "--workspace", str(tmp / "ws"), "--port", str(free_port())])
-    yield demo.local_url, app
-    demo.close()
-    app.sessions.close()
+    with running_app(tiny_hf, tmp_path_factory.mktemp("classes_app")) as served:
+        yield served
 
 
 def menu(page) -> list[str]:

@@ -5,16 +5,13 @@ its mask prompt where it takes one), through moves, resizes and undo / redo."""
 import numpy as np
 import pytest
 from PIL import Image
+from test_edits import H, W, block, image_id, send
 from test_mask_edits import brute_stroke
 from tiny_sam import make_tiny_sam
 
 from gdino.masks import mask_to_rle, rle_to_mask
 from gdino.project import Project
 from gdino.segment import Segmenter
-from ui import edits
-from ui.edits import parse
-
-H, W = 60, 80
 
 
 @pytest.fixture
@@ -29,21 +26,6 @@ def project(tmp_path, photo):
     with Project.create(tmp_path / "proj", ["cat", "dog"]) as p:
         p.add_image(photo)
         yield p
-
-
-def image_id(project):
-    return project.images()[0].id
-
-
-def send(project, segment=None, **payload):
-    payload.setdefault("image_id", image_id(project))
-    return edits.apply(project, parse(payload), segment)
-
-
-def block(y0, y1, x0, x1):
-    m = np.zeros((H, W), bool)
-    m[y0:y1, x0:x1] = True
-    return m
 
 
 def stored(project, obj):

@@ -7,9 +7,8 @@ import contextlib
 
 import numpy as np
 import pytest
-from app_harness import free_port, fresh_page, needs_browser, profile, start
+from app_harness import browser, fresh_page, needs_browser, running_app, until
 from PIL import Image
-from tiny_sam import save_tiny_sam
 
 pytestmark = needs_browser
 
@@ -20,22 +19,14 @@ SHOWN_WITHIN_MS = 10_000  # refreshed every second; generous for a busy machine
 
 @pytest.fixture(scope="module")
 def server(tiny_hf, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("refresh_app")
-    demo, app = start(["--model", str(tiny_hf[1]), "--sam", str(save_tiny_sam(tmp / "sam.pth")),
-                       "--workspace", str(tmp / "ws"), "--port", str(free_port())])
-    yield demo.local_url, app
-    demo.close()
-    app.sessions.close()
+    with running_app(tiny_hf, tmp_path_factory.mktemp("refresh_app")) as served:
+        yield served
 
 
 @pytest.fixture
 def context(tmp_path):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        context = profile(pw, tmp_path / "profile")
+    with browser(tmp_path) as context:
         yield context
-        context.close()
 
 
 def photos(folder, n):
@@ -65,15 +56,6 @@ def at(page, x, y):
     s = min(r["width"] / W, r["height"] / H)
     return round(r["x"] + (r["width"] - W * s) / 2 + x * s), round(r["y"] + (r["height"] - H * s) / 2 + y * s)
 
-
-def until(page, check, what, timeout_ms=60_000):
-    """Poll the project (the page gives no signal for a store change) until check() holds."""
-    for _ in range(timeout_ms // 50):
-        result = check()
-        if result:
-            return result
-        page.wait_for_timeout(50)
-    raise AssertionError(f"the project never got {what}")
 
 
 def ready(page, boxes=None, timeout=60_000):

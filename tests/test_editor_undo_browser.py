@@ -6,9 +6,8 @@ Chromium with the tiny models, real clicks and keys."""
 
 import numpy as np
 import pytest
-from app_harness import free_port, fresh_page, needs_browser, profile, start
+from app_harness import browser, fresh_page, needs_browser, running_app, until
 from PIL import Image
-from tiny_sam import save_tiny_sam
 
 from gdino.masks import mask_to_rle
 from gdino.project import ObjectState
@@ -20,22 +19,14 @@ ROOT = "#canvas .gc-root"
 
 @pytest.fixture(scope="module")
 def server(tiny_hf, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("undo_app")
-    demo, app = start(["--model", str(tiny_hf[1]), "--sam", str(save_tiny_sam(tmp / "sam.pth")),
-                       "--workspace", str(tmp / "ws"), "--port", str(free_port())])
-    yield demo.local_url, app
-    demo.close()
-    app.sessions.close()
+    with running_app(tiny_hf, tmp_path_factory.mktemp("undo_app")) as served:
+        yield served
 
 
 @pytest.fixture
 def context(tmp_path):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        context = profile(pw, tmp_path / "profile")
+    with browser(tmp_path) as context:
         yield context
-        context.close()
 
 
 def photos(tmp_path, n):
@@ -63,15 +54,6 @@ def stored(project, image_id):
     """Every stored column of the image's objects."""
     return [(o.id, o.class_name, o.phrase, o.box, o.score, o.source, o.mask, o.clicks) for o in project.objects(image_id)]
 
-
-def until(page, check, what, timeout_ms=60_000):
-    """Poll the project (the page's own events give no signal for a store change) until check() holds."""
-    for _ in range(timeout_ms // 50):
-        result = check()
-        if result:
-            return result
-        page.wait_for_timeout(50)
-    raise AssertionError(f"the project never got {what}")
 
 
 def press_in_canvas(page, image_id, key):
