@@ -202,7 +202,8 @@ def _apply(db: sqlite3.Connection, image_id: int, entry: dict, now: str, wanted:
             db.execute("DELETE FROM objects WHERE id = ? AND image_id = ?", (object_id, image_id))
             continue
         r = target[object_id]
-        values = (_class_of(db, r), r["x0"], r["y0"], r["x1"], r["y1"], r["score"], r["source"], r["mask"], r["clicks"])
+        class_id = class_back(db, r["class_id"], r["class_name"], r["kind"])
+        values = (class_id, r["x0"], r["y0"], r["x1"], r["y1"], r["score"], r["source"], r["mask"], r["clicks"])
         if object_id in current:
             db.execute("UPDATE objects SET class_id = ?, x0 = ?, y0 = ?, x1 = ?, y1 = ?, score = ?, source = ?, mask = ?, "
                        "clicks = ? WHERE id = ? AND image_id = ?", (*values, object_id, image_id))
@@ -228,13 +229,13 @@ def _same(db: sqlite3.Connection, now: dict, then: dict) -> bool:
     return gone and now["class_name"].casefold() == then["class_name"].casefold()
 
 
-def _class_of(db: sqlite3.Connection, row: dict) -> int:
-    """The class the row had: the same class if it still exists (renamed or not), else one of its name,
-    else it comes back (a class deleted since returns with the object that used it)."""
-    if db.execute("SELECT 1 FROM classes WHERE id = ?", (row["class_id"],)).fetchone():
-        return row["class_id"]
-    found = db.execute("SELECT id FROM classes WHERE name = ?", (row["class_name"],)).fetchone()
+def class_back(db: sqlite3.Connection, class_id: int, name: str, kind: str) -> int:
+    """The class a row restored from history or the journal had: the same class if it still exists (renamed or
+    not), else one of its name, else it comes back (a class deleted since returns with the object that used it)."""
+    if db.execute("SELECT 1 FROM classes WHERE id = ?", (class_id,)).fetchone():
+        return class_id
+    found = db.execute("SELECT id FROM classes WHERE name = ?", (name,)).fetchone()
     if found:
         return found[0]
     return db.execute("INSERT INTO classes (name, position, kind) VALUES (?, ?, ?)",
-                      (row["class_name"], next_class_position(db), row["kind"])).lastrowid
+                      (name, next_class_position(db), kind)).lastrowid

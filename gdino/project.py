@@ -888,7 +888,7 @@ class Project:
             else:
                 row["name"] = self._free_name(db, row["name"], None)
             _insert_rows(db, "images", [row])
-            classes = {int(cid): self._class_for(db, c) for cid, c in snap["classes"].items()}
+            classes = {int(cid): history.class_back(db, c["id"], c["name"], c["kind"]) for cid, c in snap["classes"].items()}
             _insert_rows(db, "objects", [{**o, "class_id": classes[o["class_id"]]} for o in snap["objects"]])
             for table in ("edits", "runs", "rejected"):
                 _insert_rows(db, table, snap[table])
@@ -897,18 +897,6 @@ class Project:
             db.execute(f"DELETE FROM removed WHERE key IN ({','.join('?' * len(snap['removed']))})", snap["removed"])
             ids.append(row["id"])
         return ids
-
-    @staticmethod
-    def _class_for(db: sqlite3.Connection, row: dict) -> int:
-        """The class row an object restored from the journal uses: its own if it still exists, else the one of its
-        name, else it comes back."""
-        if db.execute("SELECT 1 FROM classes WHERE id = ?", (row["id"],)).fetchone():
-            return row["id"]
-        found = db.execute("SELECT id FROM classes WHERE name = ?", (row["name"],)).fetchone()
-        if found:
-            return found[0]
-        return db.execute("INSERT INTO classes (name, position, kind) VALUES (?, ?, ?)",
-                          (row["name"], next_class_position(db), row["kind"])).lastrowid
 
     def _unlink_unreferenced(self, files: list[Path]) -> None:
         """Delete removed images' files from images/ after the commit (a crash in between leaves an orphan file,
