@@ -28,6 +28,7 @@ EXAMPLES = [(ASSETS / name, classes) for name, classes in
 
 # letters the canvas does not use itself (it takes v, b, k, u, e, f, [, ], 1-9 and only while it has the focus)
 SHORTCUTS = {"n": "next-btn", "p": "prev-btn", "r": "reviewed-btn", "s": "skip-btn", "g": "detect-btn"}
+TICK_S = 1.0  # how often each page asks for the job's progress and its shown image's changes (bench/bench_refresh.py)
 UPLOAD_LABEL = "Add images: click, or drop files here (several files, or a zip of images / COCO / YOLO)"
 HEAD = """<script>
 document.addEventListener('keydown', (e) => {
@@ -160,7 +161,7 @@ def build(app: h.App) -> gr.Blocks:
                     all_btn = gr.Button("Auto-label all unlabeled", elem_id="auto-all-btn")
                     cancel_btn = gr.Button("Cancel", elem_id="cancel-btn")
                 job_line = gr.Markdown("", elem_id="job-status", **literal)  # the server's job: the page stays usable meanwhile
-                ticker = gr.Timer(1.0)
+                ticker = gr.Timer(TICK_S)
                 with gr.Accordion("Export", open=True):
                     fmt = gr.Radio(["coco", "yolo", "yolo-seg", "voc"], value="coco", label="Format")
                     reviewed_only = gr.Checkbox(value=False, label="Reviewed images only")
