@@ -14,15 +14,15 @@ __version__ = "0.1.0"
 
 # public name -> the module that defines it
 _SOURCES = {
-    "PRESETS": "config", "GroundingDINOConfig": "config", "SwinConfig": "config", "TextConfig": "config",
-    "preset": "config",
+    "PRESETS": "modeling.config", "GroundingDINOConfig": "modeling.config", "SwinConfig": "modeling.config",
+    "TextConfig": "modeling.config", "preset": "modeling.config",
     "Detector": "detector",
     "GroundingDINO": "modeling", "GroundingDINOOutput": "modeling",
     "ImageError": "processing",
     "Project": "project", "ProjectError": "project",
     "PromptError": "prompts",
     "Segmenter": "segment", "SegmenterError": "segment",
-    "WeightsError": "weights", "load_model": "weights", "load_tokenizer": "weights",
+    "WeightsError": "weights.hub", "load_model": "weights.hub", "load_tokenizer": "weights.hub",
 }
 
 __all__ = [
@@ -46,11 +46,11 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs, which do not run __getattr__
-    from .config import PRESETS, GroundingDINOConfig, SwinConfig, TextConfig, preset
+    from .modeling.config import PRESETS, GroundingDINOConfig, SwinConfig, TextConfig, preset
     from .detector import Detector
     from .modeling import GroundingDINO, GroundingDINOOutput
     from .processing import ImageError
     from .project import Project, ProjectError
     from .prompts import PromptError
     from .segment import Segmenter, SegmenterError
-    from .weights import WeightsError, load_model, load_tokenizer
+    from .weights.hub import WeightsError, load_model, load_tokenizer

@@ -37,7 +37,7 @@ from tqdm import tqdm
 from .cli_args import UsageError, device_flag, fraction, nonnegative, para, positive_int, unit
 from .cli_images import NoImagesError, Prefetcher, find_images
 from .cli_train import add_train
-from .config import DEFAULT_MODEL
+from .modeling.config import DEFAULT_MODEL
 from .formats.dataset import split_images
 from .formats.export import FORMATS, ExportError, dataset_from_project, export_dataset, export_zip
 from .formats.importing import import_path
@@ -57,7 +57,7 @@ DTYPES = ("float32", "bfloat16", "float16")
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors whose message already tells the user what to do: printed as one line, exit code 2. The
     model-side ones are looked up only once their modules are loaded (they import torch)."""
-    lazy = [("gdino.weights", "WeightsError"), ("gdino.keymap", "KeyMapError"), ("gdino.segment", "SegmenterError"),
+    lazy = [("gdino.weights.hub", "WeightsError"), ("gdino.weights.keymap", "KeyMapError"), ("gdino.segment", "SegmenterError"),
             ("gdino.train.settings", "TrainingError"), ("gdino.ray_session", "RayEngineError")]
     loaded = tuple(getattr(sys.modules[module], name) for module, name in lazy if module in sys.modules)
     return (UsageError, NoImagesError, ProjectError, PromptError, ExportError, *loaded)
@@ -326,7 +326,7 @@ def _add_models(commands) -> None:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
-    from .checkpoints import table
+    from .weights.checkpoints import table
 
     print(f"recommended checkpoints (--model), published zero-shot box AP:\n{table()}\n"
           f"default: {DEFAULT_MODEL}")

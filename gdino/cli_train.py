@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from .cli_args import device_flag, fraction, para, positive_int, rate, whole
-from .config import DEFAULT_MODEL
+from .modeling.config import DEFAULT_MODEL
 
 
 def add_train(commands) -> None:

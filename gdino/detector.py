@@ -26,13 +26,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .arguments import unit_interval, whole_number
-from .config import DEFAULT_MODEL
+from .checks import unit_interval, whole_number
+from .modeling.config import DEFAULT_MODEL
 from .modeling.model import GroundingDINO, ImageFeatures
 from .postprocess import Labeled, class_scores, phrase_for_query, suppress_duplicates
 from .processing import MAX_PIXELS, ImageLike, batch_from_uint8, boxes_to_pixels, resize_to_uint8, to_rgb
 from .prompts import ClassPrompt, PromptChunk, PromptError, build_chunks, parse_classes
-from .weights import load_model
+from .weights.hub import load_model
 
 Classes = Sequence[str] | Mapping[str, str | Sequence[str]]
 

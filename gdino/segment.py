@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .arguments import whole_number
+from .checks import whole_number
 from .processing import MAX_PIXELS, ImageLike, to_rgb
 
 

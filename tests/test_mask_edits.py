@@ -1,11 +1,11 @@
-"""gdino.mask_edits against brute-force definitions written out pixel by pixel."""
+"""ui.mask_edits against brute-force definitions written out pixel by pixel."""
 
 import math
 
 import numpy as np
 import pytest
 
-from gdino.mask_edits import bounding_box, inside_box, shift, stroke
+from ui.mask_edits import bounding_box, inside_box, shift, stroke
 
 
 def brute_stroke(h, w, points, radius):

@@ -52,7 +52,7 @@ def test_load_model_turns_it_on(tiny_hf, monkeypatch):
     import gdino
 
     calls = []
-    monkeypatch.setattr("gdino.weights.keep_freed_memory", lambda: calls.append(1) or True)
+    monkeypatch.setattr("gdino.weights.hub.keep_freed_memory", lambda: calls.append(1) or True)
     gdino.load_model(tiny_hf[1])
     assert calls == [1]
 

@@ -16,7 +16,7 @@ from tiny_models import make_mm_hf_model, save_hf
 
 import gdino
 from gdino import WeightsError
-from gdino.config import MM_TINY
+from gdino.modeling.config import MM_TINY
 
 
 def write_mmdet(state: dict, path):

@@ -16,7 +16,7 @@ from tiny_models import make_mm_hf_model, make_tokenizer, save_hf
 import gdino
 import gdino.modeling.model as model_module
 from gdino import WeightsError
-from gdino.config import MM_TINY
+from gdino.modeling.config import MM_TINY
 
 
 @pytest.fixture(scope="module")

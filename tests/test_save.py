@@ -1,4 +1,4 @@
-"""gdino.save.save_pretrained: our model -> the transformers layout, read back by transformers and by us."""
+"""gdino.weights.save.save_pretrained: our model -> the transformers layout, read back by transformers and by us."""
 
 import pytest
 import torch
@@ -6,7 +6,7 @@ from compare import fraction_within, per_query_error
 from tiny_models import make_hf_model, make_mm_hf_model, save_hf
 
 import gdino
-from gdino.save import _transformers_class, save_pretrained
+from gdino.weights.save import _transformers_class, save_pretrained
 
 
 def changed(model_dir, seed=0):
@@ -59,7 +59,7 @@ def test_a_model_directory_is_never_overwritten(tiny_hf, tmp_path):
 
 
 def test_a_failed_save_leaves_nothing_behind(tiny_hf, tmp_path, monkeypatch):
-    import gdino.save as save
+    import gdino.weights.save as save
 
     def broken(model, directory):
         raise OSError(28, "No space left on device")

@@ -95,7 +95,7 @@ def make_mm_hf_model(size: str = "tiny", seed: int = 0, **overrides):
 
     swin, bert, kw = _hf_parts(size)
     if size.startswith("tiny"):
-        kw["decoder_layers"] = 3  # a middle layer's own box head is then used too (gdino.config.MM_TINY)
+        kw["decoder_layers"] = 3  # a middle layer's own box head is then used too (gdino.modeling.config.MM_TINY)
     kw.update(decoder_bbox_embed_share=False, decoder_cls_embed_share=False)
     kw.update(overrides)
     torch.manual_seed(seed)

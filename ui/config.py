@@ -7,8 +7,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gdino.checkpoints import RECOMMENDED
-from gdino.config import DEFAULT_MODEL
+from gdino.weights.checkpoints import RECOMMENDED
+from gdino.modeling.config import DEFAULT_MODEL
 from gdino.sources import SourceError, check_uri, is_uri
 
 _DEFAULT_WORKSPACE = Path.home() / ".cache" / "gdino" / "sessions"

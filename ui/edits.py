@@ -15,7 +15,7 @@ What each edit does to a mask (choices, documented in the README):
   current mask as the mask prompt (where the segmenter takes one); a click with nothing selected creates an
   object from that click alone, its box the mask's. A person's strokes are authoritative: the brushed pixels
   stay in and the erased ones out of what SAM answers;
-- stroke: brush adds, eraser removes the stroke's pixels (radius in image pixels, see gdino.mask_edits);
+- stroke: brush adds, eraser removes the stroke's pixels (radius in image pixels, see ui.mask_edits);
   a box grows to hold what was brushed outside it, never shrinks. The clicks are kept, and the pixels brushed
   in and erased so far are kept with them (the `clicks` JSON's "added" / "removed", COCO RLE) for the next
   clicks. A stroke that would leave a mask too detailed to store (MAX_MASK_CHARS) is refused: one edit never
@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from gdino.mask_edits import bounding_box, inside_box, shift, stroke
+from ui.mask_edits import bounding_box, inside_box, shift, stroke
 from gdino.masks import mask_to_rle, rle_to_mask
 from gdino.project import Guard, ObjectRecord, ObjectState, Project, ProjectError
 

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from gdino.checkpoints import describe as describe_model
+from gdino.weights.checkpoints import describe as describe_model
 from gdino.formats import FORMATS, dataset_from_project, export_zip
 from gdino.formats.importing import IMAGE_SUFFIXES, file_digest, import_zip
 from gdino.labeling import LabelSettings, label_images, parse_class_text

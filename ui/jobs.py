@@ -170,7 +170,7 @@ class Jobs:
     def _train(self, job: TrainJob, project, base: str, config, device: str | None, text_encoder: str | None,
                images) -> None:
         from gdino.train.trainer import train
-        from gdino.weights import WeightsError
+        from gdino.weights.hub import WeightsError
 
         def progress(p) -> None:
             job.epoch, job.loss, job.done, job.measuring = p.epoch, p.loss, job.done + 1, None

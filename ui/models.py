@@ -18,7 +18,7 @@ from collections import OrderedDict
 import torch
 
 import gdino
-from gdino.config import PRESETS
+from gdino.modeling.config import PRESETS
 from gdino.ops import describe
 
 from .config import AppConfig

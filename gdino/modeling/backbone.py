@@ -15,7 +15,7 @@ from timm.layers import Mlp, PatchEmbed
 from timm.models.swin_transformer import PatchMerging, WindowAttention, window_partition, window_reverse
 from torch import nn
 
-from ..config import SwinConfig
+from .config import SwinConfig
 
 
 def shifted_window_mask(height: int, width: int, window: int, shift: int, device: torch.device) -> torch.Tensor:

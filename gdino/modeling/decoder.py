@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import GroundingDINOConfig
+from .config import GroundingDINOConfig
 from .attention import MultiheadAttention
 from .deform_attn import MSDeformAttn
 from .heads import MLP, inverse_sigmoid

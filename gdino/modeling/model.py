@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import GroundingDINOConfig
+from .config import GroundingDINOConfig
 from .backbone import SwinBackbone
 from .decoder import Decoder
 from .encoder import Encoder

@@ -11,7 +11,7 @@ import torch
 from torch import nn
 from transformers import BertConfig, BertModel
 
-from ..config import TextConfig
+from .config import TextConfig
 
 
 def phrase_masks(input_ids: torch.Tensor, special_ids: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:

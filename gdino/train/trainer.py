@@ -3,7 +3,7 @@
     result = train(project, "IDEA-Research/grounding-dino-tiny", "models/cats-v1", TrainConfig(epochs=12))
 
 The base model is read, never written: the result is a new directory in the transformers layout
-(`gdino.save.save_pretrained`) with a model card and `gdino_training.json` (data, settings, both mAPs).
+(`gdino.weights.save.save_pretrained`) with a model card and `gdino_training.json` (data, settings, both mAPs).
 While training, `OUT.partial/` holds a checkpoint after every epoch (`workdir.py`); after an interruption
 the same command resumes from it, and the finished directory appears only at the end, whole.
 
@@ -163,7 +163,7 @@ def train(project: Project | str | os.PathLike, base: str, out: str | os.PathLik
     measured (the app shares its models' lock this way). images: image_id -> the checked file to read (the app's
     rules; see examples_from_project)."""
     from .. import Detector
-    from ..weights import load_model
+    from ..weights.hub import load_model
 
     config = config or TrainConfig()
     config.check()
@@ -311,7 +311,7 @@ def _named_failures(stream):
 
 
 def _write_model(model, out: Path, record: dict) -> None:
-    from ..save import save_pretrained
+    from ..weights.save import save_pretrained
 
     try:
         save_pretrained(model, out, extra_files={"README.md": _card(record),

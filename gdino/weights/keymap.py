@@ -20,7 +20,7 @@ from collections.abc import Callable, Mapping
 
 import torch
 
-from .config import GroundingDINOConfig, SwinConfig, TextConfig
+from ..modeling.config import GroundingDINOConfig, SwinConfig, TextConfig
 
 IGNORE = "<ignored>"  # keys that hold nothing we need (derived buffers, the unused BERT pooler, ...)
 

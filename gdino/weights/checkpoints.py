@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import DEFAULT_MODEL
+from ..modeling.config import DEFAULT_MODEL
 
 
 @dataclass(frozen=True)

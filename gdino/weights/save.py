@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from .config import GroundingDINOConfig
-from .durable import fsync
+from ..modeling.config import GroundingDINOConfig
+from ..durable import fsync
 from .keymap import convert_state_dict
-from .modeling import GroundingDINO
+from ..modeling import GroundingDINO
 
 
 def hub_config(config: GroundingDINOConfig):
@@ -122,7 +122,7 @@ def save_pretrained(model: GroundingDINO, directory: str | os.PathLike, *, extra
 
 
 def _check_round_trip(model: GroundingDINO, directory: Path) -> None:
-    from .weights import load_model
+    from .hub import load_model
 
     back = load_model(directory)
     if back.config != model.config:
