@@ -1,7 +1,8 @@
 """How soon a second window shows a box drawn in the first (issue 25, item 10): the app on the tiny models, two
 Chromium windows on one image; window 2 draws boxes one after another, and for each the time from the box being
 stored in the project to window 1 drawing it is printed; every other box is written by another writer of the
-project instead (a run, a script) at a random moment, whose commit time is exact. Run alone: `python bench/bench_refresh.py [--boxes 10]`."""
+project instead (a run, a script) at a random moment, whose commit time is exact.
+Run alone: `python bench/bench_refresh.py [--boxes 10]`."""
 
 import argparse
 import random

@@ -46,9 +46,9 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # for type checkers and IDEs, which do not run __getattr__
-    from .modeling.config import PRESETS, GroundingDINOConfig, SwinConfig, TextConfig, preset
     from .detector import Detector
     from .modeling import GroundingDINO, GroundingDINOOutput
+    from .modeling.config import PRESETS, GroundingDINOConfig, SwinConfig, TextConfig, preset
     from .processing import ImageError
     from .project import Project, ProjectError
     from .prompts import PromptError

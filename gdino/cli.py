@@ -37,13 +37,13 @@ from tqdm import tqdm
 from .cli_args import UsageError, device_flag, fraction, nonnegative, para, positive_int, unit
 from .cli_images import NoImagesError, Prefetcher, find_images
 from .cli_train import add_train
-from .modeling.config import DEFAULT_MODEL
 from .formats.dataset import split_images
 from .formats.export import FORMATS, ExportError, dataset_from_project, export_dataset, export_zip
 from .formats.importing import import_path
 from .formats.validate import DatasetError, ImportLimits
 from .labeling import LabelSettings, label_images, parse_class_text
 from .memory import keep_freed_memory
+from .modeling.config import DEFAULT_MODEL
 from .processing import ImageError
 from .project import DB_NAME, STATUSES, ImageRecord, Project, ProjectError
 from .project_schema import StoreError

@@ -7,9 +7,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gdino.weights.checkpoints import RECOMMENDED
 from gdino.modeling.config import DEFAULT_MODEL
 from gdino.sources import SourceError, check_uri, is_uri
+from gdino.weights.checkpoints import RECOMMENDED
 
 _DEFAULT_WORKSPACE = Path.home() / ".cache" / "gdino" / "sessions"
 

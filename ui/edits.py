@@ -31,9 +31,9 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from ui.mask_edits import bounding_box, inside_box, shift, stroke
 from gdino.masks import mask_to_rle, rle_to_mask
 from gdino.project import Guard, ObjectRecord, ObjectState, Project, ProjectError
+from ui.mask_edits import bounding_box, inside_box, shift, stroke
 
 # What one edit may carry: each far beyond what a person makes (tests/test_edit_caps.py), and refused in words
 MAX_POINTS = 20_000  # per stroke: the canvas sends every pointer sample, so 20 s of a 1 kHz mouse, minutes at 60 Hz

@@ -17,7 +17,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from gdino.weights.checkpoints import describe as describe_model
 from gdino.formats import FORMATS, dataset_from_project, export_zip
 from gdino.formats.importing import IMAGE_SUFFIXES, file_digest, import_zip
 from gdino.labeling import LabelSettings, label_images, parse_class_text
@@ -25,6 +24,7 @@ from gdino.processing import ImageError
 from gdino.project import ProjectError
 from gdino.prompts import PromptError
 from gdino.sources import read_image
+from gdino.weights.checkpoints import describe as describe_model
 
 from . import edits
 from .canvas_view import CanvasFiles, canvas_value, next_revision

@@ -6,8 +6,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import GroundingDINOConfig
 from .attention import MultiheadAttention
+from .config import GroundingDINOConfig
 from .deform_attn import MSDeformAttn
 from .fusion import BiAttentionBlock
 from .position import sine_embed_coords

@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import GroundingDINOConfig
 from .backbone import SwinBackbone
+from .config import GroundingDINOConfig
 from .decoder import Decoder
 from .encoder import Encoder
 from .heads import MLP, ScaledContrastiveHead, contrastive_logits, inverse_sigmoid

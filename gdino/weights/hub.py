@@ -22,7 +22,9 @@ from pathlib import Path
 
 import torch
 
+from ..memory import keep_freed_memory
 from ..modeling.config import GroundingDINOConfig, TextConfig
+from ..modeling.model import GroundingDINO
 from .keymap import (
     KeyMapError,
     check_per_layer_heads,
@@ -32,8 +34,6 @@ from .keymap import (
     convert_state_dict,
     mmdet_family,
 )
-from ..memory import keep_freed_memory
-from ..modeling.model import GroundingDINO
 
 DEFAULT_TEXT_ENCODER = "bert-base-uncased"
 _HUB_WEIGHTS = ("model.safetensors", "pytorch_model.bin")

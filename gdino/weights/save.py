@@ -20,10 +20,10 @@ from pathlib import Path
 
 import torch
 
-from ..modeling.config import GroundingDINOConfig
 from ..durable import fsync
-from .keymap import convert_state_dict
 from ..modeling import GroundingDINO
+from ..modeling.config import GroundingDINOConfig
+from .keymap import convert_state_dict
 
 
 def hub_config(config: GroundingDINOConfig):
