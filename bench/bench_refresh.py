@@ -19,7 +19,7 @@ from app_harness import browser, fresh_page, running_app  # noqa: E402
 from test_editor_refresh_browser import at, photos, ready  # noqa: E402
 from tiny_models import make_hf_model, make_tokenizer, save_hf  # noqa: E402
 
-from gdino.project import ObjectState  # noqa: E402
+from gdino.store import ObjectState  # noqa: E402
 from ui.layout import TICK_S  # noqa: E402
 
 

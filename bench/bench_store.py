@@ -22,8 +22,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gdino.project import Project  # noqa: E402
-from gdino.results import make_row, store_row  # noqa: E402
+from gdino.labeling.results import make_row, store_row  # noqa: E402
+from gdino.store import Project  # noqa: E402
 
 
 def rows_for(ids: list[int], objects: int, seed: int = 0) -> list[dict]:

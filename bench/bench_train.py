@@ -41,7 +41,7 @@ def quality(args) -> None:
     from train_shapes import CLASSES, draw, shapes_project
 
     import gdino
-    from gdino.project import Project
+    from gdino.store import ObjectState, Project
     from gdino.train import TrainConfig, train
     from gdino.train.data import examples_from_project
     from gdino.train.evaluate import evaluate_detector
@@ -54,7 +54,10 @@ def quality(args) -> None:
         rng = np.random.default_rng(12345)
         for i in range(args.held_out):
             image, objects = draw(rng)
-            held.add_objects(held.add_image(image, name=f"held{i}.png").id, objects, status="reviewed")
+            image_id = held.add_image(image, name=f"held{i}.png").id
+            held.edit_objects(image_id, new=[ObjectState(o["class_name"], o["box"], o.get("score"), mask=o.get("mask"))
+                                             for o in objects])
+            held.set_status(image_id, "reviewed")
         config = TrainConfig(epochs=args.epochs, batch_size=2, lr=5e-4, lr_backbone=5e-4, freeze_backbone=False,
                              freeze_text=False, augment=False, image_size=args.image_size, val_fraction=0.0,
                              lr_drop=0.8)

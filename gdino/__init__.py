@@ -1,7 +1,7 @@
 """gdino: Grounding DINO, our own implementation, loading the published weights.
 
-The public names are imported on first use (PEP 562), so that `import gdino.project` and the other
-data-side modules (formats, labeling, masks, safezip, cli_images, processing, prompts) do not pay for
+The public names are imported on first use (PEP 562), so that `import gdino.store` and the other
+data-side modules (formats, labeling, masks, safezip, processing, prompts) do not pay for
 torch; `gdino.Detector`, `from gdino import Detector` and `dir(gdino)` work as usual.
 """
 
@@ -19,7 +19,7 @@ _SOURCES = {
     "Detector": "detector",
     "GroundingDINO": "modeling", "GroundingDINOOutput": "modeling",
     "ImageError": "processing",
-    "Project": "project", "ProjectError": "project",
+    "Project": "store", "ProjectError": "store",
     "PromptError": "prompts",
     "Segmenter": "segment", "SegmenterError": "segment",
     "WeightsError": "weights.hub", "load_model": "weights.hub", "load_tokenizer": "weights.hub",
@@ -50,7 +50,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs, which do not run __getattr__
     from .modeling import GroundingDINO, GroundingDINOOutput
     from .modeling.config import PRESETS, GroundingDINOConfig, SwinConfig, TextConfig, preset
     from .processing import ImageError
-    from .project import Project, ProjectError
     from .prompts import PromptError
     from .segment import Segmenter, SegmenterError
+    from .store import Project, ProjectError
     from .weights.hub import WeightsError, load_model, load_tokenizer

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from .project_schema import RULE, characters_problem, class_name_problem, show_name
+from .checks import RULE, characters_problem, class_name_problem, show_name
 
 
 class PromptError(ValueError):
@@ -38,7 +38,7 @@ def clean_phrase(text: str) -> str:
 
 
 def _check_name(name, what: str) -> str:
-    """A label: the store's rule for class names (`project_schema.class_name_problem`), in the prompt's words."""
+    """A label: the store's rule for class names (`checks.class_name_problem`), in the prompt's words."""
     if not isinstance(name, str):
         raise PromptError(f"{what} must be a string, got {type(name).__name__} {show_name(name)}")
     if not name.strip():

@@ -318,7 +318,7 @@ _UNSHOWABLE = frozenset("\u2028\u2029\u061c\u200e\u200f\u202a\u202b\u202c\u202d\
 def name_of(uri: str) -> str:
     """The file name at the end of a URI (its query left out, percent-decoded), made a plain file name: a
     slash, backslash, NUL, control or direction character becomes '_', surrounding blanks go, and a name
-    that is empty, '.' or '..' becomes "image" (`project_schema.image_name` takes it; the key keeps its
+    that is empty, '.' or '..' becomes "image" (`store.values.image_name` takes it; the key keeps its
     own spelling in the URI)."""
     name = unquote(os.path.basename(urlsplit(uri).path.rstrip("/")))
     name = "".join("_" if c in "/\\" or c in _UNSHOWABLE or unicodedata.category(c) in ("Cc", "Cs") else c

@@ -86,8 +86,8 @@ def tiny_app(model_dir, tmp_path):
     close it with app.sessions.close()."""
     from tiny_sam import save_tiny_sam
 
-    from ui import handlers as h
-    from ui.config import AppConfig
+    from ui import actions as h
+    from ui.app_config import AppConfig
 
     return h.make_app(AppConfig(model=str(model_dir), sam=str(save_tiny_sam(tmp_path / "sam.pth")),
                                 workspace=tmp_path / "ws"))

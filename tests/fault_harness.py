@@ -233,7 +233,7 @@ def label_kills(tmp: Path, model_dir: Path, kills_per_phase: int, seed: int, n_i
 def labeled_project(folder: Path, n_images: int, objects_per_image: int, seed: int = 0, size=(48, 64)) -> Path:
     """A project of random images, each with objects that have masks with holes, built in-process."""
     from gdino.masks import mask_to_rle
-    from gdino.project import NewImage, Project
+    from gdino.store import NewImage, Project
 
     rng = np.random.default_rng(seed)
     photos = write_images(folder / "photos", n_images, seed, size)

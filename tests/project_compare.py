@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from gdino.project import Project
+from gdino.store import Project
 
 GOOD = 48  # images that label fine, plus one EXIF-rotated photo and one corrupt file: 50 inputs
 

@@ -8,10 +8,10 @@ import pytest
 from PIL import Image
 from tiny_sam import save_tiny_sam
 
-from gdino.project import ProjectError
 from gdino.prompts import PromptError
-from ui import handlers as h
-from ui.config import AppConfig, parse_args
+from gdino.store import ObjectState, ProjectError
+from ui import actions as h
+from ui.app_config import AppConfig, parse_args
 from ui.session import Sessions
 
 
@@ -102,7 +102,7 @@ def test_canvas_edits_are_applied_and_answered_with_the_new_state(app, tmp_path)
     image_id = h.current_image(app, state)
     project = app.sessions.project(state)
     project.add_classes(["cat", "dog"])
-    a = project.add_object(image_id, (10, 10, 50, 50), "cat", score=0.9, source="model")
+    (a,) = project.edit_objects(image_id, new=[ObjectState("cat", (10, 10, 50, 50), score=0.9, source="model")])
     value = edit(app, state, image_id, kind="move", object_id=a.id, dx=2, dy=0)
     assert value["objects"][0]["box"] == [12, 10, 52, 50] and value["seq"] == 1 and value["can_undo"]
     value = edit(app, state, image_id, kind="add", box=[100, 5, 150, 40], class_name="bird")
@@ -126,7 +126,7 @@ def test_a_payload_naming_another_projects_objects_changes_nothing(app, tmp_path
     assert mine == theirs  # ids are per project: the same number names an image in each
     project_b = app.sessions.project(b)
     project_b.add_classes(["cat"])
-    obj = project_b.add_object(theirs, (1, 1, 9, 9), "cat")
+    (obj,) = project_b.edit_objects(theirs, new=[ObjectState("cat", (1, 1, 9, 9))])
     for payload in ({"kind": "delete", "image_id": theirs, "object_ids": [obj.id]},
                     {"kind": "relabel", "image_id": theirs, "object_ids": [obj.id], "class_name": "dog"},
                     {"kind": "delete", "image_id": 12345, "object_ids": [obj.id]}, "junk"):
@@ -176,7 +176,7 @@ def test_sam_clicks_chain_on_the_canvas(app, tmp_path):
     image_id = h.current_image(app, state)
     project = app.sessions.project(state)
     project.add_classes(["cat"])
-    obj = project.add_object(image_id, (20, 20, 90, 100), "cat")
+    (obj,) = project.edit_objects(image_id, new=[ObjectState("cat", (20, 20, 90, 100))])
     value = edit(app, state, image_id, kind="click", object_id=obj.id, x=50, y=40, positive=True, class_name="cat")
     assert value["selected"] == obj.id and value["objects"][0]["has_mask"], value["message"]
     value = edit(app, state, image_id, kind="click", object_id=obj.id, x=30, y=30, positive=False, class_name="cat")
@@ -420,7 +420,7 @@ def test_an_image_that_becomes_unreadable_shows_a_placeholder_and_can_be_removed
     project = app.sessions.project(state)
     records = project.images(order="name")
     project.add_classes(["cat"])
-    project.add_object(records[0].id, (5, 5, 40, 40), "cat")
+    project.edit_objects(records[0].id, new=[ObjectState("cat", (5, 5, 40, 40))])
     data = records[0].path.read_bytes()
     records[0].path.write_bytes(data[: len(data) // 3])  # damaged on disk after it was added
     value, info = h.view_image(app, state, records[0].id)  # sorts first: the page opens on it
@@ -456,7 +456,7 @@ def test_class_manager_renames_merges_and_deletes_with_counts(app, tmp_path):
     project = app.sessions.project(state)
     project.add_classes(["cat", "kitty", "dog"])
     for k, name in enumerate(["cat", "kitty", "kitty", "dog"]):
-        project.add_object(image_id, (k * 10, 0, k * 10 + 8, 8), name, score=0.5, source="model")
+        project.edit_objects(image_id, new=[ObjectState(name, (k * 10, 0, k * 10 + 8, 8), score=0.5, source="model")])
     assert h.class_counts(app, state) == [["cat", 1], ["kitty", 2], ["dog", 1]]
     assert h.rename_class(app, state, "dog", "hound") == "renamed 'dog' to 'hound' (1 object(s))"
     assert h.rename_class(app, state, "kitty", "Cat") == "merged 'kitty' into 'cat': 2 object(s) moved"
@@ -550,7 +550,7 @@ def test_delete_class_never_deletes_objects_it_was_not_told_to(app, tmp_path, mo
     h.add_uploads(app, state, images(tmp_path, 1))
     project = app.sessions.project(state)
     project.add_classes(["dog"])
-    project.add_object(h.current_image(app, state), (1, 1, 9, 9), "dog", score=0.7, source="model")
+    project.edit_objects(h.current_image(app, state), new=[ObjectState("dog", (1, 1, 9, 9), score=0.7, source="model")])
     real_stats = project.stats
     # the page's view of the counts is from before a detection of "dog" landed
     monkeypatch.setattr(project, "stats", lambda: {**real_stats(), "classes": {"dog": 0}})
@@ -671,7 +671,7 @@ def test_switching_models_keeps_the_project_and_the_next_detection_uses_the_new_
     first, second = [i.id for i in project.images()]
     settings = h.settings_from_inputs("classes", "cat, remote control", "", 0.2, 0.25, False)
     h.detect_image(app, state, first, settings)
-    project.add_object(second, [10, 10, 50, 60], "cat")  # a person's box
+    project.edit_objects(second, new=[ObjectState("cat", [10, 10, 50, 60])])  # a person's box
     before = stored_objects(project)
     assert h.project_model(app, state) == default and list(app.hub._detectors) == [default]
 
@@ -740,7 +740,8 @@ def test_training_reads_only_what_the_server_may_read(app, tmp_path):
         secret = private / f"secret{i}.png"
         Image.fromarray(np.full((120, 160, 3), 40 * i, np.uint8)).save(secret)
         record = project.add_image(secret, copy=False)  # the record names the outside file itself
-        project.add_objects(record.id, [{"box": [2, 2, 40, 40], "class_name": "cat"}], status="reviewed")
+        project.edit_objects(record.id, new=[ObjectState("cat", [2, 2, 40, 40])])
+        project.set_status(record.id, "reviewed")
     h.start_training(app, state, 1, True)
     job = app.jobs.get(project.path)
     job.thread.join(300)
@@ -769,7 +770,49 @@ def test_training_keeps_files_not_decoded_pictures(app, tmp_path, monkeypatch):
     project = app.sessions.project(state)
     project.add_classes(["cat"])
     for record in project.images():
-        project.add_objects(record.id, [{"box": [2, 2, 40, 40], "class_name": "cat"}], status="reviewed")
+        project.edit_objects(record.id, new=[ObjectState("cat", [2, 2, 40, 40])])
+        project.set_status(record.id, "reviewed")
     h.start_training(app, state, 1, True)
     app.jobs.get(project.path).thread.join(120)
     assert len(seen) == 2 and all(isinstance(p, Path) and p.is_file() for p in seen), seen
+
+
+def test_a_projects_training_runs_are_laid_out_by_the_training_code(tmp_path):
+    """gdino.train.workdir alone knows where a project's runs live and which folders count as finished runs."""
+    import json
+
+    from gdino.train import workdir
+
+    assert workdir.models_folder(tmp_path) == tmp_path / "models" and workdir.trained_models(tmp_path) == []
+    assert workdir.RUN_NAME.fullmatch(workdir.new_run_name())
+    for name, files in (("finetuned-20260101-000000", ("gdino_training.json", "config.json")),
+                        ("finetuned-20260202-000000", ("gdino_training.json", "config.json")),
+                        ("finetuned-20260303-000000", ("config.json",)),  # unfinished: no card
+                        ("mine", ("gdino_training.json", "config.json"))):  # not a run's name
+        (tmp_path / "models" / name).mkdir(parents=True)
+        for f in files:
+            (tmp_path / "models" / name / f).write_text(json.dumps({"train_images": ["a.png"]}))
+    (tmp_path / "models" / "finetuned-20260404-000000").symlink_to(tmp_path / "models" / "finetuned-20260101-000000")
+    runs = workdir.trained_models(tmp_path)
+    assert runs == ["models/finetuned-20260202-000000", "models/finetuned-20260101-000000"]  # newest first
+    assert workdir.run_folder(tmp_path, runs[0]) == tmp_path / runs[0]
+    assert workdir.run_folder(tmp_path, "models/mine") is None and workdir.run_folder(tmp_path, "IDEA/some-model") is None
+    assert workdir.run_card(tmp_path, runs[0]) == {"train_images": ["a.png"]}
+    assert workdir.is_run(runs[0]) and not workdir.is_run("IDEA-Research/grounding-dino-tiny")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "models").write_text("a file")
+    assert workdir.models_folder(other) is None and workdir.trained_models(other) == []
+
+
+def test_the_page_offers_the_exporters_formats_and_the_list_filters(app):
+    """The page's export choices are gdino.formats.FORMATS and its "Show" menu the list filters, each from the one
+    place that defines them (no list of the page's own)."""
+    from gdino.formats import FORMATS
+    from ui.layout import build
+    from ui.render import LIST_FILTERS
+
+    components = build(app).config["components"]
+    choices = {c["props"].get("label"): [v for v, _ in c["props"]["choices"]] for c in components
+               if c.get("type") in ("radio", "dropdown") and c["props"].get("label") in ("Format", "Show")}
+    assert choices == {"Format": list(FORMATS), "Show": list(LIST_FILTERS)}

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from ui import handlers as h
-from ui.config import AppConfig
+from gdino.store import ObjectState
+from ui import actions as h
+from ui.app_config import AppConfig
 from ui.jobs import FairLock
 from ui.session import Sessions
 
@@ -141,9 +142,9 @@ def _reviewed(app, state, tmp_path, n=4, seed=5):
     project.add_classes(["cat", "remote control"])
     for n, record in enumerate(project.images(order="name")):
         k = n % 20  # boxes that fit (the same ones as before for up to 20 images)
-        project.add_objects(record.id, [{"box": [4 + k, 6, 30, 40], "class_name": "cat"},
-                                        {"box": [20, 2, 44, 20 + k], "class_name": "remote control"}],
-                            status="reviewed")
+        project.edit_objects(record.id, new=[ObjectState("cat", [4 + k, 6, 30, 40]),
+                                             ObjectState("remote control", [20, 2, 44, 20 + k])])
+        project.set_status(record.id, "reviewed")
     return project
 
 
@@ -200,7 +201,7 @@ def test_a_cancelled_training_resumes_with_the_same_settings(app, tmp_path):
     assert h.trained_models(project) == [] and partial.exists()
     # the labels changed meanwhile: the stopped run cannot go on, and training starts over instead of failing
     first = project.images(order="name")[0]
-    project.add_objects(first.id, [{"box": [1, 1, 9, 9], "class_name": "cat"}])
+    project.edit_objects(first.id, new=[ObjectState("cat", [1, 1, 9, 9])])
     with pytest.raises(h.ProjectError, match="no fine-tuned model yet"):
         h.use_trained_model(app, a)
 

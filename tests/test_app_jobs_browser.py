@@ -7,6 +7,8 @@ from app_harness import fresh_page, needs_browser, profile
 from PIL import Image
 from test_app_browser import server  # noqa: F401  (the fixture)
 
+from gdino.store import ObjectState
+
 pytestmark = needs_browser
 
 N_IMAGES = 40
@@ -85,7 +87,8 @@ def test_train_on_reviewed_images_then_use_the_model_in_the_page(server, tmp_pat
             [project] = app.sessions.open_projects()
             project.add_classes(["cat"])
             for k, record in enumerate(project.images(order="name")):  # a person's boxes, reviewed
-                project.add_objects(record.id, [{"box": [4 + k, 6, 30, 40], "class_name": "cat"}], status="reviewed")
+                project.edit_objects(record.id, new=[ObjectState("cat", [4 + k, 6, 30, 40])])
+                project.set_status(record.id, "reviewed")
 
             page.locator("#train-panel .label-wrap").first.click()
             page.locator("#train-epochs input").fill("2")

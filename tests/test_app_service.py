@@ -17,9 +17,9 @@ from app_harness import free_port, start
 from PIL import Image
 from tiny_sam import save_tiny_sam
 
-from gdino.project import Project, ProjectError
-from ui import handlers as h
-from ui.config import AppConfig
+from gdino.store import ObjectState, Project, ProjectError
+from ui import actions as h
+from ui.app_config import AppConfig
 from ui.session import SECRET_FILE, Sessions, workspace_secret
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -365,7 +365,7 @@ def test_a_file_swapped_for_a_link_out_of_the_allowed_folders_is_never_read(tiny
     with pytest.raises(ValueError, match="leads outside the folders"):
         h.detect_image(app, state, image_id, settings)
     app.sessions.project(state).add_classes(["cat"])
-    obj = app.sessions.project(state).add_object(image_id, (1, 1, 30, 30), "cat")
+    (obj,) = app.sessions.project(state).edit_objects(image_id, new=[ObjectState("cat", (1, 1, 30, 30))])
     value, _ = h.canvas_edit(app, state, {"kind": "click", "image_id": image_id, "seq": 1, "object_id": obj.id,
                                           "x": 10, "y": 10, "positive": True, "class_name": "cat"})
     assert "leads outside the folders" in value["message"]

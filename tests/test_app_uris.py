@@ -13,8 +13,8 @@ from PIL import Image
 
 from gdino.processing import ImageError
 from gdino.sources import uri_within
-from ui import handlers as h
-from ui.config import AppConfig, parse_args
+from ui import actions as h
+from ui.app_config import AppConfig, parse_args
 from ui.session import Sessions
 
 

@@ -13,8 +13,8 @@ import numpy as np
 from app_harness import download_export, free_port, needs_browser, profile, start
 from PIL import Image, ImageOps
 
-from gdino.project import Project
 from gdino.sources import size_of
+from gdino.store import Project
 
 pytestmark = needs_browser
 ROOT = "#canvas .gc-root"

@@ -8,7 +8,8 @@ import pytest
 from app_harness import tiny_app
 from PIL import Image
 
-from ui import handlers as h
+from gdino.store import ObjectState
+from ui import actions as h
 from ui.edit_order import WAIT_S
 from ui.session import Sessions
 
@@ -30,7 +31,7 @@ def image(app, tmp_path):
     image_id = h.current_image(app, state)
     project = app.sessions.project(state)
     project.add_classes(["cat", "dog"])
-    obj = project.add_object(image_id, (10, 10, 50, 50), "cat", score=0.9, source="model")
+    (obj,) = project.edit_objects(image_id, new=[ObjectState("cat", (10, 10, 50, 50), score=0.9, source="model")])
     return state, project, image_id, obj
 
 
@@ -139,8 +140,8 @@ def test_undo_in_a_stale_window_does_not_take_back_an_edit_it_has_not_seen(app, 
 def test_an_edit_after_a_model_run_or_another_process_is_stale(app, image):
     state, project, image_id, obj = image
     a = Window(app, state, image_id, "window-a-0004")
-    project.edit_objects(image_id, {obj.id: None})  # another process deleted it and added another
-    project.add_object(image_id, (5, 5, 25, 25), "dog")
+    project.edit_objects(image_id, new=[ObjectState("dog", (5, 5, 25, 25))])  # another process added another box
+    project.edit_objects(image_id, {obj.id: None})  # and deleted this one
     reply = a.send("move", adopt=False, object_id=obj.id, dx=1, dy=1)
     assert "gone" in reply["message"] or STALE in reply["message"]
     # undo on the old view (it shows the deleted box): it would bring back a box this window never saw deleted
@@ -212,7 +213,7 @@ def test_a_replaced_mask_overlay_stays_until_the_replies_naming_it_are_surely_se
     import time
 
     from gdino.masks import mask_to_rle
-    from gdino.project import ObjectRecord
+    from gdino.store import ObjectRecord
     from ui.canvas_view import CanvasFiles
 
     files = CanvasFiles(overlay_keep_s=0.5)
@@ -355,7 +356,9 @@ def test_each_reply_shows_its_edit_and_no_later_one(app, image, monkeypatch):
         if kw.get("seq") == 1:
             time.sleep(1.0)  # the second edit arrives while the first reply is being made
         return real(app_, state_, image_id_, **kw)
-    monkeypatch.setattr(h, "canvas_state", slow_first_reply)
+    from ui.actions import canvas
+
+    monkeypatch.setattr(canvas, "canvas_state", slow_first_reply)
     first = a.in_thread("move", object_id=obj.id, dx=5, dy=0)
     time.sleep(0.3)
     second = a.in_thread("move", object_id=obj.id, dx=5, dy=0)
@@ -369,7 +372,7 @@ def test_each_reply_shows_its_edit_and_no_later_one(app, image, monkeypatch):
 def test_another_writers_change_right_after_an_edit_is_not_taken_for_the_windows_own(app, image, monkeypatch):
     """What a window's edit made is read in its own transaction: a change by someone else committed just after
     it is not counted as the window's, so the window's next in-flight edit on the old view is refused."""
-    from gdino.project import ObjectState
+    from gdino.store import ObjectState
 
     state, project, image_id, obj = image
     a = Window(app, state, image_id, "window-a-0013")

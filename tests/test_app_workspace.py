@@ -15,10 +15,10 @@ import pytest
 from app_harness import ARGS, CHROMIUM, free_port, needs_browser, start
 from PIL import Image
 
-from gdino.project import Project, ProjectError
-from ui import handlers as h
+from gdino.store import Project, ProjectError
+from ui import actions as h
 from ui import session
-from ui.config import AppConfig
+from ui.app_config import AppConfig
 from ui.session import SECRET_FILE, Sessions, valid_token, workspace_secret
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -37,7 +37,7 @@ def file_data(path):
     return {"path": str(path), "meta": {"_type": "gradio.FileData"}}
 
 
-def _rev(o):  # an object's revision, as the app's server gives it (ui/views.py): a digest of what it is
+def _rev(o):  # an object's revision, as the app's server gives it (ui/window_state.py): a digest of what it is
     return hashlib.sha256(json.dumps(o, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -693,4 +693,66 @@ def test_an_answer_dropped_as_older_than_the_shown_state_still_ends_its_edit(ser
     page.mouse.click(*fit.page(2500, 2000))
     second = payloads(page, store, 2)[1]
     assert second["kind"] == "click"  # sent, not held behind the first
+    assert not page.errors
+
+
+def _cursor(page, at):
+    page.mouse.move(*at)
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    return page.locator(ROOT).get_attribute("data-cursor")
+
+
+def _brightest(page, x, y, width=8):
+    """The brightest canvas pixel (max over RGB) in the row of page px (x..x + width, y)."""
+    return max(max(pixel(page, x + i, y)) for i in range(width + 1))
+
+
+def test_each_tool_has_its_keys_cursor_marks_and_pan(server, contexts):
+    """The table of tools (ui/canvas/tools.js): the keys choose a tool; the box tool's cursor over a box, a handle
+    and empty space; space shows the pan's cursor with any tool; the brush draws its outline at the pointer; a
+    middle-drag pans with the brush (no stroke sent)."""
+    url, folder = server
+    store = FakeStore(folder / "photo.png", [obj(1, [400, 400, 1400, 1200])])
+    page = open_canvas(contexts, url, store)
+    fit = Fit(page)
+    tool = lambda: page.locator(ROOT).get_attribute("data-tool")  # noqa: E731
+    pressed = lambda: page.locator("#canvas .gc-tool[aria-pressed=true]").get_attribute("data-tool")  # noqa: E731
+    for key, name in [("k", "click"), ("u", "brush"), ("e", "eraser"), ("b", "box"), ("u", "brush"), ("v", "box")]:
+        page.keyboard.press(key)
+        assert (tool(), pressed()) == (name, name)
+
+    inside, empty = fit.page(900, 800), fit.page(3000, 2500)
+    assert (_cursor(page, inside), _cursor(page, empty)) == ("move", "")
+    page.mouse.click(*inside)
+    page.wait_for_selector(f"{ROOT}[data-selected='1']", state="attached")
+    assert _cursor(page, fit.page(1400, 1200)) == "se-resize"
+    page.keyboard.down(" ")
+    assert _cursor(page, empty) == "grab"
+    page.mouse.down()
+    assert _cursor(page, (empty[0] + 5, empty[1])) == "grabbing"
+    page.mouse.up()
+    page.keyboard.up(" ")
+    fit.tx += 5  # that pan moved the image 5 px right
+    assert _cursor(page, fit.page(900, 800)) == "move"
+
+    page.keyboard.press("u")
+    spot = fit.page(3000, 2500)
+    assert _cursor(page, spot) == ""
+    assert _brightest(page, spot[0], spot[1]) > 150  # the brush's white outline around the pointer
+    page.keyboard.press("v")
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")
+    assert _brightest(page, spot[0], spot[1]) == max(BACKGROUND)  # the box tool draws none
+
+    page.keyboard.press("u")
+    page.mouse.move(*spot)
+    page.mouse.down(button="middle")
+    page.mouse.move(spot[0] - 40, spot[1], steps=4)
+    page.mouse.up(button="middle")
+    fit.tx -= 40
+    page.keyboard.press("v")
+    a, b = fit.page(2000, 1500), fit.page(2800, 2100)
+    drag(page, a, b)
+    [add] = payloads(page, store, 1)  # the middle-drag sent nothing; this box lands where the panned view shows
+    assert add["kind"] == "add" and near(add["box"], [*fit.image(*a), *fit.image(*b)])
+    assert near(add["box"], [2000, 1500, 2800, 2100], tol=0.5 / fit.s + 1e-6)
     assert not page.errors

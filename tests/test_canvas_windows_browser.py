@@ -6,6 +6,7 @@ Quick edits within one window are covered by the other canvas tests (they must n
 from app_harness import fresh_page, hold_ticks, needs_browser, profile
 from test_canvas_app_browser import ROOT, View, drag, near, server, until  # noqa: F401  (the fixture)
 
+from gdino.store import ObjectState
 from ui.edit_order import WAIT_S
 
 pytestmark = needs_browser
@@ -21,7 +22,8 @@ def _upload(context, url, app, photo, classes):
     project = next(p for p in app.sessions.open_projects() if p.path not in earlier and p.images())
     [image] = project.images()
     project.add_classes(classes)
-    return page, project, image, project.add_object(image.id, (1000, 1000, 2000, 2000), classes[0], source="manual")
+    (obj,) = project.edit_objects(image.id, new=[ObjectState(classes[0], (1000, 1000, 2000, 2000), source="manual")])
+    return page, project, image, obj
 
 
 def test_a_stale_window_cannot_overwrite_another_windows_edit(server, tmp_path):  # noqa: F811

@@ -1,4 +1,4 @@
-"""One rule for class names (gdino/project_schema.py `class_name_problem`), at every entry: the store (so the
+"""One rule for class names (gdino/checks.py `class_name_problem`), at every entry: the store (so the
 canvas, the class manager, imports and result rows are covered), the prompt (the API, the app's class box and
 `gdino label --classes`), each refusing in its own words; and exports that every reader reads back exactly:
 PyYAML and an Ultralytics-style reader for data.yaml, ElementTree for VOC, pycocotools for COCO, and our own
@@ -19,12 +19,12 @@ import pytest
 import yaml
 from PIL import Image
 
+from gdino.checks import CLASS_NAME_MAX_CHARS, as_class_name, class_name_problem
 from gdino.cli import main
 from gdino.labeling import LabelSettings, parse_class_text, store_objects
 from gdino.masks import mask_to_rle
-from gdino.project import NewImage, Project, ProjectError
-from gdino.project_schema import CLASS_NAME_MAX_CHARS, as_class_name, class_name_problem
 from gdino.prompts import PromptError, build_chunks, parse_classes
+from gdino.store import NewImage, ObjectState, Project, ProjectError
 
 W, H = 64, 48
 
@@ -73,7 +73,7 @@ def stored(project) -> tuple:
 def test_the_rule_takes_any_one_line_name(name, project):
     assert class_name_problem(name) is None
     assert project.add_classes([name]) == [name]
-    (obj,) = project.add_objects(project.images()[0].id, [{"box": (1, 1, 9, 9), "class_name": name}])
+    (obj,) = project.edit_objects(project.images()[0].id, new=[ObjectState(name, (1, 1, 9, 9))])
     assert obj.class_name == name
 
 
@@ -85,7 +85,7 @@ def test_every_store_entry_refuses_what_the_rule_refuses(name, project, tmp_path
     pattern = REFUSED[name]
     assert re.search(pattern, class_name_problem(name))
     image_id = project.images()[0].id
-    (cat,) = project.add_objects(image_id, [{"box": (1, 1, 9, 9), "class_name": "cat"}])
+    (cat,) = project.edit_objects(image_id, new=[ObjectState("cat", (1, 1, 9, 9))])
     before = stored(project)
     attempts = [
         lambda: Project.create(tmp_path / "new", ["dog", name]),
@@ -111,7 +111,7 @@ def test_every_store_entry_refuses_what_the_rule_refuses(name, project, tmp_path
 
 
 def _state(name):
-    from gdino.project import ObjectState
+    from gdino.store import ObjectState
 
     return ObjectState(name, (2.0, 2.0, 10.0, 10.0))
 
@@ -179,7 +179,7 @@ def labeled_project(root: Path, classes: list[str]) -> Path:
             for i, name in enumerate(classes):
                 mask[:] = False
                 mask[1 + i % 40:8 + i % 40, 1 + 2 * k:20] = True
-                p.add_object(image.id, (1 + 2 * k, 1 + i % 40, 20, 8 + i % 40), name, mask=mask_to_rle(mask))
+                p.edit_objects(image.id, new=[ObjectState(name, (1 + 2 * k, 1 + i % 40, 20, 8 + i % 40), mask=mask_to_rle(mask))])
             p.set_status(image.id, "reviewed")
     return root / "p"
 
@@ -253,7 +253,7 @@ def app(tiny_hf, tmp_path):
 
 
 def test_the_app_refuses_in_the_pages_words_and_takes_an_emoji(app, tmp_path):
-    from ui import handlers as h
+    from ui import actions as h
     from ui.session import Sessions
 
     state = Sessions.new_state()
@@ -261,7 +261,7 @@ def test_the_app_refuses_in_the_pages_words_and_takes_an_emoji(app, tmp_path):
     image_id = h.current_image(app, state)
     project = app.sessions.project(state)
     project.add_classes(["cat"])
-    (obj,) = project.add_objects(image_id, [{"box": (1, 1, 9, 9), "class_name": "cat"}])
+    (obj,) = project.edit_objects(image_id, new=[ObjectState("cat", (1, 1, 9, 9))])
     with pytest.raises(ProjectError, match=r"the class name 'cat\\ndog' holds a line break"):
         h.rename_class(app, state, "cat", "cat\ndog")
     value, _ = h.canvas_edit(app, state, {"kind": "relabel", "image_id": image_id, "object_ids": [obj.id],

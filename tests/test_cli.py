@@ -14,9 +14,10 @@ from PIL import Image
 from tiny_sam import save_tiny_sam
 
 from gdino.cli import main
-from gdino.cli_images import NoImagesError, Prefetcher, find_images
+from gdino.labeling.inputs import NoImagesError, find_images
+from gdino.labeling.prefetch import Prefetcher
 from gdino.processing import ImageError
-from gdino.project import Project
+from gdino.store import Project
 
 CLASSES = "cat, remote control"
 
@@ -89,6 +90,19 @@ def test_module_entry_point_runs():
 def test_no_command_is_a_usage_error(capsys):
     code, _, err = run(capsys)
     assert code == 2 and "COMMAND" in err
+
+
+def test_every_command_is_a_module_with_a_parser_and_run():
+    """One pattern for all commands (train included): a module per command, its add_parser sets its run."""
+    import argparse
+
+    import gdino.cli as cli
+
+    names = {"label", "import", "import-results", "export", "rm", "info", "models", "train"}
+    commands = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    assert set(commands.choices) == names and len(cli.COMMANDS) == len(names)
+    runs = {parser.get_default("run") for parser in commands.choices.values()}
+    assert runs == {module.run for module in cli.COMMANDS}
 
 
 # -- label ----------------------------------------------------------------------------------------------

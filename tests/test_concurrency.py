@@ -10,7 +10,7 @@ import sys
 
 from fault_harness import ROOT, duplicate_sources, env, gdino_cmd, integrity, objects_by_image, write_images
 
-from gdino.project import Project
+from gdino.store import Project
 
 
 def _label(model_dir, project, *inputs) -> list[str]:
@@ -53,7 +53,7 @@ def test_two_label_runs_on_overlapping_folders_add_each_file_once(tiny_hf, tmp_p
 
 MARKER = """
 import json, random, sys, time
-from gdino.project import Project
+from gdino.store import Project
 
 random.seed(0)
 decisions = []
@@ -103,14 +103,16 @@ def test_a_failed_add_never_deletes_a_file_that_another_writer_just_committed(tm
     import pytest
     from PIL import Image
 
-    from gdino.project import NewImage, ProjectError
+    from gdino.store import NewImage, ProjectError
+    from gdino.store.files import Files
+    from gdino.store.images import Images
 
     src = tmp_path / "a.png"
     Image.fromarray(np.full((48, 64, 3), 7, np.uint8)).save(src)
     a = Project.create(tmp_path / "proj", ["cat"])
     b = Project.open(tmp_path / "proj")
     rolled_back, placed = threading.Event(), threading.Event()
-    cleanup, insert = Project._remove_unreferenced, Project._insert_image
+    cleanup, insert = Files.remove_unreferenced, Images.insert
 
     def cleanup_after_b_placed(self, paths):
         rolled_back.set()
@@ -118,13 +120,13 @@ def test_a_failed_add_never_deletes_a_file_that_another_writer_just_committed(tm
         return cleanup(self, paths)
 
     def slow_insert(self, db, *args):
-        if self is b:
+        if self is b._images:
             placed.set()
             threading.Event().wait(0.3)  # A's cleanup is waiting for the lock meanwhile
         return insert(self, db, *args)
 
-    monkeypatch.setattr(Project, "_remove_unreferenced", cleanup_after_b_placed)
-    monkeypatch.setattr(Project, "_insert_image", slow_insert)
+    monkeypatch.setattr(Files, "remove_unreferenced", cleanup_after_b_placed)
+    monkeypatch.setattr(Images, "insert", slow_insert)
     good = NewImage(src, "a.png", 64, 48, objects=({"box": [1, 1, 9, 9], "class_name": "cat"},))
     bad = NewImage(src, "a.png", 64, 48, objects=({"box": [9, 9, 1, 1], "class_name": "cat"},))  # refused
     added = {}
@@ -170,7 +172,7 @@ def test_images_removed_during_a_run_are_reported_as_removed_not_failed(tiny_hf,
 
 CREATE = """
 import sys
-from gdino.project import Project, ProjectError
+from gdino.store import Project, ProjectError
 print("ready", flush=True)
 sys.stdin.readline()  # all processes are let go at once
 try:

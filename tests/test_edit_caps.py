@@ -11,10 +11,10 @@ import pytest
 from PIL import Image
 
 from gdino.masks import mask_to_rle
-from gdino.project import ObjectState, Project
+from gdino.store import ObjectState, Project
+from ui import actions as h
 from ui import edits
-from ui import handlers as h
-from ui.config import AppConfig
+from ui.app_config import AppConfig
 from ui.edits import MAX_CLICKS, MAX_IDS, MAX_MASK_CHARS, MAX_POINTS, EditError, parse
 from ui.session import Sessions
 
@@ -92,7 +92,7 @@ def test_a_comb_stroke_is_refused_and_nothing_is_stored(project):
     assert "shorter" in str(refused.value) and "MB" in str(refused.value)
     assert stored(project) == before == (0, 0, 0)
     # as the page sends it: the canvas shows the refusal, the project is unchanged
-    obj = project.add_object(project.images()[0].id, (10, 10, 50, 50), "cat")
+    (obj,) = project.edit_objects(project.images()[0].id, new=[ObjectState("cat", (10, 10, 50, 50))])
     before = stored(project)
     with pytest.raises(EditError, match="too detailed to store"):
         stroke(project, comb(600, 0.5, W - 0.5), radius=0.5, object_id=obj.id)
@@ -125,7 +125,7 @@ def test_an_eraser_may_thin_a_mask_that_is_over_the_cap(project):
     iid = project.images()[0].id
     mask = np.zeros((H, W), bool)
     mask[0:500:2, :] = True  # 250 one-pixel lines across the photo: about 2 MB of RLE
-    obj = project.add_object(iid, (0, 0, W, H), "fence", mask=mask_to_rle(mask))
+    (obj,) = project.edit_objects(iid, new=[ObjectState("fence", (0, 0, W, H), mask=mask_to_rle(mask))])
     assert len(obj.mask["counts"]) > MAX_MASK_CHARS
     stroke(project, [[0, 250], [W, 250]], radius=100, object_id=obj.id, erase=True)
     (thinned,) = project.objects(iid)
@@ -173,7 +173,8 @@ def test_a_click_chain_is_capped(project):
         return (xx - x) ** 2 + (yy - y) ** 2 < 400
 
     clicks = {"box": None, "points": [[100.0 + k, 100.0, True] for k in range(MAX_CLICKS)]}
-    obj = project.add_object(iid, (80, 80, 300, 120), "cat", mask=mask_to_rle(disc([[100, 100]], None, None)))
+    (obj,) = project.edit_objects(iid, new=[ObjectState("cat", (80, 80, 300, 120),
+                                                        mask=mask_to_rle(disc([[100, 100]], None, None)))])
     project.edit_objects(iid, {obj.id: replace(ObjectState.of(obj), clicks=clicks)}, expect=[obj])
     before = stored(project)
     with pytest.raises(EditError, match=f"{MAX_CLICKS} clicks"):
@@ -183,7 +184,7 @@ def test_a_click_chain_is_capped(project):
 
 
 def test_a_view_of_too_many_objects_is_refused():
-    from ui.views import MAX_SEEN, ViewError, parse_seen
+    from ui.payload import MAX_SEEN, ViewError, parse_seen
 
     seen = [[k, "0123456789abcdef"] for k in range(MAX_SEEN + 1)]
     with pytest.raises(ViewError, match=f"more than {MAX_SEEN} objects"):

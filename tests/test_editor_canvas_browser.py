@@ -11,7 +11,7 @@ from test_mask_edits import brute_stroke
 from tiny_sam import save_tiny_sam
 
 from gdino.masks import mask_to_rle, rle_to_mask
-from gdino.project import ObjectState
+from gdino.store import ObjectState
 
 pytestmark = needs_browser
 

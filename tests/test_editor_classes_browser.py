@@ -7,6 +7,8 @@ import pytest
 from app_harness import fresh_page, needs_browser, profile, running_app
 from PIL import Image
 
+from gdino.store import ObjectState
+
 pytestmark = needs_browser
 
 
@@ -46,8 +48,7 @@ def test_class_menu_keeps_its_choices_after_each_action(server, tmp_path):
             [project] = app.sessions.open_projects()
             [image] = project.images()
             project.add_classes(["cat", "dog", "bird", "fish"])
-            project.add_objects(image.id, [{"box": (10, 10, 60, 60), "class_name": "cat"},
-                                           {"box": (70, 10, 120, 60), "class_name": "fish"}], source="manual")
+            project.edit_objects(image.id, new=[ObjectState("cat", (10, 10, 60, 60)), ObjectState("fish", (70, 10, 120, 60))])
             page.locator("#next-btn").click()  # the page reads the classes again
             page.locator("#class-manager").get_by_text("Classes").first.click()
             expect(page.locator("#class-table")).to_contain_text("fish", timeout=30_000)

@@ -10,8 +10,8 @@ from test_mask_edits import brute_stroke
 from tiny_sam import make_tiny_sam
 
 from gdino.masks import mask_to_rle, rle_to_mask
-from gdino.project import Project
 from gdino.segment import Segmenter
+from gdino.store import ObjectState, Project
 
 
 @pytest.fixture
@@ -33,7 +33,7 @@ def stored(project, obj):
 
 
 def test_a_plain_box_moved_past_the_edge_stops_there_with_its_size(project):
-    obj = project.add_object(image_id(project), (10.0, 10.0, 49.5, 30.25), "cat")
+    (obj,) = project.edit_objects(image_id(project), new=[ObjectState("cat", (10.0, 10.0, 49.5, 30.25))])
     send(project, kind="move", object_id=obj.id, dx=100.0, dy=-3.5)
     assert stored(project, obj).box == (W - 39.5, 6.5, W, 26.75)
     send(project, kind="move", object_id=obj.id, dx=-500.0, dy=500.0)
@@ -45,7 +45,7 @@ def test_a_plain_box_moved_past_the_edge_stops_there_with_its_size(project):
 
 def test_a_masked_box_moves_by_whole_pixels_up_to_the_edge(project):
     mask = block(12, 28, 12, 48)
-    obj = project.add_object(image_id(project), (10.0, 10.0, 50.0, 30.0), "cat", mask=mask_to_rle(mask))
+    (obj,) = project.edit_objects(image_id(project), new=[ObjectState("cat", (10.0, 10.0, 50.0, 30.0), mask=mask_to_rle(mask))])
     send(project, kind="move", object_id=obj.id, dx=55.6, dy=-40.2)
     moved = stored(project, obj)
     assert moved.box == (W - 40, 0, W, 20)  # dx 30, dy -10: box and mask together
@@ -67,7 +67,7 @@ def test_brushed_pixels_stay_in_and_erased_ones_out_across_clicks(project):
     iid = image_id(project)
     calls = []
     first = block(10, 40, 10, 40)
-    obj = project.add_object(iid, (5.0, 5.0, 45.0, 45.0), "cat", score=0.9, source="model")
+    (obj,) = project.edit_objects(iid, new=[ObjectState("cat", (5.0, 5.0, 45.0, 45.0), score=0.9, source="model")])
     send(project, fake_sam(first, calls), kind="click", object_id=obj.id, x=20, y=20, positive=True, class_name="cat")
     assert calls[-1][3] is None  # no mask yet: no mask prompt
     brush, rub = [[50.0, 20.0], [60.0, 20.0]], [[25.0, 15.0], [25.0, 30.0]]
@@ -102,7 +102,8 @@ def test_brushed_pixels_stay_in_and_erased_ones_out_across_clicks(project):
 
 def test_strokes_move_with_the_box_and_a_resize_keeps_those_inside(project):
     iid = image_id(project)
-    obj = project.add_object(iid, (10.0, 10.0, 40.0, 40.0), "cat", mask=mask_to_rle(block(10, 40, 10, 40)))
+    (obj,) = project.edit_objects(iid, new=[ObjectState("cat", (10.0, 10.0, 40.0, 40.0),
+                                                        mask=mask_to_rle(block(10, 40, 10, 40)))])
     send(project, kind="stroke", object_id=obj.id, points=[[20.0, 20.0]], radius=3.0, erase=True, class_name="cat")
     send(project, kind="stroke", object_id=obj.id, points=[[35.0, 35.0]], radius=2.0, erase=False, class_name="cat")
     send(project, kind="move", object_id=obj.id, dx=5.0, dy=-2.0)
@@ -121,7 +122,7 @@ def test_strokes_move_with_the_box_and_a_resize_keeps_those_inside(project):
 
 def test_a_segmenter_without_a_mask_prompt_still_keeps_the_strokes(project):
     iid = image_id(project)
-    obj = project.add_object(iid, (5.0, 5.0, 45.0, 45.0), "cat")
+    (obj,) = project.edit_objects(iid, new=[ObjectState("cat", (5.0, 5.0, 45.0, 45.0))])
     send(project, kind="stroke", object_id=obj.id, points=[[60.0, 50.0]], radius=3.0, erase=False, class_name="cat")
 
     def three(points, labels, box):  # the app's (points, labels, box) before it passes a mask prompt

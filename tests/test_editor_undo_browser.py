@@ -10,7 +10,7 @@ from app_harness import browser, fresh_page, needs_browser, running_app, until
 from PIL import Image
 
 from gdino.masks import mask_to_rle
-from gdino.project import ObjectState
+from gdino.store import ObjectState
 
 pytestmark = needs_browser
 
@@ -75,9 +75,10 @@ def test_remove_image_is_undone_by_ctrl_z(server, context, tmp_path):
     url, app = server
     page, project, (first, second) = uploaded(context, url, app, tmp_path, 2)
     project.add_classes(["cat", "dog"])
-    project.add_objects(first, [{"box": (10 + 20 * k, 10, 40 + 20 * k, 60), "class_name": "cat" if k % 2 else "dog",
-                                 "score": 0.5 + k / 10, "mask": mask((10 + 20 * k, 10, 40 + 20 * k, 60)) if k == 2 else None}
-                                for k in range(5)], source="model", status="auto")
+    project.edit_objects(first, new=[ObjectState("cat" if k % 2 else "dog", (10 + 20 * k, 10, 40 + 20 * k, 60), 0.5 + k / 10,
+                                                 "model", mask((10 + 20 * k, 10, 40 + 20 * k, 60)) if k == 2 else None)
+                                     for k in range(5)])
+    project.set_status(first, "auto")
     moved = project.objects(first)[0]
     project.edit_objects(first, {moved.id: ObjectState("cat", (12, 12, 44, 64))}, expect=[moved])
     objects, record, pixels = stored(project, first), project.image(first), project.image(first).path.read_bytes()
@@ -184,10 +185,11 @@ def test_class_delete_is_undone_by_ctrl_z(server, context, tmp_path):
     url, app = server
     page, project, (first, second) = uploaded(context, url, app, tmp_path, 2)
     project.add_classes(["cat", "dog", "bird"])
-    project.add_objects(first, [{"box": (10, 10, 60, 60), "class_name": "cat", "score": 0.9},
-                                {"box": (70, 10, 120, 60), "class_name": "dog", "score": 0.8},
-                                {"box": (130, 10, 180, 60), "class_name": "cat", "mask": mask((130, 10, 180, 60))}])
-    project.add_objects(second, [{"box": (5, 5, 50, 50), "class_name": "cat"}], source="manual")
+    project.edit_objects(first, new=[ObjectState("cat", (10, 10, 60, 60), 0.9), ObjectState("dog", (70, 10, 120, 60), 0.8),
+                                     ObjectState("cat", (130, 10, 180, 60), mask=mask((130, 10, 180, 60)))])
+    project.edit_objects(second, new=[ObjectState("cat", (5, 5, 50, 50), source="manual")])
+    for image_id in (first, second):
+        project.set_status(image_id, "unlabeled")  # as uploaded (a new object makes an unlabeled image "auto")
     before = {i: stored(project, i) for i in (first, second)}
     classes = project.classes
 

@@ -1,14 +1,15 @@
 """The canvas's edit protocol (ui/edits.py) on a real project file: every edit kind, what it does to masks
 and SAM clicks, undo / redo (also after reopening the project), and refusals in the page's words."""
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from PIL import Image
 from test_mask_edits import brute_stroke
 
-from gdino import history
 from gdino.masks import mask_to_rle, rle_to_mask
-from gdino.project import Project, ProjectError
+from gdino.store import ObjectState, Project, ProjectError, history
 from ui import edits
 from ui.edits import EditError, parse
 
@@ -57,20 +58,20 @@ def test_add_then_undo_and_redo(project):
 def test_a_moved_box_takes_its_mask_and_clicks_along(project):
     iid = image_id(project)
     mask = block(10, 20, 15, 30)
-    obj = project.add_object(iid, (15, 10, 30, 20), "cat", score=0.8, source="model", mask=mask_to_rle(mask))
+    (obj,) = project.edit_objects(iid, new=[ObjectState("cat", (15, 10, 30, 20), 0.8, "model", mask_to_rle(mask))])
     send(project, kind="move", object_id=obj.id, dx=10.4, dy=-5.6)
     (moved,) = project.objects(iid)
     assert moved.box == (25, 4, 40, 14)  # whole pixels: the same offset as the mask
     assert np.array_equal(rle_to_mask(moved.mask), block(4, 14, 25, 40))
     assert moved.score == 0.8 and moved.source == "manual"
-    plain = project.add_object(iid, (0, 0, 5, 5), "dog")
+    (plain,) = project.edit_objects(iid, new=[ObjectState("dog", (0, 0, 5, 5))])
     send(project, kind="move", object_id=plain.id, dx=1.25, dy=2.5)  # no mask: exact
     assert project.objects(iid)[1].box == (1.25, 2.5, 6.25, 7.5)
 
 
 def test_a_resized_box_keeps_the_mask_inside_it(project):
     iid = image_id(project)
-    obj = project.add_object(iid, (15, 10, 30, 20), "cat", mask=mask_to_rle(block(10, 20, 15, 30)))
+    (obj,) = project.edit_objects(iid, new=[ObjectState("cat", (15, 10, 30, 20), mask=mask_to_rle(block(10, 20, 15, 30)))])
     send(project, kind="resize", object_id=obj.id, box=[15, 10, 22, 20])
     (resized,) = project.objects(iid)
     assert resized.box == (15, 10, 22, 20) and np.array_equal(rle_to_mask(resized.mask), block(10, 20, 15, 22))
@@ -78,8 +79,8 @@ def test_a_resized_box_keeps_the_mask_inside_it(project):
 
 def test_delete_and_undo_restore_everything(project):
     iid = image_id(project)
-    a = project.add_object(iid, (1, 1, 9, 9), "cat", score=0.4, source="model", mask=mask_to_rle(block(1, 9, 1, 9)))
-    b = project.add_object(iid, (20, 20, 30, 30), "dog")
+    (a,) = project.edit_objects(iid, new=[ObjectState("cat", (1, 1, 9, 9), 0.4, "model", mask_to_rle(block(1, 9, 1, 9)))])
+    (b,) = project.edit_objects(iid, new=[ObjectState("dog", (20, 20, 30, 30))])
     send(project, kind="delete", object_ids=[a.id, b.id])
     assert project.objects(iid) == []
     send(project, kind="undo")
@@ -143,7 +144,7 @@ def test_clicks_chain_on_the_selected_object_and_undo_removes_one(project):
     send(project, kind="undo")
     assert project.objects(iid)[0].clicks["points"] == [[20, 20, True], [40, 30, True]]
     # a box from a model run: its clicks are prompted with the box
-    boxed = project.add_object(iid, (50, 5, 70, 25), "cat", score=0.9, source="model")
+    (boxed,) = project.edit_objects(iid, new=[ObjectState("cat", (50, 5, 70, 25), score=0.9, source="model")])
     send(project, sam, kind="click", object_id=boxed.id, x=60, y=15, positive=True, class_name="cat")
     assert sam.calls[-1] == ([[60, 15]], [1], (50, 5, 70, 25))
     refined = project.objects(iid)[-1]
@@ -194,9 +195,9 @@ def test_a_model_run_is_one_more_entry_and_a_conflict_clears_the_history_with_a_
 
 def test_an_object_changed_meanwhile_is_not_overwritten(project):
     iid = image_id(project)
-    obj = project.add_object(iid, (1, 1, 10, 10), "cat")
+    (obj,) = project.edit_objects(iid, new=[ObjectState("cat", (1, 1, 10, 10))])
     stale = project.objects(iid)
-    project.update_object(obj.id, box=(2, 2, 12, 12))
+    project.edit_objects(iid, {obj.id: replace(ObjectState.of(obj), box=(2, 2, 12, 12))})
     with pytest.raises(ProjectError, match="changed meanwhile"):
         project.edit_objects(iid, {obj.id: None}, expect=stale)
     assert project.objects(iid)[0].box == (2, 2, 12, 12)
@@ -248,7 +249,7 @@ def test_an_edit_of_a_box_that_is_gone_says_so(project):
 
 def test_several_boxes_are_relabeled_at_once(project):
     iid = image_id(project)
-    ids = [project.add_object(iid, (k * 10, 0, k * 10 + 8, 8), "cat").id for k in range(3)]
+    ids = [project.edit_objects(iid, new=[ObjectState("cat", (k * 10, 0, k * 10 + 8, 8))])[0].id for k in range(3)]
     send(project, kind="relabel", object_ids=ids[:2], class_name="bird")  # a new class, two boxes
     assert [o.class_name for o in project.objects(iid)] == ["bird", "bird", "cat"]
     send(project, kind="relabel", object_ids=ids, class_name="Dog")
@@ -289,18 +290,82 @@ def test_undo_after_the_class_was_removed_and_redo(project):
 
 def test_edits_that_change_nothing_keep_the_redo(project):
     iid = image_id(project)
-    obj = project.add_object(iid, (10, 10, 30, 30), "cat", mask=mask_to_rle(block(10, 30, 10, 30)))
+    (obj,) = project.edit_objects(iid, new=[ObjectState("cat", (10, 10, 30, 30), mask=mask_to_rle(block(10, 30, 10, 30)))])
     send(project, kind="move", object_id=obj.id, dx=5, dy=0)
     send(project, kind="undo")
     for payload in ({"kind": "move", "object_id": obj.id, "dx": 0, "dy": 0},
                     {"kind": "resize", "object_id": obj.id, "box": list(obj.box)},
                     {"kind": "relabel", "object_ids": [obj.id], "class_name": "cat"}):
         send(project, **payload)
-    assert project.history(iid) == (False, True) and project.objects(iid) == [obj]
+    assert project.history(iid) == (True, True) and project.objects(iid) == [obj]  # the add undoable, the redo kept
 
 
 def test_a_box_resized_off_its_mask_has_no_mask(project):
     iid = image_id(project)
-    obj = project.add_object(iid, (10, 10, 30, 30), "cat", mask=mask_to_rle(block(10, 20, 10, 20)))
+    (obj,) = project.edit_objects(iid, new=[ObjectState("cat", (10, 10, 30, 30), mask=mask_to_rle(block(10, 20, 10, 20)))])
     send(project, kind="resize", object_id=obj.id, box=[22, 22, 30, 30])
     assert project.objects(iid)[0].mask is None
+
+
+def test_a_payload_is_read_whole_into_one_value():
+    """ui/payload.py: every field of a canvas payload read once; what is wrong is kept (never raised), the view's
+    fault before the edit's, and the edit's place in its window's order is read even then (its turn must end)."""
+    from ui.payload import CanvasPayload, ViewError, parse_payload
+
+    order = {"window": "window-0001", "seq": 3, "prev": 2}
+    good = parse_payload({"kind": "move", "image_id": 7, "object_id": 1, "dx": 2, "dy": 0, **order, "base": 5,
+                          "seen": [[1, "0123456789abcdef"]]})
+    assert isinstance(good, CanvasPayload) and good.refused is None
+    assert (good.seq, good.image_id, good.order) == (3, 7, ("window-0001", 3, 2))
+    assert good.edit == edits.Move(7, 1, 2.0, 0.0) and good.seen.revs == {1: "0123456789abcdef"} and good.seen.base == 5
+    plain = parse_payload({"kind": "undo", "image_id": 7})  # a page that names no window: not checked, no turn
+    assert plain.seen is None and plain.order is None and plain.edit == edits.Undo(7)
+    view = parse_payload({"kind": "nonsense", "image_id": 7, **order, "base": 5, "seen": "all"})
+    assert isinstance(view.refused, ViewError) and view.edit is None and view.order == ("window-0001", 3, 2)
+    edit = parse_payload({"kind": "nonsense", "image_id": 7})
+    assert isinstance(edit.refused, EditError) and "unknown edit" in str(edit.refused) and edit.image_id == 7
+    assert parse_payload({"kind": "undo", "image_id": True}).image_id is None  # a bool is no id
+    assert isinstance(parse_payload([1, 2]).refused, EditError) and parse_payload("x").image_id is None
+
+
+@pytest.mark.parametrize("payload", [
+    {"kind": "move", "dx": 5, "dy": 3},
+    {"kind": "resize", "box": [2, 2, 30, 30]},
+    {"kind": "relabel", "class_name": "dog"},
+    {"kind": "delete"},
+    {"kind": "stroke", "points": [[40, 30]], "radius": 3, "erase": False, "class_name": "cat"},
+])
+def test_an_edit_reads_its_objects_once_inside_its_transaction(project, monkeypatch, payload):
+    """The objects an edit changes are read once, in the edit's own transaction (so the write compares nothing
+    again), and the guard sees them there."""
+    (obj,) = project.edit_objects(image_id(project), new=[ObjectState("cat", (10, 10, 40, 40))])
+    inside, reads, expects, guarded = [False], [], [], []
+    real_batch, real_objects, real_edit = project.batch, project.objects, project.edit_objects
+
+    def batch():
+        cm = real_batch()
+
+        class Held:
+            def __enter__(self):
+                cm.__enter__()
+                inside[0] = True
+
+            def __exit__(self, *exc):
+                inside[0] = False
+                return cm.__exit__(*exc)
+        return Held()
+
+    def objects(iid):
+        reads.append(inside[0])
+        return real_objects(iid)
+
+    def edit_objects(*args, **kwargs):
+        expects.append(kwargs.get("expect", ()))
+        return real_edit(*args, **kwargs)
+    monkeypatch.setattr(project, "batch", batch)
+    monkeypatch.setattr(project, "objects", objects)
+    monkeypatch.setattr(project, "edit_objects", edit_objects)
+    key = "object_ids" if payload["kind"] in ("relabel", "delete") else "object_id"
+    payload = {**payload, key: [obj.id] if key == "object_ids" else obj.id, "image_id": image_id(project)}
+    edits.apply(project, parse(payload), guard=lambda current: guarded.append((inside[0], set(current))))
+    assert reads == [True] and guarded == [(True, {obj.id})] and expects == [()]

@@ -15,7 +15,7 @@ from gdino.formats.dataset import LabeledImage, LabeledObject
 from gdino.formats.validate import ImportLimits
 from gdino.formats.yolo import inexact_masks, parse_yolo_labels, yolo_lines
 from gdino.masks import mask_to_rle, rle_to_mask
-from gdino.project import Project
+from gdino.store import ObjectState, Project
 
 
 def noisy(shape=(240, 320), seed=0):
@@ -54,8 +54,8 @@ def test_yolo_seg_says_which_masks_come_back_approximate(server, context, tmp_pa
     block = np.zeros((240, 320), dtype=bool)
     block[150:200, 220:300] = True
     block[160:170, 230:240] = False  # a hole: exact in one polygon all the same
-    fine, rough = project.add_objects(image, [{"box": (220, 150, 300, 200), "class_name": "cat", "mask": mask_to_rle(block)},
-                                              {"box": (10, 10, 170, 130), "class_name": "cat", "mask": mask_to_rle(noisy())}])
+    fine, rough = project.edit_objects(image, new=[ObjectState("cat", (220, 150, 300, 200), mask=mask_to_rle(block)),
+                                                   ObjectState("cat", (10, 10, 170, 130), mask=mask_to_rle(noisy()))])
     page.get_by_label("yolo-seg", exact=True).check()
     zipped = zipfile.ZipFile(io.BytesIO(download_export(page, tmp_path / "out.zip").read_bytes()))
     page.wait_for_function("() => document.querySelector('#message').innerText.includes('exported')", timeout=30_000)

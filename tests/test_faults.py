@@ -78,7 +78,7 @@ def test_ctrl_c_stops_an_import_at_once_and_adds_nothing(tmp_path):
 EDITOR = """
 import random, sys
 from pathlib import Path
-from gdino.project import Project, ProjectError
+from gdino.store import Project, ProjectError
 from ui.edits import EditError, apply, parse
 project = Project.open(Path(sys.argv[1]))
 image = project.images()[0].id
@@ -125,7 +125,7 @@ def test_kills_while_editing_on_the_canvas(tmp_path):
     from fault_harness import ROOT, env
     from PIL import Image
 
-    from gdino.project import Project
+    from gdino.store import Project
 
     photo = tmp_path / "photo.png"
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (480, 640, 3), dtype=np.uint8)).save(photo)

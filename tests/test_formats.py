@@ -16,8 +16,8 @@ from pycocotools.cocoeval import COCOeval
 from gdino.formats import dataset_from_project, export_dataset, export_zip, split_images
 from gdino.formats.importing import import_coco, import_yolo, import_zip
 from gdino.masks import mask_area, mask_to_rle, rle_to_mask
-from gdino.project import Project
 from gdino.safezip import UnsafeZipError
+from gdino.store import ObjectState, Project
 
 H, W = 120, 160
 
@@ -53,9 +53,9 @@ def project(tmp_path):
         paths.append(path)
     a, b, c = (p.add_image(x) for x in paths)
     donut, parts = donut_mask(), two_part_mask()
-    p.add_object(a.id, box_of(donut), "cat", mask=mask_to_rle(donut), score=0.9, source="model")
-    p.add_object(a.id, box_of(parts), "car", mask=mask_to_rle(parts))
-    p.add_object(b.id, (10.5, 20.25, 70.75, 90.5), "dog")  # no mask
+    p.edit_objects(a.id, new=[ObjectState("cat", box_of(donut), score=0.9, source="model", mask=mask_to_rle(donut))])
+    p.edit_objects(a.id, new=[ObjectState("car", box_of(parts), mask=mask_to_rle(parts))])
+    p.edit_objects(b.id, new=[ObjectState("dog", (10.5, 20.25, 70.75, 90.5))])  # no mask
     for image in (a, b, c):
         p.set_status(image.id, "reviewed")
     yield p
@@ -182,7 +182,7 @@ def test_exif_rotated_images_are_exported_upright(tmp_path):
     with Project.create(tmp_path / "p", classes=["cat"]) as p:
         rec = p.add_image(path)
         assert (rec.width, rec.height) == (80, 200)
-        p.add_object(rec.id, (5, 10, 60, 150), "cat")
+        p.edit_objects(rec.id, new=[ObjectState("cat", (5, 10, 60, 150))])
         out = export_dataset(dataset_from_project(p), tmp_path / "out", "yolo")
     with Image.open(out / "images/train/phone.jpg") as exported:
         assert exported.size == (80, 200) and exported.getexif().get(0x0112, 1) == 1

@@ -35,8 +35,8 @@ from PIL import Image
 
 from gdino.formats.importing import import_coco, import_folder, import_path, import_yolo, import_zip
 from gdino.formats.validate import DatasetError, ImportLimits
-from gdino.project import Project
 from gdino.safezip import UnsafeZipError
+from gdino.store import Project
 
 W, H = 64, 48
 SYMLINKS = sys.platform != "win32"
@@ -955,7 +955,7 @@ def test_formerly_fatal_inputs_do_not_kill_the_process(tmp_path):
         from pathlib import Path
         from gdino.formats.importing import import_zip
         from gdino.formats.validate import DatasetError
-        from gdino.project import Project
+        from gdino.store import Project
 
         root = Path(sys.argv[1])
         with Project.create(root / "project") as project:

@@ -43,8 +43,8 @@ def test_the_wheel_lists_every_package_and_kernel_source():
     assert assets and all(any(fnmatch.fnmatch(name, pat) for pat in canvas_patterns) for name in assets), assets
 
 
-TORCH_FREE = ["gdino", "gdino.project", "gdino.formats", "gdino.labeling", "gdino.cli_images", "gdino.masks",
-              "gdino.safezip", "gdino.processing", "gdino.prompts", "gdino.project_schema"]
+TORCH_FREE = ["gdino", "gdino.store", "gdino.formats", "gdino.labeling", "gdino.labeling.inputs", "gdino.masks",
+              "gdino.safezip", "gdino.processing", "gdino.prompts", "gdino.store.schema"]
 
 
 def test_the_data_side_of_the_package_does_not_import_torch():
@@ -62,10 +62,10 @@ def test_every_public_name_is_there_on_first_use():
     code = (
         "import sys, gdino\n"
         "from gdino import Detector, load_model, Segmenter\n"
-        "import gdino.detector, gdino.weights.hub, gdino.segment, gdino.modeling.config, gdino.project, gdino.modeling\n"
+        "import gdino.detector, gdino.weights.hub, gdino.segment, gdino.modeling.config, gdino.store, gdino.modeling\n"
         "assert Detector is gdino.detector.Detector and load_model is gdino.weights.hub.load_model\n"
         "assert Segmenter is gdino.segment.Segmenter and gdino.preset is gdino.modeling.config.preset\n"
-        "assert gdino.Project is gdino.project.Project and gdino.GroundingDINO is gdino.modeling.GroundingDINO\n"
+        "assert gdino.Project is gdino.store.Project and gdino.GroundingDINO is gdino.modeling.GroundingDINO\n"
         "assert issubclass(gdino.ImageError, ValueError) and issubclass(gdino.SegmenterError, ValueError)\n"
         "missing = [n for n in gdino.__all__ if getattr(gdino, n, None) is None]\n"
         "assert not missing, missing\n"

@@ -12,7 +12,7 @@ from PIL import Image
 from project_compare import GOOD, assert_same_project
 
 from gdino.cli import main
-from gdino.project import Project
+from gdino.store import Project
 
 
 def label_args(model, images, out, *more) -> list[str]:

@@ -7,7 +7,7 @@ from tiny_sam import save_tiny_sam
 import gdino
 from gdino.labeling import LabelSettings, label_images, parse_class_text
 from gdino.masks import rle_to_mask
-from gdino.project import Project
+from gdino.store import ObjectState, Project
 
 
 @pytest.mark.parametrize("text, expected", [
@@ -45,7 +45,7 @@ def setup(tiny_hf, tmp_path):
 
 def test_label_images_stores_model_objects_with_masks_and_the_run(setup):
     det, seg, project, ids = setup
-    manual = project.add_classes(["person"]) and project.add_object(ids[0], (1, 1, 20, 20), "person")
+    manual = project.add_classes(["person"]) and project.edit_objects(ids[0], new=[ObjectState("person", (1, 1, 20, 20))])[0]
     settings = LabelSettings(classes=parse_class_text("cat, remote control"), box_threshold=0.2, masks=True)
     seen = []
     summary = label_images(project, det, ids, settings, segmenter=seg, batch_size=2, progress=lambda d, t: seen.append((d, t)))
@@ -101,3 +101,54 @@ def test_masks_without_a_segmenter_is_an_error(setup):
     det, _, project, ids = setup
     with pytest.raises(ValueError, match="no SAM model"):
         label_images(project, det, ids, LabelSettings(classes=["cat"], masks=True))
+
+
+def test_add_sources_reports_each_source_and_adds_each_once(tmp_path):
+    """The one image-adding loop (the CLI's, import-results', the app's): added, already there (by key, by
+    path), removed earlier (left out on request), failed with its reason; each in input order."""
+    from PIL import Image
+
+    from gdino.labeling.adding import ADDED, FAILED, REMOVED, THERE, Source, add_sources
+
+    files = tmp_path / "in"
+    files.mkdir()
+    for name in ("a.png", "b.png", "c.png"):
+        Image.new("RGB", (20, 10), "red").save(files / name)
+    (files / "bad.png").write_bytes(b"not an image")
+    with Project.create(tmp_path / "p") as project:
+        first = add_sources(project, [Source(files / "a.png", key="k-a"), Source(files / "bad.png", key="k-bad"),
+                                      Source(files / "b.png", key="k-b", name="renamed.png")])
+        assert [o.status for o in first.outcomes] == [ADDED, FAILED, ADDED]
+        assert "bad.png" in first.failed[0].why and first.failed[0].record is None
+        assert [o.record.name for o in first.added] == ["a.png", "renamed.png"]
+        project.remove_images([first.outcomes[2].record.id])
+        here = add_sources(project, [Source(files / "c.png")], copy=False)  # referenced where it lies, no key
+        assert here.added[0].record.path == files / "c.png"
+        seen = []
+        again = add_sources(project, [Source(files / "a.png", key="k-a"), Source(files / "b.png", key="k-b"),
+                                      Source(files / "c.png")], copy=False, skip_removed=True,
+                            by_path={str(here.added[0].record.path): here.added[0].record}, each=seen.append)
+        assert [o.status for o in again.outcomes] == [THERE, REMOVED, THERE] and seen == again.outcomes
+        assert again.there[0].record.id == first.added[0].record.id
+        assert len(project.images()) == 2
+        back = add_sources(project, [Source(files / "b.png", key="k-b")])  # without skip_removed: added again
+        assert [o.status for o in back.outcomes] == [ADDED]
+
+
+def test_the_one_model_loader_takes_typed_specs(tiny_hf, tmp_path):
+    """load_detector / load_segmenter (the CLI's, the Ray actors' and the app's models): device and dtype from
+    the spec; a dtype it does not know is refused before anything loads."""
+    import torch
+
+    from gdino.labeling.loading import DetectorSpec, SegmenterSpec, load_detector, load_segmenter
+
+    bf16 = load_detector(DetectorSpec(str(tiny_hf[1]), device="cpu", dtype="bfloat16"))
+    assert next(bf16.model.parameters()).dtype == torch.bfloat16
+    plain = load_detector(DetectorSpec(str(tiny_hf[1]), device="cpu"))
+    assert next(plain.model.parameters()).dtype == torch.float32 and next(plain.model.parameters()).device.type == "cpu"
+    with pytest.raises(ValueError, match="dtype must be one of"):
+        load_detector(DetectorSpec(str(tiny_hf[1]), dtype="float64"))
+    with pytest.raises(ValueError):
+        load_detector(DetectorSpec(str(tmp_path / "no-such-model"), device="cpu"))
+    seg = load_segmenter(SegmenterSpec(str(save_tiny_sam(tmp_path / "sam.pth")), device="cpu"))
+    assert isinstance(seg, gdino.Segmenter)

@@ -7,16 +7,16 @@ import subprocess
 import sys
 import textwrap
 import threading
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from gdino import project_schema
 from gdino.processing import ImageError, to_rgb
-from gdino.project import Project, ProjectError
-from gdino.project_schema import MIGRATIONS
+from gdino.store import ObjectRecord, ObjectState, Project, ProjectError, schema
+from gdino.store.schema import MIGRATIONS
 
 
 def make_image(path, width=40, height=20, orientation=None, fmt=None, seed=0):
@@ -55,7 +55,7 @@ def test_create_open_round_trip(tmp_path):
         assert p.path == (tmp_path / "proj").resolve()
         assert (p.path / "project.sqlite").is_file() and (p.path / "images").is_dir()
         img = p.add_image(src)
-        obj = p.add_object(img.id, (1, 2, 30, 15), "dog", score=0.5, mask=rle(20, 40))
+        (obj,) = p.edit_objects(img.id, new=[ObjectState("dog", (1, 2, 30, 15), score=0.5, mask=rle(20, 40))])
         p.set_setting("prompt", {"text": "cat . dog .", "box_threshold": 0.35})
         img = p.image(img.id)
         assert img.num_objects == 1
@@ -131,7 +131,7 @@ def test_add_classes_is_idempotent_and_validates(project):
 
 
 def test_rename_class_keeps_objects(project, image):
-    obj = project.add_object(image.id, (0, 0, 10, 10), "cat")
+    (obj,) = project.edit_objects(image.id, new=[ObjectState("cat", (0, 0, 10, 10))])
     project.rename_class("cat", "kitten")
     assert project.classes == ["kitten", "dog"]
     assert project.objects(image.id)[0].class_name == "kitten"
@@ -146,8 +146,8 @@ def test_rename_class_keeps_objects(project, image):
 
 def test_remove_class_refuses_when_used_then_deletes(project, image):
     for _ in range(3):
-        project.add_object(image.id, (0, 0, 10, 10), "cat")
-    keep = project.add_object(image.id, (0, 0, 10, 10), "dog")
+        project.edit_objects(image.id, new=[ObjectState("cat", (0, 0, 10, 10))])
+    (keep,) = project.edit_objects(image.id, new=[ObjectState("dog", (0, 0, 10, 10))])
     with pytest.raises(ProjectError, match=r"used by 3 object\(s\); pass delete_objects=True"):
         project.remove_class("cat")
     assert len(project.objects(image.id)) == 4
@@ -160,7 +160,7 @@ def test_remove_class_refuses_when_used_then_deletes(project, image):
 
 
 def test_set_classes_reorders_adds_and_refuses_dropping_used(project, image):
-    project.add_object(image.id, (0, 0, 10, 10), "dog")
+    project.edit_objects(image.id, new=[ObjectState("dog", (0, 0, 10, 10))])
     project.add_classes(["bird"])
     project.set_classes(["Dog", "fish", "cat"])  # drops unused "bird", respells "dog"
     assert project.classes == ["Dog", "fish", "cat"]
@@ -209,7 +209,7 @@ def test_add_image_by_reference_and_remove(project, tmp_path):
     assert not (project.path / "images" / "b.png").exists()
     copied = project.add_image(src)
     assert copied.name == "b_1.png"
-    project.add_object(ref.id, (0, 0, 5, 5), "cat")
+    project.edit_objects(ref.id, new=[ObjectState("cat", (0, 0, 5, 5))])
     project.remove_image(ref.id)
     assert src.exists()  # a referenced file is not ours to delete
     project.remove_image(copied.id)
@@ -244,10 +244,10 @@ def test_exif_orientation_gives_upright_size(project, tmp_path, fmt):
 def test_exif_rotated_jpeg_bounds_boxes_and_masks(project, tmp_path):
     rec = project.add_image(make_image(tmp_path / "r.jpg", 40, 20, orientation=6))
     assert (rec.width, rec.height) == (20, 40)
-    obj = project.add_object(rec.id, (-5, -5, 100, 100), "cat", mask=rle(40, 20))
+    (obj,) = project.edit_objects(rec.id, new=[ObjectState("cat", (-5, -5, 100, 100), mask=rle(40, 20))])
     assert obj.box == (0.0, 0.0, 20.0, 40.0)
     with pytest.raises(ProjectError, match=r"\[40, 20\]"):
-        project.add_object(rec.id, (0, 0, 5, 5), "cat", mask=rle(20, 40))
+        project.edit_objects(rec.id, new=[ObjectState("cat", (0, 0, 5, 5), mask=rle(20, 40))])
 
 
 def test_bad_image_files_raise_image_error(project, tmp_path):
@@ -300,7 +300,7 @@ def test_confidence_order_least_confident_first(project, tmp_path):
     project.replace_model_objects(recs["a"].id, [{"box": (0, 0, 5, 5), "class_name": "cat", "score": 0.9},
                                                   {"box": (0, 0, 5, 5), "class_name": "cat", "score": 0.6}])
     project.replace_model_objects(recs["c"].id, [{"box": (0, 0, 5, 5), "class_name": "dog", "score": 0.3}])
-    project.add_object(recs["d"].id, (0, 0, 5, 5), "cat", score=0.01)  # manual objects do not count
+    project.edit_objects(recs["d"].id, new=[ObjectState("cat", (0, 0, 5, 5), score=0.01)])  # manual objects do not count
     ordered = project.images(order="confidence")
     assert [r.name for r in ordered] == ["c.png", "a.png", "b.png", "d.png"]
     assert [r.min_score for r in ordered] == [pytest.approx(0.3), pytest.approx(0.6), None, None]
@@ -311,8 +311,9 @@ def test_confidence_order_least_confident_first(project, tmp_path):
 # -- objects ---------------------------------------------------------------------------------------
 
 
-def test_add_object_validates_and_clips(project, image):
-    obj = project.add_object(image.id, np.array([-3.0, 2.5, 50.0, 10.0], np.float32), "Cat", score=np.float32(0.25))
+def test_a_new_object_is_validated_and_clipped(project, image):
+    box = np.array([-3.0, 2.5, 50.0, 10.0], np.float32)
+    (obj,) = project.edit_objects(image.id, new=[ObjectState("Cat", box, score=np.float32(0.25))])
     assert obj.box == (0.0, 2.5, 40.0, 10.0) and obj.class_name == "cat" and obj.score == 0.25
     assert obj.source == "manual" and obj.mask is None and obj.image_id == image.id
     bad = {
@@ -325,56 +326,61 @@ def test_add_object_validates_and_clips(project, image):
     }
     for box, message in bad.items():
         with pytest.raises(ProjectError, match=message):
-            project.add_object(image.id, box, "cat")
+            project.edit_objects(image.id, new=[ObjectState("cat", box)])
     with pytest.raises(ProjectError, match=r"unknown class 'horse'; the project's classes are \['cat', 'dog'\]"):
-        project.add_object(image.id, (0, 0, 5, 5), "horse")
+        project.replace_model_objects(image.id, [{"box": (0, 0, 5, 5), "class_name": "horse", "score": 0.5}])
     with pytest.raises(ProjectError, match="unknown source"):
-        project.add_object(image.id, (0, 0, 5, 5), "cat", source="human")
+        project.edit_objects(image.id, new=[ObjectState("cat", (0, 0, 5, 5), source="human")])
     with pytest.raises(ProjectError, match="finite number"):
-        project.add_object(image.id, (0, 0, 5, 5), "cat", score=float("inf"))
+        project.edit_objects(image.id, new=[ObjectState("cat", (0, 0, 5, 5), score=float("inf"))])
     with pytest.raises(ProjectError, match="no image with id 12345"):
-        project.add_object(12345, (0, 0, 5, 5), "cat")
+        project.edit_objects(12345, new=[ObjectState("cat", (0, 0, 5, 5))])
     assert project.objects(image.id) == [obj]
 
 
 def test_masks_are_validated_stored_and_returned(project, image):
     mask = {"size": [20, 40], "counts": "PPa0j0"}
-    obj = project.add_object(image.id, (0, 0, 5, 5), "cat", mask=mask)
+    (obj,) = project.edit_objects(image.id, new=[ObjectState("cat", (0, 0, 5, 5), mask=mask)])
     assert obj.mask == mask and project.objects(image.id)[0].mask == mask
-    as_bytes = project.add_object(image.id, (0, 0, 5, 5), "cat", mask={"size": (20, 40), "counts": b"PPa0j0"})
+    pycocotools = {"size": (20, 40), "counts": b"PPa0j0"}
+    (as_bytes,) = project.edit_objects(image.id, new=[ObjectState("cat", (0, 0, 5, 5), mask=pycocotools)])
     assert as_bytes.mask == mask  # what pycocotools returns, stored as the same string
     for bad, message in [([1, 2], "COCO RLE dict"), ({"size": [20, 40]}, "COCO RLE dict"),
                          ({"size": [40, 20], "counts": "x"}, r"not the image's \[height, width\] = \[20, 40\]"),
                          ({"size": [20, 40], "counts": 7}, "counts must be")]:
         with pytest.raises(ProjectError, match=message):
-            project.add_object(image.id, (0, 0, 5, 5), "cat", mask=bad)
+            project.edit_objects(image.id, new=[ObjectState("cat", (0, 0, 5, 5), mask=bad)])
 
 
-def test_update_object(project, image):
-    obj = project.add_object(image.id, (0, 0, 5, 5), "cat", score=0.7, source="model", mask=rle(20, 40))
-    same = project.update_object(obj.id)
-    assert same == obj
-    scored = project.update_object(obj.id, score=0.2)
+def test_an_edit_sets_an_objects_state_or_deletes_it(project, image):
+    (obj,) = project.edit_objects(image.id, new=[ObjectState("cat", (0, 0, 5, 5), 0.7, "model", rle(20, 40))])
+
+    def edit(**changes) -> ObjectRecord:
+        (now,) = project.objects(image.id)
+        project.edit_objects(image.id, {obj.id: replace(ObjectState.of(now), **changes)}, expect=[now])
+        (after,) = project.objects(image.id)
+        return after
+
+    assert edit() == obj
+    scored = edit(score=0.2)
     assert scored.score == 0.2 and scored.source == "model" and scored.mask == obj.mask
-    moved = project.update_object(obj.id, box=(1, 1, 60, 8))
-    assert moved.box == (1.0, 1.0, 40.0, 8.0) and moved.source == "manual"  # a person's correction
-    unmasked = project.update_object(obj.id, mask=None, class_name="dog", score=None)
+    moved = edit(box=(1, 1, 60, 8), source="manual")  # a person's correction (the canvas says so)
+    assert moved.box == (1.0, 1.0, 40.0, 8.0) and moved.source == "manual"
+    unmasked = edit(mask=None, class_name="dog", score=None)
     assert (unmasked.mask, unmasked.class_name, unmasked.score) == (None, "dog", None)
-    explicit = project.update_object(obj.id, box=(0, 0, 2, 2), source="model")
-    assert explicit.source == "model"
-    with pytest.raises(ProjectError, match="unknown class"):
-        project.update_object(obj.id, class_name="horse", box=(0, 0, 9, 9))
-    assert project.objects(image.id) == [explicit]  # the refused update changed nothing
-    with pytest.raises(ProjectError, match="no object with id 999"):
-        project.update_object(999, score=0.1)
-    project.delete_object(obj.id)
+    with pytest.raises(ProjectError, match="x0 < x1"):
+        edit(class_name="horse", box=(9, 0, 2, 2))
+    assert project.objects(image.id) == [unmasked] and "horse" not in project.classes  # the refused edit changed nothing
+    with pytest.raises(ProjectError, match="that box is gone"):
+        project.edit_objects(image.id, {999: replace(ObjectState.of(obj), score=0.1)})
+    project.edit_objects(image.id, {obj.id: None})
     assert project.objects(image.id) == []
-    with pytest.raises(ProjectError, match="no object with id"):
-        project.delete_object(obj.id)
+    with pytest.raises(ProjectError, match="that box is gone"):
+        project.edit_objects(image.id, {obj.id: None})
 
 
 def test_replace_model_objects(project, image):
-    manual = project.add_object(image.id, (0, 0, 9, 9), "dog")
+    (manual,) = project.edit_objects(image.id, new=[ObjectState("dog", (0, 0, 9, 9))])
     first = project.replace_model_objects(image.id, [{"box": (0, 0, 5, 5), "class_name": "cat", "score": 0.8}],
                                           run={"prompt": "cat . dog .", "box_threshold": 0.35})
     assert project.image(image.id).status == "auto"
@@ -431,7 +437,7 @@ def test_settings(project):
 def test_stats(project, image, tmp_path):
     other = project.add_image(make_image(tmp_path / "b.png"))
     project.replace_model_objects(image.id, [{"box": (0, 0, 5, 5), "class_name": "cat", "score": 0.5}] * 3)
-    project.add_object(other.id, (0, 0, 5, 5), "cat")
+    project.edit_objects(other.id, new=[ObjectState("cat", (0, 0, 5, 5))])
     project.set_status(other.id, "reviewed")
     assert project.stats() == {
         "images": 2, "objects": 4,
@@ -443,7 +449,7 @@ def test_stats(project, image, tmp_path):
 def test_one_project_shared_by_threads(project, image):
     def work(k):
         for _ in range(25):
-            project.add_object(image.id, (k, 0, k + 5, 5), "cat")
+            project.edit_objects(image.id, new=[ObjectState("cat", (k, 0, k + 5, 5))])
 
     threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
     for t in threads:
@@ -495,7 +501,7 @@ def test_open_migrates_a_version_1_project(tmp_path):
 def test_failed_migration_leaves_the_project_unchanged(tmp_path, monkeypatch):
     make_v1_project(tmp_path / "old", make_image(tmp_path / "a.png"))
     broken = ("CREATE TABLE half_done (x)", "CREATE TABLE oops (")
-    monkeypatch.setattr(project_schema, "MIGRATIONS", (MIGRATIONS[0], MIGRATIONS[1], broken))
+    monkeypatch.setattr(schema, "MIGRATIONS", (MIGRATIONS[0], MIGRATIONS[1], broken))
     with pytest.raises(ProjectError, match="migration 3 failed.*unchanged"):
         Project.open(tmp_path / "old")
     db = sqlite3.connect(tmp_path / "old" / "project.sqlite")
@@ -512,14 +518,14 @@ def test_failed_migration_leaves_the_project_unchanged(tmp_path, monkeypatch):
 
 CHILD = textwrap.dedent("""
     import sys
-    from gdino.project import Project
+    from gdino.store import ObjectState, Project
 
     project = Project.open(sys.argv[1])
     image_id = int(sys.argv[2])
     mask = {"size": [20, 40], "counts": "x" * 20000}  # several pages per commit, so kills land mid-write
     print("ready", flush=True)
     for k in range(1_000_000):
-        obj = project.add_object(image_id, (k % 30, 1, 35, 15), "cat", score=0.5, mask=mask)
+        (obj,) = project.edit_objects(image_id, new=[ObjectState("cat", (k % 30, 1, 35, 15), 0.5, mask=mask)])
         print(obj.id, flush=True)
 """)
 
@@ -555,17 +561,16 @@ def test_sigkill_mid_write_loses_nothing_committed(tmp_path):
     db.close()
 
 
-def test_add_objects_is_one_transaction(tmp_path):
+def test_an_edit_is_one_transaction(tmp_path):
     import numpy as np
 
     with Project.create(tmp_path / "p", classes=["cat"]) as p:
         image = p.add_image(np.zeros((20, 30, 3), dtype=np.uint8))
-        added = p.add_objects(image.id, [{"box": (1, 1, 5, 5), "class_name": "cat"},
-                                         {"box": (2, 2, 9, 9), "class_name": "cat", "score": 0.5}], status="reviewed")
-        assert [o.source for o in added] == ["manual", "manual"] and p.image(image.id).status == "reviewed"
-        with pytest.raises(ProjectError, match="dog"):
-            p.add_objects(image.id, [{"box": (1, 1, 5, 5), "class_name": "cat"}, {"box": (1, 1, 5, 5), "class_name": "dog"}])
-        assert len(p.objects(image.id)) == 2  # the failed call added nothing
+        added = p.edit_objects(image.id, new=[ObjectState("cat", (1, 1, 5, 5)), ObjectState("cat", (2, 2, 9, 9), 0.5)])
+        assert [o.source for o in added] == ["manual", "manual"] and p.image(image.id).status == "auto"
+        with pytest.raises(ProjectError, match="x0 < x1"):
+            p.edit_objects(image.id, new=[ObjectState("dog", (1, 1, 5, 5)), ObjectState("cat", (5, 5, 1, 1))])
+        assert len(p.objects(image.id)) == 2 and p.classes == ["cat"]  # the failed call added nothing, not even "dog"
 
 
 # -- free-text phrases: labels outside the class list until a person maps them -------------------------
@@ -623,11 +628,10 @@ def test_class_edits_never_touch_phrases(project, image):
     with pytest.raises(ProjectError, match="unknown class"):
         project.rename_class("a dog", "hound")
     with pytest.raises(ProjectError, match="unknown class"):
-        project.add_object(image.id, (0, 0, 5, 5), "a dog")  # a person labels with classes only
-    with pytest.raises(ProjectError, match="unknown class"):
         project.merge_class("a dog", "dog")  # map_phrase does that
-    project.update_object(project.objects(image.id)[0].id, class_name="bird")  # relabeling maps that one object
-    assert project.phrases == []
+    (found,) = project.objects(image.id)
+    project.edit_objects(image.id, {found.id: replace(ObjectState.of(found), class_name="bird")})  # maps that one object
+    assert project.phrases == [] and project.classes == ["dog", "bird"]
 
 
 def test_a_version_4_project_keeps_its_classes_when_migrated(tmp_path):
@@ -664,3 +668,24 @@ def test_an_image_name_holds_no_control_characters(project, tmp_path, given, sto
     """A name from a zip, a COCO file or a URI key may hold line breaks, control or direction characters; the
     stored name (also the file's name in images/, and a line of exported lists) has '_' for each."""
     assert project.add_image(make_image(tmp_path / "a.png"), name=given).name == stored
+
+
+def test_the_store_and_dataset_files_agree_on_a_box_outside_the_image(project, image):
+    """One rule (gdino.checks.clipped): a box the store refuses as outside the image is the box an import refuses."""
+    from gdino import checks
+    from gdino.formats.validate import DatasetError, on_image
+
+    for box in [(-5, -5, 0, 10), (40, 0, 50, 5), (0, 20, 5, 30), (-1, -1, 0.5, 0.5), (39, 19, 41, 21), (-10, -10, 100, 100)]:
+        outside = checks.clipped(box, 40, 20) is None
+        try:
+            on_image(box, "a box", 40, 20)
+            refused_by_import = False
+        except DatasetError:
+            refused_by_import = True
+        try:
+            project.edit_objects(image.id, new=[ObjectState("cat", box)])
+            refused_by_store = False
+        except ProjectError as err:
+            assert "outside the 40x20 image" in str(err)
+            refused_by_store = True
+        assert outside == refused_by_import == refused_by_store, box

@@ -14,7 +14,7 @@ import pytest
 from fault_harness import ROOT, count, integrity
 from PIL import Image
 
-from gdino.project import Project, ProjectError
+from gdino.store import Project, ProjectError
 
 OBJ = {"box": [1.0, 2.0, 10.0, 12.0], "class_name": "cat", "score": 0.9, "mask": None}
 
@@ -57,7 +57,7 @@ def test_an_exception_out_of_the_block_stores_none_of_it(project):
 
 KILLED_IN_BATCH = """
 import sys, time
-from gdino.project import Project
+from gdino.store import Project
 obj = {"box": [1.0, 2.0, 10.0, 12.0], "class_name": "cat", "score": 0.9, "mask": None}
 with Project.open(sys.argv[1]) as p:
     ids = [r.id for r in p.images(order="added")]
@@ -104,8 +104,8 @@ def test_a_full_disk_inside_a_batch_stores_none_of_it_and_says_so(tmp_path):
     """SQLite ends the whole transaction on a full disk: the writes after it in the batch must not each commit
     on their own, and the batch must raise even if its caller went on past the failed write."""
     with Project.create(tmp_path / "p") as project:
-        pages = project._db.execute("PRAGMA page_count").fetchone()[0]
-        project._db.execute(f"PRAGMA max_page_count = {pages + 6}")  # a disk that fills part-way through
+        pages = project._db.connection.execute("PRAGMA page_count").fetchone()[0]
+        project._db.connection.execute(f"PRAGMA max_page_count = {pages + 6}")  # a disk that fills part-way through
         outcomes = []
         with pytest.raises(ProjectError, match="none of this batch was stored"), project.batch():
             for i in range(60):
@@ -116,7 +116,7 @@ def test_a_full_disk_inside_a_batch_stores_none_of_it_and_says_so(tmp_path):
                     outcomes.append(str(err))
         assert "ok" in outcomes and any("full" in o for o in outcomes if o != "ok"), outcomes[:3]
         assert all("none of it was stored" in o for o in outcomes[outcomes.index(next(o for o in outcomes if o != "ok")) + 1:])
-        project._db.execute("PRAGMA max_page_count = 1000000")
+        project._db.connection.execute("PRAGMA max_page_count = 1000000")
         assert project.images() == []
         project.add_reference("s3://b/after.png", 10, 10)  # the project works afterwards
     with Project.open(tmp_path / "p") as project:
@@ -125,8 +125,8 @@ def test_a_full_disk_inside_a_batch_stores_none_of_it_and_says_so(tmp_path):
 
 def test_a_nested_batch_keeps_the_cause_of_a_lost_transaction(tmp_path):
     with Project.create(tmp_path / "p") as project:
-        pages = project._db.execute("PRAGMA page_count").fetchone()[0]
-        project._db.execute(f"PRAGMA max_page_count = {pages + 6}")
+        pages = project._db.connection.execute("PRAGMA page_count").fetchone()[0]
+        project._db.connection.execute(f"PRAGMA max_page_count = {pages + 6}")
         with pytest.raises(ProjectError) as outer, project.batch():
             try:
                 with project.batch():
@@ -137,5 +137,5 @@ def test_a_nested_batch_keeps_the_cause_of_a_lost_transaction(tmp_path):
                 assert "full" in str(err), err
                 raise
         assert "full" in str(outer.value)
-        project._db.execute("PRAGMA max_page_count = 1000000")
+        project._db.connection.execute("PRAGMA max_page_count = 1000000")
         assert project.images() == []

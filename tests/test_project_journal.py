@@ -10,9 +10,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from gdino import history
 from gdino.masks import mask_to_rle
-from gdino.project import TRASH_DIR, ObjectState, Project
+from gdino.store import TRASH_DIR, ObjectState, Project, history
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,7 +45,7 @@ def project(tmp_path):
                                    {"box": (30, 5, 50, 30), "class_name": "dog", "score": 0.6}], run={"prompt": "x"})
     first = p.objects(a.id)[0]
     p.edit_objects(a.id, {first.id: None}, expect=[first])  # a rejected model box
-    p.add_object(a.id, (5, 5, 9, 9), "dog", source="manual")
+    p.edit_objects(a.id, new=[ObjectState("dog", (5, 5, 9, 9), source="manual")])
     yield p
     p.close()
 
@@ -69,8 +68,8 @@ def test_a_removed_image_comes_back_whole_from_any_image_and_goes_again_on_redo(
     assert not list((project.path / TRASH_DIR).iterdir())  # the trash held it only while removed
     assert project.redo(b) and not project.has_image(a) and not file.exists()
     assert project.undo(b) and everything(project) == before
-    assert project.undo(a)  # then a's own history, older than the removal: the delete, undone
-    assert len(project.objects(a)) == 3
+    assert project.undo(a) and len(project.objects(a)) == 1  # then a's own history, older than the removal: the add
+    assert project.undo(a) and len(project.objects(a)) == 2  # and the delete, undone
 
 
 def test_a_restored_image_whose_name_and_key_were_taken_meanwhile(project, tmp_path):
@@ -101,7 +100,7 @@ def test_a_new_change_drops_what_was_undone(project):
 
 def test_a_class_deleted_with_its_objects_comes_back_with_every_object(project):
     a, b = ids(project)["a.png"], ids(project)["b.png"]
-    project.add_objects(b, [{"box": (2, 2, 8, 8), "class_name": "dog", "mask": rle((2, 2, 8, 8))}])
+    project.edit_objects(b, new=[ObjectState("dog", (2, 2, 8, 8), mask=rle((2, 2, 8, 8)))])
     classes, before = project.classes, everything(project)
     project.remove_class("dog", delete_objects=True)
     assert project.classes == ["cat"] and project.objects(b) == []
@@ -127,7 +126,7 @@ def test_a_new_run_leaves_out_what_a_person_decided_and_is_one_undoable_edit(pro
     new = project.replace_model_objects(a, run)
     assert [(o.class_name, o.box) for o in new] == [("dog", (1, 1, 20, 21)), ("dog", (30, 5, 50, 30))]
     assert project.undo(a) and project.objects(a) == decided  # the run, undone
-    assert project.undo(a)  # the manual box's add had no entry (add_object): the delete, undone
+    assert project.undo(a) and project.undo(a)  # the manual box's add, then the delete, undone
     assert project.replace_model_objects(a, run[:1])  # with the delete undone, the box is found again
     assert [o.class_name for o in project.objects(a) if o.source == "model"] == ["cat"]
 
@@ -153,8 +152,8 @@ def test_the_journal_keeps_its_newest_entries_and_their_files(project, monkeypat
 
 CHILD = """
 import os, signal, sys
-from gdino import history, project as store
-from gdino.project import Project
+from gdino.store import Project, history
+from gdino.store.files import Files
 
 stage, folder = sys.argv[1], sys.argv[2]
 def die():
@@ -169,11 +168,11 @@ def then_die(fn):
 if stage == "remove-before-commit":
     history.journal_add = then_die(history.journal_add)  # the files linked into the trash, not committed
 elif stage in ("remove-after-commit", "redo-after-commit"):
-    Project._unlink_unreferenced = lambda self, files: die()  # committed, the file still in images/
+    Files.unlink_unreferenced = lambda self, files: die()  # committed, the file still in images/
 elif stage in ("undo-before-commit", "redo-before-commit"):
     history.journal_mark = then_die(history.journal_mark)  # undo: the file linked back, not committed
 elif stage == "undo-after-commit":
-    Project._drop_trash = lambda self, entries: die()  # committed, the trash not emptied
+    Files.drop_trash = lambda self, entries: die()  # committed, the trash not emptied
 p = Project.open(folder)
 names = {r.name: r.id for r in p.images()}
 if stage.startswith("remove"):

@@ -26,9 +26,9 @@ from project_compare import GOOD, assert_same_project, snapshot
 pytest.importorskip("ray.data", reason='Ray is not installed here (pip install "gdino[ray]")')
 
 from gdino.cli import main  # noqa: E402
-from gdino.project import Project  # noqa: E402
-from gdino.ray_session import session_pids  # noqa: E402
-from gdino.results import read_shards, shard_paths  # noqa: E402
+from gdino.labeling.ray_session import session_pids  # noqa: E402
+from gdino.labeling.results import read_shards, shard_paths  # noqa: E402
+from gdino.store import Project  # noqa: E402
 
 CLASSES = "cat, remote control"
 TIMEOUT = 240  # one Ray run at most, in seconds
@@ -221,7 +221,7 @@ def test_actors_are_not_restarted_through_whatever_ray_accepts():
     (Ray 2.60), and not at all when neither does (instead of a TypeError)."""
     import ray.data
 
-    from gdino.ray_engine import no_restarts
+    from gdino.labeling.ray_engine import no_restarts
 
     def named(fn, *, batch_size=None, max_restarts=None): ...
     def remote_args(fn, *, batch_size=None, **ray_remote_args): ...

@@ -1,4 +1,4 @@
-"""`gdino import-results` without Ray: shards written by hand (`gdino.results.write_shard`, or pyarrow for an
+"""`gdino import-results` without Ray: shards written by hand (`gdino.labeling.results.write_shard`, or pyarrow for an
 older layout), imported into projects: shards of the earlier layout (no width/height), a damaged row among
 good ones (listed; the others stored; no file left behind), a key that names no image."""
 
@@ -21,9 +21,9 @@ import pytest
 from PIL import Image
 
 from gdino.cli import main
+from gdino.labeling.results import COLUMNS, NEW_IMAGE, make_row, write_shard
 from gdino.masks import mask_to_rle
-from gdino.project import Project
-from gdino.results import COLUMNS, NEW_IMAGE, make_row, write_shard
+from gdino.store import ObjectState, Project
 
 RUN = {"classes": ["cat"], "box_threshold": 0.3}
 CAT = {"box": [1.0, 1.0, 9.0, 9.0], "class_name": "cat", "score": 0.9, "mask": None}
@@ -220,7 +220,7 @@ def test_an_export_lists_an_object_whose_mask_cannot_be_read_and_goes_on(store_i
     with Project.create(tmp_path / "p", ["cat"]) as project:
         for name in ("a.png", "b.png"):
             image = project.add_reference(store_images(name), 64, 48)
-            project.add_object(image.id, (10, 10, 30, 20), "cat", mask=block_rle(48, 64))
+            project.edit_objects(image.id, new=[ObjectState("cat", (10, 10, 30, 20), mask=block_rle(48, 64))])
         bad = project.objects(project.find_image("a.png").id)[0].id
     with sqlite3.connect(tmp_path / "p" / "project.sqlite") as db:
         db.execute("UPDATE objects SET mask = ? WHERE id = ?", (json.dumps({"size": [48, 64], "counts": [10, 20]}), bad))

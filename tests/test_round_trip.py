@@ -12,7 +12,7 @@ from fault_harness import labeled_project
 from gdino.formats import dataset_from_project, export_zip
 from gdino.formats.importing import import_zip
 from gdino.masks import rle_to_mask
-from gdino.project import Project
+from gdino.store import Project
 
 N_IMAGES, N_OBJECTS = 200, 20
 

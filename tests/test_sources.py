@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from gdino.cli_images import NoImagesError, find_images
+from gdino.labeling.inputs import NoImagesError, find_images
 from gdino.processing import ImageError, to_rgb
-from gdino.project import Project, ProjectError
 from gdino.sources import SourceError, canonical, check_uri, is_uri, list_images, local_file, name_of, read_image
+from gdino.store import Project, ProjectError
 
 pytest.importorskip("pyarrow.fs")
 
@@ -145,7 +145,7 @@ def test_a_missing_bucket_says_so(bucket):
 
 
 def test_a_new_image_row_that_cannot_be_stored_is_an_error_not_gone(tmp_path):
-    from gdino.results import NEW_IMAGE, make_row, store_row
+    from gdino.labeling.results import NEW_IMAGE, make_row, store_row
 
     row = make_row(NEW_IMAGE, "s3://b/a.png", "a.png", objects=[], run={"classes": ["cat"]}, size=(0, 0))
     with Project.create(tmp_path / "p") as project, pytest.raises(ProjectError, match="pixels"):
@@ -177,7 +177,7 @@ def test_abfs_container_at_account_is_no_credential_and_a_uri_needs_a_bucket():
 
 
 def test_a_new_image_whose_objects_cannot_be_stored_is_an_error_and_not_added(tmp_path):
-    from gdino.results import NEW_IMAGE, make_row, store_row
+    from gdino.labeling.results import NEW_IMAGE, make_row, store_row
 
     bad = {"box": [9.0, 9.0, 1.0, 1.0], "class_name": "cat", "score": 0.9, "mask": None}  # inverted
     row = make_row(NEW_IMAGE, "s3://b/a.png", "a.png", objects=[bad], run={"classes": ["cat"]}, size=(20, 20))

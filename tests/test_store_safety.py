@@ -15,13 +15,12 @@ import pytest
 from fault_harness import env, labeled_project, run, write_images
 from PIL import Image
 
-from gdino import project_schema
 from gdino.formats import dataset_from_project, export_dataset
 from gdino.formats.export import ExportError
 from gdino.formats.importing import import_folder
 from gdino.processing import ImageError
-from gdino.project import Project, ProjectError
-from gdino.project_schema import MIGRATIONS
+from gdino.store import ObjectState, Project, ProjectError, connection
+from gdino.store.schema import MIGRATIONS
 
 
 def _png(path: Path, seed: int = 0, size=(32, 40)) -> Path:
@@ -64,7 +63,7 @@ def test_the_same_key_adds_an_image_once(tmp_path):
 def test_two_processes_adding_the_same_files_add_each_once(tmp_path):
     photos = write_images(tmp_path / "photos", 30)
     Project.create(tmp_path / "p").close()
-    script = ("import sys\nfrom gdino.project import Project\n"
+    script = ("import sys\nfrom gdino.store import Project\n"
               "with Project.open(sys.argv[1]) as p:\n"
               "    for path in sys.argv[2:]:\n"
               "        p.add_image(path, key=path)\n")
@@ -137,7 +136,7 @@ def test_a_label_run_keeps_decisions_made_meanwhile(tmp_path):
 
 def test_a_busy_project_is_a_clear_error_not_a_traceback(tmp_path, monkeypatch):
     Project.create(tmp_path / "p").close()
-    monkeypatch.setattr(project_schema, "BUSY_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(connection, "BUSY_TIMEOUT_S", 0.3)
     holder = sqlite3.connect(tmp_path / "p" / "project.sqlite", isolation_level=None)
     holder.execute("BEGIN IMMEDIATE")  # another program holds the write lock
     try:
@@ -154,7 +153,7 @@ def test_an_import_holds_no_lock_while_it_checks(tmp_path, monkeypatch):
     """Checking a dataset (decoding every image) takes long; other writers must get through meanwhile."""
     write_images(tmp_path / "data", 3)
     Project.create(tmp_path / "p").close()
-    monkeypatch.setattr(project_schema, "BUSY_TIMEOUT_S", 0.3)
+    monkeypatch.setattr(connection, "BUSY_TIMEOUT_S", 0.3)
     from gdino.formats import importing
 
     real = importing.decoded_size
@@ -332,7 +331,7 @@ def test_concurrent_label_commands_on_one_project_never_traceback(tmp_path):
     """Many short writers on one project at once: every one succeeds (writers wait for each other)."""
     write_images(tmp_path / "data", 2)
     Project.create(tmp_path / "p", ["cat"]).close()
-    script = ("import sys\nfrom gdino.project import Project\n"
+    script = ("import sys\nfrom gdino.store import Project\n"
               "with Project.open(sys.argv[1]) as p:\n"
               "    for k in range(40):\n"
               "        p.set_setting('k' + sys.argv[2], k)\n")
@@ -411,7 +410,7 @@ def test_removing_an_image_spares_a_copy_added_meanwhile(tmp_path, monkeypatch):
     b = Project.open(tmp_path / "p")  # another process or app thread
     try:
         removed = a.add_image(src)
-        real_write, commits = a._write, []
+        real_write, commits = a._db.write, []
 
         @contextmanager
         def write():
@@ -420,9 +419,9 @@ def test_removing_an_image_spares_a_copy_added_meanwhile(tmp_path, monkeypatch):
             commits.append(1)
             if len(commits) == 1:  # the removal has just committed; its file is not deleted yet
                 again = b.add_image(src)
-                b.add_object(again.id, (1, 1, 5, 5), "cat")
+                b.edit_objects(again.id, new=[ObjectState("cat", (1, 1, 5, 5))])
 
-        monkeypatch.setattr(a, "_write", write)
+        monkeypatch.setattr(a._db, "write", write)
         a.remove_images([removed.id])
         [record] = b.images()
         assert record.num_objects == 1 and record.path.is_file()
@@ -482,7 +481,7 @@ def test_a_dropped_result_adds_no_class(tmp_path):
 def test_a_hand_drawn_box_and_the_labeled_status_are_one_write(tmp_path):
     with Project.create(tmp_path / "p", ["cat"]) as project:
         image_id = project.add_image(_png(tmp_path / "a.png")).id
-        project.add_object(image_id, (1, 1, 9, 9), "cat", labeled="auto")
+        project.edit_objects(image_id, new=[ObjectState("cat", (1, 1, 9, 9))])
         assert project.image(image_id).status == "auto"
         late = project.replace_model_objects(image_id, [{"box": (2, 2, 8, 8), "class_name": "cat", "score": 0.5}],
                                              if_status=("unlabeled",))  # a batch run's result, arriving late

@@ -19,7 +19,7 @@ from train_shapes import CLASSES, draw, shapes_project
 
 import gdino
 from gdino.cli import main
-from gdino.project import Project
+from gdino.store import ObjectState, Project
 from gdino.train import TrainConfig, train
 from gdino.train.data import examples_from_project
 from gdino.train.evaluate import evaluate_detector
@@ -98,7 +98,9 @@ def test_one_class_with_validation_prints_both_maps(base, tmp_path, capsys):
     for i in range(4):
         image, objects = draw(rng)
         record = project.add_image(image, name=f"s{i}.png")
-        project.add_objects(record.id, [o for o in objects if o["class_name"] == "red square"], status="reviewed")
+        project.edit_objects(record.id, new=[ObjectState(o["class_name"], o["box"], o.get("score"), mask=o.get("mask"))
+                                             for o in objects if o["class_name"] == "red square"])
+        project.set_status(record.id, "reviewed")
     project.close()
     assert quick(tmp_path / "p", tmp_path / "out", base, "--epochs", 2, "--val-fraction", 0.5) == 0
     out = capsys.readouterr().out

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 import sqlite3
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ import torch
 from PIL import Image
 
 from gdino.processing import IMAGENET_MEAN, IMAGENET_STD
-from gdino.project import Project
+from gdino.store import NewImage, ObjectState, Project
 from gdino.train.data import (
     MAX_SIZE,
     SCALES,
@@ -72,11 +73,11 @@ def project(tmp_path):
 
 
 def add(project: Project, name: str, status: str, objects=(), *, source="manual", size=(64, 48), box=(8, 12, 30, 40)):
-    record = project.add_image(picture(*size, box), name=name)
-    if objects:
-        project.add_objects(record.id, [{"box": b, "class_name": c, "score": 0.9 if source == "model" else None}
-                                        for b, c in objects], source=source)
-    project.set_status(record.id, status)
+    """An image with labels as an import brings them (`add_labeled`: no edit of a person in its history)."""
+    path = project.path.parent / f"source-{name}"
+    Image.fromarray(picture(*size, box)).save(path)
+    labels = tuple({"box": b, "class_name": c, "score": 0.9 if source == "model" else None} for b, c in objects)
+    (record,) = project.add_labeled([NewImage(path, name, *size, status, labels, source)])
     return record
 
 
@@ -87,13 +88,13 @@ def test_selection_by_status_and_touched_labels(project):
     reviewed = add(project, "a_reviewed.png", "reviewed", [((8, 12, 30, 40), "cat")], source="model")
     model_only = add(project, "b_auto.png", "auto", [((8, 12, 30, 40), "dog")], source="model")
     manual = add(project, "c_manual.png", "auto", [((8, 12, 30, 40), "dog")], source="model")
-    project.add_object(manual.id, (1, 1, 5, 5), "cat")  # drawn by a person
+    project.edit_objects(manual.id, new=[ObjectState("cat", (1, 1, 5, 5))])  # drawn by a person
     edited = add(project, "d_edited.png", "auto", [((8, 12, 30, 40), "dog")], source="model")
     (obj,) = project.objects(edited.id)
     project.edit_objects(edited.id, {obj.id: None})  # a person deleted the model's box: no object left
     moved = add(project, "e_moved.png", "auto", [((8, 12, 30, 40), "cat")], source="model")
     (obj,) = project.objects(moved.id)
-    project.update_object(obj.id, box=(9, 12, 30, 40))  # a corrected box becomes "manual"
+    project.edit_objects(moved.id, {obj.id: replace(ObjectState.of(obj), box=(9, 12, 30, 40), source="manual")})  # corrected
     add(project, "f_skipped.png", "skipped", [((8, 12, 30, 40), "cat")])
     add(project, "g_unlabeled.png", "unlabeled")
     negative = add(project, "h_negative.png", "reviewed")
@@ -111,6 +112,19 @@ def test_selection_by_status_and_touched_labels(project):
     c = touched.examples[1]
     assert c.class_ids.tolist() == [1, 0] and c.boxes.tolist() == [[8, 12, 30, 40], [1, 1, 5, 5]]
     assert touched.examples[2].boxes.shape == (0, 4)  # all its boxes deleted: a negative
+
+
+def test_a_model_run_alone_is_not_a_persons_touch(project):
+    """A Detect or auto-label run is an undoable history entry of its image (issue 25), but not a person's
+    decision: `touched=True` trains on it only once a person edits it."""
+    ran = add(project, "a_run.png", "unlabeled")
+    project.replace_model_objects(ran.id, [{"box": (8, 12, 30, 40), "class_name": "cat", "score": 0.9}])
+    assert project.history(ran.id)[0]  # the run can be undone
+    with pytest.raises(ValueError, match="no reviewed images or images with labels a person made"):
+        examples_from_project(project, touched=True)
+    (obj,) = project.objects(ran.id)
+    project.edit_objects(ran.id, {obj.id: replace(ObjectState.of(obj), box=(9, 12, 30, 40))})  # a person's fix
+    assert [e.image_id for e in examples_from_project(project, touched=True).examples] == [ran.id]
 
 
 def test_phrases_are_never_trained_on(project):
@@ -165,7 +179,8 @@ def test_exif_rotated_jpeg_and_png_with_alpha(project, tmp_path):
     Image.fromarray(rgba, "RGBA").save(tmp_path / "alpha.png")
     for name, objects in (("photo.jpg", [((5, 30, 25, 60), "cat")]), ("alpha.png", [((20, 10, 50, 30), "dog")])):
         record = project.add_image(tmp_path / name)
-        project.add_objects(record.id, [{"box": b, "class_name": c} for b, c in objects], status="reviewed")
+        project.edit_objects(record.id, new=[ObjectState(c, b) for b, c in objects])
+        project.set_status(record.id, "reviewed")
     alpha, photo = examples_from_project(project).examples
     assert (photo.width, photo.height) == (40, 64) and (alpha.width, alpha.height) == (64, 48)
     assert np.asarray(load_image(alpha))[0, 0].tolist() == [255, 255, 255]  # transparency composited on white

@@ -18,9 +18,9 @@ from PIL import Image
 
 from gdino.cli import main
 from gdino.processing import ImageError
-from gdino.project import Project
-from gdino.project_schema import image_name
 from gdino.sources import SourceError, check_uri, name_of, read_image
+from gdino.store import Project
+from gdino.store.values import image_name
 
 pytest.importorskip("pyarrow.fs")
 
@@ -99,7 +99,7 @@ def test_gdino_label_refuses_it_and_stores_nothing(uri, tmp_path, capsys):
 
 
 def test_results_and_import_results_refuse_it_and_store_nothing(tmp_path, capsys):
-    from gdino.results import NEW_IMAGE, make_row, write_shard
+    from gdino.labeling.results import NEW_IMAGE, make_row, write_shard
 
     uri = f"{ABFS}a.png?client_id=c&tenant_id=t&client_secret={VALUE}"
     assert main(["label", "s3://b/p/", "--classes", "cat", "--out", str(tmp_path / "p"), "--engine", "ray",

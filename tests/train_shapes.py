@@ -4,7 +4,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gdino.project import Project
+from gdino.store import ObjectState, Project
 
 CLASSES = ["red square", "blue circle"]
 _COLOURS = {"red square": (220, 30, 30), "blue circle": (30, 60, 220)}
@@ -43,5 +43,7 @@ def shapes_project(directory: Path, n: int = 8, seed: int = 0, status: str = "re
     for i in range(n):
         image, objects = draw(rng)
         record = project.add_image(image, name=f"shapes{i:02d}.png")
-        project.add_objects(record.id, objects, source="manual", status=status)
+        project.edit_objects(record.id, new=[ObjectState(o["class_name"], o["box"], o.get("score"), mask=o.get("mask"))
+                                             for o in objects])
+        project.set_status(record.id, status)
     return project

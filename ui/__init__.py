@@ -3,10 +3,11 @@ Nothing runs on import."""
 
 from __future__ import annotations
 
-from .config import AppConfig, parse_args
+from .app import App, make_app
+from .app_config import AppConfig, parse_args
 from .files import served_paths
-from .handlers import App, make_app
-from .layout import HEAD, build
+from .layout import build
+from .page_assets import HEAD
 
 
 def build_app(config: AppConfig):

@@ -27,12 +27,12 @@ from gdino.sources import object_version, read_image
 
 from .canvas import mask_index_to_overlay
 from .render import PHRASE_COLOR, class_color, placeholder
-from .views import rev
+from .window_state import rev
 
 # the canvas ignores a value older than the one it shows (gradio may deliver replies out of order): revisions
 # only grow, across images, sessions and server restarts (they start from the clock, in milliseconds). A value
 # takes its revision right after its read of the project while holding the project's lock (Project.held), which
-# every write of this process holds from its start to its commit; an edit's step (ui/views.py) takes one inside
+# every write of this process holds from its start to its commit; an edit's step (ui/window_state.py) takes one inside
 # its write transaction. So of two values of one project the one with the higher revision shows the newer state,
 # and a value shows an edit of this process exactly when its revision is higher than the edit's.
 _revisions = itertools.count(int(time.time() * 1000))

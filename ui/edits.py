@@ -32,7 +32,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from gdino.masks import mask_to_rle, rle_to_mask
-from gdino.project import Guard, ObjectRecord, ObjectState, Project, ProjectError
+from gdino.store import Guard, ObjectRecord, ObjectState, Project, ProjectError
 from ui.mask_edits import bounding_box, inside_box, shift, stroke
 
 # What one edit may carry: each far beyond what a person makes (tests/test_edit_caps.py), and refused in words
@@ -242,9 +242,13 @@ def apply(project: Project, edit: Edit, segment: Segment | None = None, guard: G
           after: Guard | None = None) -> Applied:
     """Apply one edit to the project in one transaction (with its undo entry). ProjectError / EditError
     say what went wrong; nothing is changed then. guard: sees the existing objects the edit changes, as
-    read for it (None: absent), before anything is written; what it raises refuses the edit (ui/views.py:
-    an edit made on a stale view). The write then checks that they are still as read. after: sees the
-    objects the edit changed or added as the transaction leaves them (not called when nothing changed)."""
+    read for it (None: absent), before anything is written; what it raises refuses the edit (ui/window_state.py:
+    an edit made on a stale view). after: sees the objects the edit changed or added as the transaction leaves
+    them (not called when nothing changed).
+
+    The objects an edit changes are read once, in its transaction, so nothing can change them between the read
+    and the write. A SAM click reads them before (SAM takes seconds, and must not hold the project's write lock
+    meanwhile); its write then checks that they are still as read."""
     if isinstance(edit, Undo):
         return Applied(message=None if project.undo(edit.image_id, guard=guard, after=after) else "nothing to undo")
     if isinstance(edit, Redo):
@@ -252,26 +256,37 @@ def apply(project: Project, edit: Edit, segment: Segment | None = None, guard: G
     guard = guard or (lambda current: None)
     image = project.image(edit.image_id)
     shape = (image.height, image.width)
+    if isinstance(edit, Click):
+        return _click(project, edit, shape, segment, guard, after)
+    painted = stroke(shape, edit.points, edit.radius) if isinstance(edit, Stroke) else None  # before the lock
+    with project.batch():  # one transaction: read, checked by `guard`, written
+        return _apply_in_transaction(project, edit, shape, painted, guard, after)
+
+
+def _apply_in_transaction(project: Project, edit: Edit, shape: tuple[int, int], painted: np.ndarray | None,
+                          guard: Guard, after: Guard | None) -> Applied:
+    """An edit other than a click, undo or redo, inside the transaction `apply` holds: what it reads (`_objects`)
+    cannot change before it writes, so the write compares nothing again."""
     if isinstance(edit, Add):
         (new,) = project.edit_objects(edit.image_id, new=[ObjectState(edit.class_name, edit.box)], after=after)
         return Applied(selected=new.id)
     if isinstance(edit, Delete):
         found = _objects(project, edit.image_id, edit.object_ids, guard)
-        project.edit_objects(edit.image_id, {o.id: None for o in found}, expect=found, after=after)
+        project.edit_objects(edit.image_id, {o.id: None for o in found}, after=after)
         return Applied()
     if isinstance(edit, Relabel):
         found = _objects(project, edit.image_id, edit.object_ids, guard)
         if all(o.class_name == edit.class_name and not o.phrase for o in found):
             return Applied(selected=found[0].id if len(found) == 1 else None)  # nothing to do: history kept
         changes = {o.id: replace(ObjectState.of(o), class_name=edit.class_name, source="manual") for o in found}
-        project.edit_objects(edit.image_id, changes, expect=found, after=after)
+        project.edit_objects(edit.image_id, changes, after=after)
         return Applied(selected=found[0].id if len(found) == 1 else None)
     if isinstance(edit, Move):
         (obj,) = _objects(project, edit.image_id, [edit.object_id], guard)
         state = _moved(obj, edit.dx, edit.dy, shape)
         if state.box == obj.box:  # no move, or one that the edge stops at once
             return Applied(selected=obj.id)
-        project.edit_objects(edit.image_id, {obj.id: state}, expect=[obj], after=after)
+        project.edit_objects(edit.image_id, {obj.id: state}, after=after)
         return Applied(selected=obj.id)
     if isinstance(edit, Resize):
         (obj,) = _objects(project, edit.image_id, [edit.object_id], guard)
@@ -286,12 +301,10 @@ def apply(project: Project, edit: Edit, segment: Segment | None = None, guard: G
         kept = _with_strokes({"box": list(edit.box), "points": []}, added & inside, removed)
         clicks = kept if "added" in kept or "removed" in kept else None  # no strokes: nothing to keep
         state = replace(ObjectState.of(obj), box=edit.box, mask=mask, clicks=clicks, source="manual")
-        project.edit_objects(edit.image_id, {obj.id: state}, expect=[obj], after=after)
+        project.edit_objects(edit.image_id, {obj.id: state}, after=after)
         return Applied(selected=obj.id)
-    if isinstance(edit, Click):
-        return _click(project, edit, shape, segment, guard, after)
     if isinstance(edit, Stroke):
-        return _stroke(project, edit, shape, guard, after)
+        return _stroke(project, edit, shape, painted, guard, after)
     raise EditError(f"unknown edit {edit!r}")
 
 
@@ -400,8 +413,9 @@ def _click(project: Project, edit: Click, shape: tuple[int, int], segment: Segme
     return Applied(selected=obj.id)
 
 
-def _stroke(project: Project, edit: Stroke, shape: tuple[int, int], guard: Guard, after: Guard | None) -> Applied:
-    painted = stroke(shape, edit.points, edit.radius)
+def _stroke(project: Project, edit: Stroke, shape: tuple[int, int], painted: np.ndarray, guard: Guard,
+            after: Guard | None) -> Applied:
+    """A brush or eraser stroke whose pixels (`painted`, (H, W) bool) are computed; in `apply`'s transaction."""
     if edit.object_id is None:
         if edit.erase:
             raise EditError("select the object to erase from")
@@ -433,7 +447,7 @@ def _stroke(project: Project, edit: Stroke, shape: tuple[int, int], guard: Guard
             clicks[key] = _storable(clicks[key], before.get(key))
     state = replace(ObjectState.of(obj), box=box, mask=_storable(mask_to_rle(mask), obj.mask) if mask.any() else None,
                     clicks=clicks, source="manual")
-    project.edit_objects(edit.image_id, {obj.id: state}, expect=[obj], after=after)
+    project.edit_objects(edit.image_id, {obj.id: state}, after=after)
     return Applied(selected=obj.id)
 
 

@@ -1,4 +1,4 @@
-"""Which files gradio may serve by path: the example photos, nothing else.
+"""Which files gradio may serve by path: the example photos (`EXAMPLES`), nothing else.
 
 Gradio answers `/gradio_api/file=PATH` (and `/gradio_api/file/PATH`) for any file under its
 `allowed_paths`, to anyone, without a session. So no visitor folder goes there: not the workspace
@@ -19,9 +19,13 @@ from pathlib import Path
 
 from gradio import utils as gradio_utils
 
-from .config import AppConfig
+from .app_config import AppConfig
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
+# the app's example photos, each with the classes its example fills in (those shipped in assets/)
+EXAMPLES = [(ASSETS / name, classes) for name, classes in
+            (("cat.png", "cat, remote control"), ("coffee.png", "cup, saucer, spoon"), ("astronaut.png", "person, flag"))
+            if (ASSETS / name).is_file()]
 
 
 def served_paths(config: AppConfig) -> dict[str, list[str]]:

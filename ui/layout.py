@@ -1,16 +1,19 @@
-"""The page: layout and event wiring only. Every action is a function in handlers.py."""
+"""The page: layout and event wiring only. Every action is a function of ui/actions/ (imported here, never
+importing this module); the page's fixed words and scripts are ui/page_assets.py."""
 
 from __future__ import annotations
 
-import json
-
 import gradio as gr
 
-from . import handlers as h
+from gdino.formats import FORMATS
+
+from . import actions as act
+from .app import App
 from .canvas import make_canvas
-from .files import ASSETS
+from .files import EXAMPLES
+from .page_assets import BUSY_JS, FORGET_LINK_JS, HELP, LINK_LABEL, UPLOAD_LABEL
 from .refresh import image_stamp
-from .render import STATUS_ORDER
+from .render import LIST_FILTERS
 from .session import page_address, valid_token
 from .text import bold, lines, plain
 
@@ -22,79 +25,10 @@ except ImportError:  # pragma: no cover - spaces is optional off Spaces
     def gpu(fn):
         return fn
 
-EXAMPLES = [(ASSETS / name, classes) for name, classes in
-            (("cat.png", "cat, remote control"), ("coffee.png", "cup, saucer, spoon"), ("astronaut.png", "person, flag"))
-            if (ASSETS / name).is_file()]
-
-# letters the canvas does not use itself (it takes v, b, k, u, e, f, [, ], 1-9 and only while it has the focus)
-SHORTCUTS = {"n": "next-btn", "p": "prev-btn", "r": "reviewed-btn", "s": "skip-btn", "g": "detect-btn"}
 TICK_S = 1.0  # how often each page asks for the job's progress and its shown image's changes (bench/bench_refresh.py)
-UPLOAD_LABEL = "Add images: click, or drop files here (several files, or a zip of images / COCO / YOLO)"
-HEAD = """<script>
-document.addEventListener('keydown', (e) => {
-  const t = e.target;
-  if (e.ctrlKey || e.metaKey || e.altKey || ['INPUT', 'TEXTAREA', 'SELECT'].includes(t.tagName) || t.isContentEditable) return;
-  const id = SHORTCUTS[e.key];
-  const el = id && document.getElementById(id);
-  if (el) { el.click(); e.preventDefault(); }
-});
-// a pointer held down anywhere: the tick does not redraw the picture under an edit being made (BUSY_JS)
-for (const name of ['pointerdown', 'pointerup', 'pointercancel']) {
-  document.addEventListener(name, (e) => { window.gdinoPointerDown = name === 'pointerdown'; }, true);
-}
-// files dropped on the upload area go through its button's file input, as if chosen there
-const uploadZone = (e) => e.target instanceof Element && e.target.closest('#uploads');
-for (const name of ['dragenter', 'dragover']) document.addEventListener(name, (e) => {
-  const zone = uploadZone(e);
-  if (zone) { e.preventDefault(); zone.classList.add('dragging'); }
-});
-document.addEventListener('dragleave', (e) => { const zone = uploadZone(e); if (zone) zone.classList.remove('dragging'); });
-document.addEventListener('drop', (e) => {
-  const zone = uploadZone(e);
-  const input = zone && zone.querySelector('input[type=file]');
-  if (!input) return;
-  e.preventDefault();
-  zone.classList.remove('dragging');
-  if (!e.dataTransfer || !e.dataTransfer.files.length) return;
-  input.files = e.dataTransfer.files;
-  input.dispatchEvent(new Event('change', {bubbles: true}));
-});
-</script>
-<style>
-#uploads { border: 2px dashed var(--border-color-primary); border-radius: var(--radius-lg); padding: 8px; }
-#uploads.dragging { border-color: var(--color-accent); }
-</style>""".replace("SHORTCUTS", json.dumps(SHORTCUTS))
-
-# the tick's inputs as the page sends them; the last says whether this page is busy with a change of its own: a
-# pointer held down, canvas edits not yet answered, or an action whose answer may bring another image (its
-# progress shows on the canvas)
-BUSY_JS = """(state, view, id, stamp, busy) => {
-  const root = document.querySelector('#canvas .gc-root');
-  const pending = root ? Number(root.dataset.pending || 0) : 0;
-  const acting = document.querySelector('#canvas [data-testid=status-tracker]:not(.hide)') !== null;
-  return [state, view, id, stamp, Boolean(window.gdinoPointerDown) || pending > 0 || acting];
-}"""
-# after the page has read a `?project=` link, take the credential out of the address bar
-FORGET_LINK_JS = """() => {
-  const u = new URL(window.location.href);
-  if (u.searchParams.has('project')) { u.searchParams.delete('project'); window.history.replaceState(null, '', u.toString()); }
-}"""
-LINK_LABEL = ("Project link: opens this browser's project in any browser. Anyone with this link can see and edit "
-              "the project; share it only with people you trust")
-
-HELP = ("**Keys:** `n` next image, `p` previous, `r` mark reviewed, `s` skip, `g` detect. **On the picture** (keys "
-        "work unless you are typing in a field): *Box* (`b`) draws a box on empty space, drags a box to move it (it "
-        "stops at the edge, its size kept) and its handles to resize it; a second click at the same place selects the "
-        "next box under the pointer; `1`-`9` give the selected box (or the next one) a class; `Delete` or `Backspace` "
-        "removes it. *Click* (`k`) segments with SAM: a click adds a point (Alt-click or right-click: a negative one) "
-        "to the selected object, or starts a new one; `Esc` ends. *Brush* (`u`) and *Eraser* (`e`) paint the selected "
-        "object's mask, radius in image pixels (`[` `]`); what you paint stays through later clicks. Wheel zooms, "
-        "space+drag or the middle button pans, `f` fits. `Ctrl+Z` undoes (Detect, Remove image and a class deleted "
-        "with its objects too), `Ctrl+Shift+Z` or `Ctrl+Y` redoes, also after a reload. Every change is saved as you "
-        "make it.")
 
 
-def build(app: h.App) -> gr.Blocks:
+def build(app: App) -> gr.Blocks:
     # gradio's copies of the pictures it sent (unguessable URLs, one session's) are deleted after a day
     with gr.Blocks(title="gdino - label images with words", delete_cache=(3600, 86400)) as demo:
         # a fixed key (kept in the workspace), so the stored project id is still readable after a restart
@@ -104,7 +38,7 @@ def build(app: h.App) -> gr.Blocks:
         literal = {"latex_delimiters": []}
         status = gr.Markdown(plain(app.hub.status), elem_id="model-status", **literal)
         # the project's detector, among the models this server offers (--model, --models)
-        model_pick = gr.Dropdown(choices=h.model_choices(app), value=app.config.model, label="Model",
+        model_pick = gr.Dropdown(choices=act.model_choices(app), value=app.config.model, label="Model",
                                  elem_id="model-choice", interactive=True)
         project_link = gr.Textbox(label=LINK_LABEL, interactive=False, buttons=["copy"], elem_id="project-link",
                                   visible=app.config.project is None)
@@ -154,7 +88,7 @@ def build(app: h.App) -> gr.Blocks:
                 gr.Markdown(HELP)
             with gr.Column(scale=2):
                 counter = gr.Markdown("", elem_id="counter", **literal)
-                view = gr.Dropdown(list(STATUS_ORDER), value="all", label="Show")
+                list_filter = gr.Dropdown(list(LIST_FILTERS), value="all", label="Show")  # the list's filter
                 table = gr.Dataframe(headers=["id", "name", "status", "objects", "lowest score"], interactive=False,
                                      elem_id="image-table", wrap=True)
                 with gr.Row():
@@ -163,7 +97,7 @@ def build(app: h.App) -> gr.Blocks:
                 job_line = gr.Markdown("", elem_id="job-status", **literal)  # the server's job: the page stays usable meanwhile
                 ticker = gr.Timer(TICK_S)
                 with gr.Accordion("Export", open=True):
-                    fmt = gr.Radio(["coco", "yolo", "yolo-seg", "voc"], value="coco", label="Format")
+                    fmt = gr.Radio(list(FORMATS), value=FORMATS[0], label="Format")
                     reviewed_only = gr.Checkbox(value=False, label="Reviewed images only")
                     export_btn = gr.Button("Export zip", elem_id="export-btn")
                     download = gr.File(label="Download", elem_id="download")
@@ -199,7 +133,7 @@ def build(app: h.App) -> gr.Blocks:
             """This browser's session, checked (a page can send anything). Only the page load may start a
             new one: an event racing ahead of the load must not open a second, empty project."""
             if state is None:
-                raise h.ProjectError("the page has not finished loading; wait a moment and try again")
+                raise act.ProjectError("the page has not finished loading; wait a moment and try again")
             return app.sessions.check_state(state)
 
         keep_choice = object()
@@ -209,22 +143,22 @@ def build(app: h.App) -> gr.Blocks:
             literally) or `said` (Markdown made with ui/text.py). The class menu keeps the class chosen in it
             unless a class action says which to show (`chosen`: None for none)."""
             if image_id == "keep":
-                image_id = h.current_image(app, state)
+                image_id = act.current_image(app, state)
             state = {**state, "image_id": image_id}
             project = app.sessions.project(state)
             stamp = image_stamp(project, image_id)  # read first: a change between the two reads is drawn later
-            value, text = h.view_image(app, state, image_id)
+            value, text = act.view_image(app, state, image_id)
             classes = project.classes
-            return (state, value, image_id, stamp, text, h.rows(app, state, view_value.get(state["token"], "all")),
+            return (state, value, image_id, stamp, text, act.rows(app, state, filter_of.get(state["token"], "all")),
                     gr.update(choices=project.phrases, value=None),
                     gr.update(choices=classes) if chosen is keep_choice else
                     gr.update(choices=classes, value=chosen if chosen in classes else None),
-                    h.class_counts(app, state), h.review_counter(app, state),
-                    gr.update(choices=h.model_choices(app, state), value=h.project_model(app, state)),
+                    act.class_counts(app, state), act.review_counter(app, state),
+                    gr.update(choices=act.model_choices(app, state), value=act.project_model(app, state)),
                     said if said is not None else lines(note) if note is not None else gr.update(),
                     plain(app.hub.status))
 
-        view_value: dict[str, str] = {}
+        filter_of: dict[str, str] = {}  # token -> the list filter its page chose last (the "Show" menu)
         # an action's progress shows on the canvas only: gradio's "processing | 0.6s" timer inside the lines of
         # text (the image's line, the counter, the list, the message) made them flash on every click
         shown = {"show_progress_on": [canvas]}
@@ -244,15 +178,15 @@ def build(app: h.App) -> gr.Blocks:
             def run(state, *args):
                 try:
                     state = state_of(state)
-                except h.ProjectError as err:
+                except act.ProjectError as err:
                     return (*only_message(bold(err)), *rest)
                 try:
                     return fn(state, *args)
-                except h.USER_ERRORS as err:
-                    said = f"**Could not do that:** {lines(h.page_words(app, state, err))}"
+                except act.USER_ERRORS as err:
+                    said = f"**Could not do that:** {lines(act.page_words(app, state, err))}"
                 try:
                     return (*refresh(state, said=said), *rest)
-                except h.USER_ERRORS:  # the project itself cannot be shown now
+                except act.USER_ERRORS:  # the project itself cannot be shown now
                     return (*only_message(said), *rest)
             return run
 
@@ -267,10 +201,10 @@ def build(app: h.App) -> gr.Blocks:
             link = dict(request.query_params).get("project") if request is not None else None
             try:
                 state, note = app.sessions.restore(stored, link, address)
-                saved = h.load_prompt(app, state)
+                saved = act.load_prompt(app, state)
                 out = refresh(state, note=note)
-            except h.USER_ERRORS as err:
-                return (*only_message(f"**Could not open the project:** {lines(h.page_words(app, None, err))}"),
+            except act.USER_ERRORS as err:
+                return (*only_message(f"**Could not open the project:** {lines(act.page_words(app, None, err))}"),
                         *[gr.update()] * 7)
             shown_link = app.sessions.shown_link(state, address) if app.config.project is None else gr.update()
             return (*out, saved["mode"], saved["classes_text"], saved["prompt_text"], saved["box_threshold"],
@@ -283,8 +217,8 @@ def build(app: h.App) -> gr.Blocks:
             headers = request.headers if request is not None else {}
             try:
                 state, note = app.sessions.new_link(state_of(state))
-            except h.USER_ERRORS as err:
-                return gr.update(), gr.update(), f"**Could not do that:** {lines(h.page_words(app, None, err))}"
+            except act.USER_ERRORS as err:
+                return gr.update(), gr.update(), f"**Could not do that:** {lines(act.page_words(app, None, err))}"
             address = page_address(headers.get("referer"), headers.get("origin"))
             return state, app.sessions.link(state["token"], address), lines(note)
 
@@ -302,43 +236,43 @@ def build(app: h.App) -> gr.Blocks:
 
         # "multiple": an upload made while the last one is still being added waits its turn (gradio's default
         # for upload events skips it: those files were lost)
-        uploads.upload(guarded(lambda s, files: refresh(s, "keep", h.add_uploads(app, s, files))), [bstate, uploads],
+        uploads.upload(guarded(lambda s, files: refresh(s, "keep", act.add_uploads(app, s, files))), [bstate, uploads],
                        outs, trigger_mode="multiple", **shown,
                        ).then(after_upload, [bstate], [project_link], show_progress="hidden")
 
         def open_folder(state, path):
-            state = h.open_server_project(app, state, path)
+            state = act.open_server_project(app, state, path)
             return refresh(state, "keep", f"opened {path}")
 
         def add_example(state, path):
             if not path:
                 return refresh(state)
-            return refresh(state, "keep", h.add_example(app, state, path))
+            return refresh(state, "keep", act.add_example(app, state, path))
 
         example_path.change(guarded(add_example), [bstate, example_path], outs, **shown)
 
         open_btn.click(guarded(open_folder), [bstate, folder], outs,
                          **shown)
-        folder_btn.click(guarded(lambda s, path: refresh(s, "keep", h.add_server_folder(app, s, path))), [bstate, folder], outs,
+        folder_btn.click(guarded(lambda s, path: refresh(s, "keep", act.add_server_folder(app, s, path))), [bstate, folder], outs,
                          **shown)
 
-        model_pick.input(guarded(lambda s, m: refresh(s, "keep", h.choose_model(app, s, m))), [bstate, model_pick],
+        model_pick.input(guarded(lambda s, m: refresh(s, "keep", act.choose_model(app, s, m))), [bstate, model_pick],
                          outs, **shown)
 
         prompt_inputs = [mode, classes_text, prompt_text, box_thr, text_thr, masks]
 
         @gpu
         def detect(state, image_id, *prompt):
-            settings = h.settings_from_inputs(*prompt)
-            h.save_prompt(app, state, *prompt)
-            note = h.detect_image(app, state, None if image_id is None else int(image_id), settings)
+            settings = act.settings_from_inputs(*prompt)
+            act.save_prompt(app, state, *prompt)
+            note = act.detect_image(app, state, None if image_id is None else int(image_id), settings)
             return refresh(state, None if image_id is None else int(image_id), note)
 
         detect_btn.click(guarded(detect), [bstate, shown_id, *prompt_inputs], outs, concurrency_id="model", **shown)
 
         @gpu  # SAM for a click: on a ZeroGPU Space the model runs only inside such a call (a worker process)
         def refine_on_gpu(pixels, points, labels, box, mask=None):
-            return h.refine_mask(app, pixels, points, labels, box, mask)
+            return act.refine_mask(app, pixels, points, labels, box, mask)
 
         def on_edit(state, evt: gr.EventData):
             """One edit from the canvas: applied by the server, answered with the new canvas and what it changes
@@ -348,17 +282,17 @@ def build(app: h.App) -> gr.Blocks:
                 payload = getattr(evt, "_data", None)
 
                 def answer(value, image_id):  # made in the edit's turn, like the value: they agree
-                    text = h.image_line(app, state, image_id, value["readable"]) if value is not None else gr.update()
+                    text = act.image_line(app, state, image_id, value["readable"]) if value is not None else gr.update()
                     project = app.sessions.project(state)
-                    return (value, text, h.rows(app, state, view_value.get(state["token"], "all")),
-                            h.review_counter(app, state), gr.update(choices=project.phrases),
+                    return (value, text, act.rows(app, state, filter_of.get(state["token"], "all")),
+                            act.review_counter(app, state), gr.update(choices=project.phrases),
                             gr.update(choices=project.classes),
                             image_stamp(project, image_id) if value is not None else gr.update())
-                return h.canvas_edit(app, state, payload, refine=refine_on_gpu, answer=answer)
-            except h.NotShownError as err:
+                return act.canvas_edit(app, state, payload, refine=refine_on_gpu, answer=answer)
+            except act.NotShownError as err:
                 return (gr.update(), bold(err), *[gr.update()] * 5)
-            except h.USER_ERRORS as err:
-                return (gr.update(), f"**Could not do that:** {lines(h.page_words(app, None, err))}",
+            except act.USER_ERRORS as err:
+                return (gr.update(), f"**Could not do that:** {lines(act.page_words(app, None, err))}",
                         *[gr.update()] * 5)
 
         canvas.edit(on_edit, [bstate], [canvas, info, table, counter, phrase, class_old, shown_stamp],
@@ -366,35 +300,35 @@ def build(app: h.App) -> gr.Blocks:
                     trigger_mode="multiple", concurrency_id="edits", concurrency_limit=16)  # ui/edit_order.py
 
         def go(delta):
-            def run(state, view_name):
-                view_value[state["token"]] = view_name
-                return refresh(state, h.step(app, state, view_name, delta))
+            def run(state, filter_name):
+                filter_of[state["token"]] = filter_name
+                return refresh(state, act.step(app, state, filter_name, delta))
             return run
 
-        prev_btn.click(guarded(go(-1)), [bstate, view], outs, **shown)
-        next_btn.click(guarded(go(+1)), [bstate, view], outs, **shown)
+        prev_btn.click(guarded(go(-1)), [bstate, list_filter], outs, **shown)
+        next_btn.click(guarded(go(+1)), [bstate, list_filter], outs, **shown)
 
         def mark(status_name):
-            def run(state, image_id, view_name):
-                view_value[state["token"]] = view_name
-                nxt = h.mark_and_step(app, state, view_name, None if image_id is None else int(image_id), status_name)
+            def run(state, image_id, filter_name):
+                filter_of[state["token"]] = filter_name
+                nxt = act.mark_and_step(app, state, filter_name, None if image_id is None else int(image_id), status_name)
                 return refresh(state, nxt)
             return run
 
-        reviewed_btn.click(guarded(mark("reviewed")), [bstate, shown_id, view], outs, **shown)
-        skip_btn.click(guarded(mark("skipped")), [bstate, shown_id, view], outs, **shown)
+        reviewed_btn.click(guarded(mark("reviewed")), [bstate, shown_id, list_filter], outs, **shown)
+        skip_btn.click(guarded(mark("skipped")), [bstate, shown_id, list_filter], outs, **shown)
 
-        def remove(state, image_id, view_name):
-            view_value[state["token"]] = view_name
-            nxt, note = h.remove_image(app, state, view_name, None if image_id is None else int(image_id))
+        def remove(state, image_id, filter_name):
+            filter_of[state["token"]] = filter_name
+            nxt, note = act.remove_image(app, state, filter_name, None if image_id is None else int(image_id))
             return refresh(state, nxt, note)
 
-        remove_btn.click(guarded(remove), [bstate, shown_id, view], outs, **shown)
+        remove_btn.click(guarded(remove), [bstate, shown_id, list_filter], outs, **shown)
 
         def rename_class(state, old, new):
             if not old:
                 return refresh(state, said=bold("choose a class in the menu first"))
-            note = h.rename_class(app, state, old, new)
+            note = act.rename_class(app, state, old, new)
             named = (new or "").strip().casefold()  # the class the objects now have (merged: an existing one)
             return refresh(state, "keep", note, chosen=next((c for c in app.sessions.project(state).classes
                                                              if c.casefold() == named), None))
@@ -404,54 +338,54 @@ def build(app: h.App) -> gr.Blocks:
             for each such delete)."""
             if not name:
                 return (*refresh(state, said=bold("choose a class in the menu first")), gr.update())
-            return (*refresh(state, "keep", h.delete_class(app, state, name, both), chosen=None), False)
+            return (*refresh(state, "keep", act.delete_class(app, state, name, both), chosen=None), False)
 
         rename_btn.click(guarded(rename_class), [bstate, class_old, class_new], outs, **shown)
         delete_class_btn.click(guarded(delete_class, extra=1), [bstate, class_old, with_objects], [*outs, with_objects],
                                **shown)
 
-        def choose_view(state, view_name):
-            view_value[state["token"]] = view_name
+        def choose_filter(state, filter_name):
+            filter_of[state["token"]] = filter_name
             return refresh(state)
 
-        view.change(guarded(choose_view), [bstate, view], outs, **shown)
+        list_filter.change(guarded(choose_filter), [bstate, list_filter], outs, **shown)
 
         def pick_row(state, evt: gr.SelectData):  # not wrapped: gradio injects evt by this signature
             try:
                 state = state_of(state)
                 row = evt.row_value if evt is not None else None
                 return refresh(state, int(row[0])) if row else refresh(state)
-            except h.USER_ERRORS as err:
-                return only_message(f"**Could not open that image:** {lines(h.page_words(app, state, err))}")
+            except act.USER_ERRORS as err:
+                return only_message(f"**Could not open that image:** {lines(act.page_words(app, state, err))}")
 
         table.select(pick_row, [bstate], outs, **shown)
 
         def label_all(state, *prompt):
             """Start the project's auto-label job on the server; the page polls it (ticker) and stays usable."""
-            settings = h.settings_from_inputs(*prompt)
-            h.save_prompt(app, state, *prompt)
-            return refresh(state, "keep", h.start_auto_label(app, state, settings))
+            settings = act.settings_from_inputs(*prompt)
+            act.save_prompt(app, state, *prompt)
+            return refresh(state, "keep", act.start_auto_label(app, state, settings))
 
         all_btn.click(guarded(label_all), [bstate, *prompt_inputs], outs, **shown)
 
         def cancel(state):
             try:
-                return lines(h.cancel_auto_label(app, state_of(state)))
-            except h.USER_ERRORS as err:
+                return lines(act.cancel_auto_label(app, state_of(state)))
+            except act.USER_ERRORS as err:
                 return bold(err)
 
         cancel_btn.click(cancel, [bstate], [job_line], queue=False)
 
         def start_training(state, epochs, fast):
             """Start the project's training job on the server; the page polls it like auto-labeling."""
-            return refresh(state, "keep", h.start_training(app, state, epochs, fast))
+            return refresh(state, "keep", act.start_training(app, state, epochs, fast))
 
         train_btn.click(guarded(start_training), [bstate, train_epochs, train_fast], outs, **shown)
-        use_model_btn.click(guarded(lambda s: refresh(s, "keep", h.use_trained_model(app, s))), [bstate], outs, **shown)
+        use_model_btn.click(guarded(lambda s: refresh(s, "keep", act.use_trained_model(app, s))), [bstate], outs, **shown)
 
         shown_done: dict[str, tuple] = {}
 
-        def tick(state, view_name, image_id, stamp, busy, request: gr.Request):
+        def tick(state, filter_name, image_id, stamp, busy, request: gr.Request):
             """Every second: the model status and the job's progress; the list when the job moved on (per page:
             two tabs of one project both follow it); the shown image when the project's differs from what this
             page was sent (another window's or a run's change: ui/refresh.py), unless this page is in the middle
@@ -459,9 +393,9 @@ def build(app: h.App) -> gr.Blocks:
             keep = gr.update()
             try:
                 state = state_of(state)
-                line = h.job_status(app, state)
+                line = act.job_status(app, state)
                 project = app.sessions.project(state)
-            except h.USER_ERRORS:
+            except act.USER_ERRORS:
                 return keep, plain(app.hub.status), keep, keep, keep, keep, keep
             job = app.jobs.get(project.path)
             mark_ = None if job is None else (id(job), job.done, job.state)
@@ -470,34 +404,34 @@ def build(app: h.App) -> gr.Blocks:
             if moved:
                 shown_done[page] = mark_
             image_id = None if image_id is None else int(image_id)
-            view_out = (keep, keep, keep)
+            shown_out = (keep, keep, keep)
             if image_id is not None and not busy:
                 now = image_stamp(project, image_id)
                 if now not in (stamp, "gone"):
                     try:
-                        view_out = (*h.view_image(app, {**state, "image_id": image_id}, image_id), now)
+                        shown_out = (*act.view_image(app, {**state, "image_id": image_id}, image_id), now)
                         moved = True
-                    except h.USER_ERRORS:  # removed meanwhile: the page's next action shows what is there
+                    except act.USER_ERRORS:  # removed meanwhile: the page's next action shows what is there
                         pass
-            listed = (h.rows(app, state, view_name), h.review_counter(app, state)) if moved else (keep, keep)
-            return (lines(line), plain(app.hub.status), *listed, *view_out)
+            listed = (act.rows(app, state, filter_name), act.review_counter(app, state)) if moved else (keep, keep)
+            return (lines(line), plain(app.hub.status), *listed, *shown_out)
 
         canvas_busy = gr.Checkbox(value=False, visible=False)  # filled in by the page itself (BUSY_JS)
-        ticker.tick(tick, [bstate, view, shown_id, shown_stamp, canvas_busy],
+        ticker.tick(tick, [bstate, list_filter, shown_id, shown_stamp, canvas_busy],
                     [job_line, status, table, counter, canvas, info, shown_stamp], js=BUSY_JS, show_progress="hidden",
                     concurrency_limit=None)
 
         def do_export(state, fmt_name, only_reviewed):
             try:
                 state = state_of(state)
-                path, note = h.export(app, state, fmt_name, only_reviewed)
+                path, note = act.export(app, state, fmt_name, only_reviewed)
                 return path, lines(note)
-            except h.USER_ERRORS as err:
-                return None, f"**Could not export:** {lines(h.page_words(app, state, err))}"
+            except act.USER_ERRORS as err:
+                return None, f"**Could not export:** {lines(act.page_words(app, state, err))}"
 
         export_btn.click(do_export, [bstate, fmt, reviewed_only], [download, message])
 
-        map_btn.click(guarded(lambda s, p, t: refresh(s, "keep", h.map_phrase(app, s, p, t))), [bstate, phrase, target],
+        map_btn.click(guarded(lambda s, p, t: refresh(s, "keep", act.map_phrase(app, s, p, t))), [bstate, phrase, target],
                      outs, **shown)
 
     return demo

@@ -18,10 +18,11 @@ from collections import OrderedDict
 import torch
 
 import gdino
+from gdino.labeling.loading import DetectorSpec, SegmenterSpec, load_detector, load_segmenter
 from gdino.modeling.config import PRESETS
 from gdino.ops import describe
 
-from .config import AppConfig
+from .app_config import AppConfig
 
 
 class ModelHub:
@@ -71,7 +72,7 @@ class ModelHub:
             try:
                 # the text encoder is for the server's own .pth checkpoint; hub checkpoints bring theirs
                 text_encoder = self.config.text_encoder if model == self.config.model else None
-                detector = gdino.Detector.from_pretrained(model, text_encoder=text_encoder, device=self.device)
+                detector = load_detector(DetectorSpec(model, text_encoder=text_encoder, device=self.device))
             except ValueError as err:
                 self.detector_errors[model] = said_plainly(self._public(model), err)
                 raise ValueError(self.detector_errors[model]) from err
@@ -96,7 +97,7 @@ class ModelHub:
             if self._segmenter is None:
                 self._loading = f"SAM ({self.config.sam})"
                 try:
-                    self._segmenter = gdino.Segmenter.from_pretrained(self.config.sam, device=self.device)
+                    self._segmenter = load_segmenter(SegmenterSpec(self.config.sam, device=self.device))
                 except ValueError as err:
                     self.sam_error = str(err)
                     raise

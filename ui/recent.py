@@ -1,4 +1,4 @@
-"""Bounded memory of the most recently used: what the server keeps per visitor and per window (ui/views.py,
+"""Bounded memory of the most recently used: what the server keeps per visitor and per window (ui/window_state.py,
 ui/edit_order.py) without growing for ever."""
 
 from __future__ import annotations

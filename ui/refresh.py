@@ -1,5 +1,5 @@
 """What the page's tick compares to see that its shown image was changed elsewhere (another window, a run): a
-short digest of what the project stores for the image (its status and each object's revision, ui/views.rev).
+short digest of what the project stores for the image (its status and each object's revision, ui/window_state.rev).
 One read of the image and one of its objects through Project's public methods; nothing is drawn unless it
 differs from the digest of what the page was last sent."""
 
@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import hashlib
 
-from gdino.project import ProjectError
+from gdino.store import ProjectError
 
-from .views import rev
+from .window_state import rev
 
 
 def image_stamp(project, image_id: int | None) -> str:

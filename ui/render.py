@@ -25,16 +25,18 @@ def placeholder(width: int, height: int, longest: int = 800) -> np.ndarray:
     return np.where(((yy // 32 + xx // 32) % 2)[..., None] == 0, 200, 170).astype(np.uint8).repeat(3, axis=2)
 
 
-STATUS_ORDER = ("all", "unlabeled", "auto", "reviewed", "skipped", "least confident first")
+# the image list's filters (the page's "Show" menu): every image, those of one status, or the least confident first
+LIST_FILTERS = ("all", "unlabeled", "auto", "reviewed", "skipped", "least confident first")
 
 
-def image_rows(project, view: str = "all") -> list[list]:
-    """Rows [id, name, status, objects, lowest score] for the image list, filtered / ordered by `view`."""
-    if view == "least confident first":
+def image_rows(project, list_filter: str = "all") -> list[list]:
+    """Rows [id, name, status, objects, lowest score] for the image list, filtered / ordered by `list_filter`
+    (one of LIST_FILTERS)."""
+    if list_filter == "least confident first":
         records = [r for r in project.images(order="confidence") if r.status != "skipped"]
-    elif view in (None, "", "all"):
+    elif list_filter in (None, "", "all"):
         records = project.images(order="name")
     else:
-        records = project.images(status=view, order="name")
+        records = project.images(status=list_filter, order="name")
     return [[r.id, r.name, r.status, r.num_objects, "" if r.min_score is None else round(r.min_score, 3)]
             for r in records]

@@ -10,26 +10,18 @@ old one is then refused). One visitor never sees another's. Server folders are r
 A visitor's project folder is made by their first change (an upload, a class, a prompt...), never by a page
 load: until then the page reads an empty project (`NewProject`). Empty projects expire (`expire_empty`).
 
-Several server processes may share a workspace. Each holds a shared flock on the folder of every workspace
-project it has open (`_hold`: taken before opening, then checked that the path still names the locked folder);
-the expiry sweep takes an exclusive one without waiting, and skips a project it cannot get, so it never deletes
-a project that a process still writes to. Every workspace project is made through `Sessions._prepare` (refused
-under a replaced id, made private).
+Every workspace project is made through `Sessions._prepare` (refused under a replaced id, made private, held
+by a shared flock: ui/workspace.py keeps the workspace's own files and the folders' lifetime).
 """
 
 from __future__ import annotations
 
-import contextlib
-import errno
 import fcntl
 import hashlib
 import hmac
 import os
-import re
 import secrets
 import shutil
-import sqlite3
-import stat
 import tempfile
 import threading
 import time
@@ -40,18 +32,31 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit, urlunsplit
 
 from gdino.processing import ImageError
-from gdino.project import Project, ProjectError
 from gdino.sources import uri_within
+from gdino.store import Project, ProjectError
 
-from .config import AppConfig
+from .app_config import AppConfig
+from .workspace import (
+    DB_FILE,
+    EMPTY_KEEP_S,
+    REVOKED_FILE,
+    SECRET_FILE,
+    expire,
+    expire_empty,
+    hold,
+    is_revoked,
+    make_private,
+    revoke,
+    valid_token,
+    workspace_secret,
+)
 
-_TOKEN = re.compile(r"[A-Za-z0-9_-]{16,64}")
-SECRET_FILE = ".secret"  # in the workspace; a name no token can take (tokens have no dots)
-_SECRET = re.compile(r"[A-Za-z0-9_-]{32,128}")
+__all__ = ["DB_FILE", "EMPTY_KEEP_S", "REVOKED_FILE", "SECRET_FILE", "NewProject", "Sessions", "page_address",
+           "valid_token", "workspace_secret"]
+
 INVALID_STATE = "this page's project id is not valid; reload the page"
 INVALID_LINK = ("This project link is not valid: no project on this server has that id (check that the whole link "
                 "was copied). This browser's own project is shown instead.")
-REVOKED_FILE = ".revoked"  # in the workspace: the sha256 of each project id whose link was replaced, one a line
 REVOKED_LINK = ("This project link no longer works: a new link was made for its project; ask whoever shared it for "
                 "the new one. This browser's own project is shown instead.")
 REVOKED_STATE = ("The project this browser had got a new link (made in another browser), and its old link no longer "
@@ -59,230 +64,7 @@ REVOKED_STATE = ("The project this browser had got a new link (made in another b
 REVOKED = "this project's link no longer works (a new link was made for it): open the new link, or reload the page"
 NEW_LINK = ("Made a new project link (above): the old link no longer opens this project. Share the new one with the "
             "people who should have it.")
-DB_FILE = "project.sqlite"
 LINK_PENDING = "(the project link appears here once something is added: an image, a class or a prompt)"
-EMPTY_KEEP_S = 7 * 86400  # an empty workspace project (no images, no classes) unchanged this long is deleted
-ADDING = ".adding-"  # gdino/project.py's names for an add's copy in progress (left by an interrupted add)
-
-
-def valid_token(token) -> bool:
-    return isinstance(token, str) and _TOKEN.fullmatch(token) is not None
-
-
-def workspace_secret(workspace: Path) -> str:
-    """The workspace's own random key, made once and kept in `<workspace>/.secret` (mode 0600), so every
-    server start, and every server process on this workspace, uses the same one.
-
-    The file appears complete or not at all: it is written under a private name, then hard-linked to
-    its final name, which fails if another process got there first; everyone then reads the winner's.
-    A link in its place is refused, never followed (its target would be read and made 0600)."""
-    path = workspace / SECRET_FILE
-    try:
-        workspace.mkdir(parents=True, exist_ok=True, mode=0o700)
-        if not os.path.lexists(path):
-            _create_secret(workspace, path)
-        deadline = time.monotonic() + 5
-        while True:  # a process that created it without a hard link may still be writing it
-            text = _read_private(path, 4096).decode("ascii", errors="replace").strip()
-            if _SECRET.fullmatch(text) or time.monotonic() > deadline:
-                break
-            time.sleep(0.05)
-    except OSError as err:
-        raise ProjectError(f"cannot keep the session key {path}: {err.strerror or err}; pass a writable "
-                           "--workspace") from err
-    if not _SECRET.fullmatch(text):
-        raise ProjectError(f"the session key {path} is damaged; delete it and start again (a new key is made: "
-                           "visitors then reach their projects only through their project links)")
-    return text
-
-
-def _read_private(path: Path, limit: int) -> bytes:
-    """Up to `limit` bytes of one of the workspace's own files, never through a link (ProjectError), made
-    0600 if others could read it."""
-    fd = _open_own(path, os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ProjectError(f"{_what(path)} {path} is not a file; delete it, or pass another --workspace")
-        if info.st_mode & 0o077:
-            with contextlib.suppress(OSError):
-                os.fchmod(fd, 0o600)
-        data = b""
-        while len(data) < limit and (chunk := os.read(fd, limit - len(data))):
-            data += chunk
-        return data
-    finally:
-        os.close(fd)
-
-
-def _open_own(path: Path, flags: int) -> int:
-    """os.open of one of the workspace's own files (made 0600), refusing a link in its place."""
-    try:
-        return os.open(path, flags | os.O_NOFOLLOW, 0o600)
-    except OSError as err:
-        if err.errno == errno.ELOOP:
-            raise ProjectError(f"{_what(path)} {path} is a link; the workspace keeps its own files, never links: "
-                               "delete the link, or pass another --workspace") from None
-        raise
-
-
-def _what(path: Path) -> str:
-    return "the session key" if path.name == SECRET_FILE else "the list of replaced project links"
-
-
-def _create_secret(workspace: Path, path: Path) -> None:
-    key = secrets.token_urlsafe(32).encode() + b"\n"
-    tmp = workspace / f".secret-{secrets.token_hex(8)}"
-    _write_new(tmp, key)
-    try:
-        os.link(tmp, path)
-    except FileExistsError:
-        pass
-    except OSError:  # no hard links here: an exclusive create; readers wait for the content
-        with contextlib.suppress(FileExistsError):
-            _write_new(path, key)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
-def _write_new(path: Path, data: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def make_private(workspace: Path) -> list[str]:
-    """Tighten an existing workspace that other local users can read (earlier versions left it 0755, its
-    project folders 0755 and databases 0644; the folder names are the project links): the workspace 0700,
-    and each loose project folder with all it holds, folders 0700, files 0600 (links are not followed). A
-    project folder that is already private is the barrier and is not walked. Returns a line for the log
-    (none when nothing was loose); ProjectError saying what to run when it cannot be done."""
-    try:
-        if not workspace.is_dir() or workspace.is_symlink():
-            return []
-        changed = _tighten(workspace, 0o700)
-        for entry in os.scandir(workspace):
-            if entry.is_symlink():
-                continue
-            if entry.is_file() and entry.name.startswith("."):  # the key, the list of replaced links
-                changed += _tighten(Path(entry.path), 0o600)
-            elif entry.is_dir() and valid_token(entry.name) and entry.stat().st_mode & 0o077:
-                changed += _tighten_tree(Path(entry.path))
-    except OSError as err:
-        raise ProjectError(f"the workspace {workspace} can be read by other users of this machine (its folder names "
-                           f"are the project links), and it cannot be made private ({err.strerror or err}): run "
-                           f"`chmod -R go= {workspace}` as its owner, or pass another --workspace") from err
-    if not changed:
-        return []
-    return [f"made the workspace {workspace} private: {changed} of its folders and files could be read by other "
-            "users of this machine (project ids are the project links)"]
-
-
-def _tighten(path: Path, mode: int) -> int:
-    if stat.S_IMODE(path.lstat().st_mode) & 0o077:
-        path.chmod(mode)
-        return 1
-    return 0
-
-
-def _tighten_tree(folder: Path) -> int:
-    changed = _tighten(folder, 0o700)
-    for root, dirs, files in os.walk(folder, followlinks=False):
-        for name in dirs + files:
-            path = Path(root) / name
-            if not path.is_symlink():
-                changed += _tighten(path, 0o700 if path.is_dir() else 0o600)
-    return changed
-
-
-def expire_empty(workspace: Path, skip: Callable[[Path], bool] = lambda directory: False) -> int:
-    """Delete the workspace projects that hold nothing (no images, no classes: a saved prompt or model choice
-    alone does not count) and have not changed for EMPTY_KEEP_S (earlier versions made one per page load).
-    `skip`: those a job works on here. Returns how many."""
-    away = _expire(workspace, skip)
-    for directory in away:
-        shutil.rmtree(directory, ignore_errors=True)
-    return sum(not p.name.startswith(".expired-old-") for p in away)
-
-
-def _expire(workspace: Path, skip: Callable[[Path], bool]) -> list[Path]:
-    """Rename the expired empty projects away (atomic: another process sees one whole or not at all); returns
-    the folders to delete (with those an interrupted sweep left). A project open in any server process (its
-    shared flock, see `_hold`) is skipped; the exclusive flock is held across the check and the rename."""
-    away = []
-    with contextlib.suppress(FileNotFoundError):
-        for entry in os.scandir(workspace):
-            directory = Path(entry.path)
-            if entry.name.startswith(".expired-") and entry.is_dir(follow_symlinks=False):  # an interrupted sweep
-                old = workspace / f".expired-old-{secrets.token_hex(8)}"
-                with contextlib.suppress(OSError):
-                    directory.rename(old)
-                    away.append(old)
-            elif (valid_token(entry.name) and entry.is_dir(follow_symlinks=False) and not skip(directory)
-                  and _last_change(directory) < time.time() - EMPTY_KEEP_S):
-                fd = _hold(directory, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                if fd is None:  # open in a server process, or gone
-                    continue
-                try:
-                    if _holds_nothing(directory):
-                        target = workspace / f".expired-{secrets.token_hex(8)}"
-                        directory.rename(target)
-                        away.append(target)
-                except OSError:
-                    continue
-                finally:
-                    os.close(fd)
-    return away
-
-
-def _hold(directory: Path, how: int) -> int | None:
-    """A descriptor of `directory` holding flock `how` on it, or None when it cannot be had now (LOCK_NB) or
-    the path no longer names the folder that was locked (renamed away meanwhile: a new link, expired)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return None
-    try:
-        fcntl.flock(fd, how)
-        here, held = os.stat(directory, follow_symlinks=False), os.fstat(fd)
-        if (here.st_dev, here.st_ino) == (held.st_dev, held.st_ino):
-            return fd
-    except OSError:
-        pass
-    os.close(fd)
-    return None
-
-
-def _last_change(directory: Path) -> float:
-    paths = [directory, directory / "images", *(directory / (DB_FILE + s) for s in ("", "-wal"))]
-    return max((p.lstat().st_mtime for p in paths if os.path.lexists(p)), default=0.0)
-
-
-def _holds_nothing(directory: Path) -> bool:
-    """Only a database without images and classes, and an images/ folder with no file but the store's
-    leftovers of interrupted adds. Anything else (no database), or a database that cannot be read: kept."""
-    try:
-        names = {p.name for p in directory.iterdir()}
-        if DB_FILE not in names or not names <= {DB_FILE, DB_FILE + "-wal", DB_FILE + "-shm", "images"}:
-            return False
-        images = directory / "images"
-        if "images" in names and (images.is_symlink() or any(not p.name.startswith(ADDING) for p in images.iterdir())):
-            return False
-        db = sqlite3.connect(f"{(directory / DB_FILE).as_uri()}?mode=ro", uri=True)
-        try:
-            return db.execute("SELECT NOT EXISTS (SELECT 1 FROM images) AND NOT EXISTS (SELECT 1 FROM classes)"
-                              ).fetchone()[0] == 1
-        finally:
-            db.close()
-    except (OSError, sqlite3.Error):
-        return False
-
-
-def _revoked_key(token: str) -> str:
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def page_address(referer: str | None, origin: str | None = None) -> str:
@@ -426,20 +208,10 @@ class Sessions:
 
     def _revoked(self, token: str) -> bool:
         """Whether `token`'s link was replaced (whatever its folder holds now)."""
-        path = self.config.workspace / REVOKED_FILE
-        try:
-            listed = _read_private(path, 2**26).decode("ascii", errors="replace").split()
-        except FileNotFoundError:
-            return False
-        return _revoked_key(token) in listed
+        return is_revoked(self.config.workspace, token)
 
     def _revoke(self, token: str) -> None:
-        fd = _open_own(self.config.workspace / REVOKED_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
-        try:
-            os.write(fd, f"{_revoked_key(token)}\n".encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        revoke(self.config.workspace, token)
 
     # ----------------------------------------------------------------------------- projects
 
@@ -476,7 +248,7 @@ class Sessions:
 
     def _opened(self, directory: Path, *, visitor: bool = False) -> Project:
         """The open project in `directory`, opened or made now. visitor: a workspace project, opened and made
-        only through `_prepare` (private, never under a replaced id) and held (`_hold`) while open."""
+        only through `_prepare` (private, never under a replaced id) and held (`hold`) while open."""
         with self._lock:
             if directory not in self._open:
                 if visitor:
@@ -506,7 +278,7 @@ class Sessions:
                 directory.mkdir(mode=0o700, exist_ok=True)
             except OSError as err:
                 raise ProjectError(f"cannot make the project on the server ({err.strerror or err})") from err
-            fd = _hold(directory, fcntl.LOCK_SH)
+            fd = hold(directory, fcntl.LOCK_SH)
             if fd is not None:
                 if not self._revoked(directory.name):  # a new link made meanwhile: refused, as above
                     return fd
@@ -519,7 +291,7 @@ class Sessions:
             if time.monotonic() < self._next_sweep:
                 return
             self._next_sweep = time.monotonic() + 86400
-            away = _expire(self.config.workspace, skip=self._in_use)
+            away = expire(self.config.workspace, skip=self._in_use)
         for directory in away:
             shutil.rmtree(directory, ignore_errors=True)
 

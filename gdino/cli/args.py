@@ -1,15 +1,18 @@
-"""What every `gdino` command's parser shares: the usage error, description wrapping, the --device check, and
-the number flags' types (argparse prints their message after the flag: "--batch-size: must be ...").
+"""What the `gdino` commands' parsers share: the usage error, description wrapping, the --device check, the
+number flags' types (argparse prints their message after the flag: "--batch-size: must be ..."), the split
+flags of `label` and `export`, and the --results folder of `label` and `import-results`.
 
-A module of its own so that the commands' modules (cli.py, cli_train.py) use one copy without importing
-each other. No torch at import.
+A module of its own so that the commands' modules use one copy without importing each other. No torch at
+import.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import textwrap
+
+from .. import checks
+from ..sources import SourceError, check_uri, is_uri
 
 
 class UsageError(ValueError):
@@ -58,7 +61,7 @@ def number(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
-    if not math.isfinite(value):
+    if not checks.finite(value):
         raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
     return value
 
@@ -82,7 +85,7 @@ def nonnegative(text: str) -> float:
 def unit(text: str) -> float:
     """A flag type: a number between 0 and 1."""
     value = number(text)
-    if not 0 <= value <= 1:
+    if not checks.in_unit_interval(value):
         raise argparse.ArgumentTypeError(f"must be a number between 0 and 1, got {text}")
     return value
 
@@ -92,4 +95,26 @@ def fraction(text: str) -> float:
     value = number(text)
     if not 0 <= value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 0 and below 1, got {text}")
+    return value
+
+
+def add_split_flags(p: argparse.ArgumentParser) -> None:
+    """The train/val split and --reviewed-only of an export (`gdino export`, `gdino label --export`)."""
+    p.add_argument("--val-fraction", type=fraction, default=0.0, metavar="F",
+                   help="share of images in a 'val' split, by image, fixed by --seed (default: 0, all 'train')")
+    p.add_argument("--seed", type=int, default=0, metavar="N", help="seed of the train/val split (default: 0)")
+    p.add_argument("--reviewed-only", action="store_true", help="export only images marked reviewed")
+
+
+def results_folder(value: str) -> str:
+    """--results / import-results' folder: a local folder, or an object-store URI in its canonical spelling.
+    A URI with credentials, or of a scheme gdino does not read, is a usage error that does not repeat it."""
+    if is_uri(value):
+        try:
+            return check_uri(value)
+        except SourceError as err:
+            raise UsageError(f"--results: {err}") from None
+    scheme = value.split("://", 1)[0] if "://" in value else None
+    if scheme is not None and scheme.lower() != "file":
+        raise UsageError(f"--results: {scheme}:// is not a store gdino writes to; use a local folder or s3://, gs://, ...")
     return value

@@ -5,12 +5,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .cli_args import device_flag, fraction, para, positive_int, rate, whole
-from .modeling.config import DEFAULT_MODEL
+from ..modeling.config import DEFAULT_MODEL
+from .args import device_flag, fraction, para, positive_int, rate, whole
 
 
-def add_train(commands) -> None:
-    from .train.settings import TrainConfig
+def add_parser(commands) -> None:
+    from ..train.settings import TrainConfig
 
     d = TrainConfig()
     p = commands.add_parser(
@@ -54,7 +54,7 @@ def add_train(commands) -> None:
     p.add_argument("--seed", type=int, default=d.seed, help=f"for the split, the order and the augmentation "
                                                             f"(default {d.seed})")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
-    p.set_defaults(run=cmd_train)
+    p.set_defaults(run=run)
 
 
 class _Bar:
@@ -75,10 +75,10 @@ class _Bar:
             print(line, file=self.stream, flush=True)
 
 
-def cmd_train(args: argparse.Namespace) -> int:
-    from .project import Project
-    from .train.settings import TrainConfig
-    from .train.trainer import train
+def run(args: argparse.Namespace) -> int:
+    from ..store import Project
+    from ..train.settings import TrainConfig
+    from ..train.trainer import train
 
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, lr_backbone=args.lr_backbone,
                          freeze_backbone=not args.train_backbone, freeze_text=not args.train_text_encoder,

@@ -15,11 +15,11 @@ import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from ..durable import fsync
+from ..checks import character_problem
 from ..masks import check_rle
 from ..processing import ImageError, open_image_file, to_rgb
-from ..project_schema import character_problem
 from ..sources import local_file
+from ..store.durable import fsync
 from .coco import coco_records, write_coco
 from .dataset import Dataset, LabeledImage, LabeledObject, split_images
 from .voc import voc_xml, write_voc

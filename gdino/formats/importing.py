@@ -24,10 +24,11 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..checks import show_name
 from ..processing import ImageError
-from ..project import NewImage, decoded_size
-from ..project_schema import image_name, show_name
 from ..safezip import extract_zip
+from ..store import NewImage, decoded_size
+from ..store.values import image_name
 from .coco import is_coco, load_json, parse_coco
 from .problems import Problems
 from .validate import DatasetError, ImportLimits, class_name_of

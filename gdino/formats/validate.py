@@ -12,12 +12,11 @@ x in [-W, 2W], y in [-H, 2H].
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from numbers import Real
 
+from .. import checks
+from ..checks import CLASS_NAME_MAX_CHARS, RULE, class_name_problem, show_name
 from ..processing import MAX_PIXELS
-from ..project_schema import CLASS_NAME_MAX_CHARS, class_name_problem, show_name
 
 
 class DatasetError(ValueError):
@@ -38,12 +37,12 @@ class ImportLimits:
 
 def number(value, where: str) -> float:
     """A finite real number (not a bool, not a string)."""
-    if isinstance(value, bool) or not isinstance(value, Real):
+    number = checks.real(value)
+    if number is None:
         raise DatasetError(f"{where} must be a number, got {_show(value)}")
-    value = float(value)
-    if not math.isfinite(value):
-        raise DatasetError(f"{where} must be a finite number, got {value}")
-    return value
+    if not checks.finite(number):
+        raise DatasetError(f"{where} must be a finite number, got {number}")
+    return number
 
 
 def positive_int(value, where: str, top: int) -> int:
@@ -63,7 +62,7 @@ def image_size(width, height, where: str) -> tuple[int, int]:
 
 def class_name_of(value, where: str, *, numbers: bool = False) -> str:
     """A class name from a dataset (a COCO category's name, a data.yaml name), checked against the project's
-    rule for class names (`project_schema.class_name_problem`); returns it stripped. numbers: a number is
+    rule for class names (`checks.class_name_problem`); returns it stripped. numbers: a number is
     taken as its text (YAML reads `names: [1, 2]` as numbers)."""
     if numbers and isinstance(value, (int, float)) and not isinstance(value, bool):
         value = str(value)
@@ -74,16 +73,14 @@ def class_name_of(value, where: str, *, numbers: bool = False) -> str:
     value = value.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
     problem = class_name_problem(value)
     if problem is not None:
-        raise DatasetError(f"{where} {show_name(value)} {problem}; a class name is one line of text of at most "
-                           f"{CLASS_NAME_MAX_CHARS} characters, without control characters: rename it in the dataset")
+        raise DatasetError(f"{where} {show_name(value)} {problem}; {RULE}: rename it in the dataset")
     return value.strip()
 
 
 def on_image(box: tuple[float, float, float, float], where: str, width: int, height: int) -> tuple[float, float, float, float]:
     """An xyxy box that covers some of the width x height image (what the project keeps of it: the box clipped to
     the image; a box wholly outside, or only touching an edge, leaves nothing)."""
-    x0, y0, x1, y1 = box
-    if not (max(x0, 0.0) < min(x1, width) and max(y0, 0.0) < min(y1, height)):
+    if checks.clipped(box, width, height) is None:
         shown = ", ".join(f"{v:g}" for v in box)
         raise DatasetError(f"{where}: the box ({shown}, pixels x0, y0, x1, y1) lies outside the {width}x{height} image")
     return box

@@ -2,7 +2,7 @@
 
     tasks (image_id, key, name, path)  --from_items-->  actors: read and decode (`sources.read_image`:
     local files and object-store URIs), detect (+ segment) with `labeling.detect_objects`  -->  result rows
-    (`gdino.results`)  --iter_rows-->  the driver, which stores them as the plain engine does
+    (`results.py`)  --iter_rows-->  the driver, which stores them as the plain engine does
     (`results.store_row`, a batch per transaction), or, with `results=DIR`, the actors write the rows as
     Parquet shards and the driver only counts them.
 
@@ -12,8 +12,8 @@ never kills the job. Paths are read inside the actors (local paths, or URIs that
 open), so only small rows travel, and the pool never waits on a read stage for CPUs (a 2-CPU Ray whose
 actors asked for every CPU deadlocked behind `read_binary_files` here).
 
-Ray is imported here and in `ray_session` only, inside functions, so that `import gdino.ray_engine` costs
-nothing.
+Ray is imported here and in `ray_session` only, inside functions, so that `import gdino.labeling.ray_engine`
+costs nothing.
 """
 
 from __future__ import annotations
@@ -21,30 +21,22 @@ from __future__ import annotations
 import inspect
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
-from .processing import ImageError
+from ..processing import ImageError
+from ..sources import read_image
+from .label import detect_objects
+from .loading import DetectorSpec, SegmenterSpec, load_detector, load_segmenter
 from .ray_session import RayEngineError, RayOptions, ray_session
 from .results import COLUMNS, NEW_IMAGE, make_row, write_shard
-from .sources import read_image
+from .settings import LabelSettings
 
-__all__ = ["NEW_IMAGE", "Labeler", "ModelSpec", "RayEngineError", "RayOptions", "RayRunError", "Task", "label_on_ray"]
+__all__ = ["NEW_IMAGE", "Labeler", "RayEngineError", "RayOptions", "RayRunError", "Task", "label_on_ray"]
 
 
 class RayRunError(RuntimeError):
     """The Ray job itself failed (an actor died, a model would not load on a worker). What the driver stored
     before stays; a re-run resumes."""
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """What each actor loads: the flags of `gdino label`, as plain values (they travel to the actors)."""
-
-    model: str
-    text_encoder: str | None = None
-    device: str | None = None  # None: cuda when the actor has a GPU, else cpu
-    dtype: str = "float32"
-    sam: str | None = None  # None: boxes only
 
 
 @dataclass(frozen=True)
@@ -59,21 +51,16 @@ class Task:
 
 
 class Labeler:
-    """The actor pool's callable: a batch of tasks (numpy columns) -> result rows (`gdino.results`)."""
+    """The actor pool's callable: a batch of tasks (numpy columns) -> result rows (`results.py`)."""
 
-    def __init__(self, spec: dict, run: dict, threads: int, batch_size: int, results: str | None):
+    def __init__(self, detector: dict, segmenter: dict | None, run: dict, threads: int, batch_size: int,
+                 results: str | None):
         import torch
 
-        from .detector import Detector
-        from .labeling import LabelSettings
-        from .segment import Segmenter
-
         torch.set_num_threads(threads)  # Ray sets OMP_NUM_THREADS, torch's own pool needs telling too
-        model = ModelSpec(**spec)
-        device = model.device or ("cuda" if torch.cuda.is_available() else "cpu")  # None only with a GPU asked for
-        self.detector = Detector.from_pretrained(model.model, text_encoder=model.text_encoder, device=device,
-                                                 dtype=getattr(torch, model.dtype))
-        self.segmenter = None if model.sam is None else Segmenter.from_pretrained(model.sam, device=device)
+        # a device of None (only with a GPU asked for): CUDA when the actor has one
+        self.detector = load_detector(DetectorSpec(**detector))
+        self.segmenter = None if segmenter is None else load_segmenter(SegmenterSpec(**segmenter))
         self.settings = LabelSettings.from_run(run)
         self.run = run
         self.batch_size = batch_size
@@ -91,8 +78,6 @@ class Labeler:
         return {c: [row[c] for row in out] for c in COLUMNS}
 
     def _label(self, tasks: list[Task]) -> list[dict]:
-        from .labeling import detect_objects
-
         rows: dict[int, dict] = {}
         pixels, ok = [], []
         for k, task in enumerate(tasks):
@@ -116,11 +101,12 @@ class Labeler:
         return [rows[k] for k in range(len(tasks))]
 
 
-def label_on_ray(tasks: Sequence[Task], spec: ModelSpec, run: dict, options: RayOptions,
-                 on_row: Callable[[dict], None], on_start: Callable[[], None] | None = None) -> None:
-    """Label `tasks` on Ray; `on_row(row)` is called on the driver for each result, as it arrives (in no
-    particular order). Starts a private local Ray (or joins options.address) and leaves it when done,
-    also on an error or Ctrl-C. on_start: called once Ray is up (e.g. to start a progress clock)."""
+def label_on_ray(tasks: Sequence[Task], detector: DetectorSpec, segmenter: SegmenterSpec | None, run: dict,
+                 options: RayOptions, on_row: Callable[[dict], None], on_start: Callable[[], None] | None = None) -> None:
+    """Label `tasks` on Ray, each actor loading `detector` (and `segmenter`; None: boxes only). `on_row(row)`
+    is called on the driver for each result, as it arrives (in no particular order). Starts a private local
+    Ray (or joins options.address) and leaves it when done, also on an error or Ctrl-C. on_start: called
+    once Ray is up (e.g. to start a progress clock)."""
     if not tasks:
         return
     with ray_session(options) as (ray, cpus_per_actor):
@@ -128,18 +114,19 @@ def label_on_ray(tasks: Sequence[Task], spec: ModelSpec, run: dict, options: Ray
         if gpus > 0 and ray.cluster_resources().get("GPU", 0) < gpus:
             raise RayEngineError(f"--gpus-per-actor {gpus:g}: the Ray cluster has {ray.cluster_resources().get('GPU', 0):g} "
                                  "GPU(s); an actor asking for more would wait forever. Use --gpus-per-actor 0 (CPU)")
-        model = asdict(spec)
-        if model["device"] is None and gpus == 0:
-            model["device"] = "cpu"  # a GPU Ray did not assign stays free for the actors that asked for it
+        if gpus == 0:  # a GPU Ray did not assign stays free for the actors that asked for it
+            detector = detector if detector.device is not None else replace(detector, device="cpu")
+            segmenter = segmenter if segmenter is None or segmenter.device is not None else replace(segmenter, device="cpu")
         threads = max(1, int(cpus_per_actor))
         ds = ray.data.from_items([asdict(t) for t in tasks], override_num_blocks=max(1, min(len(tasks), 200)))
         per_call = max(options.batch_size, options.rows_per_call or (64 if options.results else 16))
+        models = {"detector": asdict(detector), "segmenter": None if segmenter is None else asdict(segmenter)}
         with warnings.catch_warnings():  # Ray 2.60's notice that **ray_remote_args (max_restarts) goes in 2.64
             warnings.simplefilter("ignore", DeprecationWarning)
             ds = ds.map_batches(Labeler, batch_size=per_call, batch_format="numpy",
                                 compute=ray.data.ActorPoolStrategy(size=options.actors), num_cpus=cpus_per_actor,
                                 num_gpus=gpus or None, fn_constructor_kwargs={
-                                    "spec": model, "run": run, "threads": threads, "batch_size": options.batch_size,
+                                    **models, "run": run, "threads": threads, "batch_size": options.batch_size,
                                     "results": options.results}, **no_restarts(ray.data.Dataset.map_batches))
         if on_start is not None:
             on_start()

@@ -94,7 +94,7 @@ def _start_reaper(temp_dir: str) -> subprocess.Popen:
     killed), it kills what is left of the private Ray (a SIGKILLed driver leaves Ray's agents running for
     a minute or more) and removes the temp folder. Its own session: Ctrl-C in the terminal is not for it."""
     env = {k: v for k, v in os.environ.items() if k != SESSION_VAR}
-    code = "import sys; from gdino.ray_session import reap; reap(sys.argv[1], int(sys.argv[2]))"
+    code = "import sys; from gdino.labeling.ray_session import reap; reap(sys.argv[1], int(sys.argv[2]))"
     return subprocess.Popen([sys.executable, "-c", code, temp_dir, str(os.getpid())], stdin=subprocess.PIPE,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True)
 

@@ -50,7 +50,7 @@ def _filesystem(folder: str):
     from pyarrow import fs
 
     if "://" in folder:
-        from .sources import check_uri
+        from ..sources import check_uri
 
         return fs.FileSystem.from_uri(check_uri(folder))
     import os
@@ -134,8 +134,9 @@ def store_row(project, image_id: int, row: dict) -> str:
     already labeled, or a person decided on it meanwhile) or "gone" (removed from the project).
     A row is not trusted (a shard is a file anyone may have written): its size must be a possible image's
     and agree with the project's image, and each mask must decode as one of that size; else ProjectError."""
-    from .labeling import LabelSettings, store_objects
-    from .project_schema import ProjectError
+    from ..store import ProjectError
+    from .label import store_objects
+    from .settings import LabelSettings
 
     if row["error"]:
         return "failed"
@@ -160,8 +161,8 @@ def _new_size(width: int, height: int) -> tuple[int, int]:
     """The size a row gives its object-store image, which nothing else says: within what an actor decodes
     (processing.MAX_PIXELS), so that no export or view has to build an image or mask larger than that.
     The pixels are compared with it again when they are fetched (an export)."""
-    from .processing import MAX_PIXELS
-    from .project_schema import ProjectError
+    from ..processing import MAX_PIXELS
+    from ..store import ProjectError
 
     if not (width > 0 and height > 0 and width * height <= MAX_PIXELS):
         raise ProjectError(f"the row says the image is {width}x{height} pixels; an image is 1 to "
@@ -171,7 +172,7 @@ def _new_size(width: int, height: int) -> tuple[int, int]:
 
 def _size_of(project, image_id: int, row: dict) -> tuple[int, int]:
     """The size of an image the project holds; a row that says another one was made for other pixels."""
-    from .project_schema import ProjectError
+    from ..store import ProjectError
 
     try:
         record = project.image(image_id)
@@ -186,8 +187,8 @@ def _size_of(project, image_id: int, row: dict) -> tuple[int, int]:
 
 def _check_masks(objects, width: int, height: int) -> None:
     """Every mask of a row decodes, as a mask of its width x height image (an export decodes them all)."""
-    from .masks import check_rle
-    from .project_schema import ProjectError
+    from ..masks import check_rle
+    from ..store import ProjectError
 
     for k, obj in enumerate(objects if isinstance(objects, list) else []):
         mask = obj.get("mask") if isinstance(obj, dict) else None

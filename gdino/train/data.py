@@ -32,9 +32,8 @@ import torch
 from PIL import Image
 
 from ..processing import ImageError, batch_from_uint8, resize_to_uint8, resized_size
-from ..project import IMAGES_DIR, ImageRecord, Project
-from ..project_schema import ProjectError
 from ..sources import is_uri, read_image
+from ..store import IMAGES_DIR, ImageRecord, Project, ProjectError
 
 SCALES = tuple(range(480, 801, 32))  # shorter side of an augmented image: 480, 512, ..., 800
 MAX_SIZE = 1333  # longer side, at most
@@ -178,7 +177,7 @@ def examples_from_project(project: Project, *, touched: bool = False,
 
 def _touched(project: Project, record: ImageRecord, objects) -> bool:
     """A person made or changed one of its labels: a manual object, or a canvas edit still in effect."""
-    return any(o.source == "manual" for o in objects) or project.history(record.id)[0]
+    return any(o.source == "manual" for o in objects) or project.person_edited(record.id)
 
 
 def _nothing_message(directory: Path, touched: bool, selected: int, skipped: list[tuple[str, str]]) -> str:

@@ -28,14 +28,14 @@ from pathlib import Path
 import torch
 
 from ..processing import ImageError
-from ..project import Project
 from ..prompts import build_chunks, parse_classes
+from ..store import Project
 from .data import Augment, Batch, Example, ExampleSet, batches, examples_from_project, split_examples
 from .evaluate import MapResult, evaluate_detector
 from .loss import LossConfig, grounding_loss
 from .settings import TrainConfig, TrainingError
 from .targets import ChunkClasses, chunk_classes, chunk_target
-from .workdir import WorkDir
+from .workdir import CARD, WorkDir
 
 
 @dataclass
@@ -315,7 +315,7 @@ def _write_model(model, out: Path, record: dict) -> None:
 
     try:
         save_pretrained(model, out, extra_files={"README.md": _card(record),
-                                                 "gdino_training.json": json.dumps(record, indent=2)})
+                                                 CARD: json.dumps(record, indent=2)})
     except (OSError, RuntimeError) as err:
         raise TrainingError(f"could not write the fine-tuned model to {out} ({err}); is the disk full? The training "
                             "is kept: run the same command again to write it") from err

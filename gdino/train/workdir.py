@@ -8,6 +8,11 @@
   beside it as JSON and compared before the tensors are read, and the tensors are read with
   `weights_only=True`: a planted checkpoint can carry no code.
 - Links are refused: the folder and its files must be real ones.
+
+A project's own fine-tuned models (what the app trains) live in the project, one folder per run:
+`<project>/models/finetuned-YYYYmmdd-HHMMSS/`, finished once it holds the card (`gdino_training.json`) and
+`config.json`. `trained_models`, `run_folder`, `new_run_name` and `run_card` are that layout; nothing else
+spells it out.
 """
 
 from __future__ import annotations
@@ -16,15 +21,60 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import tempfile
+import time
 from pathlib import Path
 
 import torch
 
-from ..durable import fsync
+from ..store.durable import fsync
 from .settings import TrainingError
 
 MARK = "gdino-training"
+MODELS_DIR = "models"  # a project's fine-tuned models live in the project, here
+RUN_NAME = re.compile(r"finetuned-\d{8}-\d{6}")  # what `new_run_name` makes; no other folder name is trusted
+CARD = "gdino_training.json"  # what the run was trained on and how it measured (gdino.train.trainer writes it)
+
+
+def new_run_name() -> str:
+    """A new run's folder name under the project's models/ (the local time, to the second)."""
+    return time.strftime("finetuned-%Y%m%d-%H%M%S")
+
+
+def models_folder(project_dir: Path) -> Path | None:
+    """`<project>/models`, where runs are written; None when it is a link or a file (nothing is trained there)."""
+    folder = Path(project_dir) / MODELS_DIR
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()):
+        return None
+    return folder
+
+
+def trained_models(project_dir: Path) -> list[str]:
+    """The project's own fine-tuned models, as "models/NAME" (relative to the project, newest first): finished
+    runs under models/, real folders (no links) inside the project, each with its card and config.json."""
+    root = Path(project_dir) / MODELS_DIR
+    if root.is_symlink() or not root.is_dir():
+        return []
+    found = [d.name for d in root.iterdir() if RUN_NAME.fullmatch(d.name) and not d.is_symlink() and d.is_dir()
+             and all((d / f).is_file() and not (d / f).is_symlink() for f in (CARD, "config.json"))]
+    return [f"{MODELS_DIR}/{name}" for name in sorted(found, reverse=True)]
+
+
+def is_run(model: str) -> bool:
+    """Whether a model's name is a project's run ("models/NAME", relative to the project), not a server model."""
+    return model.startswith(f"{MODELS_DIR}/")
+
+
+def run_folder(project_dir: Path, model: str) -> Path | None:
+    """The folder of the project's finished run `model` ("models/NAME"), checked again now; None if it is not one."""
+    return Path(project_dir) / model if is_run(model) and model in trained_models(project_dir) else None
+
+
+def run_card(project_dir: Path, model: str) -> dict:
+    """The card of the project's run `model` ("models/NAME"): {"train_images": [names], "validation": {"base":
+    {"map50", "map"} | None, "fine_tuned": ...}, ...}. OSError / ValueError when it cannot be read."""
+    return json.loads((Path(project_dir) / model / CARD).read_text())
 
 
 class WorkDir:

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import torch
 
-from ..durable import fsync
 from ..modeling import GroundingDINO
 from ..modeling.config import GroundingDINOConfig
+from ..store.durable import fsync
 from .keymap import convert_state_dict
 
 

@@ -1,5 +1,6 @@
 """The labeling canvas: one `gr.HTML` that shows an image with its boxes, masks and SAM clicks, and sends typed
-edits. Our own JS (canvas.js) and CSS (canvas.css), shipped next to this file and read at import; no build step.
+edits. Our own JS (canvas.js and the parts in PARTS, joined into one js_on_load body) and CSS (canvas.css), shipped
+next to this file and read at import; no build step. The pointer tools are a table (tools.js): one entry per tool.
 
 The server's value is the truth: the canvas never decides what is stored. It sends an edit, the Python listener
 applies it (one project transaction) and answers with the new value, and the canvas redraws from that value. While
@@ -52,7 +53,7 @@ last seq the server echoed), "prev" (the seq of the edit sent before it, 0 for t
 request and may arrive first, so the server applies a window's edits in this order, ui/edit_order.py), "window"
 (an id the page draws at random when it loads), "base" (the revision of the last value) and "seen" ([[id, rev],
 ...]: the objects the edit touches as that value showed them; for undo / redo every object of it: the server
-refuses an edit made on a view that another window has changed since, ui/views.py). All coordinates are
+refuses an edit made on a view that another window has changed since, ui/window_state.py). All coordinates are
 floats in upright image px, at any zoom and device pixel ratio::
 
     {"kind": "add", "box": [x0, y0, x1, y1], "class_name": str}    # box tool on empty space (Shift: always a new
@@ -103,7 +104,12 @@ from pathlib import Path
 import gradio as gr
 
 _HERE = Path(__file__).parent
-CANVAS_JS = (_HERE / "canvas.js").read_text(encoding="utf-8")
+# The parts of the js_on_load body, joined in this order: canvas.js (the elements and the shared state) first, the
+# helpers, the tools (tool_*.js, then their table in tools.js), the pointer and key handlers, the mount last.
+PARTS = ("canvas.js", "geometry.js", "objects.js", "edits.js", "value.js", "draw.js", "shapes.js",
+         "tool_box.js", "tool_click.js", "tool_stroke.js", "tool_pan.js", "tools.js",
+         "pointer.js", "keys.js", "toolbar.js")
+CANVAS_JS = "\n".join((_HERE / name).read_text(encoding="utf-8") for name in PARTS)
 CANVAS_CSS = (_HERE / "canvas.css").read_text(encoding="utf-8")
 
 HELP = ("wheel: zoom, drag with middle button or space+drag: pan, click again: the next box under the pointer, "
@@ -174,4 +180,4 @@ def mask_index_to_overlay(index):
     return Image.fromarray(rgb)
 
 
-__all__ = ["CANVAS_CSS", "CANVAS_JS", "HELP", "make_canvas", "mask_index_to_overlay"]
+__all__ = ["CANVAS_CSS", "CANVAS_JS", "HELP", "PARTS", "make_canvas", "mask_index_to_overlay"]

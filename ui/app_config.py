@@ -1,4 +1,5 @@
-"""The app's command line: what `python app.py --help` documents."""
+"""The app's command line (`python app.py --help`): its settings as `AppConfig`. The model's own config is
+gdino/modeling/config.py."""
 
 from __future__ import annotations
 

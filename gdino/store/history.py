@@ -17,7 +17,7 @@ image's history or of the journal, whichever came last (`next_step`); Ctrl+Shift
 A person's new edit or a new journal entry drops the journal's undone entries (no redo branch); JOURNAL_LIMIT
 entries are kept.
 
-Functions here take the open connection of a write transaction (`Project._write`); nothing commits.
+Functions here take the open connection of a write transaction (`Database.write`); nothing commits.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import json
 import sqlite3
 from collections.abc import Callable, Iterable, Sequence
 
-from .project_schema import drop_unused_phrases, next_class_position
+from .schema import drop_unused_phrases, next_class_position
 
 LIMIT = 200  # entries kept per image; older ones are dropped
 JOURNAL_LIMIT = 50  # project-level entries kept (each may hold a removed image's file in the project's trash)
@@ -63,7 +63,7 @@ def record(db: sqlite3.Connection, image_id: int, before: dict[int, dict], ids: 
     after = rows(db, image_id, ids)
     status_after = db.execute("SELECT status FROM images WHERE id = ?", (image_id,)).fetchone()[0]
     entry = {"ids": ids, "before": list(before.values()), "after": list(after.values()),
-             "status": [status_before, status_after]}
+             "status": [status_before, status_after], "person": person}
     _drop_undone(db, image_id)
     if person:  # a person's new edit ends the journal's redo too (a run in the background does not)
         db.execute("DELETE FROM journal WHERE undone = 1")
@@ -178,6 +178,13 @@ def _step(db: sqlite3.Connection, image_id: int, check: Callable[[list[int]], No
 def available(db: sqlite3.Connection, image_id: int) -> tuple[bool, bool]:
     """(can undo, can redo) on the image: its own history or the project's journal."""
     return next_step(db, image_id, undo=True) is not None, next_step(db, image_id, undo=False) is not None
+
+
+def person_edited(db: sqlite3.Connection, image_id: int) -> bool:
+    """Whether an edit of a person on the image stands (not undone). A model run's entry is not one; an entry
+    written before entries said whose they were counts as a person's (only a person's edits were kept then)."""
+    return db.execute("SELECT 1 FROM edits WHERE image_id = ? AND undone = 0 AND "
+                      "coalesce(json_extract(entry, '$.person'), 1) = 1 LIMIT 1", (image_id,)).fetchone() is not None
 
 
 def forget(db: sqlite3.Connection, image_id: int) -> None:

@@ -1,0 +1,113 @@
+"""The canvas: its value for an image (what the project stores now), and one edit from it applied in one
+transaction (ui/edits.py), in its window's order (ui/edit_order.py), checked against the view it was made on
+(ui/window_state.py). A payload is read whole, once, by ui/payload.py."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Callable
+
+from gdino.store import ProjectError
+
+from .. import edits
+from ..app import USER_ERRORS, App, page_words
+from ..canvas_view import canvas_value, next_revision
+from ..payload import parse_payload
+from .labeling import image_reader
+from .review import current_image, image_line
+
+
+class NotShownError(ProjectError):
+    """An edit that was stored, whose new state could not be drawn (disk full for the overlay file...)."""
+
+
+def canvas_state(app: App, state: dict, image_id: int | None, *, selected: int | None = None,
+                 message: str | None = None, seq: int | None = None) -> dict | None:
+    """The canvas' value for the image: what the project stores now (see ui/canvas_view.py)."""
+    project = app.sessions.project(state)
+    return canvas_value(project, state["token"], app.canvas_files, image_id, selected=selected, message=message,
+                        seq=seq, read=lambda record: app.sessions.image_path(project, record))
+
+
+def view_image(app: App, state: dict, image_id: int | None, *, message: str | None = None) -> tuple[dict | None, str]:
+    """(the canvas' value, a line about the image) for `image_id`."""
+    if image_id is None:
+        return None, "No images yet: upload some (or a zip) above."
+    value = canvas_state(app, state, image_id, message=message)
+    return value, image_line(app, state, image_id, value["readable"])
+
+
+def canvas_edit(app: App, state: dict, payload: object, refine: Callable | None = None,
+                answer: Callable | None = None):
+    """One edit from the canvas, applied in one transaction (ui/edits.py) -> (the canvas' new value, the
+    image it is on). A refused edit changes nothing; the value then carries the reason as its message.
+    An edit that names its window comes after the one the window sent before it (ui/edit_order.py), and is
+    refused if made on a view another window has changed since (ui/window_state.py). refine: SAM for a click,
+    (pixels, points, labels, box) -> mask, as `refine_mask` (the app passes it wrapped for ZeroGPU).
+    answer: (value, image id) -> what to return instead, made in the edit's turn too (the page's other parts)."""
+    sent = parse_payload(payload)
+    seq, shown, seen = sent.seq, sent.image_id, sent.seen
+    project = app.sessions.project(state)
+    finish = answer or (lambda value, image_id: (value, image_id))
+    turn = app.order.turn(state["token"], *sent.order) if sent.order else contextlib.nullcontext()
+    with turn:  # its reply is made before the window's next edit is applied: it shows this edit and no later one
+        if shown is None or not project.has_image(shown):
+            image_id = current_image(app, state)
+            return finish(canvas_state(app, state, image_id, seq=seq,
+                                       message="that image is not in this project any more"), image_id)
+        if sent.refused is not None:
+            return finish(canvas_state(app, state, shown, seq=seq, message=page_words(app, state, sent.refused)), shown)
+        edit = sent.edit
+        touched: dict = {}  # the existing objects the edit changes, as read for it
+
+        def guard(current):
+            if seen is not None:  # made on a view that something else has changed since: refused
+                app.windows.check(state["token"], seen, current)
+            touched.update(current)
+
+        def after(current):  # in the edit's transaction: what this window's edit made, for its next edits
+            if seen is not None:
+                app.windows.record(state["token"], seen.window, {i: touched.get(i) for i in current}, current,
+                                   next_revision())
+        try:
+            step = isinstance(edit, (edits.Undo, edits.Redo))
+            what = project.next_step(shown, undo=isinstance(edit, edits.Undo)) if step else None
+            applied = edits.apply(project, edit, segment=_segment(app, project, shown, refine), guard=guard, after=after)
+        except USER_ERRORS as err:
+            return finish(canvas_state(app, state, shown, seq=seq, message=page_words(app, state, err)), shown)
+        if what is not None and applied.message is None:  # a step of the project's journal: say what it did
+            applied = dataclasses.replace(applied, message=("undid " if isinstance(edit, edits.Undo) else "redid ") + what)
+        if not project.has_image(shown):  # a redo removed the image shown: show the one the page would show next
+            image_id = current_image(app, state)
+            return finish(canvas_state(app, state, image_id, seq=seq, message=applied.message), image_id)
+        try:
+            value = canvas_state(app, state, shown, selected=applied.selected, message=applied.message, seq=seq)
+        except USER_ERRORS as err:  # the edit is stored: never report it as refused (it would be made again)
+            raise NotShownError(f"saved, but the picture could not be refreshed ({page_words(app, state, err)}); "
+                                "reload the page") from err
+        return finish(value, shown)
+
+
+def refine_mask(app: App, pixels, points, labels, box, mask=None):
+    """SAM on one picture from clicks (and the box they started from): its (H, W) bool mask. mask: the object's
+    current (H, W) bool mask, SAM's mask prompt (None: none). All a click runs on the GPU: on a ZeroGPU Space the
+    app calls it through `spaces.GPU` (a worker process), nothing else of the edit (the store, the window's order
+    and state stay in this process)."""
+    return app.hub.segmenter().refine(pixels, points=points, labels=labels, box=box, mask=mask).mask
+
+
+def _segment(app: App, project, image_id: int, refine: Callable | None = None):
+    """SAM for the canvas' clicks on this image, or None when SAM is off. Runs between two images of any
+    running job (the model lock)."""
+    if not app.hub.sam_enabled:
+        return None
+    read = image_reader(app, project)
+
+    def segment(points, labels, box, mask=None):
+        pixels = read(image_id)
+        with app.jobs.model_lock:
+            if refine is not None:
+                return refine(pixels, points, labels, box, mask)
+            return refine_mask(app, pixels, points, labels, box, mask)
+    return segment
