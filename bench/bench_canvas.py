@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
 
 CLASSES = [{"name": "cat", "color": [255, 0, 0]}, {"name": "dog", "color": [0, 0, 255]}]
 ROOT = "#canvas .gc-root"

@@ -12,8 +12,9 @@ import tempfile
 import time
 from pathlib import Path
 
-TESTS = Path(__file__).resolve().parents[1] / "tests"
+TESTS = Path(__file__).resolve().parents[1] / "tests" / "support"
 sys.path.insert(0, str(TESTS))
+sys.path.insert(0, str(TESTS.parent / "browser"))  # the refresh test's helpers
 
 from app_harness import browser, fresh_page, running_app  # noqa: E402
 from test_editor_refresh_browser import at, photos, ready  # noqa: E402

@@ -5,7 +5,7 @@ transformers' on the same batch.
     python bench/bench_train.py step [--device cuda] [--batch 4] [--size 800x1200] [--dtype bfloat16] [--repeats 5]
 
 quality: a tiny random Grounding DINO fine-tuned (gdino.train.train, all of it trained) on synthetic
-pictures of red squares and blue circles (tests/train_shapes.py), COCO mAP on pictures it never saw, before
+pictures of red squares and blue circles (tests/support/train_shapes.py), COCO mAP on pictures it never saw, before
 and after, and the time per step. Random weights, so "before" is ~0: this shows the loop learns what
 generalises, not what a published model gains.
 
@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT / "tests" / "support"))
 sys.path.insert(0, str(ROOT / "bench"))
 from timing import median_time  # noqa: E402
 

@@ -1,8 +1,8 @@
-"""Hundreds of seeded random SIGKILLs of real `gdino` processes, by hand (tests/test_faults.py runs 10 a phase).
+"""Hundreds of seeded random SIGKILLs of real `gdino` processes, by hand (tests/store/test_faults.py runs 10 a phase).
 
     python bench/fault_injection.py [--kills 100] [--seed 0] [--phases label,import,export]
 
-Each phase's checks are those of tests/fault_harness.py: after every kill the database passes PRAGMA
+Each phase's checks are those of tests/support/fault_harness.py: after every kill the database passes PRAGMA
 integrity_check, no file is in the project twice, no image holds part of its objects, an import left
 all or nothing, an export target is exactly the previous export or exactly the new one; after a final
 uninterrupted run the project equals one that was never interrupted. Any failed check stops the run
@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "support"))
 
 from fault_harness import export_kills, import_kills, label_kills  # noqa: E402
 from tiny_models import make_hf_model, make_tokenizer, save_hf  # noqa: E402

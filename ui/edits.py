@@ -35,7 +35,7 @@ from gdino.masks import mask_to_rle, rle_to_mask
 from gdino.store import Guard, ObjectRecord, ObjectState, Project, ProjectError
 from ui.mask_edits import bounding_box, inside_box, shift, stroke
 
-# What one edit may carry: each far beyond what a person makes (tests/test_edit_caps.py), and refused in words
+# What one edit may carry: each far beyond what a person makes (tests/app/test_edit_caps.py), and refused in words
 MAX_POINTS = 20_000  # per stroke: the canvas sends every pointer sample, so 20 s of a 1 kHz mouse, minutes at 60 Hz
 MAX_IDS = 10_000  # per delete / relabel ("Delete hidden" sends every model box under the threshold of one image)
 MAX_CLICKS = 100  # SAM clicks on one object (a person refines with a handful); each is kept, and in every undo step

@@ -1,5 +1,5 @@
 """MM-Grounding-DINO from mmdetection's `.pth` layout: a random transformers model saved with save_pretrained,
-written again as mmdetection's state dict by tests/mmdet_layout.py (an independent inverse mapping), loaded with
+written again as mmdetection's state dict by tests/support/mmdet_layout.py (an independent inverse mapping), loaded with
 gdino.load_model: the same tensors and outputs as the hub-layout load and as MMGroundingDinoForObjectDetection."""
 
 import re

@@ -22,7 +22,7 @@ from ui import actions as h
 from ui.app_config import AppConfig
 from ui.session import SECRET_FILE, Sessions, workspace_secret
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ASSETS = ROOT / "assets"
 
 

@@ -969,7 +969,7 @@ def test_formerly_fatal_inputs_do_not_kill_the_process(tmp_path):
             print("images", project.stats()["images"])
     """)
     result = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, timeout=120,
-                            cwd=Path(__file__).resolve().parents[1])
+                            cwd=Path(__file__).resolve().parents[2])
     assert result.returncode == 0, result.stdout + result.stderr
     lines = result.stdout.splitlines()
     assert len([line for line in lines if " refused: " in line]) == len(FORMERLY_FATAL), result.stdout
@@ -998,7 +998,7 @@ def test_the_import_command_refuses_each_bad_source_in_one_line_and_imports_the_
     project_dir = tmp_path / "project"
     result = subprocess.run([sys.executable, "-m", "gdino.cli", "import", *sources, "--out", str(project_dir)],
                             capture_output=True, text=True, timeout=120, cwd=tmp_path,
-                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])})
+                            env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])})
     assert result.returncode == 1, result
     assert "Traceback" not in result.stderr
     refused = {line.split(":")[1].strip(): line for line in result.stderr.splitlines() if line.startswith("gdino import: ")}

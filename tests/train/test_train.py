@@ -24,7 +24,7 @@ from gdino.train import TrainConfig, train
 from gdino.train.data import examples_from_project
 from gdino.train.evaluate import evaluate_detector
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")

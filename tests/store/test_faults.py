@@ -3,7 +3,7 @@ export (at least 10 kills a phase here, 5 for adding and labeling; `python bench
 hundreds). After each
 kill: PRAGMA integrity_check is ok, no image is in the project twice, no image holds part of its objects,
 an interrupted import left all or nothing, and the previous export is intact; after a final
-uninterrupted run the project equals one that was never interrupted. See tests/fault_harness.py."""
+uninterrupted run the project equals one that was never interrupted. See tests/support/fault_harness.py."""
 
 from pathlib import Path
 

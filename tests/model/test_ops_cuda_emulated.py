@@ -1,4 +1,4 @@
-"""The CUDA kernels' source, run on the CPU by tests/cuda_emulator.cpp (no GPU needed): forward and
+"""The CUDA kernels' source, run on the CPU by tests/support/cuda_emulator.cpp (no GPU needed): forward and
 backward in float64 against the PyTorch reference, for head sizes that take the in-warp sums (1, 8, 32)
 and the atomic path (3, 48), with partly filled last blocks."""
 
@@ -11,7 +11,7 @@ import pytest
 import torch
 from msda_inputs import msda_inputs, reference_gradients
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CU = ROOT / "csrc" / "ms_deform_attn_cuda.cu"
 BEGIN, END = "// ---- device code begin", "// ---- device code end"
 
@@ -28,7 +28,7 @@ def emulator(tmp_path_factory):
     (folder / "kernels_body.inc").write_text("\n".join(line for line in body.splitlines() if "#include" not in line))
     binary = folder / "cuda_emulator"
     build = subprocess.run([compiler, "-std=c++20", "-O1", "-pthread", f"-I{ROOT / 'csrc'}", f"-I{folder}",
-                            str(ROOT / "tests" / "cuda_emulator.cpp"), "-o", str(binary)], capture_output=True, text=True)
+                            str(ROOT / "tests" / "support" / "cuda_emulator.cpp"), "-o", str(binary)], capture_output=True, text=True)
     if build.returncode != 0 and "barrier" in build.stderr and "No such file" in build.stderr:
         pytest.skip("this compiler has no C++20 <barrier>")
     assert build.returncode == 0, build.stderr[-3000:]

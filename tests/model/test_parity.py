@@ -78,7 +78,7 @@ def test_full_size_matches_transformers(size, tmp_path, monkeypatch):
 
     Deformable attention runs the PyTorch reference here, as transformers does: this test had depended on
     whether an earlier test left the compiled kernel loaded. With the compiled CPU kernel (1e-6 from the
-    reference per call, tests/test_ops_compiled.py) Swin-T's random model gives 95.9% of queries within 1e-3,
+    reference per call, tests/model/test_ops_compiled.py) Swin-T's random model gives 95.9% of queries within 1e-3,
     median 6.6e-4 (Swin-B: 100%): measured, not yet explained (a top-k near tie, as at Swin-L in
     test_mm_parity.py, is the first suspect)."""
     monkeypatch.setenv("GDINO_MSDA", "reference")

@@ -21,7 +21,7 @@ from ui import session
 from ui.app_config import AppConfig
 from ui.session import SECRET_FILE, Sessions, valid_token, workspace_secret
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 KEY = "k" * 43  # a well-formed session key
 
 

@@ -64,7 +64,7 @@ def test_tiny_o365v1_goldg_v3det_matches_transformers_published_values():
         out = model(batch.pixel_values, **enc, pixel_mask=batch.pixel_mask)
     assert out.logits.shape == (1, 900, 256)
     # transformers' tolerances are 1e-3 (logits) and 1e-4 (boxes) for its own code; ours rounds differently in
-    # float32 (up to ~1e-4 at full size, tests/test_mm_parity.py), hence 2e-4 on the boxes
+    # float32 (up to ~1e-4 at full size, tests/model/test_mm_parity.py), hence 2e-4 on the boxes
     torch.testing.assert_close(out.logits[0, :3, :3], EXPECTED_LOGITS, rtol=1e-3, atol=1e-3)
     torch.testing.assert_close(out.pred_boxes[0, :3, :3], EXPECTED_BOXES, rtol=1e-4, atol=2e-4)
     scores = out.logits[0].sigmoid().max(-1).values

@@ -216,7 +216,7 @@ def shifted(mask, dx, dy):
 
 
 def brute_stroke_fast(points, radius):
-    """tests/test_mask_edits.py's brute force, on the stroke's neighbourhood only (the image is 12 MP)."""
+    """tests/app/test_mask_edits.py's brute force, on the stroke's neighbourhood only (the image is 12 MP)."""
     (ax, ay), (bx, by) = points
     x0, y0 = max(0, math.floor(min(ax, bx) - radius - 2)), max(0, math.floor(min(ay, by) - radius - 2))
     x1, y1 = min(W, math.ceil(max(ax, bx) + radius + 2)), min(H, math.ceil(max(ay, by) + radius + 2))

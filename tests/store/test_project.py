@@ -534,7 +534,7 @@ CHILD = textwrap.dedent("""
 def test_sigkill_mid_write_loses_nothing_committed(tmp_path):
     with Project.create(tmp_path / "proj", ["cat"]) as p:
         image_id = p.add_image(make_image(tmp_path / "a.png")).id
-    repo = str(Path(__file__).resolve().parents[1])
+    repo = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
     child = subprocess.Popen([sys.executable, "-c", CHILD, str(tmp_path / "proj"), str(image_id)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)

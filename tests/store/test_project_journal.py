@@ -13,7 +13,7 @@ import pytest
 from gdino.masks import mask_to_rle
 from gdino.store import TRASH_DIR, ObjectState, Project, history
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def rle(box, shape=(40, 60)):

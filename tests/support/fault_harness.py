@@ -1,6 +1,6 @@
 """Kill real `gdino` processes at random moments of one phase, then check what they left.
 
-Used by tests/test_faults.py (a seeded, bounded run in CI) and bench/fault_injection.py (hundreds of
+Used by tests/store/test_faults.py (a seeded, bounded run in CI) and bench/fault_injection.py (hundreds of
 kills, by hand). A phase is found by watching the project database from outside, read-only, the way a
 second program would: "adding" counts the image rows, "labeling" the images that left "unlabeled". A
 label-run kill waits until a random number of the remaining images are done, then SIGKILLs at a random
@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def gdino_cmd(*args) -> list[str]:

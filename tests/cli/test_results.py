@@ -103,7 +103,7 @@ COCO_AND_FRIENDS = ("coco", "yolo-seg", "yolo", "voc")
 
 
 def gdino(*args: str) -> subprocess.CompletedProcess:
-    repo = str(Path(__file__).resolve().parents[1])
+    repo = str(Path(__file__).resolve().parents[2])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
     result = subprocess.run([sys.executable, "-m", "gdino.cli", *args], capture_output=True, text=True, timeout=120,
                             env=env)

@@ -282,7 +282,7 @@ def test_space_files_list_every_runtime_dependency():
 
     import tomllib
 
-    root = Path(__file__).resolve().parents[1]
+    root = Path(__file__).resolve().parents[2]
     deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]
     wanted = deps["dependencies"] + [d for d in deps["optional-dependencies"]["app"] if not d.startswith("gradio>")]
     have = {re.split(r"[<>=\[ ]", line)[0].lower() for line in (root / "requirements.txt").read_text().splitlines()
@@ -395,7 +395,7 @@ def test_hand_drawn_boxes_count_as_labeled(app, tmp_path):
     edit(app, state, first, kind="add", box=[10, 10, 60, 50], class_name="cat")
     assert project.image(first).status == "auto"
     settings = h.settings_from_inputs("classes", "cat, remote control", "", 0.2, 0.25, False)
-    h.start_auto_label(app, state, settings)  # the background job (tests/test_app_jobs.py)
+    h.start_auto_label(app, state, settings)  # the background job (tests/app/test_app_jobs.py)
     app.jobs.wait(project.path, timeout=300)
     objects = project.objects(first)
     assert [(o.class_name, o.box, o.source) for o in objects] == [("cat", (10, 10, 60, 50), "manual")]

@@ -508,7 +508,7 @@ def test_touch_tap_and_pinch(server, contexts):
 def test_quick_edits_are_all_sent_each_naming_the_one_before(server, contexts):
     """Each edit is its own request and the network may deliver them in another order (this stand-in server
     applies them as they come); each names its window and the edit sent before it, so the app's server can apply
-    them in the order made (tests/test_canvas_windows_browser.py holds one back to check that)."""
+    them in the order made (tests/browser/test_canvas_windows_browser.py holds one back to check that)."""
     url, folder = server
     store = FakeStore(folder / "photo.png", [obj(1, [400, 400, 1400, 1200])])
     page = open_canvas(contexts, url, store)
