@@ -28,7 +28,8 @@ def emulator(tmp_path_factory):
     (folder / "kernels_body.inc").write_text("\n".join(line for line in body.splitlines() if "#include" not in line))
     binary = folder / "cuda_emulator"
     build = subprocess.run([compiler, "-std=c++20", "-O1", "-pthread", f"-I{ROOT / 'csrc'}", f"-I{folder}",
-                            str(ROOT / "tests" / "support" / "cuda_emulator.cpp"), "-o", str(binary)], capture_output=True, text=True)
+                            str(ROOT / "tests" / "support" / "cuda_emulator.cpp"), "-o", str(binary)],
+                           capture_output=True, text=True)
     if build.returncode != 0 and "barrier" in build.stderr and "No such file" in build.stderr:
         pytest.skip("this compiler has no C++20 <barrier>")
     assert build.returncode == 0, build.stderr[-3000:]
