@@ -15,10 +15,8 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 
-import torch
-
 import gdino
-from gdino.labeling.loading import DetectorSpec, SegmenterSpec, load_detector, load_segmenter
+from gdino.labeling.loading import DetectorSpec, SegmenterSpec, default_device, load_detector, load_segmenter
 from gdino.modeling.config import PRESETS
 from gdino.ops import describe
 
@@ -37,7 +35,7 @@ class ModelHub:
 
     @property
     def device(self) -> str:
-        return self.config.device or ("cuda" if torch.cuda.is_available() else "cpu")
+        return self.config.device or default_device()
 
     @property
     def sam_enabled(self) -> bool:

@@ -71,6 +71,11 @@ class AddReport:
         return self.having(FAILED)
 
 
+def held_paths(project) -> dict[str, ImageRecord]:
+    """`add_sources`'s by_path for a project: its images that have a path, by that absolute path (str)."""
+    return {str(r.path): r for r in project.images() if r.path is not None}
+
+
 def add_sources(project, sources: Iterable[Source], *, copy: bool = True,
                 by_path: Mapping[str, ImageRecord] | None = None, skip_removed: bool = False,
                 each: Callable[[Outcome], None] | None = None) -> AddReport:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from ..sources import SourceError, check_uri, is_uri
 from ..store import ProjectError, StoreError
-from .adding import FAILED, Source, add_sources
+from .adding import FAILED, Source, add_sources, held_paths
 from .interrupts import sigint_deferred
 from .progress import QUIET, Reporter
 from .results import NEW_IMAGE, ShardError, read_shards, store_row
@@ -32,7 +32,7 @@ def import_results(project, folder: str, shards: int, *, copy: bool = True, repo
     Raises StoreError when the project fails; the shards stored before stay."""
     report = ImportReport()
     classes_added: set[str] = set()
-    by_path = {str(r.path): r for r in project.images() if r.path is not None}
+    by_path = held_paths(project)
     with reporter.stage("importing", shards, unit="shard") as stage:
         for rows in read_shards(folder):
             stage.advance()

@@ -16,7 +16,7 @@ from .loading import DetectorSpec, SegmenterSpec
 from .progress import QUIET, Reporter
 from .ray_session import RayOptions
 from .results import NEW_IMAGE
-from .run import LabelRun, status_of
+from .run import LabelRun
 from .settings import LabelSettings
 
 STORE_EVERY_S = 1.0  # the driver stores the results that came in, one transaction, at least this often
@@ -30,9 +30,7 @@ def label_on_ray_driver(project, settings: LabelSettings, detector: DetectorSpec
     from .ray_engine import RayRunError, Task, label_on_ray
     from .results import done_keys
 
-    records = {r.id: r for r in project.images(order="added")}
-    run.gone = [run.names[image_id] for image_id in run.label_ids if image_id not in records]  # removed already
-    run.label_ids = [image_id for image_id in run.label_ids if image_id in records]
+    records = run.drop_gone(project)
     tasks = [Task(i, run.keys.get(i, str(records[i].location)), records[i].name, str(records[i].location))
              for i in run.label_ids]
     tasks += [Task(NEW_IMAGE, uri, name_of(uri), uri) for uri in run.uris]
@@ -96,10 +94,8 @@ class _Storer:
                     run.labeled += 1
                     run.objects += len(json.loads(row["objects"]))
                     run.added += int(row["image_id"]) == NEW_IMAGE
-                elif outcome == "kept" and status_of(self.project, int(row["image_id"])) == "auto":
-                    run.labeled_elsewhere += 1
                 elif outcome == "kept":
-                    run.kept += 1
+                    run.note_kept(self.project, int(row["image_id"]))
                 elif outcome == "gone":
                     run.gone.append(row["name"])
         self.waiting.clear()

@@ -40,6 +40,22 @@ class LabelRun:
     first_result: float | None = None  # --engine ray: seconds to the first result (Ray's and the actors' start)
     aborted: str | None = None  # --engine ray: why the Ray job failed before the end
 
+    def drop_gone(self, project) -> dict[int, ImageRecord]:
+        """Leave out of label_ids the images removed from the project already (named in `gone`) -> the
+        project's images by id. Both engines start with it."""
+        records = {r.id: r for r in project.images(order="added")}
+        self.gone = [self.names[image_id] for image_id in self.label_ids if image_id not in records]
+        self.label_ids = [image_id for image_id in self.label_ids if image_id in records]
+        return records
+
+    def note_kept(self, project, image_id: int) -> None:
+        """An image this run did not store because it is not unlabeled any more: labeled by another run
+        ("auto"), or decided by a person."""
+        if status_of(project, image_id) == "auto":
+            self.labeled_elsewhere += 1
+        else:
+            self.kept += 1
+
     def fail(self, stage: Stage, name: str, err: object) -> None:
         self.failed.append((name, str(err)))
         stage.failed(name, err)
@@ -85,9 +101,7 @@ def label_plain(project, detector, segmenter, settings: LabelSettings, run: Labe
                 reporter: Reporter = QUIET) -> None:
     """Label run.label_ids in this process (`label_images`), decoding ahead in a thread; an image is stored
     only while it is still unlabeled (a person's decision made meanwhile is kept)."""
-    records = {r.id: r for r in project.images(order="added")}
-    run.gone = [run.names[image_id] for image_id in run.label_ids if image_id not in records]  # removed already
-    run.label_ids = [image_id for image_id in run.label_ids if image_id in records]
+    records = run.drop_gone(project)
     items = [(image_id, records[image_id].location) for image_id in run.label_ids]
     start = time.perf_counter()
     with (reporter.stage("labeling", len(items)) as stage,
@@ -107,10 +121,7 @@ def label_plain(project, detector, segmenter, settings: LabelSettings, run: Labe
     run.seconds = time.perf_counter() - start
     run.labeled, run.objects = len(summary.labeled), summary.objects
     for image_id in summary.kept:  # not unlabeled any more: another run labeled it, or a person decided
-        if status_of(project, image_id) == "auto":
-            run.labeled_elsewhere += 1
-        else:
-            run.kept += 1
+        run.note_kept(project, image_id)
     run.gone += [records[image_id].name for image_id in summary.gone]
     reported = {name for name, _ in run.failed}
     for image_id, why in summary.failed.items():  # failures inside the model call were not seen by `read`

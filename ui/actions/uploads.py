@@ -9,7 +9,7 @@ import zipfile
 from pathlib import Path
 
 from gdino.formats.importing import IMAGE_SUFFIXES, file_digest, import_zip
-from gdino.labeling.adding import ADDED, THERE, Source, add_sources
+from gdino.labeling.adding import ADDED, THERE, Source, add_sources, held_paths
 from gdino.store import ProjectError
 
 from ..app import App
@@ -132,7 +132,7 @@ def add_server_folder(app: App, state: dict, directory: str) -> str:
     if not folder.is_dir():
         raise ProjectError(f"{directory} is not a folder")
     project = app.sessions.project(state)
-    by_path = {str(r.path): r for r in project.images() if r.path is not None}
+    by_path = held_paths(project)
     files, refused = app.sessions.allowed_files(folder, IMAGE_SUFFIXES)  # resolved, each inside an --allow-dir folder
     problems = [f"{name}: a link to a place outside the allowed folders (not followed)" for name in refused]
     report = add_sources(project, [Source(path) for path in files], copy=False, by_path=by_path)
