@@ -3,8 +3,9 @@
 `Project` is the one public facade; the modules here are its parts, one job each (see project.py)."""
 
 from ..checks import SOURCES, STATUSES
+from .connection import DB_NAME
 from .errors import ProjectError, StoreError
-from .files import DB_NAME, IMAGES_DIR, TRASH_DIR, decoded_size
+from .files import IMAGES_DIR, TRASH_DIR, decoded_size
 from .project import Project
 from .records import ORDERS, Guard, ImageRecord, NewImage, ObjectRecord, ObjectState
 

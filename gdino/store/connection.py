@@ -8,6 +8,7 @@ from pathlib import Path
 
 from .errors import StoreError
 
+DB_NAME = "project.sqlite"  # a project's database, in its folder
 BUSY_TIMEOUT_S = 30.0  # how long a write waits for another process's transaction before giving up
 
 
@@ -76,5 +77,5 @@ def translate(err: sqlite3.Error, directory: Path) -> StoreError:
         return StoreError(f"the project {directory} could not be read or written ({err}); check the disk and the "
                             "folder's permissions")
     if "malformed" in text or "not a database" in text:
-        return StoreError(f"{directory / 'project.sqlite'} is damaged or not a project database ({err})")
+        return StoreError(f"{directory / DB_NAME} is damaged or not a project database ({err})")
     return StoreError(f"the project {directory} could not be updated ({err}); nothing was changed")

@@ -21,7 +21,6 @@ from ..processing import ImageError, to_rgb
 from .db import Database
 from .durable import fsync
 
-DB_NAME = "project.sqlite"
 IMAGES_DIR = "images"
 TRASH_DIR = ".removed"  # removed images' files, one folder per journal entry, until the entry is dropped
 ABANDONED_AFTER_S = 86_400  # an add's temporary copy older than this belongs to a process that was killed

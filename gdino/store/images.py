@@ -24,7 +24,7 @@ from .errors import ProjectError, os_error
 from .files import IMAGES_DIR, Files, decoded_size, free_name
 from .journal import Journal
 from .objects import insert_object, state_of
-from .records import IMAGE_SELECT, ORDER_BY, ORDERS, ImageRecord, NewImage, image, image_record, keyed
+from .records import IMAGE_SELECT, ORDER_BY, ORDERS, ImageRecord, NewImage, exists, image, image_record, keyed, require
 from .values import image_name
 
 
@@ -218,7 +218,7 @@ class Images:
 
     def has(self, image_id: int) -> bool:
         with self._db.read() as db:
-            return db.execute("SELECT 1 FROM images WHERE id = ?", (image_id,)).fetchone() is not None
+            return exists(db, image_id)
 
     def get(self, image_id: int) -> ImageRecord:
         with self._db.read() as db:
@@ -248,5 +248,5 @@ class Images:
     def set_status(self, image_id: int, status: str) -> None:
         checks.status(status, ProjectError)
         with self._db.write() as db:
-            image(db, self._dir, image_id)
+            require(db, image_id)
             db.execute("UPDATE images SET status = ? WHERE id = ?", (status, image_id))

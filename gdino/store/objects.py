@@ -12,7 +12,7 @@ from . import history
 from .classes import add_classes, add_phrases, class_id, names_of
 from .db import Database
 from .errors import ProjectError
-from .records import Guard, ImageRecord, ObjectRecord, ObjectState, image, object_, objects_now, objects_of
+from .records import Guard, ImageRecord, ObjectRecord, ObjectState, image, object_, objects_now, objects_of, require
 from .schema import drop_unused_phrases
 from .values import mask_json, to_json
 
@@ -53,7 +53,7 @@ class Objects:
 
     def list(self, image_id: int) -> list[ObjectRecord]:
         with self._db.read() as db:
-            image(db, self._db.directory, image_id)
+            require(db, image_id)
             return objects_of(db, image_id)
 
     def view(self, image_id: int) -> tuple[ImageRecord, list[ObjectRecord], list[str], tuple[bool, bool]]:
@@ -63,7 +63,7 @@ class Objects:
 
     def last_run(self, image_id: int) -> dict | None:
         with self._db.read() as db:
-            image(db, self._db.directory, image_id)
+            require(db, image_id)
             row = db.execute("SELECT run FROM runs WHERE image_id = ?", (image_id,)).fetchone()
         return None if row is None else json.loads(row[0])
 

@@ -29,10 +29,10 @@ from PIL import Image
 
 from .. import checks
 from .classes import Classes
-from .connection import connect, translate
+from .connection import DB_NAME, connect, translate
 from .db import Database
 from .errors import ProjectError, os_error
-from .files import DB_NAME, IMAGES_DIR, TRASH_DIR, Files, remove_abandoned, remove_abandoned_trash
+from .files import IMAGES_DIR, TRASH_DIR, Files, remove_abandoned, remove_abandoned_trash
 from .images import Images
 from .journal import Journal
 from .objects import Objects

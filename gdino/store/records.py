@@ -124,8 +124,23 @@ def image(db: sqlite3.Connection, directory: Path, image_id: int) -> ImageRecord
     """The image's record; ProjectError if the project has none of that id."""
     row = db.execute(f"{IMAGE_SELECT} WHERE i.id = ?", (image_id,)).fetchone()
     if row is None:
-        raise ProjectError(f"no image with id {image_id!r} in the project; list them with images()")
+        raise _no_image(image_id)
     return image_record(row, directory)
+
+
+def exists(db: sqlite3.Connection, image_id: int) -> bool:
+    """Whether the project has an image of that id (one indexed lookup; `image` also reads its objects' stats)."""
+    return db.execute("SELECT 1 FROM images WHERE id = ?", (image_id,)).fetchone() is not None
+
+
+def require(db: sqlite3.Connection, image_id: int) -> None:
+    """ProjectError if the project has no image of that id (as `image` says it), for callers that need no record."""
+    if not exists(db, image_id):
+        raise _no_image(image_id)
+
+
+def _no_image(image_id: int) -> ProjectError:
+    return ProjectError(f"no image with id {image_id!r} in the project; list them with images()")
 
 
 def keyed(db: sqlite3.Connection, directory: Path, key: str | None) -> ImageRecord | None:

@@ -8,7 +8,7 @@ from .db import Database
 from .errors import ProjectError
 from .files import Files
 from .journal import Journal, describe
-from .records import Guard, image, objects_now
+from .records import Guard, objects_now, require
 
 
 class Steps:
@@ -24,7 +24,7 @@ class Steps:
         conflict, touched, placed, later = None, [], [], []
         try:
             with self._db.write() as db:
-                image(db, self._db.directory, image_id)
+                require(db, image_id)
 
                 def check(ids: list[int]) -> None:
                     touched.extend(ids)
@@ -62,12 +62,12 @@ class Steps:
 
     def person_edited(self, image_id: int) -> bool:
         with self._db.read() as db:
-            image(db, self._db.directory, image_id)
+            require(db, image_id)
             return history.person_edited(db, image_id)
 
     def available(self, image_id: int) -> tuple[bool, bool]:
         with self._db.read() as db:
-            image(db, self._db.directory, image_id)
+            require(db, image_id)
             return history.available(db, image_id)
 
 
