@@ -11,6 +11,7 @@ import pytest
 from PIL import Image
 
 from gdino.store import ObjectState
+from gdino.train.workdir import RUN_NAME
 from ui import actions as h
 from ui.app_config import AppConfig
 from ui.jobs import FairLock
@@ -269,7 +270,7 @@ def test_a_hostile_training_setting_cannot_steer_where_training_writes(app, tmp_
         h.start_training(app, a, 1, True)
         job = app.jobs.get(project.path)
         _wait(job)
-        assert job.out.parent == project.path / "models" and h._RUN_NAME.fullmatch(job.out.name), job.out
+        assert job.out.parent == project.path / "models" and RUN_NAME.fullmatch(job.out.name), job.out
         assert sorted(p.name for p in victim.iterdir()) == ["keep.txt"]
         time.sleep(1.1)  # the next run gets a name of its own (second resolution)
 

@@ -17,7 +17,6 @@ made for a Markdown component (`image_line`, `review_counter`) escape every name
 """
 
 from gdino.store import ProjectError
-from gdino.train.workdir import RUN_NAME as _RUN_NAME  # noqa: F401 - tests/app/test_app_jobs.py reads it here
 
 from ..app import USER_ERRORS, App, make_app, page_words
 from .canvas import NotShownError, canvas_edit, canvas_state, refine_mask, view_image
