@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from gdino.segment import Segmenter
+from gdino.sam.segmenter import Segmenter
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from timing import median_time  # noqa: E402

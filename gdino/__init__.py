@@ -21,7 +21,7 @@ _SOURCES = {
     "ImageError": "processing",
     "Project": "store", "ProjectError": "store",
     "PromptError": "prompts",
-    "Segmenter": "segment", "SegmenterError": "segment",
+    "Segmenter": "sam.segmenter", "SegmenterError": "sam.prompts",
     "WeightsError": "weights.hub", "load_model": "weights.hub", "load_tokenizer": "weights.hub",
 }
 
@@ -51,6 +51,7 @@ if TYPE_CHECKING:  # for type checkers and IDEs, which do not run __getattr__
     from .modeling.config import PRESETS, GroundingDINOConfig, SwinConfig, TextConfig, preset
     from .processing import ImageError
     from .prompts import PromptError
-    from .segment import Segmenter, SegmenterError
+    from .sam.prompts import SegmenterError
+    from .sam.segmenter import Segmenter
     from .store import Project, ProjectError
     from .weights.hub import WeightsError, load_model, load_tokenizer

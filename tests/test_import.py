@@ -62,9 +62,9 @@ def test_every_public_name_is_there_on_first_use():
     code = (
         "import sys, gdino\n"
         "from gdino import Detector, load_model, Segmenter\n"
-        "import gdino.detector, gdino.weights.hub, gdino.segment, gdino.modeling.config, gdino.store, gdino.modeling\n"
+        "import gdino.detector, gdino.weights.hub, gdino.sam.segmenter, gdino.modeling.config, gdino.store, gdino.modeling\n"
         "assert Detector is gdino.detector.Detector and load_model is gdino.weights.hub.load_model\n"
-        "assert Segmenter is gdino.segment.Segmenter and gdino.preset is gdino.modeling.config.preset\n"
+        "assert Segmenter is gdino.sam.segmenter.Segmenter and gdino.preset is gdino.modeling.config.preset\n"
         "assert gdino.Project is gdino.store.Project and gdino.GroundingDINO is gdino.modeling.GroundingDINO\n"
         "assert issubclass(gdino.ImageError, ValueError) and issubclass(gdino.SegmenterError, ValueError)\n"
         "missing = [n for n in gdino.__all__ if getattr(gdino, n, None) is None]\n"

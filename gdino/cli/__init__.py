@@ -41,8 +41,9 @@ COMMANDS = (label, importing, import_results, export, rm, info, models, train)  
 def _user_errors() -> tuple[type[BaseException], ...]:
     """Errors whose message already tells the user what to do: printed as one line, exit code 2. The
     model-side ones are looked up only once their modules are loaded (they import torch)."""
-    lazy = [("gdino.weights.hub", "WeightsError"), ("gdino.weights.keymap", "KeyMapError"), ("gdino.segment", "SegmenterError"),
-            ("gdino.train.settings", "TrainingError"), ("gdino.labeling.ray_session", "RayEngineError")]
+    lazy = [("gdino.weights.hub", "WeightsError"), ("gdino.weights.keymap", "KeyMapError"),
+            ("gdino.sam.prompts", "SegmenterError"), ("gdino.train.settings", "TrainingError"),
+            ("gdino.labeling.ray_session", "RayEngineError")]
     loaded = tuple(getattr(sys.modules[module], name) for module, name in lazy if module in sys.modules)
     return (UsageError, NoImagesError, ProjectError, PromptError, ExportError, *loaded)
 

@@ -57,6 +57,6 @@ def load_detector(spec: DetectorSpec):
 def load_segmenter(spec: SegmenterSpec):
     """spec -> a `gdino.Segmenter` on spec.device. Raises ValueError (SegmenterError) when SAM cannot be
     loaded."""
-    from ..segment import Segmenter
+    from ..sam.segmenter import Segmenter
 
     return Segmenter.from_pretrained(spec.sam, device=spec.device or default_device())

@@ -10,7 +10,7 @@ from test_mask_edits import brute_stroke
 from tiny_sam import make_tiny_sam
 
 from gdino.masks import mask_to_rle, rle_to_mask
-from gdino.segment import Segmenter
+from gdino.sam.segmenter import Segmenter
 from gdino.store import ObjectState, Project
 
 

@@ -7,7 +7,7 @@ import torch
 from tiny_sam import save_tiny_sam
 
 import gdino
-from gdino.segment import Segmenter
+from gdino.sam.segmenter import Segmenter
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 

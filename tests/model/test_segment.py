@@ -7,8 +7,10 @@ import torch
 from PIL import Image
 from tiny_sam import make_tiny_sam, save_tiny_sam
 
-import gdino.segment as segment_module
-from gdino.segment import SAM_CHECKPOINTS, Segmenter, SegmenterError, sam_shape_from_state
+import gdino.sam.sam1 as segment_module
+from gdino.sam.prompts import SegmenterError
+from gdino.sam.sam1 import SAM_CHECKPOINTS, sam_shape_from_state
+from gdino.sam.segmenter import Segmenter
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,86 @@
+"""The one place a SAM is named and loaded: `--sam NAME|PATH|none` in the app and the CLI, and
+`Segmenter.from_pretrained`.
+
+    vit_b, vit_l, vit_h                       SAM 1 (segment-anything's official files)
+    sam2.1-tiny, -small, -base-plus, -large   SAM 2.1 (hub repos facebook/sam2.1-hiera-*)
+    edgetam                                   EdgeTAM (the hub repo transformers documents)
+    a file                                    SAM 1 .pth or SAM 2.1 .pt (the sam2 repository's), told apart by its keys
+    a folder                                  a SAM 2.1 / EdgeTAM model in the hub layout (config.json + weights)
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .prompts import SegmenterError
+
+SAM1_NAMES = ("vit_b", "vit_l", "vit_h")
+HUB_REPOS = {  # name -> the hub repo in transformers' layout
+    "sam2.1-tiny": "facebook/sam2.1-hiera-tiny",
+    "sam2.1-small": "facebook/sam2.1-hiera-small",
+    "sam2.1-base-plus": "facebook/sam2.1-hiera-base-plus",
+    "sam2.1-large": "facebook/sam2.1-hiera-large",
+    "edgetam": "yonigozlan/EdgeTAM-hf",
+}
+NAMES = (*SAM1_NAMES, *HUB_REPOS)
+NONE = "none"  # --sam none: no masks
+CUDA_DEFAULT = "sam2.1-large"
+# On CPU: the fastest backend whose published quality is at least SAM 1 vit_b's (docs/segmentation.md gives
+# the figures and the timings this was chosen by).
+CPU_DEFAULT = "vit_b"
+
+
+def default_name(device_type: str) -> str:
+    """The SAM used when none is named: CPU_DEFAULT on CPU, CUDA_DEFAULT on CUDA."""
+    return CUDA_DEFAULT if device_type == "cuda" else CPU_DEFAULT
+
+
+def describe(name: str) -> str:
+    """A menu line for a name: which family and size it is."""
+    if name in SAM1_NAMES:
+        return f"SAM 1 {name}"
+    if name.startswith("sam2.1-"):
+        return f"SAM 2.1 {name.removeprefix('sam2.1-')}"
+    if name == "edgetam":
+        return "EdgeTAM"
+    return Path(name).name
+
+
+def is_sam2_state(state: dict) -> bool:
+    """Whether a checkpoint's tensors are a SAM 2 / 2.1 model of the sam2 repository (its Hiera trunk)."""
+    return any(k.startswith("image_encoder.trunk.") for k in state)
+
+
+def load_backend(name_or_path: str | os.PathLike, *, device, cache_dir: Path | None = None):
+    """A name, file or folder -> its Backend on `device`. Raises SegmenterError (what is wrong, and the fix)."""
+    text = str(name_or_path)
+    if text in SAM1_NAMES:
+        from .sam1 import load_sam1
+
+        return load_sam1(text, device=device, cache_dir=cache_dir)
+    if text in HUB_REPOS:
+        from .sam2 import load_hub
+
+        return load_hub(HUB_REPOS[text], device=device, name=text)
+    path = Path(text).expanduser()
+    if path.is_dir():
+        from .sam2 import load_hub
+
+        return load_hub(str(path), device=device, name=path.name)
+    if path.is_file():
+        from .sam1 import Sam1Backend, build_sam_from_state, read_checkpoint
+
+        state = read_checkpoint(path)
+        if is_sam2_state(state):
+            from .sam2 import from_official_state
+
+            return from_official_state(state, device=device, name=path.name)
+        sam = build_sam_from_state(state)
+        sam.requires_grad_(False)
+        return Sam1Backend(sam.to(device), path.name)
+    if "/" not in text and "\\" not in text and not text.endswith((".pt", ".pth")):
+        raise SegmenterError(f"unknown SAM model {text!r}: use one of {', '.join(NAMES)}, a checkpoint file or a "
+                             "model folder")
+    raise SegmenterError(f"SAM checkpoint not found: {text} (use one of {', '.join(NAMES)}, or the path of a SAM file "
+                         "or folder that exists)")
