@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from .app_config import AppConfig
 from .canvas_view import CanvasFiles
 from .edit_order import EditOrder
-from .jobs import Jobs
+from .jobs import Jobs, Prefetch
 from .models import ModelHub
 from .session import Sessions
 from .window_state import WindowStates
@@ -26,6 +26,7 @@ class App:
     sessions: Sessions
     jobs: Jobs
     canvas_files: CanvasFiles
+    prefetch: Prefetch  # the next image's SAM embedding, computed while a person works on the current one
     windows: WindowStates = dataclasses.field(default_factory=WindowStates)  # what each window's own canvas edits made
     order: EditOrder = dataclasses.field(default_factory=EditOrder)  # each window's canvas edits, in its order
 
@@ -33,7 +34,8 @@ class App:
 def make_app(config: AppConfig) -> App:
     jobs = Jobs()
     sessions = Sessions(config, in_use=jobs.busy)
-    return App(sessions.config, ModelHub(sessions.config), sessions, jobs, CanvasFiles())
+    return App(sessions.config, ModelHub(sessions.config), sessions, jobs, CanvasFiles(),
+               Prefetch(busy=jobs.running_any))
 
 
 def page_words(app: App, state: dict | None, text: object) -> str:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gdino.modeling.config import DEFAULT_MODEL
+from gdino.sam import catalog
 from gdino.sources import SourceError, check_uri, is_uri
 from gdino.weights.checkpoints import RECOMMENDED
 
@@ -21,7 +22,9 @@ class AppConfig:
     models: tuple[str, ...] | None = None  # what a project may choose besides `model`; None: the recommended ones
     max_loaded_models: int = 2  # detectors kept in memory at once
     text_encoder: str | None = None
-    sam: str = "vit_b"  # "none" turns masks off
+    sam: str | None = None  # the default SAM (new projects use it); None: catalog.default_name for the device; "none": no masks
+    sams: tuple[str, ...] | None = None  # what a project may choose besides `sam`; None: every name of catalog.NAMES
+    max_loaded_sams: int = 2  # SAMs kept in memory at once when projects use different ones
     project: Path | None = None  # one shared project for every visitor
     device: str | None = None
     host: str = "127.0.0.1"
@@ -39,6 +42,18 @@ class AppConfig:
         """The models a project may use, the server's --model first. Nothing else is ever loaded for a page."""
         more = tuple(c.repo for c in RECOMMENDED) if self.models is None else self.models
         return tuple(dict.fromkeys((self.model, *more)))
+
+    def sam_for(self, device_type: str) -> str:
+        """The server's SAM on a device of this type ("cpu", "cuda"): --sam, else the catalog's default there."""
+        return self.sam if self.sam is not None else catalog.default_name(device_type)
+
+    def offered_sams(self, device_type: str) -> tuple[str, ...]:
+        """The SAMs a project may use, the server's --sam first; none at all with --sam none."""
+        default = self.sam_for(device_type)
+        if default.lower() == catalog.NONE:
+            return ()
+        more = catalog.NAMES if self.sams is None else self.sams
+        return tuple(dict.fromkeys(s for s in (default, *more) if s.lower() != catalog.NONE))
 
 
 def parse_args(argv: list[str] | None = None) -> AppConfig:
@@ -60,7 +75,15 @@ def parse_args(argv: list[str] | None = None) -> AppConfig:
     p.add_argument("--max-loaded-models", type=int, default=2, metavar="N",
                    help="detectors kept in memory at once when projects use different models (default 2)")
     p.add_argument("--text-encoder", default=None, help="BERT directory or hub id, for original .pth checkpoints")
-    p.add_argument("--sam", default="vit_b", help="SAM for masks: vit_b, vit_l, vit_h, a .pth path, or none (default vit_b)")
+    p.add_argument("--sam", default=None, metavar="NAME|PATH|none",
+                   help=f"SAM for masks: one of {', '.join(catalog.NAMES)}, a SAM 1 .pth or SAM 2.1 .pt file, a model "
+                        f"folder, or none for no masks (default: {catalog.CPU_DEFAULT} on CPU, {catalog.CUDA_DEFAULT} on "
+                        "CUDA)")
+    p.add_argument("--sams", default=None, metavar="NAME,PATH,...",
+                   help="the other SAMs a project may choose in the page, comma-separated names or paths, or 'none' for "
+                        "--sam alone (default: every name above, downloaded on first use)")
+    p.add_argument("--max-loaded-sams", type=int, default=2, metavar="N",
+                   help="SAMs kept in memory at once when projects use different ones (default 2)")
     p.add_argument("--project", type=Path, default=None,
                    help="use this project directory for every visitor (created if missing); default: one project per "
                         "browser session")
@@ -101,9 +124,14 @@ def parse_args(argv: list[str] | None = None) -> AppConfig:
     extra = {"workspace": a.workspace.resolve()} if a.workspace else {}
     if a.max_loaded_models < 1:
         p.error("--max-loaded-models must be at least 1")
+    if a.max_loaded_sams < 1:
+        p.error("--max-loaded-sams must be at least 1")
     models = None if a.models is None else tuple(m.strip() for m in a.models.split(",") if m.strip()
                                                      and m.strip().lower() != "none")
+    sams = None if a.sams is None else tuple(m.strip() for m in a.sams.split(",") if m.strip()
+                                             and m.strip().lower() != catalog.NONE)
     return AppConfig(model=a.model, models=models, max_loaded_models=a.max_loaded_models, text_encoder=a.text_encoder, sam=a.sam,
+                     sams=sams, max_loaded_sams=a.max_loaded_sams,
                      project=a.project.resolve() if a.project else None, device=a.device, host=a.host, port=a.port,
                      share=a.share, allow_dirs=tuple(d.resolve() for d in a.allow_dir), allow_uris=tuple(a.allow_uri),
                      max_upload_files=a.max_upload_files, max_upload_mb=a.max_upload_mb,

@@ -7,6 +7,9 @@ not wait for a job: it starts it, then polls `status` (which outlives a reload: 
 project folder, not by the browser tab). Cancel stops after the current image; starting again resumes
 with the images still unlabeled. A training job holds `model_lock` for one step at a time; cancelled, it
 keeps its last finished epoch, and starting the same training again resumes there.
+
+`Prefetch` is the server's one thread that embeds, in review, the image each window would show next, so that
+the first click there runs only SAM's decoder.
 """
 
 from __future__ import annotations
@@ -197,6 +200,11 @@ class Jobs:
             job.error = str(err).replace("run the same command again", "train again with the same settings")
             job.state = "failed"
 
+    def running_any(self) -> bool:
+        """Whether any job (auto-label or training) runs on the server's models now."""
+        with self._lock:
+            return any(job.running for job in self._jobs.values())
+
     def busy(self, project_dir: Path) -> bool:
         """Whether a job is running on the project (its Project must stay open)."""
         job = self.get(project_dir)
@@ -236,3 +244,89 @@ class Jobs:
         if job is not None and job.thread is not None:
             job.thread.join(timeout)
         return job
+
+
+@dataclass
+class _Wanted:
+    name: tuple  # what is embedded, for tests and logs: (project folder, image id, SAM key)
+    read: Callable[[], object]  # -> the image's pixels
+    embed: Callable[[object], None]  # pixels -> None: the embedding computed and kept (memory, the project's store)
+
+
+class Prefetch:
+    """One background thread for the whole server that embeds the images windows will show next, one at a time.
+
+    Each window (a key) has at most one request waiting: a newer one replaces it (the person went elsewhere before
+    it started). Requests run oldest first, one at a time (a request's `embed` takes the model lock for the
+    embedding itself: ui/actions/canvas.py); while `busy()` (a job runs on the models) a request is dropped
+    instead. An image embedded before costs no encoder call (the Segmenter's caches); a click on the image being
+    embedded waits for it (the Segmenter's in-flight table). Errors are dropped with the request: the click
+    computes the embedding itself then. `hold()` / `release()` keep the thread from starting the next request
+    (tests: deterministic queues)."""
+
+    def __init__(self, busy: Callable[[], bool]):
+        self._busy = busy
+        self._cond = threading.Condition()
+        self._waiting: dict[str, _Wanted] = {}  # window -> its request, oldest first
+        self._current: _Wanted | None = None
+        self._held = False
+        self._thread: threading.Thread | None = None
+        self.embedded: list[tuple] = []  # names of the requests run to the end, in order (the last 100)
+        self.dropped = 0  # replaced before they started, or skipped while a job ran
+        self.errors: list[str] = []  # the last few requests that failed (their image gone, SAM missing ...)
+
+    def want(self, window: str, name: tuple, read: Callable[[], object], embed: Callable[[object], None]) -> None:
+        """Queue `name` for `window`, replacing the window's request that has not started. A name embedded
+        lately is not queued again (not even its picture is read)."""
+        with self._cond:
+            if name in self.embedded:
+                return
+            if self._waiting.pop(window, None) is not None:
+                self.dropped += 1
+            self._waiting[window] = _Wanted(name, read, embed)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._work, name="gdino-sam-prefetch", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+
+    def hold(self) -> None:
+        with self._cond:
+            self._held = True
+
+    def release(self) -> None:
+        with self._cond:
+            self._held = False
+            self._cond.notify_all()
+
+    def waiting(self) -> list[tuple]:
+        """The names of the requests not started yet, oldest first."""
+        with self._cond:
+            return [w.name for w in self._waiting.values()]
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Block until nothing is waiting or running (False on timeout, or while held with requests waiting)."""
+        with self._cond:
+            return self._cond.wait_for(lambda: not self._waiting and self._current is None, timeout)
+
+    def _work(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._waiting and not self._held)
+                window = next(iter(self._waiting))
+                self._current = self._waiting.pop(window)
+            wanted = self._current
+            try:
+                if self._busy():
+                    with self._cond:
+                        self.dropped += 1
+                    continue
+                wanted.embed(wanted.read())
+                with self._cond:
+                    self.embedded = [*self.embedded[-99:], wanted.name]
+            except Exception as err:  # the image was removed, SAM cannot load: the click will say so
+                with self._cond:
+                    self.errors = [*self.errors[-9:], f"{wanted.name}: {err}"]
+            finally:
+                with self._cond:
+                    self._current = None
+                    self._cond.notify_all()

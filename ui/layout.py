@@ -3,6 +3,8 @@ importing this module); the page's fixed words and scripts are ui/page_assets.py
 
 from __future__ import annotations
 
+import contextlib
+
 import gradio as gr
 
 from gdino.formats import FORMATS
@@ -37,9 +39,13 @@ def build(app: App) -> gr.Blocks:
         # the lines that quote names, classes, phrases and errors show them as text (ui/text.py), LaTeX included
         literal = {"latex_delimiters": []}
         status = gr.Markdown(plain(app.hub.status), elem_id="model-status", **literal)
-        # the project's detector, among the models this server offers (--model, --models)
-        model_pick = gr.Dropdown(choices=act.model_choices(app), value=app.config.model, label="Model",
-                                 elem_id="model-choice", interactive=True)
+        with gr.Row():
+            # the project's detector, among the models this server offers (--model, --models)
+            model_pick = gr.Dropdown(choices=act.model_choices(app), value=app.config.model, label="Model",
+                                     elem_id="model-choice", interactive=True, scale=2)
+            # the project's SAM, among the ones this server offers (--sam, --sams); none with --sam none
+            sam_pick = gr.Dropdown(choices=act.sam_choices(app), value=app.hub.sam_default_key, label="SAM (masks)",
+                                   elem_id="sam-choice", interactive=True, visible=app.hub.sam_enabled, scale=1)
         project_link = gr.Textbox(label=LINK_LABEL, interactive=False, buttons=["copy"], elem_id="project-link",
                                   visible=app.config.project is None)
         new_link_btn = gr.Button("New link (the old one stops working)", size="sm", elem_id="new-link-btn",
@@ -148,6 +154,10 @@ def build(app: App) -> gr.Blocks:
             project = app.sessions.project(state)
             stamp = image_stamp(project, image_id)  # read first: a change between the two reads is drawn later
             value, text = act.view_image(app, state, image_id)
+            # the image Next would show, embedded while the person works on this one; never a reason to fail
+            # the page's action (the click embeds it then)
+            with contextlib.suppress(*act.USER_ERRORS):
+                act.prefetch_next(app, state, filter_of.get(state["token"], "all"), embed=embed_on_gpu)
             classes = project.classes
             return (state, value, image_id, stamp, text, act.rows(app, state, filter_of.get(state["token"], "all")),
                     gr.update(choices=project.phrases, value=None),
@@ -155,8 +165,9 @@ def build(app: App) -> gr.Blocks:
                     gr.update(choices=classes, value=chosen if chosen in classes else None),
                     act.class_counts(app, state), act.review_counter(app, state),
                     gr.update(choices=act.model_choices(app, state), value=act.project_model(app, state)),
+                    gr.update(value=act.project_sam(app, state)) if app.hub.sam_enabled else gr.update(),
                     said if said is not None else lines(note) if note is not None else gr.update(),
-                    plain(app.hub.status))
+                    plain(act.status_line(app, state)))
 
         filter_of: dict[str, str] = {}  # token -> the list filter its page chose last (the "Show" menu)
         # an action's progress shows on the canvas only: gradio's "processing | 0.6s" timer inside the lines of
@@ -164,7 +175,7 @@ def build(app: App) -> gr.Blocks:
         shown = {"show_progress_on": [canvas]}
         # message and status stay last: only_message relies on it
         outs = [bstate, canvas, shown_id, shown_stamp, info, table, phrase, class_old, class_table, counter, model_pick,
-                message, status]
+                sam_pick, message, status]
 
         def only_message(text):
             """Leave the page as it is and say why (an action that could not start)."""
@@ -259,6 +270,9 @@ def build(app: App) -> gr.Blocks:
         model_pick.input(guarded(lambda s, m: refresh(s, "keep", act.choose_model(app, s, m))), [bstate, model_pick],
                          outs, **shown)
 
+        sam_pick.input(guarded(lambda s, k: refresh(s, "keep", act.choose_sam(app, s, k))), [bstate, sam_pick], outs,
+                       **shown)
+
         prompt_inputs = [mode, classes_text, prompt_text, box_thr, text_thr, masks]
 
         @gpu
@@ -271,8 +285,12 @@ def build(app: App) -> gr.Blocks:
         detect_btn.click(guarded(detect), [bstate, shown_id, *prompt_inputs], outs, concurrency_id="model", **shown)
 
         @gpu  # SAM for a click: on a ZeroGPU Space the model runs only inside such a call (a worker process)
-        def refine_on_gpu(pixels, points, labels, box, mask=None):
-            return act.refine_mask(app, pixels, points, labels, box, mask)
+        def refine_on_gpu(pixels, points, labels, box, mask=None, sam=None, store=None):
+            return act.refine_mask(app, pixels, points, labels, box, mask, sam=sam, store=store)
+
+        @gpu  # a prefetch's embedding, the same way (refresh queues one: act.prefetch_next)
+        def embed_on_gpu(pixels, sam=None, store=None):
+            act.embed_image(app, pixels, sam, store)
 
         def on_edit(state, evt: gr.EventData):
             """One edit from the canvas: applied by the server, answered with the new canvas and what it changes
@@ -397,6 +415,7 @@ def build(app: App) -> gr.Blocks:
                 project = app.sessions.project(state)
             except act.USER_ERRORS:
                 return keep, plain(app.hub.status), keep, keep, keep, keep, keep
+            status_text = plain(act.status_line(app, state))
             job = app.jobs.get(project.path)
             mark_ = None if job is None else (id(job), job.done, job.state)
             page = getattr(request, "session_hash", None) or state["token"]
@@ -414,7 +433,7 @@ def build(app: App) -> gr.Blocks:
                     except act.USER_ERRORS:  # removed meanwhile: the page's next action shows what is there
                         pass
             listed = (act.rows(app, state, filter_name), act.review_counter(app, state)) if moved else (keep, keep)
-            return (lines(line), plain(app.hub.status), *listed, *shown_out)
+            return (lines(line), status_text, *listed, *shown_out)
 
         canvas_busy = gr.Checkbox(value=False, visible=False)  # filled in by the page itself (BUSY_JS)
         ticker.tick(tick, [bstate, list_filter, shown_id, shown_stamp, canvas_busy],

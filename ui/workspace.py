@@ -233,11 +233,14 @@ def _last_change(directory: Path) -> float:
 
 def _holds_nothing(directory: Path) -> bool:
     """Only a database without images and classes, and an images/ folder with no file but the store's
-    leftovers of interrupted adds. Anything else (no database), or a database that cannot be read: kept."""
+    leftovers of interrupted adds, and SAM embeddings (.cache: recomputed at will). Anything else (no database, a
+    linked .cache), or a database that cannot be read: kept."""
     try:
         names = {p.name for p in directory.iterdir()}
-        if DB_FILE not in names or not names <= {DB_FILE, DB_FILE + "-wal", DB_FILE + "-shm", "images"}:
+        if DB_FILE not in names or not names <= {DB_FILE, DB_FILE + "-wal", DB_FILE + "-shm", "images", ".cache"}:
             return False
+        if ".cache" in names and (directory / ".cache").is_symlink():
+            return False  # a link there leads outside the project: not ours to delete behind
         images = directory / "images"
         if "images" in names and (images.is_symlink() or any(not p.name.startswith(ADDING) for p in images.iterdir())):
             return False

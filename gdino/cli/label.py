@@ -20,6 +20,9 @@ from ..labeling.ray_session import RayOptions
 from ..labeling.run import LabelRun, add_planned, label_plain
 from ..modeling.config import DEFAULT_MODEL
 from ..prompts import PromptError, parse_classes
+from ..sam.catalog import CPU_DEFAULT as SAM_CPU_DEFAULT
+from ..sam.catalog import CUDA_DEFAULT as SAM_CUDA_DEFAULT
+from ..sam.catalog import NAMES as SAM_NAMES
 from ..store import DB_NAME, Project
 from .args import UsageError, add_split_flags, device_flag, nonnegative, para, positive_int, results_folder, unit
 from .bars import Bars
@@ -44,7 +47,7 @@ def add_parser(commands) -> None:
                     "that failed before are tried again. Unreadable images are reported and skipped."),
         epilog="examples:\n"
                "  gdino label photos/ --classes \"cat, remote control\" --out myproject\n"
-               "  gdino label 'shots/**/*.jpg' --classes \"car: car, automobile; person\" --out cars --sam vit_b\n"
+               "  gdino label 'shots/**/*.jpg' --classes \"car: car, automobile; person\" --out cars --sam default\n"
                "  gdino label photos/ --prompt \"a cat on a red couch\" --out proj --export coco --export-dir coco/\n"
                "  gdino label --classes cat --out myproject     # label the images already in the project\n"
                "  gdino label photos/ --classes cat --out myproject --engine ray --actors 2   # on Ray (gdino[ray])\n\n"
@@ -59,8 +62,11 @@ def add_parser(commands) -> None:
                                         "\"car: car, automobile; person\"")
     what.add_argument("--prompt", help="free text instead of classes; the phrases found become classes")
     p.add_argument("--out", required=True, metavar="PROJECT_DIR", help="the project directory (created if missing)")
-    p.add_argument("--sam", default="none", metavar="vit_b|vit_l|vit_h|PATH|none",
-                   help="also segment each box with SAM (default: none, boxes only)")
+    p.add_argument("--sam", default="none", metavar="NAME|PATH|none",
+                   help="also segment each box with SAM: a name (" + ", ".join(SAM_NAMES) + "; 'default' is "
+                        f"{SAM_CPU_DEFAULT} on CPU, {SAM_CUDA_DEFAULT} on CUDA), a SAM 1 .pth or SAM 2.1 .pt file, a "
+                        "model folder, or none (the default: boxes only). The embeddings are kept in the project "
+                        "(.cache/sam), so that clicks in review on these images run only SAM's decoder")
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help=f"hub id, local directory or .pth file (default: {DEFAULT_MODEL}); `gdino models` lists the "
                         "recommended checkpoints with their published accuracy")
@@ -139,7 +145,8 @@ def run(args: argparse.Namespace) -> int:
             if ray is not None:
                 from ..labeling.ray_driver import label_on_ray_driver
 
-                sam = None if args.sam.lower() == "none" else SegmenterSpec(args.sam, args.device)
+                sam = None if args.sam.lower() == "none" else SegmenterSpec(sam_flag(args.sam, _device_type(args)),
+                                                                             args.device)
                 label_on_ray_driver(project, settings, DetectorSpec(args.model, args.text_encoder, args.device, args.dtype),
                                     sam, ray, run, reporter=bars)
             else:
@@ -196,6 +203,20 @@ def _ray_options(args: argparse.Namespace) -> RayOptions | None:
                       verbose=args.verbose)
 
 
+def sam_flag(value: str, device_type: str) -> str:
+    """--sam's value -> the SAM to load: 'default' is the device's default (gdino.sam.catalog.default_name)."""
+    if value.lower() == "default":
+        return SAM_CUDA_DEFAULT if device_type == "cuda" else SAM_CPU_DEFAULT
+    return value
+
+
+def _device_type(args: argparse.Namespace) -> str:
+    """'cuda' or 'cpu': what --device names, or what the Ray actors will have (CUDA where they get GPUs)."""
+    if args.device:
+        return args.device.split(":")[0]
+    return "cuda" if getattr(args, "gpus_per_actor", None) else "cpu"
+
+
 def _load_models(args: argparse.Namespace):
     """(Detector, Segmenter or None), as the flags ask; torch is imported here, not before."""
     from ..labeling.loading import default_device, load_detector, load_segmenter
@@ -210,8 +231,9 @@ def _load_models(args: argparse.Namespace):
         detector = load_detector(DetectorSpec(args.model, args.text_encoder, name, args.dtype))
         segmenter = None
         if args.sam.lower() != "none":
-            print(f"loading SAM {args.sam} ...", file=sys.stderr)
-            segmenter = load_segmenter(SegmenterSpec(args.sam, name))
+            sam = sam_flag(args.sam, (name or default_device()).split(":")[0])
+            print(f"loading SAM {sam} ...", file=sys.stderr)
+            segmenter = load_segmenter(SegmenterSpec(sam, name))
     except ValueError as err:
         raise UsageError(str(err)) from err
     weight = next(detector.model.parameters())

@@ -63,6 +63,10 @@ def label_images(
     """
     if settings.masks and segmenter is None:
         raise ValueError("masks were asked for but no SAM model is loaded")
+    if settings.masks and hasattr(segmenter, "using") and not project.read_only:
+        from ..sam.store import project_store
+
+        segmenter = segmenter.using(project_store(project.path))  # its embeddings stay, for the clicks of review
     if settings.classes is not None and add_all_classes:
         project.add_classes(settings.labels())  # a no-op for classes the project has
     ids = list(image_ids)

@@ -206,7 +206,7 @@ class Sam1Backend:
 
         self.sam = sam.eval()
         self.name = name
-        self.identity = f"sam1:{weights_digest(sam)}"
+        self.identity = f"sam1:e1:{weights_digest(sam)}"  # e1: the layout of embed()'s tensors; bump it when they change
         self.transform = ResizeLongestSide(sam.image_encoder.img_size)
 
     @property

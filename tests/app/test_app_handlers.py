@@ -656,7 +656,7 @@ def test_the_page_offers_the_recommended_checkpoints_by_default():
     assert "iSEE-Laboratory/llmdet_tiny" in offered
     assert parse_args(["--model", "/models/mine", "--models", "none"]).offered_models() == ("/models/mine",)
     assert parse_args(["--models", "a/b, c/d"]).offered_models()[1:] == ("a/b", "c/d")
-    lines = {m: line for line, m in h.model_choices(h.App(cfg, None, None, None, None))}
+    lines = {m: line for line, m in h.model_choices(h.App(cfg, None, None, None, None, None))}
     assert "COCO 50.6" in lines["openmmlab-community/mm_grounding_dino_tiny_o365v1_goldg_v3det"]
     assert lines["/models/mine"].endswith("[server default]")
     with pytest.raises(SystemExit):

@@ -265,9 +265,9 @@ def _slow(app, seconds):
     """SAM for a click that takes `seconds` (a first click loading the model, or one waiting for a job's image)."""
     import time
 
-    def refine(pixels, points, labels, box, mask=None):
+    def refine(pixels, points, labels, box, mask=None, **project):  # project: the project's SAM and its store
         time.sleep(seconds)
-        return h.refine_mask(app, pixels, points, labels, box, mask)
+        return h.refine_mask(app, pixels, points, labels, box, mask, **project)
     return refine
 
 
@@ -308,10 +308,10 @@ def _forked(fn):
     """fn run in a forked child process, as ZeroGPU's spaces.GPU runs what it wraps; the result comes back."""
     import multiprocessing
 
-    def call(*args):
+    def call(*args, **kwargs):
         context = multiprocessing.get_context("fork")
         receive, send = context.Pipe(duplex=False)
-        child = context.Process(target=lambda: send.send(fn(*args)))
+        child = context.Process(target=lambda: send.send(fn(*args, **kwargs)))
         child.start()
         result = receive.recv()
         child.join()
@@ -319,7 +319,7 @@ def _forked(fn):
     return call
 
 
-def _disk(pixels, points, labels, box, mask=None):
+def _disk(pixels, points, labels, box, mask=None, sam=None, store=None):
     """A stand-in for SAM in the forked worker (torch in a child forked from this threaded test process can hang;
     what is checked is what stays in the server's process): a disk of 8 px around the last click."""
     h_, w_ = np.asarray(pixels).shape[:2]

@@ -196,6 +196,24 @@ def test_the_sweep_skips_what_is_not_an_empty_project(tmp_path):
     assert folders(ws) == sorted([no_db.name, hidden.name])
 
 
+def test_an_empty_project_with_only_sam_embeddings_expires_and_a_linked_cache_is_kept(tmp_path):
+    """Embeddings (<project>/.cache/sam) are not a person's work: an otherwise empty project still expires. A
+    .cache that is a link leads outside the project: that project is kept, and the link's target untouched."""
+    ws, outside = tmp_path / "ws", tmp_path / "users-folder"
+    cached, linked = ws / ("C" * 24), ws / ("L" * 24)
+    for directory in (cached, linked):
+        Project.create(directory).close()
+    (cached / ".cache" / "sam").mkdir(parents=True)
+    (cached / ".cache" / "sam" / "sam1-e1-x-y.safetensors").write_bytes(b"embedding")
+    (outside / "sam").mkdir(parents=True)
+    (outside / "sam" / "keep.txt").write_text("mine")
+    (linked / ".cache").symlink_to(outside, target_is_directory=True)
+    for directory in (cached, linked):
+        _make_old(directory, 8)
+    assert session.expire_empty(ws) == 1
+    assert folders(ws) == [linked.name] and (outside / "sam" / "keep.txt").read_text() == "mine"
+
+
 def test_the_daily_sweep_deletes_outside_the_lock(tmp_path, monkeypatch):
     config = AppConfig(model="unused", sam="none", workspace=tmp_path / "ws")
     old = config.workspace / ("O" * 24)

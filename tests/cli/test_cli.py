@@ -205,6 +205,16 @@ def test_glob_no_copy_and_sam_masks(tiny_hf, tmp_path, capsys):
         assert sorted(r.path for r in records) == sorted(files)  # referenced where they are
         objects = [o for r in records for o in project.objects(r.id)]
         assert objects and all(o.mask is not None and o.mask["size"] == [48, 48] for o in objects)
+        masked = [r for r in records if project.objects(r.id)]
+    # the run kept its embeddings in the project: a click in review (another process, another Segmenter) on an
+    # image it segmented runs no image encoder
+    from gdino.sam.segmenter import Segmenter
+    from gdino.sam.store import project_store
+
+    assert len(list((tmp_path / "proj" / ".cache" / "sam").glob("*.safetensors"))) == len(masked)
+    review = Segmenter.from_pretrained(sam, device="cpu").using(project_store(tmp_path / "proj"))
+    review.refine(masked[0].path, points=[(20, 20)], labels=[1])
+    assert (review.encoder_calls, review.store_hits) == (0, 1)
     code, out, _ = run(capsys, *args)
     assert code == 0 and "nothing to do" in out
 

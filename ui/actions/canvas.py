@@ -15,7 +15,8 @@ from ..app import USER_ERRORS, App, page_words
 from ..canvas_view import canvas_value, next_revision
 from ..payload import parse_payload
 from .labeling import image_reader
-from .review import current_image, image_line
+from .models import project_sam, sam_of, store_folder
+from .review import current_image, image_line, step
 
 
 class NotShownError(ProjectError):
@@ -89,25 +90,68 @@ def canvas_edit(app: App, state: dict, payload: object, refine: Callable | None 
         return finish(value, shown)
 
 
-def refine_mask(app: App, pixels, points, labels, box, mask=None):
+def refine_mask(app: App, pixels, points, labels, box, mask=None, sam: str | None = None, store: str | None = None):
     """SAM on one picture from clicks (and the box they started from): its (H, W) bool mask. mask: the object's
-    current (H, W) bool mask, SAM's mask prompt (None: none). All a click runs on the GPU: on a ZeroGPU Space the
-    app calls it through `spaces.GPU` (a worker process), nothing else of the edit (the store, the window's order
-    and state stay in this process)."""
-    return app.hub.segmenter().refine(pixels, points=points, labels=labels, box=box, mask=mask).mask
+    current (H, W) bool mask, SAM's mask prompt (None: none). sam: the project's SAM (its public key; None: the
+    server's); store: the project's embedding folder (None: none), so that an image embedded before (a prefetch,
+    an auto-label run, `gdino label --sam`) runs only the decoder. All a click runs on the GPU: on a ZeroGPU
+    Space the app calls it through `spaces.GPU` (a worker process), nothing else of the edit (the store, the
+    window's order and state stay in this process)."""
+    return _segmenter(app, sam, store).refine(pixels, points=points, labels=labels, box=box, mask=mask).mask
+
+
+def embed_image(app: App, pixels, sam: str | None = None, store: str | None = None) -> None:
+    """Compute and keep the image's embedding for the project's SAM (in memory and in `store`): a prefetch. Like
+    `refine_mask`, all it runs on the GPU (the app wraps it for ZeroGPU)."""
+    _segmenter(app, sam, store).embed(pixels)
+
+
+def _segmenter(app: App, sam: str | None, store: str | None):
+    from gdino.sam.store import EmbeddingStore
+
+    segmenter = app.hub.segmenter(sam)
+    return segmenter if store is None else segmenter.using(EmbeddingStore(store))
 
 
 def _segment(app: App, project, image_id: int, refine: Callable | None = None):
-    """SAM for the canvas' clicks on this image, or None when SAM is off. Runs between two images of any
-    running job (the model lock)."""
+    """SAM for the canvas' clicks on this image, or None when SAM is off: the project's SAM, with its store.
+    Runs between two images of any running job (the model lock)."""
     if not app.hub.sam_enabled:
         return None
     read = image_reader(app, project)
+    sam, store = sam_of(app, project), store_folder(project)
 
     def segment(points, labels, box, mask=None):
         pixels = read(image_id)
+        app.hub.segmenter(sam)  # a first load outside the model lock: it holds up no other click, Detect or job
         with app.jobs.model_lock:
             if refine is not None:
-                return refine(pixels, points, labels, box, mask)
-            return refine_mask(app, pixels, points, labels, box, mask)
+                return refine(pixels, points, labels, box, mask, sam=sam, store=store)
+            return refine_mask(app, pixels, points, labels, box, mask, sam=sam, store=store)
     return segment
+
+
+def prefetch_next(app: App, state: dict, list_filter: str, embed: Callable | None = None) -> int | None:
+    """Queue the embedding of the image the Next button would show after the window's current one (in the list as
+    filtered), for the project's SAM, in the server's prefetch thread (ui/jobs.py: Prefetch); this window's earlier
+    request, not started yet, is dropped. embed: (pixels, sam, store) -> None, as `embed_image` (the app passes it
+    wrapped for ZeroGPU). Returns the image queued, or None (SAM off, no other image)."""
+    if not app.hub.sam_enabled or state.get("image_id") is None:
+        return None
+    sam = project_sam(app, state)
+    if sam in app.hub.sam_errors:  # it failed to load: the next click says why (and tries again), not a prefetch
+        return None
+    nxt = step(app, state, list_filter, +1)
+    if nxt is None or nxt == state["image_id"]:
+        return None
+    project = app.sessions.project(state)
+    read = image_reader(app, project)
+    store = store_folder(project)
+    run = embed or (lambda pixels, sam, store: embed_image(app, pixels, sam, store))
+
+    def prefetch(pixels) -> None:
+        app.hub.segmenter(sam)  # loaded first, outside the model lock: a first load holds up no click or job
+        with app.jobs.model_lock:  # one embedding at a time, between two images of a job, in turn with clicks
+            run(pixels, sam, store)
+    app.prefetch.want(state["token"], (str(project.path), nxt, sam), read=lambda: read(nxt), embed=prefetch)
+    return nxt

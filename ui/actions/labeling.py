@@ -10,7 +10,7 @@ from gdino.sources import read_image
 from gdino.store import ProjectError
 
 from ..app import App, page_words
-from .models import model_path, project_detector, project_model, trained_models
+from .models import model_path, project_detector, project_model, project_sam, project_segmenter, trained_models
 
 
 def settings_from_inputs(mode: str, classes_text: str, prompt_text: str, box_threshold: float, text_threshold: float,
@@ -53,8 +53,8 @@ def detect_image(app: App, state: dict, image_id: int | None, settings: LabelSet
         raise ProjectError("no image selected: upload images first")
     project = app.sessions.project(state)
     detector = project_detector(app, state)  # a first load (minutes) does not hold every other visitor's models
+    segmenter = project_segmenter(app, state) if settings.masks else None  # the same; its store keeps the embeddings
     with app.jobs.model_lock:  # between two images of any running job
-        segmenter = app.hub.segmenter() if settings.masks else None
         summary = label_images(project, detector, [image_id], settings, segmenter=segmenter,
                                add_all_classes=False, keep_phrases=True, images=image_reader(app, project))
     if summary.failed:
@@ -75,7 +75,8 @@ def start_auto_label(app: App, state: dict, settings: LabelSettings) -> str:
         return job.text()
     if not project.images(status="unlabeled"):
         return "nothing to do: every image is labeled already"
-    segmenter = app.hub.segmenter if settings.masks else None
+    sam = project_sam(app, state)
+    segmenter = (lambda: app.hub.segmenter(sam)) if settings.masks else None  # the store: label_images adds it
     model = model_path(project, project_model(app, state))
     also = tuple(model_path(project, m) for m in trained_models(project))
     return app.jobs.start(project, lambda: app.hub.detector(model, also=also), settings, segmenter,

@@ -1,13 +1,16 @@
 """Which detector a project uses: the server's models (--model, --models) and the project's own fine-tuned ones
-(their folder layout is gdino.train.workdir's), as the page's menu names them."""
+(their folder layout is gdino.train.workdir's), as the page's menu names them; and which SAM (--sam, --sams), by
+its public key (ui/models.py: ModelHub.sam_keys), with the project's embedding store."""
 
 from __future__ import annotations
 
+from gdino.sam.store import project_store
 from gdino.store import ProjectError
 from gdino.train import workdir
 from gdino.weights.checkpoints import describe as describe_model
 
 from ..app import App
+from ..models import sam_words
 
 
 def trained_models(project) -> list[str]:
@@ -72,3 +75,57 @@ def project_detector(app: App, state: dict):
     project = app.sessions.project(state)
     also = tuple(model_path(project, m) for m in trained_models(project))
     return app.hub.detector(model_path(project, project_model(app, state)), also=also)
+
+
+# ------------------------------------------------------------------------------------------------ SAM
+
+def sam_choices(app: App) -> list[tuple[str, str]]:
+    """(menu line, public key) for every SAM this server offers, its --sam first; [] with --sam none."""
+    keys = app.hub.sam_keys
+    default = app.hub.sam_default_key
+    return [(sam_words(spec) + (" [server default]" if key == default else ""), key) for key, spec in keys.items()]
+
+
+def sam_of(app: App, project) -> str | None:
+    """The public key of the SAM the project chose, if this server still offers it; else the server's (None with
+    --sam none)."""
+    chosen = project.setting("sam")
+    return chosen if isinstance(chosen, str) and chosen in app.hub.sam_keys else app.hub.sam_default_key
+
+
+def project_sam(app: App, state: dict) -> str | None:
+    """The SAM of the visitor's project (`sam_of`)."""
+    return sam_of(app, app.sessions.project(state))
+
+
+def choose_sam(app: App, state: dict, key: str | None) -> str:
+    """The project's SAM from now on, for clicks and for Detect / auto-label with masks. Labels already made stay
+    as they are (masks are not made again)."""
+    if not isinstance(key, str) or key not in app.hub.sam_keys:
+        raise ProjectError("that SAM is not offered by this server; choose one from the list")
+    if key != project_sam(app, state):
+        app.sessions.project(state).set_setting("sam", key)
+    return (f"the project now uses {sam_words(app.hub.sam_keys[key])} for masks; its labels are kept, and the next "
+            "click or detection with masks uses it (it loads on first use, which can take a minute)")
+
+
+def store_folder(project) -> str | None:
+    """Where the project keeps its SAM embeddings (gdino.sam.store.project_store), or None on read-only storage."""
+    return None if project.read_only else str(project_store(project.path).folder)
+
+
+def project_segmenter(app: App, state: dict):
+    """The project's SAM, loaded (or kept) by the hub, keeping its embeddings in the project's store."""
+    project = app.sessions.project(state)
+    segmenter = app.hub.segmenter(project_sam(app, state))
+    folder = store_folder(project)
+    return segmenter if folder is None else segmenter.using(project_store(project.path))
+
+
+def status_line(app: App, state: dict | None) -> str:
+    """The model status for the visitor's page: the project's SAM named where it chose one."""
+    try:
+        sam = project_sam(app, state) if state is not None else None
+    except (OSError, ValueError):
+        sam = None
+    return app.hub.status_line(sam)
