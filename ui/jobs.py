@@ -257,9 +257,9 @@ class Prefetch:
     """One background thread for the whole server that embeds the images windows will show next, one at a time.
 
     Each window (a key) has at most one request waiting: a newer one replaces it (the person went elsewhere before
-    it started). Requests run oldest first, one at a time (a request's `embed` takes the model lock for the
-    embedding itself: ui/actions/canvas.py); while `busy()` (a job runs on the models) a request is dropped
-    instead. An image embedded before costs no encoder call (the Segmenter's caches); a click on the image being
+    it started). Requests run oldest first, one at a time, beside clicks (not under the model lock: a click on the
+    image shown never waits for the next one's embedding); while `busy()` (a job runs on the models) a request is
+    dropped instead. An image embedded before costs no encoder call (the Segmenter's caches); a click on the image being
     embedded waits for it (the Segmenter's in-flight table). Errors are dropped with the request: the click
     computes the embedding itself then. `hold()` / `release()` keep the thread from starting the next request
     (tests: deterministic queues)."""

@@ -296,23 +296,48 @@ def test_the_next_image_follows_the_windows_filter_and_the_projects_sam(app, tmp
     assert h.prefetch_next(app, {**state, "image_id": ids[1]}, "reviewed") is None  # the list's only image, shown
 
 
-def test_a_click_on_the_image_being_prefetched_waits_for_its_embedding(app, tmp_path):
-    state, project, ids = project_with(app, tmp_path, 2)
+def held_encoder(seg):
+    """Hold `seg`'s image encoder (the backend's embed) on its next call: returns (started, go) events."""
     started, go = threading.Event(), threading.Event()
+    embed = seg.backend.embed
 
-    def embed(pixels, sam, store):  # the prefetch, held once it holds the model
+    def held(rgb):
         started.set()
         assert go.wait(60)
-        h.embed_image(app, pixels, sam, store)
+        return embed(rgb)
+    seg.backend.embed = held
+    return started, go
 
-    h.prefetch_next(app, {**state, "image_id": ids[0]}, "all", embed=embed)
-    assert started.wait(60)
+
+def test_a_click_on_the_image_being_prefetched_waits_for_its_embedding(app, tmp_path):
+    state, project, ids = project_with(app, tmp_path, 2)
+    started, go = held_encoder(app.hub.segmenter())
+    h.prefetch_next(app, {**state, "image_id": ids[0]}, "all")
+    assert started.wait(60)  # the prefetch is inside the encoder
     clicked = threading.Thread(target=lambda: click(app, {**state, "image_id": ids[1]}, ids[1], 20, 20))
-    clicked.start()  # it waits for the model (and so for the embedding under way)
+    clicked.start()  # it waits for that embedding, not computing its own
     go.set()
     clicked.join(60)
     assert not clicked.is_alive() and app.prefetch.wait_idle(60)
     assert app.hub.loaded_segmenter().encoder_calls == 1 and len(project.objects(ids[1])) == 1
+
+
+def test_a_click_on_the_image_shown_does_not_wait_for_the_next_ones_prefetch(app, tmp_path):
+    state, project, ids = project_with(app, tmp_path, 2)
+    seg = app.hub.segmenter()
+    click(app, {**state, "image_id": ids[0]}, ids[0], 20, 20)  # the image shown: embedded
+    started, go = held_encoder(seg)
+    try:
+        h.prefetch_next(app, {**state, "image_id": ids[0]}, "all")
+        assert started.wait(60)  # the next image's embedding is under way, held
+        clicked = threading.Thread(target=lambda: click(app, {**state, "image_id": ids[0]}, ids[0], 40, 40, seq=2))
+        clicked.start()
+        clicked.join(60)  # answered while the prefetch is held (were it waiting for the model, it would still be)
+        assert not clicked.is_alive() and len(project.objects(ids[0])) == 2
+        assert seg.encoder_calls == 1 and not app.prefetch.wait_idle(0)
+    finally:
+        go.set()
+    assert app.prefetch.wait_idle(60) and seg.encoder_calls == 2
 
 
 def test_no_prefetch_while_a_job_runs_on_the_models(app, tmp_path):

@@ -1,16 +1,24 @@
-"""gdino.Segmenter with a small random SAM saved like the official checkpoints."""
+"""gdino.Segmenter on every backend: a small random SAM 1 saved like the official checkpoints, a small random
+SAM 2.1 and a small random EdgeTAM in the hub layout (tests/support/sam2_models.py). The geometry guarantees
+(all boxes in one call, clipping, EXIF, odd and tiny sizes, masks in the image's pixels) run on each; the
+SAM 1 file format tests on SAM 1 (SAM 2.1 / EdgeTAM loading: test_sam2.py)."""
 
 import numpy as np
 import pytest
 import supervision as sv
 import torch
 from PIL import Image
+from sam2_models import random_edgetam_folder, small_sam2_folder
 from tiny_sam import make_tiny_sam, save_tiny_sam
 
 import gdino.sam.sam1 as segment_module
+from gdino.processing import ImageError
 from gdino.sam.prompts import SegmenterError
 from gdino.sam.sam1 import SAM_CHECKPOINTS, sam_shape_from_state
 from gdino.sam.segmenter import Segmenter
+
+BACKENDS = ["sam1", "sam2.1", "edgetam"]
+LOW_RES = {"sam1": 64, "sam2.1": 256, "edgetam": 256}  # tiny SAM 1: a 256 px frame; SAM 2.1 / EdgeTAM: 1024
 
 
 @pytest.fixture(scope="module")
@@ -18,9 +26,20 @@ def sam_path(tmp_path_factory):
     return save_tiny_sam(tmp_path_factory.mktemp("sam") / "tiny_sam.pth")
 
 
+@pytest.fixture(scope="module", params=BACKENDS)
+def model(request, sam_path, tmp_path_factory):
+    """(backend kind, the file or folder --sam would be given)."""
+    tmp = tmp_path_factory.mktemp(request.param)
+    if request.param == "sam1":
+        return "sam1", sam_path
+    if request.param == "sam2.1":
+        return "sam2.1", small_sam2_folder(tmp / "sam2.1-small-random")
+    return "edgetam", random_edgetam_folder(tmp / "edgetam-small-random", small=True)
+
+
 @pytest.fixture
-def seg(sam_path):
-    return Segmenter.from_pretrained(sam_path, device="cpu")
+def seg(model):
+    return Segmenter.from_pretrained(model[1], device="cpu")
 
 
 def photo(h=300, w=400, seed=0):
@@ -77,7 +96,7 @@ def test_box_edge_cases(seg):
         seg.segment(image, [[0, 0, float("nan"), 10]])
 
 
-def test_refine_reuses_the_embedding(seg):
+def test_refine_reuses_the_embedding(seg, model):
     image = photo(seed=1)
     first = seg.segment(image, [[40, 40, 200, 200]])
     r1 = seg.refine(image, points=[(100, 100)], labels=[1])
@@ -86,26 +105,26 @@ def test_refine_reuses_the_embedding(seg):
     assert seg.encoder_calls == 1
     for r in (r1, r2, r3):
         assert r.mask.shape == (300, 400) and r.mask.dtype == bool and np.isfinite(r.score)
-    assert r1.logits.shape == (1, 64, 64)
+    side = LOW_RES[model[0]]
+    assert r1.logits.shape == (1, side, side) and r1.logits.dtype == np.float32
 
 
 def test_single_click_picks_the_best_of_three(seg, monkeypatch):
     image = photo(seed=2)
     seen = {}
-    decoder = seg.sam.mask_decoder
-    original = decoder.forward
+    original = seg.backend.decode
 
     def spy(*args, **kwargs):
         low_res, iou = original(*args, **kwargs)
-        seen["iou"], seen["multimask"] = iou.clone(), kwargs["multimask_output"]
+        seen["iou"], seen["multimask"] = iou.clone(), kwargs["multimask"]
         return low_res, iou
 
-    monkeypatch.setattr(decoder, "forward", spy)
+    monkeypatch.setattr(seg.backend, "decode", spy)
     r = seg.refine(image, points=[(120, 130)], labels=[1])
     assert seen["multimask"] is True and seen["iou"].shape == (1, 3)
     assert r.score == pytest.approx(seen["iou"].max().item())
     seg.refine(image, points=[(120, 130), (10, 10)], labels=[1, 0])
-    assert seen["multimask"] is False
+    assert seen["multimask"] is False and seen["iou"].shape == (1, 1)
 
 
 def test_refine_bad_inputs(seg):
@@ -138,12 +157,44 @@ def test_add_masks_refuses_what_is_not_detections(seg, bad):
 
 
 def test_exif_rotated_image_gives_masks_in_the_upright_frame(seg, tmp_path):
-    stored = Image.fromarray(photo(200, 320, 3))
+    stored = photo(200, 320, 3)
     exif = Image.Exif()
-    exif[0x0112] = 6
-    path = tmp_path / "rotated.jpg"
-    stored.save(path, exif=exif)
-    assert seg.segment(path, [[10, 10, 150, 250]]).masks.shape == (1, 320, 200)
+    exif[0x0112] = 6  # "rotate 90 clockwise to view"
+    path = tmp_path / "rotated.png"
+    Image.fromarray(stored).save(path, exif=exif)
+    upright = np.ascontiguousarray(np.rot90(stored, k=-1))  # (320, 200): what a viewer shows
+    box = [[10, 10, 150, 250]]
+    from_file = seg.segment(path, box)
+    assert from_file.masks.shape == (1, 320, 200)
+    assert np.array_equal(from_file.masks, seg.segment(upright, box).masks)  # the same pixels, the same masks
+
+
+@pytest.mark.parametrize("h, w", [(8, 8), (8, 501), (501, 8), (37, 613), (613, 37), (333, 334)])
+def test_odd_and_tiny_sizes_give_masks_of_the_image(seg, h, w):
+    image = photo(h, w, seed=h + w)
+    result = seg.segment(image, [[0, 0, w, h], [w * 0.25, h * 0.25, w * 0.75, h * 0.75]])
+    assert result.masks.shape == (2, h, w) and result.masks.dtype == bool and np.isfinite(result.scores).all()
+    r = seg.refine(image, points=[(w - 1, h - 1), (0, 0)], labels=[1, 0])  # the far corners are inside the image
+    assert r.mask.shape == (h, w)
+    r2 = seg.refine(image, points=[(w / 2, h / 2)], labels=[1], mask=r.mask)  # a full-size mask as the prompt
+    assert r2.mask.shape == (h, w)
+    assert seg.encoder_calls == 1
+
+
+def test_images_below_the_minimum_size_are_refused(seg):
+    for shape in [(1, 1, 3), (3, 500, 3), (500, 3, 3)]:
+        with pytest.raises(ImageError, match="at least 8 px"):
+            seg.segment(np.zeros(shape, np.uint8), [[0, 0, 1, 1]])
+    assert seg.encoder_calls == 0
+
+
+def test_a_50_megapixel_image_gives_full_size_masks(seg):
+    h, w = 6250, 8000  # 50 MP, the largest image gdino takes
+    image = np.broadcast_to((np.arange(w, dtype=np.uint16) % 251).astype(np.uint8)[None, :, None], (h, w, 3))
+    result = seg.segment(image, [[1000, 500, 7000, 6000]])
+    assert result.masks.shape == (1, h, w) and seg.encoder_calls == 1
+    r = seg.refine(image, points=[(4000, 3000)], labels=[1], mask=result.masks[0])
+    assert r.mask.shape == (h, w)
 
 
 def test_checkpoint_errors(tmp_path, monkeypatch):
@@ -238,7 +289,7 @@ def test_refine_takes_numpy_inputs_and_boolean_labels(seg):
     assert np.array_equal(plain.mask, same.mask) and plain.score == same.score
 
 
-def test_segmenter_settings_are_checked(sam_path):
+def test_segmenter_settings_are_checked(sam_path):  # SAM 1's module; the checks are the Segmenter's own
     sam = Segmenter.from_pretrained(sam_path, device="cpu").sam
     assert Segmenter(sam, cache_size=np.int64(1), max_pixels=np.int64(10**6)).cache_size == 1
     for kwargs, message in [(dict(cache_size=-1), "cache_size must be an integer >= 0"),

@@ -150,8 +150,9 @@ def prefetch_next(app: App, state: dict, list_filter: str, embed: Callable | Non
     run = embed or (lambda pixels, sam, store: embed_image(app, pixels, sam, store))
 
     def prefetch(pixels) -> None:
-        app.hub.segmenter(sam)  # loaded first, outside the model lock: a first load holds up no click or job
-        with app.jobs.model_lock:  # one embedding at a time, between two images of a job, in turn with clicks
-            run(pixels, sam, store)
+        # Not under the model lock: a click on the image shown (embedded already) must not wait for the next
+        # one's embedding. No job runs meanwhile (Prefetch drops requests then); a click on this very image waits
+        # for this embedding in the Segmenter (its in-flight table) instead of computing it again.
+        run(pixels, sam, store)
     app.prefetch.want(state["token"], (str(project.path), nxt, sam), read=lambda: read(nxt), embed=prefetch)
     return nxt
