@@ -5,7 +5,7 @@ the first click on an image reached with the prefetch held (the click computes t
     python bench/bench_sam_click.py [--sam PATH|NAME] [--runs 5] [--size 1200x800] [--device cpu]
 
 The whole app (`python app.py`, tiny random Grounding DINO; `--sam` as the app takes it, default a tiny random
-SAM 1 file), one project of 2 * runs + 2 random pictures, headless Chromium (Debian's chromium + playwright),
+SAM 1 file), one project of 3 * runs + 3 random pictures, headless Chromium (Debian's chromium + playwright),
 real pointer events with the SAM click tool. Each click is on a new image, at its centre. The time is the page's
 own clock: pointer-up (a capturing listener) to the canvas' `data-overlay-painted-at` (performance.now() in the
 requestAnimationFrame callback that first drew the new mask overlay); pointer-down, when the click is sent, is
@@ -65,12 +65,21 @@ def next_image(page) -> int:
     return int(page.locator(ROOT).get_attribute("data-image-id"))
 
 
-def click_once(page, app, project, width: int, height: int) -> tuple[float, float, int]:
+def click_once(page, app, project, width: int, height: int, held: bool, settle: bool = False
+               ) -> tuple[float, float, int]:
     """Next, then one SAM click at the new image's centre -> (pointer-up -> mask drawn ms, pointer-down -> mask
-    drawn ms, the server's encoder calls during the click)."""
+    drawn ms, the server's encoder calls during the click: the prefetch of the image after it, not the click's own,
+    when the click ran only the decoder)."""
+    if not held:  # the image Next shows was queued when this one was shown: let its embedding finish first
+        assert app.prefetch.wait_idle(600)
     image_id = next_image(page)
-    if not app.prefetch.waiting():  # held: the next request waits; else: wait for the image after this one too
-        app.prefetch.wait_idle(600)
+    if settle:  # a person who looks at the picture a few seconds first: the next image's embedding is done
+        queued = time.perf_counter() + 10  # its request is queued when the page shows this image: see it start
+        while not (app.prefetch.waiting() or not app.prefetch.wait_idle(0)) and time.perf_counter() < queued:
+            time.sleep(0.01)
+        assert app.prefetch.wait_idle(600)
+    # then click at once: the embedding of the image after it starts meanwhile (at a low priority), as when a
+    # person clicks right after Next
     seg = app.hub.loaded_segmenter()
     before = seg.encoder_calls if seg is not None else 0
     page.evaluate(f"() => {{ window.markOverlay = document.querySelector('{ROOT}').dataset.overlayRevision || ''; }}")
@@ -98,7 +107,10 @@ def main() -> None:
     from tiny_models import make_hf_model, make_tokenizer, save_hf
     from tiny_sam import save_tiny_sam
 
-    rows: dict[str, list[tuple[float, float, int]]] = {"after its prefetch": [], "prefetch held (no embedding yet)": []}
+    rows: dict[str, list[tuple[float, float, int]]] = {
+        "after its prefetch, at once (the next one's embedding under way)": [],
+        "after its prefetch, once the next one's is done too": [],
+        "prefetch held (no embedding yet)": []}
     with tempfile.TemporaryDirectory() as tmp_name, sync_playwright() as pw:
         tmp = Path(tmp_name)
         model = save_hf(make_hf_model("tiny", seed=0), make_tokenizer(), tmp / "tiny")
@@ -114,7 +126,7 @@ def main() -> None:
             page = context.new_page()
             page.goto(demo.local_url, wait_until="load")
             page.wait_for_selector("#image-info >> text=No images yet", timeout=60_000)
-            page.locator("#uploads input[type=file]").set_input_files(pictures(tmp / "up", 2 * args.runs + 2, width,
+            page.locator("#uploads input[type=file]").set_input_files(pictures(tmp / "up", len(rows) * args.runs + 3, width,
                                                                                height))
             page.wait_for_selector("#image-info >> text=img00.png", timeout=600_000)
             [project] = [p for p in app.sessions.open_projects() if p.images()]
@@ -130,7 +142,8 @@ def main() -> None:
                     app.prefetch.hold()
                     next_image(page)  # past the image the last prefetch embedded
                 for _ in range(args.runs):
-                    rows[name].append(click_once(page, app, project, width, height))
+                    rows[name].append(click_once(page, app, project, width, height, name.startswith("prefetch held"),
+                                                  settle="once the next" in name))
             app.prefetch.release()
             app.prefetch.wait_idle(600)
             context.close()

@@ -17,6 +17,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from pathlib import Path
 
@@ -42,6 +43,7 @@ def next_revision() -> int:
     return next(_revisions)
 JPEG_QUALITY = 92
 OVERLAY_KEEP_S = 60.0  # how long a replaced mask overlay file stays (gradio copies it into its cache before that)
+DECODED_MASKS = 64  # masks kept decoded for the next overlay: a click changes one mask, the others are not decoded again
 
 
 def file_data(path: Path) -> dict:
@@ -62,6 +64,7 @@ class CanvasFiles:
         atexit.register(self.close)
         self._lock = threading.Lock()
         self._overlays: dict[tuple[str, int], tuple[str, Path]] = {}  # (session, image) -> (masks key, file)
+        self._decoded: OrderedDict[tuple[int, str], np.ndarray] = OrderedDict()  # (object, its RLE's digest) -> mask
         self._replaced: list[tuple[float, Path]] = []  # overlays no longer current, kept a while (see overlay)
 
     def folder(self, token: str) -> Path:
@@ -110,7 +113,7 @@ class CanvasFiles:
             return last[1]
         index = np.zeros(shape, dtype=np.uint16)
         for k, o in masked:
-            index[rle_to_mask(o.mask)] = k
+            index[self._decode(o.id, o.mask)] = k
         path = self.folder(token) / f"overlay-{image_id}-{next(_revisions)}.png"
         mask_index_to_overlay(index).save(path, format="PNG", compress_level=1)
         now = time.monotonic()
@@ -126,6 +129,22 @@ class CanvasFiles:
         for stale in old:
             stale.unlink(missing_ok=True)
         return path
+
+    def _decode(self, object_id: int, rle: dict) -> np.ndarray:
+        """The (H, W) bool mask of a stored RLE, decoded once while it stays among the last DECODED_MASKS used."""
+        key = (object_id, hashlib.sha1(repr((rle["size"], rle["counts"])).encode()).hexdigest())
+        with self._lock:
+            mask = self._decoded.get(key)
+            if mask is not None:
+                self._decoded.move_to_end(key)
+                return mask
+        mask = rle_to_mask(rle)
+        mask.flags.writeable = False  # shared by the next overlays
+        with self._lock:
+            self._decoded[key] = mask
+            while len(self._decoded) > DECODED_MASKS:
+                self._decoded.popitem(last=False)
+        return mask
 
     def close(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)

@@ -14,6 +14,8 @@ the first click there runs only SAM's decoder.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -246,6 +248,17 @@ class Jobs:
         return job
 
 
+PREFETCH_NICE = 19  # the prefetch thread's niceness: a click (nice 0) gets nearly all the CPU while both run
+
+
+def yield_to_clicks() -> None:
+    """Lower the calling thread's priority to PREFETCH_NICE (Linux: niceness is per thread, and the OpenMP
+    workers torch starts from this thread inherit it), so that an embedding computed ahead slows a click's
+    decoder on the same cores by little. Where the system has no per-thread niceness: nothing changes."""
+    with contextlib.suppress(AttributeError, OSError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), PREFETCH_NICE)
+
+
 @dataclass
 class _Wanted:
     name: tuple  # what is embedded, for tests and logs: (project folder, image id, SAM key)
@@ -309,6 +322,7 @@ class Prefetch:
             return self._cond.wait_for(lambda: not self._waiting and self._current is None, timeout)
 
     def _work(self) -> None:
+        yield_to_clicks()
         while True:
             with self._cond:
                 self._cond.wait_for(lambda: self._waiting and not self._held)

@@ -14,7 +14,9 @@ embedded once even when two threads ask for it at the same time (a prefetch and 
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import functools
 import hashlib
 import os
 import threading
@@ -46,6 +48,15 @@ class Refined:
     logits: np.ndarray  # (1, g, g) low-resolution logits; pass back as `mask=` for the next click
 
 
+def _interactive(method):
+    """Runs the method in one `Segmenter.interactive` section: background embeddings pause meanwhile."""
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self.interactive():
+            return method(self, *args, **kwargs)
+    return wrapper
+
+
 class _Shared:
     """What every view of one Segmenter shares (`using` makes views): the memory cache, the lock, the counts."""
 
@@ -54,6 +65,9 @@ class _Shared:
         self.memory: OrderedDict[str, Embedding] = OrderedDict()
         self.lock = threading.Lock()
         self.inflight: dict[str, threading.Event] = {}
+        self.decoding = 0  # interactive sections running now (a background embedding waits while there are any)
+        self.idle = threading.Condition(self.lock)  # notified when `decoding` falls to 0
+        self.depth = threading.local()  # .value: this thread's open interactive sections
         self.encoder_calls = 0  # image embeddings computed (the caches' effect, observable)
         self.store_hits = 0  # embeddings read back from a store
 
@@ -121,6 +135,7 @@ class Segmenter:
 
     # ------------------------------------------------------------------------------------- boxes
 
+    @_interactive
     def segment(self, image: ImageLike, boxes_xyxy) -> Masks:
         """boxes_xyxy: (N, 4) in pixels of the upright image -> one mask per box, all boxes in one decoder
         call. Boxes are clipped to the image; a box with no area left gives an empty mask, score 0.
@@ -164,6 +179,7 @@ class Segmenter:
 
     # ------------------------------------------------------------------------------------ clicks
 
+    @_interactive
     def refine(self, image: ImageLike, points, labels, box=None, mask=None) -> Refined:
         """Positive (label 1) and negative (label 0) clicks, in pixels of the upright image, optionally
         with the object's box and its previous mask: a (H, W) bool mask or the `logits` of the last
@@ -221,10 +237,64 @@ class Segmenter:
 
     # ----------------------------------------------------------------------------------- embedding
 
-    def embed(self, image: ImageLike) -> None:
+    def embed(self, image: ImageLike, *, background: bool = False) -> None:
         """Compute and keep the image's embedding (in memory, and in the store where one is given), so that
-        the next segment or click on it runs only the decoder. A prefetch calls this."""
-        self._embedding(np.asarray(to_rgb(image, self.max_pixels), dtype=np.uint8))
+        the next segment or click on it runs only the decoder. background: a prefetch, which gives way to the
+        clicks: between two of its modules it waits while any `interactive` section of this Segmenter runs (a
+        segment or a click in another thread), so that a click answers about as fast as on an idle machine. A
+        click on the image being embedded waits for this embedding, its section let go meanwhile, so the two never
+        wait on each other."""
+        rgb = np.asarray(to_rgb(image, self.max_pixels), dtype=np.uint8)
+        if not background:
+            self._embedding(rgb)
+            return
+        shared, me = self._shared, threading.get_ident()
+
+        def give_way(module, args) -> None:
+            if threading.get_ident() == me and shared.decoding:
+                with shared.lock:
+                    shared.idle.wait_for(lambda: shared.decoding == 0)
+        handle = torch.nn.modules.module.register_module_forward_pre_hook(give_way)
+        try:
+            self._embedding(rgb)
+        finally:
+            handle.remove()
+
+    @contextlib.contextmanager
+    def interactive(self):
+        """A section someone waits for (a click, a segment): while any runs, in any thread, background embeddings
+        of this Segmenter pause between two of their modules. segment and refine run in one; a caller may open
+        it earlier (the app: when the click arrives, before reading the image), so that the background work has
+        paused by the time the decoder starts. While this thread waits for another's embedding of its image, its
+        section is let go (that embedding may be a background one)."""
+        shared = self._shared
+        with shared.lock:
+            shared.decoding += 1
+        shared.depth.value = getattr(shared.depth, "value", 0) + 1
+        try:
+            yield
+        finally:
+            shared.depth.value -= 1
+            self._leave()
+
+    def _leave(self) -> None:
+        shared = self._shared
+        with shared.lock:
+            shared.decoding -= 1
+            if shared.decoding == 0:
+                shared.idle.notify_all()
+
+    def _wait_for(self, event: threading.Event) -> None:
+        """Wait for another thread's embedding, this thread's interactive sections let go meanwhile."""
+        shared = self._shared
+        held = getattr(shared.depth, "value", 0)
+        for _ in range(held):
+            self._leave()
+        try:
+            event.wait()
+        finally:
+            with shared.lock:
+                shared.decoding += held
 
     def embedding_key(self, rgb: np.ndarray) -> str:
         """Names one image's embedding by this model: the weights' identity and the pixels' SHA-1."""
@@ -243,7 +313,7 @@ class Segmenter:
                 if waiting is None:
                     done = shared.inflight[key] = threading.Event()
                     break
-            waiting.wait()  # another thread embeds this image: take its result (or try again if it failed)
+            self._wait_for(waiting)  # another thread embeds this image: its result (or try again if it failed)
         try:
             emb = self._load(key, rgb)
             with shared.lock:

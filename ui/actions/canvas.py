@@ -102,8 +102,9 @@ def refine_mask(app: App, pixels, points, labels, box, mask=None, sam: str | Non
 
 def embed_image(app: App, pixels, sam: str | None = None, store: str | None = None) -> None:
     """Compute and keep the image's embedding for the project's SAM (in memory and in `store`): a prefetch. Like
-    `refine_mask`, all it runs on the GPU (the app wraps it for ZeroGPU)."""
-    _segmenter(app, sam, store).embed(pixels)
+    `refine_mask`, all it runs on the GPU (the app wraps it for ZeroGPU). In the background: it gives way to the
+    clicks' decoder between two of its modules."""
+    _segmenter(app, sam, store).embed(pixels, background=True)
 
 
 def _segmenter(app: App, sam: str | None, store: str | None):
@@ -122,12 +123,13 @@ def _segment(app: App, project, image_id: int, refine: Callable | None = None):
     sam, store = sam_of(app, project), store_folder(project)
 
     def segment(points, labels, box, mask=None):
-        pixels = read(image_id)
-        app.hub.segmenter(sam)  # a first load outside the model lock: it holds up no other click, Detect or job
-        with app.jobs.model_lock:
-            if refine is not None:
-                return refine(pixels, points, labels, box, mask, sam=sam, store=store)
-            return refine_mask(app, pixels, points, labels, box, mask, sam=sam, store=store)
+        seg = app.hub.segmenter(sam)  # a first load outside the model lock: it holds up no other click, Detect or job
+        with seg.interactive():  # from here, a prefetch pauses: it has by the time the decoder starts
+            pixels = read(image_id)
+            with app.jobs.model_lock:
+                if refine is not None:
+                    return refine(pixels, points, labels, box, mask, sam=sam, store=store)
+                return refine_mask(app, pixels, points, labels, box, mask, sam=sam, store=store)
     return segment
 
 
