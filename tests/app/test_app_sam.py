@@ -375,3 +375,19 @@ def test_without_sam_the_app_works_and_nothing_is_prefetched(tiny_hf, tmp_path):
         assert value["message"] is None and len(project.objects(ids[0])) == 1  # boxes work
     finally:
         app.sessions.close()
+
+
+def test_a_click_reads_its_picture_once_and_again_when_the_file_changes(app, tmp_path):
+    """The last pictures read stay decoded for the next click; a file replaced or rewritten is read again."""
+    from ui.actions.labeling import image_reader
+
+    state, project, ids = project_with(app, tmp_path, 2)
+    read = image_reader(app, project)
+    first = read(ids[0])
+    assert read(ids[0]) is first
+    path = project.image(ids[0]).path
+    other = np.asarray(Image.open(project.image(ids[1]).path).convert("RGB"))
+    replacement = path.with_name("replacement.png")
+    Image.fromarray(other).save(replacement)
+    replacement.replace(path)  # a new file under the same name
+    assert np.array_equal(np.asarray(read(ids[0])), other)

@@ -92,3 +92,47 @@ def test_no_memory_cache_still_embeds_each_call_once(cache_size):
     seg.embed(photo())
     seg.embed(photo())
     assert seg.encoder_calls == (2 if cache_size == 0 else 1)
+
+
+class SignalledBackend(Sam1Backend):
+    """SAM 1 that announces each image embedding as it begins (its key is in flight by then)."""
+
+    def __init__(self, sam):
+        super().__init__(sam)
+        self.started = threading.Event()
+
+    def embed(self, rgb):
+        self.started.set()
+        return super().embed(rgb)
+
+
+def test_a_background_embedding_waits_while_a_click_runs_and_finishes_after():
+    seg = Segmenter(SignalledBackend(make_tiny_sam()))
+    image = photo(3)
+    with seg.interactive():  # a click under way in another thread
+        background = threading.Thread(target=seg.embed, args=(image,), kwargs={"background": True})
+        background.start()
+        assert seg.backend.started.wait(30)
+        background.join(0.5)
+        assert background.is_alive() and seg.encoder_calls == 0  # paused at its first module
+    background.join(30)
+    assert not background.is_alive() and seg.encoder_calls == 1
+
+
+def test_a_click_on_the_image_a_paused_background_embedding_holds_lets_it_go_on():
+    """The click waits for the background embedding of its own image; it must not keep that embedding paused
+    (a deadlock): its section is let go while it waits."""
+    seg = Segmenter(SignalledBackend(make_tiny_sam()))
+    image = photo(4)
+    clicked = {}
+    with seg.interactive():  # another click holds the background one paused
+        background = threading.Thread(target=seg.embed, args=(image,), kwargs={"background": True})
+        background.start()
+        assert seg.backend.started.wait(30)
+        click = threading.Thread(target=lambda: clicked.update(r=seg.refine(image, points=[(5, 5)], labels=[1])))
+        click.start()
+    background.join(30)
+    click.join(30)
+    assert not background.is_alive() and not click.is_alive()
+    assert seg.encoder_calls == 1 and clicked["r"].mask.shape == (60, 80)
+    assert seg._shared.decoding == 0

@@ -3,10 +3,14 @@
 
 from __future__ import annotations
 
+import os
+import threading
+from collections import OrderedDict
+
 from gdino.labeling import LabelSettings, label_images, parse_class_text
 from gdino.processing import ImageError
 from gdino.prompts import PromptError
-from gdino.sources import read_image
+from gdino.sources import is_uri, read_image
 from gdino.store import ProjectError
 
 from ..app import App, page_words
@@ -45,7 +49,33 @@ def image_reader(app: App, project):
     """image_id -> the image's pixels (upright RGB), read from `image_files`' checked file (an object-store
     image fetched): what labeling and a SAM click take."""
     files = image_files(app, project)
-    return lambda image_id: read_image(files(image_id))
+    return lambda image_id: _decoded(files(image_id))
+
+
+DECODED_IMAGES = 2  # the last pictures read, kept decoded: each SAM click on an image reads it again
+DECODED_MAX_PIXELS = 16_000_000  # larger ones are decoded each time (memory)
+_decoded_images: OrderedDict[tuple, object] = OrderedDict()
+_decoded_lock = threading.Lock()
+
+
+def _decoded(location):
+    """read_image(location), the last DECODED_IMAGES local files kept decoded, named by path, inode, size and
+    change time (a replaced or rewritten file is read again). Object-store images are read each time."""
+    if is_uri(location):
+        return read_image(location)
+    info = os.stat(location)
+    key = (os.fspath(location), info.st_ino, info.st_size, info.st_mtime_ns, info.st_ctime_ns)
+    with _decoded_lock:
+        if key in _decoded_images:
+            _decoded_images.move_to_end(key)
+            return _decoded_images[key]
+    image = read_image(location)
+    if image.width * image.height <= DECODED_MAX_PIXELS:
+        with _decoded_lock:
+            _decoded_images[key] = image
+            while len(_decoded_images) > DECODED_IMAGES:
+                _decoded_images.popitem(last=False)
+    return image
 
 
 def detect_image(app: App, state: dict, image_id: int | None, settings: LabelSettings) -> str:
