@@ -5,7 +5,7 @@ embedding store are read directly; the pointer events are Chromium's own."""
 
 import numpy as np
 import pytest
-from app_harness import free_port, fresh_page, needs_browser, profile, start
+from app_harness import browser, free_port, fresh_page, needs_browser, start
 from PIL import Image
 from tiny_sam import save_tiny_sam
 
@@ -36,12 +36,8 @@ def server(tiny_hf, tmp_path_factory):
 
 @pytest.fixture
 def context(tmp_path):
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        ctx = profile(pw, tmp_path / "profile")
+    with browser(tmp_path) as ctx:
         yield ctx
-        ctx.close()
 
 
 def photos(folder, n):
