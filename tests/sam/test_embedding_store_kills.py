@@ -21,7 +21,10 @@ def test_kills_at_random_moments_of_put_leave_whole_files_or_nothing(tmp_path):
     print(stats)
     assert stats["kills"] == 10
     assert stats["hits"] > 0  # what was put before a kill is still there
-    assert stats["inside_write"] >= 1 and stats["leftover"] == stats["inside_write"]
+    # every kill that left a temporary file (one inside a write) had it cleaned; how many kills land inside a write
+    # depends on the machine's speed, so none is required here (torn files are tested as generated inputs in
+    # test_embedding_store.py; bench/embedding_store_faults.py lands dozens inside writes)
+    assert stats["leftover"] == stats["inside_write"]
 
 
 def test_two_processes_put_get_and_evict_one_folder_at_once(tmp_path):
