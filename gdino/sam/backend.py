@@ -34,6 +34,7 @@ class Backend(Protocol):
     name: str  # what --sam calls it: "vit_b", "sam2.1-tiny", "edgetam", or the file / folder name
     identity: str  # name + a digest of the weights: embeddings of one identity are interchangeable
     mask_threshold: float  # logits above it are the mask
+    low_res_side: int  # g: the side of the decoder's low-res logits (256)
 
     @property
     def device(self) -> torch.device: ...

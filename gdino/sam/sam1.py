@@ -213,6 +213,11 @@ class Sam1Backend:
     def device(self) -> torch.device:
         return self.sam.device
 
+    @property
+    def low_res_side(self) -> int:
+        """g: the side of the decoder's low-res logits, 4 x the embedding's grid (256 for the official models)."""
+        return 4 * self.sam.prompt_encoder.image_embedding_size[0]
+
     def embed(self, rgb: np.ndarray) -> Embedding:
         resized = self.transform.apply_image(rgb)
         with torch.inference_mode():

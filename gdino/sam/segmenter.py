@@ -223,17 +223,13 @@ class Segmenter:
     def _mask_prompt(self, mask: np.ndarray, emb: Embedding) -> torch.Tensor:
         """A previous mask -> the decoder's (1, 1, g, g) mask input: low-res logits as they are, or a
         full-size bool mask of the image (as strong logits, +-20)."""
-        grid = self._low_res_side(emb)
+        grid = self.backend.low_res_side
         if mask.shape[-2:] == (grid, grid) and mask.dtype != bool:
             return torch.as_tensor(mask, dtype=torch.float32, device=self.device).reshape(1, 1, grid, grid)
         if mask.shape != emb.original_size:
             raise SegmenterError(f"the previous mask is {mask.shape}, the image is {emb.original_size}: pass a mask of "
                                  "the image's size or the logits of the last refine")
         return self.backend.mask_prompt(torch.as_tensor(mask.astype(np.float32), device=self.device), emb)
-
-    def _low_res_side(self, emb: Embedding) -> int:
-        side = getattr(self.backend, "low_res_side", None)
-        return side if side is not None else 4 * emb.features["image"].shape[-1]
 
     # ----------------------------------------------------------------------------------- embedding
 
