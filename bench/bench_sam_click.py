@@ -66,10 +66,11 @@ def next_image(page) -> int:
 
 
 def click_once(page, app, project, width: int, height: int, held: bool, settle: bool = False
-               ) -> tuple[float, float, int]:
+               ) -> tuple[float, float, int, list[float]]:
     """Next, then one SAM click at the new image's centre -> (pointer-up -> mask drawn ms, pointer-down -> mask
     drawn ms, the server's encoder calls during the click: the prefetch of the image after it, not the click's own,
-    when the click ran only the decoder)."""
+    when the click ran only the decoder, [sent -> the server's answer received, received -> the overlay loaded,
+    loaded -> painted] ms)."""
     if not held:  # the image Next shows was queued when this one was shown: let its embedding finish first
         assert app.prefetch.wait_idle(600)
     image_id = next_image(page)
@@ -86,10 +87,12 @@ def click_once(page, app, project, width: int, height: int, held: bool, settle: 
     page.mouse.click(*centre(page, width, height))
     page.wait_for_function(f"() => (document.querySelector('{ROOT}').dataset.overlayRevision || '') !== "
                            "window.markOverlay", timeout=600_000)
-    up, down = page.evaluate(f"() => {{ const at = Number(document.querySelector('{ROOT}').dataset.overlayPaintedAt); "
-                             "return [at - window.upAt, at - window.downAt]; }")
+    up, down, *parts = page.evaluate(
+        f"() => {{ const d = document.querySelector('{ROOT}').dataset; const at = Number(d.overlayPaintedAt); "
+        "return [at - window.upAt, at - window.downAt, d.receivedAt - d.sentAt, d.overlayLoadedAt - d.receivedAt, "
+        "at - d.overlayLoadedAt]; }")
     assert project.objects(image_id), "the click stored no object"
-    return up, down, app.hub.loaded_segmenter().encoder_calls - before
+    return up, down, app.hub.loaded_segmenter().encoder_calls - before, parts
 
 
 def main() -> None:
@@ -107,7 +110,7 @@ def main() -> None:
     from tiny_models import make_hf_model, make_tokenizer, save_hf
     from tiny_sam import save_tiny_sam
 
-    rows: dict[str, list[tuple[float, float, int]]] = {
+    rows: dict[str, list[tuple[float, float, int, list[float]]]] = {
         "after its prefetch, at once (the next one's embedding under way)": [],
         "after its prefetch, once the next one's is done too": [],
         "prefetch held (no embedding yet)": []}
@@ -162,6 +165,9 @@ def main() -> None:
         down = [g[1] for g in got]
         print(f"| {name} | {statistics.median(up):.0f} | {min(up):.0f} | {max(up):.0f} | {statistics.median(down):.0f} "
               f"| {sum(g[2] for g in got)} |")
+    parts = [g[3] for name, got in rows.items() if not name.startswith("prefetch held") for g in got]
+    print("\nwhere the time goes, median ms over the clicks after a prefetch: sent -> the server's answer received, -> the mask "
+          "overlay loaded, -> painted:", [round(statistics.median(p[i] for p in parts)) for i in range(3)])
 
 
 if __name__ == "__main__":

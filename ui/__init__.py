@@ -3,6 +3,8 @@ Nothing runs on import."""
 
 from __future__ import annotations
 
+import inspect
+
 from .app import App, make_app
 from .app_config import AppConfig, parse_args
 from .files import served_paths
@@ -21,7 +23,10 @@ def build_app(config: AppConfig):
 
 def launch(demo, config: AppConfig, **kwargs):
     """Serve the page. Gradio serves by path only the example photos (ui/files.py): never the workspace,
-    an --allow-dir folder or the --project folder."""
+    an --allow-dir folder or the --project folder. Gradio's run history is off: it copies every call's inputs and
+    outputs (canvas values: the labels) into the browser's localStorage, rewriting up to 100 of them at each edit."""
+    if "run_history" in inspect.signature(demo.launch).parameters:  # an older gradio has none to turn off
+        kwargs.setdefault("run_history", False)
     # gradio itself refuses a larger file while it is being uploaded (HTTP 413), before storing it
     return demo.launch(server_name=config.host, server_port=config.port, share=config.share, head=HEAD,
                        max_file_size=f"{config.max_upload_mb}mb", **served_paths(config), **kwargs)

@@ -126,3 +126,23 @@ def test_the_sam_chosen_in_the_menu_survives_a_reload(server, context, tmp_path)
     page.wait_for_function("document.querySelector('#sam-choice input').value === 'SAM other.pth'", timeout=30_000)
     page.wait_for_selector("#model-status >> text=SAM other.pth on CPU", timeout=30_000)
     assert str(server[2].parent) not in page.content()  # no server path anywhere in the page
+
+
+def test_edits_leave_no_copy_of_the_labels_in_the_browsers_storage(server, context, tmp_path):
+    """Gradio records every call's inputs and outputs in the browser's localStorage (its "run history", on by
+    default): every click rewrote up to 100 canvas values there (~90 ms of the page's time per click here, and a
+    copy of the project's labels left in the browser for the next person at that computer). The app turns it off."""
+    url, app, _ = server
+    page, project = opened(context, url, app, photos(tmp_path / "up", 1))
+    [image_id] = [r.id for r in project.images()]
+    page.locator("#next-btn").click()  # the page reads the classes again
+    page.wait_for_function("() => document.querySelector('#canvas .gc-class')?.options.length === 1", timeout=30_000)
+    page.locator("#canvas .gc-tool[data-tool='click']").click()
+    page.wait_for_selector(f"{ROOT}[data-tool='click']", state="attached", timeout=10_000)
+    page.mouse.click(*at(page, 80, 60))
+    obj = until(page, lambda: next(iter(project.objects(image_id)), None), "stored the click's object")
+    page.wait_for_function(f"() => (document.querySelector('{ROOT}').dataset.overlayRevision || '') !== ''",
+                           timeout=30_000)
+    stored = page.evaluate("() => Object.fromEntries(Object.keys(localStorage).map((k) => [k, localStorage[k]]))")
+    assert not [k for k in stored if k.startswith("gradio:run-history")], list(stored)
+    assert not [k for k, v in stored.items() if f'"id": {obj.id}' in v or f'"id":{obj.id}' in v], list(stored)

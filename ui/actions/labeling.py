@@ -52,7 +52,8 @@ def image_reader(app: App, project):
     return lambda image_id: _decoded(files(image_id))
 
 
-DECODED_IMAGES = 2  # the last pictures read, kept decoded: each SAM click on an image reads it again
+DECODED_IMAGES = 3  # the last pictures used, kept decoded for SAM's clicks: the one before, the one shown and the
+# next (read by its prefetch before the clicks on the one shown, so two would drop it just before it is shown)
 DECODED_MAX_PIXELS = 16_000_000  # larger ones are decoded each time (memory)
 _decoded_images: OrderedDict[tuple, object] = OrderedDict()
 _decoded_lock = threading.Lock()

@@ -103,6 +103,7 @@ function loadOverlay(url, v, newImage) {
   const im = new Image();
   im.onload = () => {
     if (overlayUrl !== url) return;
+    root.dataset.overlayLoadedAt = String(performance.now());
     const off = document.createElement('canvas');
     off.width = im.naturalWidth; off.height = im.naturalHeight;
     const octx = off.getContext('2d', { willReadFrequently: true });
