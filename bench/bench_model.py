@@ -37,6 +37,16 @@ from timing import ENCODER_LEVELS, encoder_op_inputs, median_time  # noqa: E402
 CAPTION = "cat . remote control . couch ."
 
 
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
 def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -66,12 +76,21 @@ def child_transformers(model_dir: str, h: int, w: int, repeats: int, mm: bool = 
     return {"latency": latency, "peak_mb": peak_rss_mb()}
 
 
+def load_ours(model_dir: str, dtype: str):
+    """gdino's model in `dtype` ("float32", "bfloat16"), or "fast": precision="fast" (gdino/modeling/precision.py)."""
+    import gdino
+
+    if dtype == "fast":
+        return gdino.load_model(model_dir, precision="fast")
+    return gdino.load_model(model_dir, dtype=getattr(torch, dtype))
+
+
 def child_gdino(model_dir: str, h: int, w: int, repeats: int, dtype: str, forward_only: bool = False) -> dict:
     import numpy as np
 
     import gdino
 
-    det = gdino.Detector(gdino.load_model(model_dir, dtype=getattr(torch, dtype)), cache_size=4)
+    det = gdino.Detector(load_ours(model_dir, dtype), cache_size=4)
     model = det.model
     pixel_values, enc = inputs(model.tokenizer, h, w)
     result = {}
@@ -116,9 +135,7 @@ def agreement(model_dir: str, dtype: str = "float32", mm: bool = False) -> dict:
     queries within 1e-3, the median and the largest per-query difference."""
     from compare import fraction_within, per_query_error
 
-    import gdino
-
-    ours = gdino.load_model(model_dir, dtype=getattr(torch, dtype))
+    ours = load_ours(model_dir, dtype)
     theirs = transformers_class(mm).from_pretrained(model_dir).eval()
     pixel_values, enc = inputs(ours.tokenizer, 320, 480)
     with torch.inference_mode():
@@ -207,6 +224,8 @@ def main() -> None:
         # how much of the gap is malloc (gdino.memory): each with the other's setting
         theirs_keep = run_child("transformers", model_dir, env={"GLIBC_TUNABLES": KEEP_FREED}, mm=mm)
         ours_system = run_child("gdino", model_dir, "float32", "forward", env={"GDINO_MALLOC": "system"})
+        fast = run_child("gdino", model_dir, "fast")
+        agree_fast = run_child("agree", model_dir, "fast", mm=mm)
         ours16 = run_child("gdino", model_dir, "bfloat16") if args.bf16 else None
         agree16 = run_child("agree", model_dir, "bfloat16", mm=mm) if args.bf16 else None
         op = run_child("op")
@@ -214,8 +233,12 @@ def main() -> None:
     pretty = {"swin_t": "Swin-T", "swin_b": "Swin-B", "swin_l": "Swin-L"}[args.backbone]
     name = f"MM-Grounding-DINO {pretty} (gdino preset mm_{args.backbone} vs MMGroundingDinoForObjectDetection)" if mm \
         else f"Grounding DINO {pretty}"
+    from gdino.modeling.precision import native_bfloat16
+
     print(f"{name} (random weights), input {h}x{w}, prompt {CAPTION!r}, {torch.get_num_threads()} threads,"
           f" median of {args.repeats}")
+    print(f"CPU: {cpu_name()}; {torch.backends.cpu.get_cpu_capability()} kernels; bfloat16 units: "
+          f"{'yes' if native_bfloat16() else 'no'}")
     print(f"same outputs: {agree['within_1e-3']:.1%} of queries within 1e-3 (median error {agree['median_error']:.1e})\n")
     print("| | transformers | gdino | gdino / transformers |")
     print("|---|---:|---:|---:|")
@@ -229,6 +252,10 @@ def main() -> None:
     print(f"| detect, 1 image, from pixels (s) | | {ours['detect']:.2f} | |")
     print(f"| re-prompt, cached image (s) | | {ours['reprompt']:.2f} | {ours['reprompt'] / ours['detect']:.2f}x of detect |")
     print(f"| detect_batch, 4 images (images/s) | | {ours['batch4_images_per_s']:.3f} | |")
+    print(f"| forward, precision fast (s) | | {fast['latency']:.2f} | {fast['latency'] / theirs_keep['latency']:.2f}x "
+          "(of keeping freed memory) |")
+    print(f"| detect, 1 image, precision fast (s) | | {fast['detect']:.2f} | {fast['detect'] / ours['detect']:.2f}x of "
+          "exact |")
     if ours16:
         print(f"| forward, bfloat16 (s) | | {ours16['latency']:.2f} | {ours16['latency'] / theirs['latency']:.2f}x |")
         print(f"| re-prompt, bfloat16 (s) | | {ours16['reprompt']:.2f} | |")
@@ -248,6 +275,11 @@ def main() -> None:
               f"{agree16['score_change']:.2f} in the logits (their spread over the top {agree16['top']}: "
               f"{agree16['score_spread']:.2f})")
     print(f"float32 order-free check: {agree['iou90']:.0%} of the top {agree['top']} at IoU >= 0.9")
+    print(f"precision fast vs transformers float32 (random weights): {agree_fast['within_1e-3']:.1%} of queries within "
+          f"1e-3, median per-query difference {agree_fast['median_error']:.2e}; order-free, of float32's top "
+          f"{agree_fast['top']} detections {agree_fast['iou90']:.0%} have a fast box at IoU >= 0.9 "
+          f"({agree_fast['iou50']:.0%} at >= 0.5); random weights say little: bench/bench_fast_quality.py checks a "
+          "trained model")
 
 
 if __name__ == "__main__":

@@ -74,16 +74,19 @@ class Detector:
 
     @classmethod
     def from_pretrained(cls, source: str = DEFAULT_MODEL, *, text_encoder: str | None = None, device=None,
-                        dtype: torch.dtype | None = None, **kwargs) -> Detector:
+                        dtype: torch.dtype | None = None, precision: str = "exact", **kwargs) -> Detector:
         """Load weights (see `gdino.load_model`). device: default CUDA when available, else CPU.
-        dtype: float32 (default, exact); bfloat16 (CPU or CUDA: about half the memory, scores differ from
-        float32 by ~1e-2, faster where the hardware has bf16 units); float16 (CUDA only)."""
+        dtype: float32 (default, exact); bfloat16 (about half the memory, scores differ from float32 by ~1e-2;
+        faster on CUDA and on CPUs with bfloat16 units, several times slower on the others); float16 (CUDA only).
+        precision: "exact" or "fast" (on a CPU int8 weights for the heavy linear layers, on CUDA bfloat16;
+        gdino/modeling/precision.py); "fast" chooses the dtype itself."""
         device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         if dtype not in (None, torch.float32, torch.bfloat16, torch.float16):
             raise ValueError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {dtype}")
         if dtype == torch.float16 and device.type != "cuda":
-            raise ValueError("float16 is for CUDA only (CPUs lack fast float16 kernels); use torch.bfloat16 on CPU")
-        return cls(load_model(source, text_encoder=text_encoder, device=device, dtype=dtype), **kwargs)
+            raise ValueError("float16 is for CUDA only (CPUs lack fast float16 kernels); use precision='fast' on a CPU")
+        return cls(load_model(source, text_encoder=text_encoder, device=device, dtype=dtype, precision=precision),
+                   **kwargs)
 
     # ----------------------------------------------------------------------------------- public
 

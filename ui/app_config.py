@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from gdino.modeling.config import DEFAULT_MODEL
+from gdino.modeling.precision import PRECISIONS
 from gdino.sam import catalog
 from gdino.sources import SourceError, check_uri, is_uri
 from gdino.weights.checkpoints import RECOMMENDED
@@ -27,6 +28,7 @@ class AppConfig:
     max_loaded_sams: int = 2  # SAMs kept in memory at once when projects use different ones
     project: Path | None = None  # one shared project for every visitor
     device: str | None = None
+    precision: str = "exact"  # the detectors': "exact" or "fast" (gdino/modeling/precision.py)
     host: str = "127.0.0.1"
     port: int | None = None
     share: bool = False
@@ -88,6 +90,9 @@ def parse_args(argv: list[str] | None = None) -> AppConfig:
                    help="use this project directory for every visitor (created if missing); default: one project per "
                         "browser session")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
+    p.add_argument("--precision", choices=PRECISIONS, default="exact",
+                   help="the detectors': exact (the default: float32, transformers' outputs) or fast (on a CPU int8 "
+                        "weights for the heavy layers, the box-placing ones float32; on CUDA bfloat16)")
     # Hugging Face Spaces tell the app where to listen through these variables
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                    help="address to listen on (0.0.0.0 for every interface; default $GRADIO_SERVER_NAME or 127.0.0.1)")
@@ -132,7 +137,8 @@ def parse_args(argv: list[str] | None = None) -> AppConfig:
                                              and m.strip().lower() != catalog.NONE)
     return AppConfig(model=a.model, models=models, max_loaded_models=a.max_loaded_models, text_encoder=a.text_encoder, sam=a.sam,
                      sams=sams, max_loaded_sams=a.max_loaded_sams,
-                     project=a.project.resolve() if a.project else None, device=a.device, host=a.host, port=a.port,
+                     project=a.project.resolve() if a.project else None, device=a.device, precision=a.precision,
+                     host=a.host, port=a.port,
                      share=a.share, allow_dirs=tuple(d.resolve() for d in a.allow_dir), allow_uris=tuple(a.allow_uri),
                      max_upload_files=a.max_upload_files, max_upload_mb=a.max_upload_mb,
                      max_upload_total_mb=a.max_upload_total_mb, max_upload_members=a.max_upload_members, **extra)

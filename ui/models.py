@@ -21,6 +21,7 @@ from pathlib import Path
 import gdino
 from gdino.labeling.loading import DetectorSpec, SegmenterSpec, default_device, load_detector, load_segmenter
 from gdino.modeling.config import PRESETS
+from gdino.modeling.precision import describe_precision
 from gdino.ops import describe
 from gdino.sam import catalog
 
@@ -103,7 +104,8 @@ class ModelHub:
             try:
                 # the text encoder is for the server's own .pth checkpoint; hub checkpoints bring theirs
                 text_encoder = self.config.text_encoder if model == self.config.model else None
-                detector = load_detector(DetectorSpec(model, text_encoder=text_encoder, device=self.device))
+                detector = load_detector(DetectorSpec(model, text_encoder=text_encoder, device=self.device,
+                                                      precision=self.config.precision))
             except ValueError as err:
                 self.detector_errors[model] = said_plainly(self._public(model), err)
                 raise ValueError(self.detector_errors[model]) from err
@@ -192,6 +194,7 @@ class ModelHub:
         parts.append(self._sam_part(sam))
         if loaded:
             weight = next(loaded[-1][1].model.parameters())
+            parts.append(f"precision: {describe_precision(loaded[-1][1].model)}")
             parts.append(f"deformable attention: {describe(weight.device, weight.dtype)}")
         text = ", ".join(parts)
         odd = [self._public(model) for model, detector in loaded if not is_published_model(detector)]

@@ -19,6 +19,7 @@ from ..labeling.plan import plan_sources
 from ..labeling.ray_session import RayOptions
 from ..labeling.run import LabelRun, add_planned, label_plain
 from ..modeling.config import DEFAULT_MODEL
+from ..modeling.precision import PRECISIONS, describe_precision, native_bfloat16
 from ..prompts import PromptError, parse_classes
 from ..sam.catalog import CPU_DEFAULT as SAM_CPU_DEFAULT
 from ..sam.catalog import CUDA_DEFAULT as SAM_CUDA_DEFAULT
@@ -72,7 +73,13 @@ def add_parser(commands) -> None:
                         "recommended checkpoints with their published accuracy")
     p.add_argument("--text-encoder", metavar="BERT", help="BERT directory or hub id for original .pth checkpoints")
     p.add_argument("--device", help="cpu, cuda, cuda:1, ... (default: cuda when available)")
-    p.add_argument("--dtype", choices=DTYPES, default="float32", help="float16 is CUDA only (default: float32)")
+    p.add_argument("--dtype", choices=DTYPES, default=None,
+                   help="float32 (the default), bfloat16 (fast only on CUDA and on CPUs with bfloat16 units), float16 "
+                        "(CUDA only)")
+    p.add_argument("--precision", choices=PRECISIONS, default="exact",
+                   help="exact (the default: float32, transformers' outputs) or fast: on a CPU int8 weights for the "
+                        "heavy layers (the box-placing ones stay float32), on CUDA bfloat16; it chooses the number "
+                        "format itself (no --dtype)")
     p.add_argument("--batch-size", type=positive_int, default=1, metavar="N", help="images per model call (default: 1)")
     p.add_argument("--box-threshold", type=unit, default=defaults.box_threshold, metavar="T",
                    help=f"keep boxes scoring above this (default: {defaults.box_threshold})")
@@ -147,8 +154,8 @@ def run(args: argparse.Namespace) -> int:
 
                 sam = None if args.sam.lower() == "none" else SegmenterSpec(sam_flag(args.sam, _device_type(args)),
                                                                              args.device)
-                label_on_ray_driver(project, settings, DetectorSpec(args.model, args.text_encoder, args.device, args.dtype),
-                                    sam, ray, run, reporter=bars)
+                spec = DetectorSpec(args.model, args.text_encoder, args.device, args.dtype, args.precision)
+                label_on_ray_driver(project, settings, spec, sam, ray, run, reporter=bars)
             else:
                 label_plain(project, detector, segmenter, settings, run, batch_size=args.batch_size, reporter=bars)
         except KeyboardInterrupt:
@@ -224,11 +231,17 @@ def _load_models(args: argparse.Namespace):
 
     device = device_flag(args.device)
     name = None if device is None else str(device)
-    if args.dtype == "float16" and (name or default_device()).split(":")[0] != "cuda":
-        raise UsageError("--dtype float16 is for CUDA only; use --dtype bfloat16 on CPU")
+    on_cpu = (name or default_device()).split(":")[0] != "cuda"
+    if args.precision == "fast" and args.dtype not in (None, "float32"):
+        raise UsageError(f"--precision fast chooses the number format itself; leave out --dtype {args.dtype}")
+    if args.dtype == "float16" and on_cpu:
+        raise UsageError("--dtype float16 is for CUDA only; on a CPU, --precision fast is the fast mode")
+    if args.dtype == "bfloat16" and on_cpu and not native_bfloat16():
+        print("gdino label: this CPU has no bfloat16 units: --dtype bfloat16 runs several times slower than float32 "
+              "here; --precision fast is the fast mode on this CPU", file=sys.stderr)
     try:  # every ValueError here is about the files named by --model / --text-encoder / --sam
         print(f"loading {args.model} ...", file=sys.stderr)
-        detector = load_detector(DetectorSpec(args.model, args.text_encoder, name, args.dtype))
+        detector = load_detector(DetectorSpec(args.model, args.text_encoder, name, args.dtype, args.precision))
         segmenter = None
         if args.sam.lower() != "none":
             sam = sam_flag(args.sam, (name or default_device()).split(":")[0])
@@ -237,6 +250,7 @@ def _load_models(args: argparse.Namespace):
     except ValueError as err:
         raise UsageError(str(err)) from err
     weight = next(detector.model.parameters())
+    print(f"precision: {describe_precision(detector.model)}", file=sys.stderr)
     print(f"deformable attention: {describe(weight.device, weight.dtype, build=True)}", file=sys.stderr)
     return detector, segmenter
 

@@ -24,6 +24,7 @@ class DetectorSpec:
     text_encoder: str | None = None
     device: str | None = None
     dtype: str | None = None
+    precision: str = "exact"  # or "fast" (gdino/modeling/precision.py)
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,8 @@ def load_detector(spec: DetectorSpec):
     if spec.dtype is not None and spec.dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {', '.join(DTYPES)}, got {spec.dtype!r}")
     return Detector.from_pretrained(spec.model, text_encoder=spec.text_encoder, device=spec.device or default_device(),
-                                    dtype=None if spec.dtype is None else getattr(torch, spec.dtype))
+                                    dtype=None if spec.dtype is None else getattr(torch, spec.dtype),
+                                    precision=spec.precision)
 
 
 def load_segmenter(spec: SegmenterSpec):

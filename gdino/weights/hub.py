@@ -25,6 +25,7 @@ import torch
 from ..memory import keep_freed_memory
 from ..modeling.config import GroundingDINOConfig, TextConfig
 from ..modeling.model import GroundingDINO
+from ..modeling.precision import check_precision, make_fast_on_cpu
 from .keymap import (
     KeyMapError,
     check_per_layer_heads,
@@ -151,6 +152,7 @@ def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor]) ->
 
 
 def _finish(model: GroundingDINO, device, dtype) -> GroundingDINO:
+    model.precision = "exact"
     model.eval()
     model.requires_grad_(False)
     if device is not None or dtype is not None:
@@ -172,6 +174,7 @@ def load_model(
     text_encoder: str | os.PathLike | None = None,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
+    precision: str = "exact",
 ) -> GroundingDINO:
     """
     Build a GroundingDINO from published weights, in eval mode, gradients off.
@@ -183,8 +186,14 @@ def load_model(
     text_encoder: for checkpoint files, the BERT whose config and tokenizer go with them (a local
         directory or a hub id; default bert-base-uncased). Ignored for the transformers layout, which
         carries its own.
+    precision: "exact" (as `dtype` says; float32 gives transformers' outputs) or "fast": on a CPU int8 weights
+        for the heavy linear layers (the box-placing ones stay float32), on CUDA bfloat16; see
+        gdino/modeling/precision.py. `model.precision` says which.
     The tokenizer is attached as `model.tokenizer` (forward never uses it).
     """
+    check_precision(precision)
+    if precision == "fast":
+        return _fast(source, text_encoder, device, dtype)
     source = str(source)
     if _is_checkpoint_file(source):
         local = Path(source).expanduser()
@@ -198,6 +207,18 @@ def load_model(
         return _load_original(path, str(text_encoder or DEFAULT_TEXT_ENCODER), device, dtype)
     directory = _resolve_dir(source, ["config.json", *_HUB_WEIGHTS, *_TOKENIZER_FILES])
     return _load_hub_dir(directory, device, dtype)
+
+
+def _fast(source, text_encoder, device, dtype) -> GroundingDINO:
+    on_cuda = torch.device(device if device is not None else "cpu").type == "cuda"
+    wanted = torch.bfloat16 if on_cuda else torch.float32
+    if dtype not in (None, wanted):
+        raise ValueError(f"precision='fast' chooses the dtype itself ({wanted} on this device); leave dtype unset")
+    model = load_model(source, text_encoder=text_encoder, device=device, dtype=wanted)
+    if on_cuda:
+        model.precision = "fast"
+        return model
+    return make_fast_on_cpu(model)
 
 
 def _load_hub_dir(directory: Path, device, dtype) -> GroundingDINO:

@@ -816,3 +816,22 @@ def test_the_page_offers_the_exporters_formats_and_the_list_filters(app):
     choices = {c["props"].get("label"): [v for v, _ in c["props"]["choices"]] for c in components
                if c.get("type") in ("radio", "dropdown") and c["props"].get("label") in ("Format", "Show")}
     assert choices == {"Format": list(FORMATS), "Show": list(LIST_FILTERS)}
+
+
+def test_precision_flag_reaches_every_detector_and_the_status_line(tiny_hf, tmp_path):
+    from gdino.modeling.precision import fast_quantized_count
+    from ui.app_config import parse_args
+
+    assert parse_args(["--model", str(tiny_hf[1]), "--precision", "fast"]).precision == "fast"
+    assert parse_args(["--model", str(tiny_hf[1])]).precision == "exact"
+    for precision in ("exact", "fast"):
+        app = h.make_app(AppConfig(model=str(tiny_hf[1]), sam="none", workspace=tmp_path / precision, device="cpu",
+                                   precision=precision))
+        try:
+            detector = app.hub.detector()
+            assert detector.model.precision == precision and (fast_quantized_count(detector.model) > 0) is (
+                precision == "fast")
+            said = "precision: exact (float32)" if precision == "exact" else "precision: fast (int8 weights in "
+            assert said in app.hub.status
+        finally:
+            app.sessions.close()

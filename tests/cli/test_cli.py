@@ -294,7 +294,9 @@ def test_no_images_matched(tmp_path, capsys):
 
 @pytest.mark.parametrize("flags, message", [
     (["--export", "coco"], "--export-dir"),
-    (["--dtype", "float16", "--device", "cpu"], "CUDA only"),
+    (["--dtype", "float16", "--device", "cpu"], "CUDA only; on a CPU, --precision fast is the fast mode"),
+    (["--precision", "fast", "--dtype", "bfloat16"], "--precision fast chooses the number format itself"),
+    (["--precision", "quick"], "argument --precision: invalid choice: 'quick'"),
     (["--box-threshold", "1.5"], "between 0 and 1"),
     (["--nms-iou", "lots"], "neither an IoU between 0 and 1 nor 'off'"),
     (["--cross-class-nms-iou", "2"], "between 0 and 1"),
@@ -306,6 +308,37 @@ def test_bad_flags(tiny_hf, tmp_path, capsys, flags, message):
     base = ["label", tmp_path / "a.png", "--out", tmp_path / "proj", "--model", tiny_hf[1]]
     code, _, err = run(capsys, *base, *(["--classes", "cat"] if "--classes" not in flags else []), *flags)
     assert code == 2 and message in err and "Traceback" not in err
+
+
+def test_precision_fast_labels_and_says_so(tiny_hf, tmp_path, capsys):
+    """--precision fast on a CPU: int8 weights in the heavy layers, said at the start; the run labels as usual."""
+    from gdino import Project
+
+    write_image(tmp_path / "a.png", 0)
+    code, _, err = run(capsys, *label_args(tiny_hf[1], tmp_path / "a.png", "--classes", "cat", "--out",
+                                           tmp_path / "proj", "--precision", "fast", "--box-threshold", "0"))
+    assert code == 0, err
+    assert "precision: fast (int8 weights in " in err
+    project = Project.open(tmp_path / "proj")
+    try:
+        [image] = project.images()
+        assert image.status == "auto" and project.objects(image.id)
+    finally:
+        project.close()
+
+
+def test_bfloat16_on_a_cpu_without_bfloat16_units_is_said_to_be_slow(tiny_hf, tmp_path, capsys, monkeypatch):
+    import gdino.cli.label as label_cli
+
+    write_image(tmp_path / "a.png", 0)
+    for has_units in (False, True):
+        monkeypatch.setattr(label_cli, "native_bfloat16", lambda has_units=has_units: has_units)
+        code, _, err = run(capsys, *label_args(tiny_hf[1], tmp_path / "a.png", "--classes", "cat", "--out",
+                                               tmp_path / f"proj{has_units}", "--dtype", "bfloat16", "--device", "cpu"))
+        assert code == 0, err
+        slow = "this CPU has no bfloat16 units: --dtype bfloat16 runs several times slower than float32 here"
+        assert (slow in err) is not has_units
+        assert "precision: exact (bfloat16)" in err
 
 
 def test_nms_flags_reach_the_stored_settings(tiny_hf, tmp_path, capsys):

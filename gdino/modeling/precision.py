@@ -1,0 +1,96 @@
+"""How a loaded model computes: "exact" (its dtype as loaded: float32 gives transformers' outputs) or "fast".
+
+fast, on a CPU: the linear layers that carry most of the work (Swin's, the encoder's and decoder's feed-forward
+and attention projections) take int8 weights and quantize their input on the fly, per tensor (dynamic
+quantization, fbgemm); everything that places a box stays float32: the deformable attention's sampling offsets
+and weights, the reference-point head, the box and class heads, the query selection's projection, the fusion
+attention (which reads its weights directly), the text side (BERT, its projection). Measured on a 2-core AVX2
+CPU: bench/bench_model.py; quality on a trained model: bench/bench_fast_quality.py.
+fast, on CUDA: bfloat16 (the tensor cores' type), as `dtype=torch.bfloat16`.
+
+Pure functions; the one place that says what "fast" means. torch is imported when a model is made fast, not
+before (the command line reads PRECISIONS and native_bfloat16 before it loads anything).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import warnings
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from torch import nn
+
+PRECISIONS = ("exact", "fast")
+
+# module names (a part of the dotted path) whose linear layers stay float32 in fast mode: they place boxes
+KEEP_FLOAT = ("sampling_offsets", "attention_weights", "ref_point_head", "bbox_embed", "enc_out_bbox_embed",
+              "enc_output", "fusion_layers", "text_layers", "bert", "feat_map")
+
+
+def check_precision(precision: str) -> str:
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    return precision
+
+
+@functools.lru_cache(maxsize=4)
+def native_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool:
+    """Whether this CPU computes bfloat16 in hardware (AVX512-BF16 or AMX), read from /proc/cpuinfo (Linux);
+    False where that cannot be read. Without it, PyTorch emulates bfloat16 and a forward is several times slower
+    than float32 (6x measured on an AVX2-only EPYC)."""
+    with contextlib.suppress(OSError, UnicodeDecodeError):
+        for line in Path(cpuinfo).read_text().splitlines():
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+                return bool(flags & {"avx512_bf16", "amx_bf16"})
+    return False
+
+
+def quantized_linear_names(model: nn.Module) -> list[str]:
+    """The linear layers fast mode gives int8 weights on a CPU (see KEEP_FLOAT)."""
+    from torch import nn
+
+    return [name for name, m in model.named_modules()
+            if type(m) is nn.Linear and not any(part in KEEP_FLOAT for part in name.split("."))]
+
+
+def make_fast_on_cpu(model: nn.Module) -> nn.Module:
+    """In place: int8 dynamic quantization of `quantized_linear_names(model)` (a float32 model on the CPU).
+    Returns the model, its `precision` set to "fast"."""
+    import torch
+
+    names = set(quantized_linear_names(model))
+    if not names:
+        raise ValueError("this model has no linear layers to quantize")
+    if "fbgemm" in torch.backends.quantized.supported_engines:
+        torch.backends.quantized.engine = "fbgemm"  # x86; elsewhere PyTorch's default (qnnpack on ARM)
+    with warnings.catch_warnings():  # torch.ao.quantization's notice that it moves to torchao
+        warnings.simplefilter("ignore")
+        torch.ao.quantization.quantize_dynamic(model, names, dtype=torch.qint8, inplace=True)
+    model.precision = "fast"
+    return model
+
+
+def fast_quantized_count(model: nn.Module) -> int:
+    """How many of the model's linear layers run int8 (0: none, an exact model)."""
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+    return sum(isinstance(m, DynamicLinear) for m in model.modules())
+
+
+def describe_precision(model: nn.Module) -> str:
+    """One line for a status line or a log: "exact (float32)", "fast (int8 weights in 111 of 140 linear layers,
+    the rest float32)", "fast (bfloat16)"."""
+    from torch import nn
+
+    dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+    if getattr(model, "precision", "exact") != "fast":
+        return f"exact ({dtype})"
+    quantized = fast_quantized_count(model)
+    if not quantized:
+        return f"fast ({dtype})"
+    total = quantized + sum(type(m) is nn.Linear for m in model.modules())
+    return f"fast (int8 weights in {quantized} of {total} linear layers, the rest {dtype})"

@@ -1,0 +1,88 @@
+"""precision="fast" (issue 28): which layers it changes, which it never touches, what it refuses, and what it
+says. Its quality on a trained model: tests/train/test_fast_mode_quality.py; its speed: bench/bench_model.py."""
+
+import pytest
+import torch
+from torch import nn
+from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+
+import gdino
+from gdino.modeling.precision import (
+    KEEP_FLOAT,
+    describe_precision,
+    fast_quantized_count,
+    native_bfloat16,
+    quantized_linear_names,
+)
+
+
+@pytest.fixture(scope="module")
+def exact_and_fast(tiny_hf):
+    return gdino.load_model(tiny_hf[1]), gdino.load_model(tiny_hf[1], precision="fast")
+
+
+def test_fast_gives_int8_weights_to_the_heavy_layers_and_keeps_every_box_placing_one_float(exact_and_fast):
+    exact, fast = exact_and_fast
+    planned = quantized_linear_names(exact)
+    assert exact.precision == "exact" and fast_quantized_count(exact) == 0
+    assert fast.precision == "fast" and fast_quantized_count(fast) == len(planned) > 0
+    modules = dict(fast.named_modules())
+    for name in planned:
+        assert isinstance(modules[name], DynamicLinear), name
+    kept = [n for n, m in fast.named_modules() if type(m) is nn.Linear]
+    for part in ("sampling_offsets", "attention_weights", "ref_point_head", "bbox_embed", "enc_output", "bert"):
+        assert any(part in n.split(".") for n in kept), part  # the tiny model has them all, and they stay float
+    assert not [n for n in planned if set(n.split(".")) & set(KEEP_FLOAT)]
+    # the Swin blocks, the encoder's and decoder's feed-forward and value / output projections are int8
+    for expected in ("backbone.layers.0.blocks.0.mlp.fc1", "transformer.encoder.layers.0.linear1",
+                     "transformer.encoder.layers.0.self_attn.value_proj", "transformer.decoder.layers.0.linear2"):
+        assert expected in planned, expected
+    assert all(p.dtype == torch.float32 for p in fast.parameters())
+
+
+def test_fast_runs_the_same_forward_and_stays_near_exact_on_random_weights(exact_and_fast, tokenizer):
+    exact, fast = exact_and_fast
+    pixels = torch.randn(1, 3, 96, 128, generator=torch.Generator().manual_seed(0))
+    enc = tokenizer(["cat . dog ."], return_tensors="pt")
+    with torch.inference_mode():
+        a, b = exact(pixels, **enc), fast(pixels, **enc)
+    assert a.pred_boxes.shape == b.pred_boxes.shape and b.pred_boxes.dtype == torch.float32
+    real = torch.isfinite(a.logits)  # -inf past the prompt's tokens, in both
+    assert torch.equal(torch.isfinite(b.logits), real) and torch.isfinite(b.pred_boxes).all()
+    assert not torch.equal(a.logits[real], b.logits[real])  # it does compute otherwise
+    # the weights are random (the trained model's check is the real one), and the query selection may pick the
+    # queries in another order: each exact box's nearest fast box, order-free, loosely
+    nearest = torch.cdist(a.pred_boxes[0], b.pred_boxes[0], p=1).min(dim=1).values
+    assert nearest.median() < 0.01, nearest.median()
+
+
+def test_fast_chooses_the_dtype_and_refuses_a_wrong_name(tiny_hf):
+    with pytest.raises(ValueError, match="precision must be one of exact, fast, got 'quick'"):
+        gdino.load_model(tiny_hf[1], precision="quick")
+    with pytest.raises(ValueError, match="precision='fast' chooses the dtype itself"):
+        gdino.load_model(tiny_hf[1], precision="fast", dtype=torch.bfloat16)
+    detector = gdino.Detector.from_pretrained(tiny_hf[1], device="cpu", precision="fast")
+    assert detector.model.precision == "fast"
+
+
+def test_the_status_words(exact_and_fast, tiny_hf):
+    exact, fast = exact_and_fast
+    assert describe_precision(exact) == "exact (float32)"
+    n = fast_quantized_count(fast)
+    total = n + sum(type(m) is nn.Linear for m in fast.modules())
+    assert describe_precision(fast) == f"fast (int8 weights in {n} of {total} linear layers, the rest float32)"
+    assert describe_precision(gdino.load_model(tiny_hf[1], dtype=torch.bfloat16)) == "exact (bfloat16)"
+
+
+def test_bfloat16_units_are_read_from_the_cpus_flags(tmp_path):
+    with_units = tmp_path / "amx"
+    with_units.write_text("processor\t: 0\nflags\t\t: fpu sse avx2 avx512f amx_bf16 amx_tile\n")
+    avx512_bf16 = tmp_path / "avx512"
+    avx512_bf16.write_text("flags\t: fpu avx2 avx512f avx512_bf16\n")
+    without = tmp_path / "epyc"
+    without.write_text("processor\t: 0\nflags\t\t: fpu sse avx avx2 fma\n")
+    garbage = tmp_path / "garbage"
+    garbage.write_bytes(b"\xff\xfe flags \x00")
+    assert native_bfloat16(str(with_units)) and native_bfloat16(str(avx512_bf16))
+    assert not native_bfloat16(str(without))
+    assert not native_bfloat16(str(garbage)) and not native_bfloat16(str(tmp_path / "missing"))
