@@ -1,11 +1,12 @@
 """How a loaded model computes: "exact" (its dtype as loaded: float32 gives transformers' outputs) or "fast".
 
 fast, on a CPU: the linear layers that carry most of the work (Swin's, the encoder's and decoder's feed-forward
-and attention projections) take int8 weights and quantize their input on the fly, per tensor (dynamic
-quantization, fbgemm); everything that places a box stays float32: the deformable attention's sampling offsets
-and weights, the reference-point head, the box and class heads, the query selection's projection, the fusion
-attention (which reads its weights directly), the text side (BERT, its projection). Measured on a 2-core AVX2
-CPU: bench/bench_model.py; quality on a trained model: bench/bench_fast_quality.py.
+and attention projections) multiply in a smaller type: bfloat16 where the CPU has bfloat16 units (AMX or
+AVX512-BF16, read at run time: gdino/modeling/bf16_linear.py), else int8 weights with the input quantized on
+the fly, per tensor (dynamic quantization, fbgemm). Everything that places a box stays float32: the deformable
+attention's sampling offsets and weights, the reference-point head, the box and class heads, the query
+selection's projection, the fusion attention (which reads its weights directly), the text side (BERT, its
+projection, the text layers). Speed: bench/bench_model.py; quality on a trained model: bench/bench_fast_quality.py.
 fast, on CUDA: bfloat16 (the tensor cores' type), as `dtype=torch.bfloat16`.
 
 Pure functions; the one place that says what "fast" means. torch is imported when a model is made fast, not
@@ -50,40 +51,59 @@ def native_bfloat16(cpuinfo: str = "/proc/cpuinfo") -> bool:
 
 
 def quantized_linear_names(model: nn.Module) -> list[str]:
-    """The linear layers fast mode gives int8 weights on a CPU (see KEEP_FLOAT)."""
+    """The linear layers fast mode runs in bfloat16 or int8 on a CPU (all but KEEP_FLOAT's)."""
     from torch import nn
 
     return [name for name, m in model.named_modules()
             if type(m) is nn.Linear and not any(part in KEEP_FLOAT for part in name.split("."))]
 
 
-def make_fast_on_cpu(model: nn.Module) -> nn.Module:
-    """In place: int8 dynamic quantization of `quantized_linear_names(model)` (a float32 model on the CPU).
-    Returns the model, its `precision` set to "fast"."""
+FAST_KINDS = ("bfloat16", "int8")
+
+
+def make_fast_on_cpu(model: nn.Module, kind: str | None = None) -> nn.Module:
+    """In place, on a float32 model on the CPU: `quantized_linear_names(model)` become bfloat16 products
+    (kind "bfloat16"; Bfloat16Linear) or int8 dynamic quantized ones (kind "int8"). kind None: bfloat16 where
+    this CPU has bfloat16 units, else int8 (on a 2-core Xeon with AMX, bfloat16 measured ~7% faster than int8:
+    bench/bench_model.py). Returns the model; its `precision` is "fast" and `fast_kind` the kind."""
     import torch
 
+    kind = kind or ("bfloat16" if native_bfloat16() else "int8")
+    if kind not in FAST_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(FAST_KINDS)}, got {kind!r}")
     names = set(quantized_linear_names(model))
     if not names:
         raise ValueError("this model has no linear layers to quantize")
-    if "fbgemm" in torch.backends.quantized.supported_engines:
-        torch.backends.quantized.engine = "fbgemm"  # x86; elsewhere PyTorch's default (qnnpack on ARM)
-    with warnings.catch_warnings():  # torch.ao.quantization's notice that it moves to torchao
-        warnings.simplefilter("ignore")
-        torch.ao.quantization.quantize_dynamic(model, names, dtype=torch.qint8, inplace=True)
-    model.precision = "fast"
+    if kind == "bfloat16":
+        from .bf16_linear import Bfloat16Linear
+
+        modules = dict(model.named_modules())
+        for name in sorted(names):
+            parent, _, leaf = name.rpartition(".")
+            setattr(modules[parent] if parent else model, leaf, Bfloat16Linear(modules[name]))
+    else:
+        if "fbgemm" in torch.backends.quantized.supported_engines:
+            torch.backends.quantized.engine = "fbgemm"  # x86; elsewhere PyTorch's default (qnnpack on ARM)
+        with warnings.catch_warnings():  # torch.ao.quantization's notice that it moves to torchao
+            warnings.simplefilter("ignore")
+            torch.ao.quantization.quantize_dynamic(model, names, dtype=torch.qint8, inplace=True)
+    model.precision, model.fast_kind = "fast", kind
     return model
 
 
 def fast_quantized_count(model: nn.Module) -> int:
-    """How many of the model's linear layers run int8 (0: none, an exact model)."""
+    """How many of the model's linear layers run in fast mode's smaller type, bfloat16 or int8 (0: an exact
+    model)."""
     from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 
-    return sum(isinstance(m, DynamicLinear) for m in model.modules())
+    from .bf16_linear import Bfloat16Linear
+
+    return sum(isinstance(m, (DynamicLinear, Bfloat16Linear)) for m in model.modules())
 
 
 def describe_precision(model: nn.Module) -> str:
-    """One line for a status line or a log: "exact (float32)", "fast (int8 weights in 111 of 140 linear layers,
-    the rest float32)", "fast (bfloat16)"."""
+    """One line for a status line or a log: "exact (float32)", "fast (int8 weights in 111 of 271 linear layers,
+    the rest float32)", "fast (bfloat16 products in 111 of 271 ...)", "fast (bfloat16)" (CUDA)."""
     from torch import nn
 
     dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
@@ -93,4 +113,5 @@ def describe_precision(model: nn.Module) -> str:
     if not quantized:
         return f"fast ({dtype})"
     total = quantized + sum(type(m) is nn.Linear for m in model.modules())
-    return f"fast (int8 weights in {quantized} of {total} linear layers, the rest {dtype})"
+    what = "bfloat16 products" if getattr(model, "fast_kind", "int8") == "bfloat16" else "int8 weights"
+    return f"fast ({what} in {quantized} of {total} linear layers, the rest {dtype})"

@@ -819,7 +819,7 @@ def test_the_page_offers_the_exporters_formats_and_the_list_filters(app):
 
 
 def test_precision_flag_reaches_every_detector_and_the_status_line(tiny_hf, tmp_path):
-    from gdino.modeling.precision import fast_quantized_count
+    from gdino.modeling.precision import fast_quantized_count, native_bfloat16
     from ui.app_config import parse_args
 
     assert parse_args(["--model", str(tiny_hf[1]), "--precision", "fast"]).precision == "fast"
@@ -831,7 +831,8 @@ def test_precision_flag_reaches_every_detector_and_the_status_line(tiny_hf, tmp_
             detector = app.hub.detector()
             assert detector.model.precision == precision and (fast_quantized_count(detector.model) > 0) is (
                 precision == "fast")
-            said = "precision: exact (float32)" if precision == "exact" else "precision: fast (int8 weights in "
+            kind = "bfloat16 products" if native_bfloat16() else "int8 weights"
+            said = "precision: exact (float32)" if precision == "exact" else f"precision: fast ({kind} in "
             assert said in app.hub.status
         finally:
             app.sessions.close()

@@ -318,7 +318,9 @@ def test_precision_fast_labels_and_says_so(tiny_hf, tmp_path, capsys):
     code, _, err = run(capsys, *label_args(tiny_hf[1], tmp_path / "a.png", "--classes", "cat", "--out",
                                            tmp_path / "proj", "--precision", "fast", "--box-threshold", "0"))
     assert code == 0, err
-    assert "precision: fast (int8 weights in " in err
+    from gdino.modeling.precision import native_bfloat16
+
+    assert f"precision: fast ({'bfloat16 products' if native_bfloat16() else 'int8 weights'} in " in err
     project = Project.open(tmp_path / "proj")
     try:
         [image] = project.images()

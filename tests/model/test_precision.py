@@ -7,28 +7,33 @@ from torch import nn
 from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
 
 import gdino
+from gdino.modeling.bf16_linear import Bfloat16Linear
 from gdino.modeling.precision import (
     KEEP_FLOAT,
     describe_precision,
     fast_quantized_count,
+    make_fast_on_cpu,
     native_bfloat16,
     quantized_linear_names,
 )
 
-
-@pytest.fixture(scope="module")
-def exact_and_fast(tiny_hf):
-    return gdino.load_model(tiny_hf[1]), gdino.load_model(tiny_hf[1], precision="fast")
+LAYER = {"int8": DynamicLinear, "bfloat16": Bfloat16Linear}
 
 
-def test_fast_gives_int8_weights_to_the_heavy_layers_and_keeps_every_box_placing_one_float(exact_and_fast):
+@pytest.fixture(scope="module", params=["int8", "bfloat16"])
+def exact_and_fast(tiny_hf, request):
+    """The tiny model exact, and fast of each kind (whatever this CPU has: bfloat16 is emulated without units)."""
+    return gdino.load_model(tiny_hf[1]), make_fast_on_cpu(gdino.load_model(tiny_hf[1]), request.param)
+
+
+def test_fast_runs_the_heavy_layers_in_a_smaller_type_and_keeps_every_box_placing_one_float(exact_and_fast):
     exact, fast = exact_and_fast
     planned = quantized_linear_names(exact)
     assert exact.precision == "exact" and fast_quantized_count(exact) == 0
     assert fast.precision == "fast" and fast_quantized_count(fast) == len(planned) > 0
     modules = dict(fast.named_modules())
     for name in planned:
-        assert isinstance(modules[name], DynamicLinear), name
+        assert isinstance(modules[name], LAYER[fast.fast_kind]), name
     kept = [n for n, m in fast.named_modules() if type(m) is nn.Linear]
     for part in ("sampling_offsets", "attention_weights", "ref_point_head", "bbox_embed", "enc_output", "bert"):
         assert any(part in n.split(".") for n in kept), part  # the tiny model has them all, and they stay float
@@ -37,7 +42,7 @@ def test_fast_gives_int8_weights_to_the_heavy_layers_and_keeps_every_box_placing
     for expected in ("backbone.layers.0.blocks.0.mlp.fc1", "transformer.encoder.layers.0.linear1",
                      "transformer.encoder.layers.0.self_attn.value_proj", "transformer.decoder.layers.0.linear2"):
         assert expected in planned, expected
-    assert all(p.dtype == torch.float32 for p in fast.parameters())
+    assert all(p.dtype == torch.float32 for p in fast.parameters())  # (bfloat16 weights are the layers' buffers)
 
 
 def test_fast_runs_the_same_forward_and_stays_near_exact_on_random_weights(exact_and_fast, tokenizer):
@@ -62,7 +67,10 @@ def test_fast_chooses_the_dtype_and_refuses_a_wrong_name(tiny_hf):
     with pytest.raises(ValueError, match="precision='fast' chooses the dtype itself"):
         gdino.load_model(tiny_hf[1], precision="fast", dtype=torch.bfloat16)
     detector = gdino.Detector.from_pretrained(tiny_hf[1], device="cpu", precision="fast")
-    assert detector.model.precision == "fast"
+    assert detector.model.precision == "fast"  # the kind this CPU measured faster: bfloat16 with units, else int8
+    assert detector.model.fast_kind == ("bfloat16" if native_bfloat16() else "int8")
+    with pytest.raises(ValueError, match="kind must be one of bfloat16, int8, got 'fp8'"):
+        make_fast_on_cpu(gdino.load_model(tiny_hf[1]), "fp8")
 
 
 def test_the_status_words(exact_and_fast, tiny_hf):
@@ -70,7 +78,8 @@ def test_the_status_words(exact_and_fast, tiny_hf):
     assert describe_precision(exact) == "exact (float32)"
     n = fast_quantized_count(fast)
     total = n + sum(type(m) is nn.Linear for m in fast.modules())
-    assert describe_precision(fast) == f"fast (int8 weights in {n} of {total} linear layers, the rest float32)"
+    what = {"int8": "int8 weights", "bfloat16": "bfloat16 products"}[fast.fast_kind]
+    assert describe_precision(fast) == f"fast ({what} in {n} of {total} linear layers, the rest float32)"
     assert describe_precision(gdino.load_model(tiny_hf[1], dtype=torch.bfloat16)) == "exact (bfloat16)"
 
 
