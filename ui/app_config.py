@@ -28,7 +28,7 @@ class AppConfig:
     max_loaded_sams: int = 2  # SAMs kept in memory at once when projects use different ones
     project: Path | None = None  # one shared project for every visitor
     device: str | None = None
-    precision: str = "exact"  # the detectors': "exact" or "fast" (gdino/modeling/precision.py)
+    precision: str | None = None  # the detectors': "exact", "fast" (gdino/modeling/precision.py); None: the device's default
     host: str = "127.0.0.1"
     port: int | None = None
     share: bool = False
@@ -90,9 +90,10 @@ def parse_args(argv: list[str] | None = None) -> AppConfig:
                    help="use this project directory for every visitor (created if missing); default: one project per "
                         "browser session")
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1, ... (default: cuda when available)")
-    p.add_argument("--precision", choices=PRECISIONS, default="exact",
-                   help="the detectors': exact (the default: float32, transformers' outputs) or fast (on a CPU int8 "
-                        "weights for the heavy layers, the box-placing ones float32; on CUDA bfloat16)")
+    p.add_argument("--precision", choices=PRECISIONS, default=None,
+                   help="the detectors': fast (the default on a CPU: the heavy layers in bfloat16 where the CPU has "
+                        "bfloat16 units, else int8 weights; the box-placing ones float32; checked on a trained "
+                        "model) or exact (the default on CUDA: float32, transformers' outputs)")
     # Hugging Face Spaces tell the app where to listen through these variables
     p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME", "127.0.0.1"),
                    help="address to listen on (0.0.0.0 for every interface; default $GRADIO_SERVER_NAME or 127.0.0.1)")

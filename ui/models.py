@@ -21,7 +21,7 @@ from pathlib import Path
 import gdino
 from gdino.labeling.loading import DetectorSpec, SegmenterSpec, default_device, load_detector, load_segmenter
 from gdino.modeling.config import PRESETS
-from gdino.modeling.precision import describe_precision
+from gdino.modeling.precision import default_precision, describe_precision
 from gdino.ops import describe
 from gdino.sam import catalog
 
@@ -104,8 +104,9 @@ class ModelHub:
             try:
                 # the text encoder is for the server's own .pth checkpoint; hub checkpoints bring theirs
                 text_encoder = self.config.text_encoder if model == self.config.model else None
+                precision = self.config.precision or default_precision(self.device.split(":")[0])
                 detector = load_detector(DetectorSpec(model, text_encoder=text_encoder, device=self.device,
-                                                      precision=self.config.precision))
+                                                      precision=precision))
             except ValueError as err:
                 self.detector_errors[model] = said_plainly(self._public(model), err)
                 raise ValueError(self.detector_errors[model]) from err

@@ -31,6 +31,14 @@ KEEP_FLOAT = ("sampling_offsets", "attention_weights", "ref_point_head", "bbox_e
               "enc_output", "fusion_layers", "text_layers", "bert", "feat_map")
 
 
+def default_precision(device_type: str) -> str:
+    """What the app and `gdino label` run when no precision is asked for: "fast" on a CPU, where its check on a
+    trained model holds (bench/bench_fast_quality.py: held-out mAP@0.5 0.793 exact, 0.793 bfloat16, 0.794 int8;
+    every kept box matched at IoU >= 0.9 on every picture), "exact" on CUDA (bfloat16 there is not checked on a
+    trained model yet). The Python API (load_model, Detector.from_pretrained) stays "exact" unless asked."""
+    return "exact" if device_type == "cuda" else "fast"
+
+
 def check_precision(precision: str) -> str:
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")

@@ -822,11 +822,11 @@ def test_precision_flag_reaches_every_detector_and_the_status_line(tiny_hf, tmp_
     from gdino.modeling.precision import fast_quantized_count, native_bfloat16
     from ui.app_config import parse_args
 
-    assert parse_args(["--model", str(tiny_hf[1]), "--precision", "fast"]).precision == "fast"
-    assert parse_args(["--model", str(tiny_hf[1])]).precision == "exact"
-    for precision in ("exact", "fast"):
-        app = h.make_app(AppConfig(model=str(tiny_hf[1]), sam="none", workspace=tmp_path / precision, device="cpu",
-                                   precision=precision))
+    assert parse_args(["--model", str(tiny_hf[1]), "--precision", "exact"]).precision == "exact"
+    assert parse_args(["--model", str(tiny_hf[1])]).precision is None  # the device's default: fast on a CPU
+    for asked, precision in (("exact", "exact"), ("fast", "fast"), (None, "fast")):
+        app = h.make_app(AppConfig(model=str(tiny_hf[1]), sam="none", workspace=tmp_path / str(asked), device="cpu",
+                                   precision=asked))
         try:
             detector = app.hub.detector()
             assert detector.model.precision == precision and (fast_quantized_count(detector.model) > 0) is (

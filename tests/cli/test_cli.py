@@ -310,17 +310,25 @@ def test_bad_flags(tiny_hf, tmp_path, capsys, flags, message):
     assert code == 2 and message in err and "Traceback" not in err
 
 
-def test_precision_fast_labels_and_says_so(tiny_hf, tmp_path, capsys):
-    """--precision fast on a CPU: int8 weights in the heavy layers, said at the start; the run labels as usual."""
+@pytest.mark.parametrize("flags, said", [
+    ([], "fast"),  # the default on a CPU (its check on a trained model holds: bench/bench_fast_quality.py)
+    (["--precision", "fast"], "fast"),
+    (["--precision", "exact"], "exact (float32)"),
+    (["--dtype", "float32"], "exact (float32)"),  # a number format asked for: exact
+])
+def test_precision_on_a_cpu_labels_and_says_which(tiny_hf, tmp_path, capsys, flags, said):
+    """fast on a CPU: the heavy layers in bfloat16 (with bfloat16 units) or int8, said at the start; the run
+    labels as usual."""
     from gdino import Project
+    from gdino.modeling.precision import native_bfloat16
 
     write_image(tmp_path / "a.png", 0)
     code, _, err = run(capsys, *label_args(tiny_hf[1], tmp_path / "a.png", "--classes", "cat", "--out",
-                                           tmp_path / "proj", "--precision", "fast", "--box-threshold", "0"))
+                                           tmp_path / "proj", "--box-threshold", "0", "--device", "cpu", *flags))
     assert code == 0, err
-    from gdino.modeling.precision import native_bfloat16
-
-    assert f"precision: fast ({'bfloat16 products' if native_bfloat16() else 'int8 weights'} in " in err
+    if said == "fast":
+        said = f"fast ({'bfloat16 products' if native_bfloat16() else 'int8 weights'} in "
+    assert f"precision: {said}" in err
     project = Project.open(tmp_path / "proj")
     try:
         [image] = project.images()
