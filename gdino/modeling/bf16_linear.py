@@ -12,14 +12,16 @@ from torch import nn
 class Bfloat16Linear(nn.Module):
     """y = x W^T + b with W and b kept in bfloat16; x (..., in) any float dtype -> y (..., out) in x's dtype."""
 
-    def __init__(self, linear: nn.Linear):
+    def __init__(self, linear: nn.Linear, keep_bfloat16: bool = False):
         super().__init__()
+        self.keep_bfloat16 = keep_bfloat16  # answer in bfloat16 (for a consumer that reads bfloat16 itself)
         self.in_features, self.out_features = linear.in_features, linear.out_features
         self.register_buffer("weight", linear.weight.detach().to(torch.bfloat16))
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().to(torch.bfloat16))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x.to(torch.bfloat16), self.weight, self.bias).to(x.dtype)
+        y = F.linear(x.to(torch.bfloat16), self.weight, self.bias)
+        return y if self.keep_bfloat16 else y.to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, bfloat16"

@@ -84,11 +84,16 @@ def make_fast_on_cpu(model: nn.Module, kind: str | None = None) -> nn.Module:
         raise ValueError("this model has no linear layers to quantize")
     if kind == "bfloat16":
         from .bf16_linear import Bfloat16Linear
+        from .deform_attn import MSDeformAttn
 
         modules = dict(model.named_modules())
         for name in sorted(names):
             parent, _, leaf = name.rpartition(".")
-            setattr(modules[parent] if parent else model, leaf, Bfloat16Linear(modules[name]))
+            owner = modules[parent] if parent else model
+            # the deformable attention reads its values in bfloat16 itself (accumulating in float32): the same
+            # numbers as after a cast to float32, with half the bytes to gather
+            keep = leaf == "value_proj" and isinstance(owner, MSDeformAttn)
+            setattr(owner, leaf, Bfloat16Linear(modules[name], keep_bfloat16=keep))
     else:
         if "fbgemm" in torch.backends.quantized.supported_engines:
             torch.backends.quantized.engine = "fbgemm"  # x86; elsewhere PyTorch's default (qnnpack on ARM)

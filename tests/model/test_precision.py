@@ -95,3 +95,20 @@ def test_bfloat16_units_are_read_from_the_cpus_flags(tmp_path):
     assert native_bfloat16(str(with_units)) and native_bfloat16(str(avx512_bf16))
     assert not native_bfloat16(str(without))
     assert not native_bfloat16(str(garbage)) and not native_bfloat16(str(tmp_path / "missing"))
+
+
+def test_bfloat16_values_read_by_the_deformable_attention_change_no_output(tiny_hf, tokenizer):
+    """Fast bfloat16 hands the deformable attention its values in bfloat16 (half the bytes to gather): the same
+    numbers it would read after a cast to float32, so the outputs are bit-identical."""
+    kept = make_fast_on_cpu(gdino.load_model(tiny_hf[1]), "bfloat16")
+    cast = make_fast_on_cpu(gdino.load_model(tiny_hf[1]), "bfloat16")
+    values = [m for n, m in cast.named_modules() if n.endswith("value_proj")]
+    assert values and all(m.keep_bfloat16 for m in values)
+    for m in values:
+        m.keep_bfloat16 = False
+    pixels = torch.randn(1, 3, 96, 128, generator=torch.Generator().manual_seed(1))
+    enc = tokenizer(["cat . dog ."], return_tensors="pt")
+    with torch.inference_mode():
+        a, b = kept(pixels, **enc), cast(pixels, **enc)
+    assert torch.equal(a.pred_boxes, b.pred_boxes) and torch.equal(a.logits, b.logits)
+    assert a.pred_boxes.dtype == torch.float32
