@@ -90,9 +90,11 @@ def make_fast_on_cpu(model: nn.Module, kind: str | None = None) -> nn.Module:
         for name in sorted(names):
             parent, _, leaf = name.rpartition(".")
             owner = modules[parent] if parent else model
-            # the deformable attention reads its values in bfloat16 itself (accumulating in float32): the same
-            # numbers as after a cast to float32, with half the bytes to gather
-            keep = leaf == "value_proj" and isinstance(owner, MSDeformAttn)
+            # answers kept in bfloat16 where the next reader takes bfloat16 anyway: the deformable attention's
+            # values (it accumulates in float32), and the first layer of each feed-forward, whose ReLU / GELU
+            # output the second layer rounds to bfloat16 (the (20,000 x 2048) hidden, cast twice less per layer).
+            # The same numbers either way: tests/model/test_precision.py checks the outputs are bit-identical.
+            keep = (leaf == "value_proj" and isinstance(owner, MSDeformAttn)) or leaf in ("linear1", "fc1")
             setattr(owner, leaf, Bfloat16Linear(modules[name], keep_bfloat16=keep))
     else:
         if "fbgemm" in torch.backends.quantized.supported_engines:

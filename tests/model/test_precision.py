@@ -97,12 +97,16 @@ def test_bfloat16_units_are_read_from_the_cpus_flags(tmp_path):
     assert not native_bfloat16(str(garbage)) and not native_bfloat16(str(tmp_path / "missing"))
 
 
-def test_bfloat16_values_read_by_the_deformable_attention_change_no_output(tiny_hf, tokenizer):
-    """Fast bfloat16 hands the deformable attention its values in bfloat16 (half the bytes to gather): the same
-    numbers it would read after a cast to float32, so the outputs are bit-identical."""
+def test_answers_kept_in_bfloat16_change_no_output(tiny_hf, tokenizer):
+    """Fast bfloat16 hands the deformable attention its values, and each feed-forward's second layer its hidden,
+    in bfloat16 (fewer casts, half the bytes): the same numbers they would read after a cast to float32 and back,
+    so the outputs are bit-identical."""
     kept = make_fast_on_cpu(gdino.load_model(tiny_hf[1]), "bfloat16")
     cast = make_fast_on_cpu(gdino.load_model(tiny_hf[1]), "bfloat16")
-    values = [m for n, m in cast.named_modules() if n.endswith("value_proj")]
+    values = [m for n, m in cast.named_modules() if n.endswith((".value_proj", ".linear1", ".fc1"))
+              and isinstance(m, Bfloat16Linear)]
+    assert {n.rsplit(".", 1)[-1] for n, m in cast.named_modules() if getattr(m, "keep_bfloat16", False)} == {
+        "value_proj", "linear1", "fc1"}
     assert values and all(m.keep_bfloat16 for m in values)
     for m in values:
         m.keep_bfloat16 = False
