@@ -99,6 +99,9 @@ def save_pretrained(model: GroundingDINO, directory: str | os.PathLike, *, extra
                               "overwritten)")
     if getattr(model, "tokenizer", None) is None:
         raise ValueError("the model has no tokenizer to save with it (load it with gdino.load_model)")
+    if getattr(model, "precision", "exact") == "fast":
+        raise ValueError("this model was loaded with precision='fast': its heavy layers hold bfloat16 or int8 weights, "
+                         "and saving them would keep that loss; load it with precision='exact' to save it")
     out.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:

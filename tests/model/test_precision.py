@@ -116,3 +116,12 @@ def test_answers_kept_in_bfloat16_change_no_output(tiny_hf, tokenizer):
         a, b = kept(pixels, **enc), cast(pixels, **enc)
     assert torch.equal(a.pred_boxes, b.pred_boxes) and torch.equal(a.logits, b.logits)
     assert a.pred_boxes.dtype == torch.float32
+
+
+def test_a_fast_model_is_never_saved(exact_and_fast, tmp_path):
+    from gdino.weights.save import save_pretrained
+
+    _, fast = exact_and_fast
+    with pytest.raises(ValueError, match="loaded with precision='fast'.*load it with precision='exact' to save it"):
+        save_pretrained(fast, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
