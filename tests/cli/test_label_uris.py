@@ -17,7 +17,7 @@ from gdino.store import Project
 
 def label_args(model, images, out, *more) -> list[str]:
     return ["label", str(images), "--classes", "cat, remote control", "--out", str(out), "--model", str(model),
-            "--device", "cpu", "--box-threshold", "0.2", *map(str, more)]
+            "--device", "cpu", "--box-threshold", "0.2", "--precision", "exact", *map(str, more)]  # as plain_labeled
 
 
 def test_label_an_object_store_folder_like_a_local_one(tiny_hf, plain_labeled, object_store, tmp_path, capsys):

@@ -47,8 +47,11 @@ def ray_tmp():
 
 
 def label_args(model, images, out, *more) -> list[str]:
+    # --precision exact: these tests compare a Ray run's project with a plain run's box for box (1e-4 px). In fast mode
+    # (the CPU default) the two differed by ~1.4e-4 px (bfloat16 products; the actors run one thread each, the plain
+    # run two: the likely cause, not isolated)
     return ["label", str(images), "--classes", CLASSES, "--out", str(out), "--model", str(model), "--device", "cpu",
-            "--box-threshold", "0.2", *map(str, more)]
+            "--box-threshold", "0.2", "--precision", "exact", *map(str, more)]
 
 
 def ray_env(ray_tmp: str) -> dict:
