@@ -78,8 +78,8 @@ class Detector:
         """Load weights (see `gdino.load_model`). device: default CUDA when available, else CPU.
         dtype: float32 (default, exact); bfloat16 (about half the memory, scores differ from float32 by ~1e-2;
         faster on CUDA and on CPUs with bfloat16 units, several times slower on the others); float16 (CUDA only).
-        precision: "exact" or "fast" (on a CPU int8 weights for the heavy linear layers, on CUDA bfloat16;
-        gdino/modeling/precision.py); "fast" chooses the dtype itself."""
+        precision: "exact" or "fast" (on a CPU the heavy linear layers in bfloat16 where it has bfloat16 units,
+        else int8; on CUDA bfloat16; gdino/modeling/precision.py); "fast" chooses the dtype itself."""
         device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         if dtype not in (None, torch.float32, torch.bfloat16, torch.float16):
             raise ValueError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {dtype}")

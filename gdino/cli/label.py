@@ -240,9 +240,10 @@ def _load_models(args: argparse.Namespace):
 
     device = device_flag(args.device)
     name = None if device is None else str(device)
-    on_cpu = (name or default_device()).split(":")[0] != "cuda"
-    args.precision = precision_flag(args, "cpu" if on_cpu else "cuda")
-    if args.precision == "fast" and args.dtype not in (None, "float32"):
+    device_type = (name or default_device()).split(":")[0]
+    on_cpu = device_type != "cuda"
+    precision = precision_flag(args, device_type)
+    if precision == "fast" and args.dtype not in (None, "float32"):
         raise UsageError(f"--precision fast chooses the number format itself; leave out --dtype {args.dtype}")
     if args.dtype == "float16" and on_cpu:
         raise UsageError("--dtype float16 is for CUDA only; on a CPU, --precision fast is the fast mode")
@@ -251,10 +252,10 @@ def _load_models(args: argparse.Namespace):
               "here; --precision fast is the fast mode on this CPU", file=sys.stderr)
     try:  # every ValueError here is about the files named by --model / --text-encoder / --sam
         print(f"loading {args.model} ...", file=sys.stderr)
-        detector = load_detector(DetectorSpec(args.model, args.text_encoder, name, args.dtype, args.precision))
+        detector = load_detector(DetectorSpec(args.model, args.text_encoder, name, args.dtype, precision))
         segmenter = None
         if args.sam.lower() != "none":
-            sam = sam_flag(args.sam, (name or default_device()).split(":")[0])
+            sam = sam_flag(args.sam, device_type)
             print(f"loading SAM {sam} ...", file=sys.stderr)
             segmenter = load_segmenter(SegmenterSpec(sam, name))
     except ValueError as err:

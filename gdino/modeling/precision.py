@@ -9,8 +9,9 @@ selection's projection, the fusion attention (which reads its weights directly),
 projection, the text layers). Speed: bench/bench_model.py; quality on a trained model: bench/bench_fast_quality.py.
 fast, on CUDA: bfloat16 (the tensor cores' type), as `dtype=torch.bfloat16`.
 
-Pure functions; the one place that says what "fast" means. torch is imported when a model is made fast, not
-before (the command line reads PRECISIONS and native_bfloat16 before it loads anything).
+The one place that says what "fast" means (make_fast_on_cpu changes the model it is given; the rest only read).
+torch is imported when a model is made fast, not before (the command line reads PRECISIONS and native_bfloat16
+before it loads anything).
 """
 
 from __future__ import annotations

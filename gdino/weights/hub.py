@@ -186,9 +186,9 @@ def load_model(
     text_encoder: for checkpoint files, the BERT whose config and tokenizer go with them (a local
         directory or a hub id; default bert-base-uncased). Ignored for the transformers layout, which
         carries its own.
-    precision: "exact" (as `dtype` says; float32 gives transformers' outputs) or "fast": on a CPU int8 weights
-        for the heavy linear layers (the box-placing ones stay float32), on CUDA bfloat16; see
-        gdino/modeling/precision.py. `model.precision` says which.
+    precision: "exact" (as `dtype` says; float32 gives transformers' outputs) or "fast": on a CPU the heavy
+        linear layers in bfloat16 where it has bfloat16 units, else int8 (the box-placing ones stay float32); on
+        CUDA bfloat16; see gdino/modeling/precision.py. `model.precision` says which.
     The tokenizer is attached as `model.tokenizer` (forward never uses it).
     """
     check_precision(precision)
