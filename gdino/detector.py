@@ -79,7 +79,16 @@ class Detector:
         dtype: float32 (default, exact); bfloat16 (about half the memory, scores differ from float32 by ~1e-2;
         faster on CUDA and on CPUs with bfloat16 units, several times slower on the others); float16 (CUDA only).
         precision: "exact" or "fast" (on a CPU the heavy linear layers in bfloat16 where it has bfloat16 units,
-        else int8; on CUDA bfloat16; gdino/modeling/precision.py); "fast" chooses the dtype itself."""
+        else int8; on CUDA bfloat16; gdino/modeling/precision.py); "fast" chooses the dtype itself.
+        SAM 3 weights (facebook/sam3, a local copy, or the official sam3.pt) give a `gdino.sam3.Sam3Detector`, the
+        same API with masks; text_encoder then names the folder of its CLIP tokenizer, if not beside the file."""
+        from .sam3.loading import is_sam3
+
+        if is_sam3(source):  # SAM 3 weights: the second family, same API (gdino/sam3/detector.py)
+            from .sam3.detector import Sam3Detector
+
+            return Sam3Detector.from_pretrained(source, tokenizer=text_encoder, device=device, dtype=dtype,
+                                                precision=precision, **kwargs)
         device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         if dtype not in (None, torch.float32, torch.bfloat16, torch.float16):
             raise ValueError(f"dtype must be torch.float32, torch.bfloat16 or torch.float16, got {dtype}")

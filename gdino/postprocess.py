@@ -90,12 +90,21 @@ def phrase_for_query(
     return score, text[offsets[start][0]:offsets[end][1]], offsets[start][0]
 
 
+def kept_order(found: Labeled, iou: float | None, agnostic_iou: float | None) -> torch.Tensor:
+    """Indices into `found` of what duplicate suppression keeps, best score first: NMS per class (iou), then
+    optionally across classes (agnostic_iou)."""
+    keep = torch.arange(len(found.scores))
+    if len(keep) == 0:
+        return keep
+    if iou is not None:
+        keep = keep[batched_nms(found.boxes, found.scores, found.class_ids, iou)]
+    if agnostic_iou is not None:
+        keep = keep[nms(found.boxes[keep], found.scores[keep], agnostic_iou)]
+    return keep[torch.argsort(found.scores[keep], descending=True, stable=True)]
+
+
 def suppress_duplicates(found: Labeled, iou: float | None, agnostic_iou: float | None) -> Labeled:
     """NMS per class (iou), then optionally across classes (agnostic_iou); sorted by score."""
     if len(found.scores) == 0:
         return found
-    if iou is not None:
-        found = found.select(batched_nms(found.boxes, found.scores, found.class_ids, iou))
-    if agnostic_iou is not None:
-        found = found.select(nms(found.boxes, found.scores, agnostic_iou))
-    return found.select(torch.argsort(found.scores, descending=True, stable=True))
+    return found.select(kept_order(found, iou, agnostic_iou))

@@ -1,0 +1,196 @@
+"""SAM 3 weights -> transformers' `Sam3Model` (the image detector), strictly, with its CLIP tokenizer.
+
+Sources, as for Grounding DINO (`gdino/weights/hub.py`):
+- a hub repo id (`facebook/sam3`, gated: accept Meta's SAM License on its page and log in) or a local copy of
+  one: config.json (model_type "sam3", or "sam3_video" whose detector is the image model), model*.safetensors,
+  the CLIP tokenizer files (vocab.json + merges.txt, or tokenizer.json);
+- the official checkpoint `sam3.pt` (the `sam3` package's names, mapped by `keymap.py`), with the tokenizer
+  files beside it or in `tokenizer=`; sizes then come from transformers' default SAM 3 config, checked against
+  every tensor.
+Every tensor of the model is set from the file, none left over (the video tracker's are skipped).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from ..weights.hub import WeightsError, _download, _read_json, _read_tensors, _REPO_ID, load_state_strict
+
+SAM3_TYPES = ("sam3", "sam3_video")
+_TOKENIZER_FILES = ["vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
+_HUB_FILES = ["config.json", "model*.safetensors", "model.safetensors.index.json", *_TOKENIZER_FILES]
+_CHECKPOINT_SUFFIXES = (".pt", ".pth", ".safetensors")
+# the detector's names inside a sam3_video checkpoint, and the tracker's, which the image model does not use
+_DETECTOR_PREFIX = "detector_model."
+_TRACKER_PREFIXES = ("tracker_model.", "tracker_neck.")
+
+
+def _config_type(directory: Path) -> str | None:
+    path = directory / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text()).get("model_type")
+    except (OSError, ValueError):
+        return None
+
+
+def _official_file(path: Path) -> bool:
+    """A local file whose tensors carry the official SAM 3 names (read lazily: memory-mapped or header only)."""
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        try:
+            with safe_open(str(path), "pt") as f:
+                names = list(f.keys())
+        except Exception:
+            return False
+    else:
+        try:
+            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:
+            return False
+        names = list((obj.get("model", obj) if isinstance(obj, dict) else {}).keys())
+    return any(str(n).startswith(("detector.backbone.vision_backbone", "backbone.vision_backbone")) for n in names)
+
+
+def is_sam3(source: str | os.PathLike) -> bool:
+    """Whether `source` names SAM 3 weights (a folder or hub repo whose config says so, or an official checkpoint
+    file). A hub id costs one small download (config.json); offline, it answers False and the Grounding DINO
+    loader then says what could not be downloaded."""
+    source = str(source)
+    path = Path(source).expanduser()
+    if path.is_dir():
+        return _config_type(path) in SAM3_TYPES
+    if path.is_file():
+        return path.suffix in _CHECKPOINT_SUFFIXES and _official_file(path)
+    if _REPO_ID.fullmatch(source) and source.count("/") == 1:
+        try:
+            config = _download(source, single="config.json")
+        except WeightsError:
+            return False
+        return _config_type(config.parent) in SAM3_TYPES
+    return False
+
+
+def _load_tokenizer(directory: Path):
+    from transformers import CLIPTokenizer, CLIPTokenizerFast
+
+    try:
+        if (directory / "tokenizer.json").is_file():
+            return CLIPTokenizerFast.from_pretrained(str(directory))
+        return CLIPTokenizer.from_pretrained(str(directory))
+    except Exception as err:
+        raise WeightsError(f"could not load SAM 3's tokenizer from {directory} ({type(err).__name__}: {err}); it "
+                           "needs CLIP's vocab.json and merges.txt (or tokenizer.json), as facebook/sam3 has them") from err
+
+
+def _hub_tensors(directory: Path) -> dict[str, torch.Tensor]:
+    files = sorted(directory.glob("model*.safetensors"))
+    if not files:
+        raise WeightsError(f"{directory} has no model.safetensors (a SAM 3 folder needs config.json, "
+                           "model.safetensors and the tokenizer files)")
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        state.update(_read_tensors(f))
+    state = {k: v for k, v in state.items() if not k.startswith(_TRACKER_PREFIXES)}
+    return {k.removeprefix(_DETECTOR_PREFIX): v for k, v in state.items()}
+
+
+def _detector_config(cfg: dict):
+    from transformers import Sam3Config
+
+    if cfg.get("model_type") == "sam3_video":
+        cfg = cfg.get("detector_config") or {}
+    fields = {k: v for k, v in cfg.items() if k not in ("model_type", "transformers_version", "architectures")}
+    return Sam3Config(**fields)
+
+
+OFFICIAL_VIT_EPS = 1e-5  # the official ViT's LayerNorm eps (sam3/model/vitdet.py); transformers' default is 1e-6
+
+
+def _build(config, state: dict[str, torch.Tensor]):
+    from transformers import Sam3Model
+
+    # The official ViT normalizes with eps 1e-5; transformers' SAM 3 config defaults to 1e-6, which moved the
+    # image features by 3.5e-4 (relative, float64, random full-size weights). Our outputs follow the official model.
+    config.vision_config.backbone_config.layer_norm_eps = OFFICIAL_VIT_EPS
+
+    with torch.device("meta"):
+        model = Sam3Model(config)
+    load_state_strict(model, state)
+    _fill_computed_buffers(model)
+    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise RuntimeError(f"internal error: SAM 3 tensors left unset after loading: {left[:5]}")
+    return model
+
+
+def _fill_computed_buffers(model) -> None:
+    """The buffers computed from sizes (the ViT's rotary frequencies and grid positions, CLIP's position ids):
+    no checkpoint holds them, and building on the meta device left them empty."""
+    from transformers.models.sam3.modeling_sam3 import Sam3ViTLayer, Sam3ViTRotaryEmbedding
+
+    for module in model.modules():
+        if isinstance(module, Sam3ViTRotaryEmbedding):
+            inv_freq, _ = module.compute_axial_rope_parameters(module.config)
+            module.register_buffer("inv_freq", inv_freq, persistent=False)
+            module.register_buffer("original_inv_freq", inv_freq.clone(), persistent=False)
+        elif isinstance(module, Sam3ViTLayer):
+            positions = module.precompute_positions(module.config, module.window_size)
+            module.register_buffer("position_ids", positions, persistent=False)
+        elif hasattr(module, "position_embedding") and hasattr(module, "token_embedding"):  # CLIP's embeddings
+            n = module.position_embedding.num_embeddings
+            module.register_buffer("position_ids", torch.arange(n).expand((1, -1)), persistent=False)
+
+
+def load_sam3(source: str | os.PathLike, *, tokenizer: str | os.PathLike | None = None, device=None):
+    """SAM 3's image detector in eval mode, gradients off, with `model.tokenizer` (CLIP, 32 tokens) attached.
+    Raises WeightsError (a ValueError) saying what is missing and how to get it."""
+    from transformers import Sam3Config
+
+    source = str(source)
+    path = Path(source).expanduser()
+    if path.is_file():
+        from .keymap import convert, detector_tensors
+
+        tok_dir = Path(tokenizer).expanduser() if tokenizer is not None else path.parent
+        if not any((tok_dir / f).is_file() for f in ("vocab.json", "tokenizer.json")):
+            raise WeightsError(f"SAM 3's tokenizer is not beside {path.name}: put CLIP's vocab.json and merges.txt "
+                               "(from facebook/sam3) in the same folder, or load the facebook/sam3 folder itself")
+        config = Sam3Config()
+        with torch.device("meta"):
+            from transformers import Sam3Model
+
+            expected = {k: v.shape for k, v in Sam3Model(config).state_dict().items()}
+        raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True) if path.suffix != ".safetensors" \
+            else _read_tensors(path)
+        try:
+            state = convert(detector_tensors(raw), expected)
+        except ValueError as err:
+            raise WeightsError(f"{path}: {err}") from err
+    else:
+        if path.exists() and not path.is_dir():
+            raise WeightsError(f"{source} is not a SAM 3 folder or checkpoint file")
+        directory = path if path.is_dir() else None
+        if directory is None:
+            if not _REPO_ID.fullmatch(source):
+                raise WeightsError(f"{source!r} is neither a local folder or file nor a hub repo id ('owner/name')")
+            directory = _download(source, _HUB_FILES)
+        if _config_type(directory) not in SAM3_TYPES:
+            raise WeightsError(f"{directory} does not hold a SAM 3 model (its config.json's model_type is "
+                               f"{_config_type(directory)!r})")
+        config = _detector_config(_read_json(directory / "config.json"))
+        state = _hub_tensors(directory)
+        tok_dir = Path(tokenizer).expanduser() if tokenizer is not None else directory
+    model = _build(config, state)
+    model.tokenizer = _load_tokenizer(tok_dir)
+    model.precision = "exact"
+    model.eval().requires_grad_(False)
+    if device is not None:
+        model.to(device)
+    return model
