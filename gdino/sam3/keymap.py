@@ -17,6 +17,8 @@ import torch
 
 # (official name pattern, transformers name) in order; the first pattern that matches decides. A None target
 # drops the tensor (the reason is in the module docstring).
+_TEXT = r"backbone\.language_backbone\.encoder\."  # the official CLIP text encoder's names begin so
+_CLIP = "text_encoder.text_model."  # and transformers' CLIP text model's
 _RULES: list[tuple[str, str | None]] = [
     # the ViT trunk
     (r"backbone\.vision_backbone\.trunk\.pos_embed$", "vision_encoder.backbone.embeddings.position_embeddings"),
@@ -33,14 +35,14 @@ _RULES: list[tuple[str, str | None]] = [
     (r"backbone\.vision_backbone\.convs\.(\d+)\.conv_1x1\.", r"vision_encoder.neck.fpn_layers.\1.proj1."),
     (r"backbone\.vision_backbone\.convs\.(\d+)\.conv_3x3\.", r"vision_encoder.neck.fpn_layers.\1.proj2."),
     # the CLIP text encoder and its resizer to the detector's width
-    (r"backbone\.language_backbone\.encoder\.token_embedding\.", "text_encoder.text_model.embeddings.token_embedding."),
-    (r"backbone\.language_backbone\.encoder\.positional_embedding$", "text_encoder.text_model.embeddings.position_embedding.weight"),
-    (r"backbone\.language_backbone\.encoder\.ln_final\.", "text_encoder.text_model.final_layer_norm."),
-    (r"backbone\.language_backbone\.encoder\.text_projection$", "text_encoder.text_projection.weight"),
-    (r"backbone\.language_backbone\.encoder\.transformer\.resblocks\.(\d+)\.attn\.", r"text_encoder.text_model.encoder.layers.\1.self_attn."),
-    (r"backbone\.language_backbone\.encoder\.transformer\.resblocks\.(\d+)\.ln_(\d)\.", r"text_encoder.text_model.encoder.layers.\1.layer_norm\2."),
-    (r"backbone\.language_backbone\.encoder\.transformer\.resblocks\.(\d+)\.mlp\.c_fc\.", r"text_encoder.text_model.encoder.layers.\1.mlp.fc1."),
-    (r"backbone\.language_backbone\.encoder\.transformer\.resblocks\.(\d+)\.mlp\.c_proj\.", r"text_encoder.text_model.encoder.layers.\1.mlp.fc2."),
+    (_TEXT + r"token_embedding\.", _CLIP + "embeddings.token_embedding."),
+    (_TEXT + r"positional_embedding$", _CLIP + "embeddings.position_embedding.weight"),
+    (_TEXT + r"ln_final\.", _CLIP + "final_layer_norm."),
+    (_TEXT + r"text_projection$", "text_encoder.text_projection.weight"),
+    (_TEXT + r"transformer\.resblocks\.(\d+)\.attn\.", _CLIP + r"encoder.layers.\1.self_attn."),
+    (_TEXT + r"transformer\.resblocks\.(\d+)\.ln_(\d)\.", _CLIP + r"encoder.layers.\1.layer_norm\2."),
+    (_TEXT + r"transformer\.resblocks\.(\d+)\.mlp\.c_fc\.", _CLIP + r"encoder.layers.\1.mlp.fc1."),
+    (_TEXT + r"transformer\.resblocks\.(\d+)\.mlp\.c_proj\.", _CLIP + r"encoder.layers.\1.mlp.fc2."),
     (r"backbone\.language_backbone\.resizer\.", "text_projection."),
     # the exemplar (geometry) encoder
     (r"geometry_encoder\.points_(direct|pool|pos_enc)_project\.", None),
@@ -63,7 +65,8 @@ _RULES: list[tuple[str, str | None]] = [
     (r"transformer\.decoder\.norm\.", "detr_decoder.output_layer_norm."),
     (r"transformer\.decoder\.bbox_embed\.layers\.(\d)\.", lambda m: f"detr_decoder.box_head.layer{int(m[1]) + 1}."),
     (r"transformer\.decoder\.ref_point_head\.layers\.(\d)\.", lambda m: f"detr_decoder.ref_point_head.layer{int(m[1]) + 1}."),
-    (r"transformer\.decoder\.boxRPB_embed_([xy])\.layers\.(\d)\.", lambda m: f"detr_decoder.box_rpb_embed_{m[1]}.layer{int(m[2]) + 1}."),
+    (r"transformer\.decoder\.boxRPB_embed_([xy])\.layers\.(\d)\.",
+     lambda m: f"detr_decoder.box_rpb_embed_{m[1]}.layer{int(m[2]) + 1}."),
     (r"transformer\.decoder\.layers\.(\d+)\.ca_text\.", r"detr_decoder.layers.\1.text_cross_attn."),
     (r"transformer\.decoder\.layers\.(\d+)\.cross_attn\.", r"detr_decoder.layers.\1.vision_cross_attn."),
     (r"transformer\.decoder\.layers\.(\d+)\.self_attn\.", r"detr_decoder.layers.\1.self_attn."),

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import torch
 
-from ..weights.hub import WeightsError, _download, _read_json, _read_tensors, _REPO_ID, load_state_strict
+from ..weights.hub import _REPO_ID, WeightsError, _download, _read_json, _read_tensors, load_state_strict
 
 SAM3_TYPES = ("sam3", "sam3_video")
 _TOKENIZER_FILES = ["vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]

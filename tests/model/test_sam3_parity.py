@@ -17,7 +17,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
-
 from sam3_models import build_official, official_outputs, save_official_checkpoint, write_bpe_files
 
 TOL = 1e-3
