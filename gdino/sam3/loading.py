@@ -80,6 +80,10 @@ def is_sam3(source: str | os.PathLike) -> bool:
 def _load_tokenizer(directory: Path):
     from transformers import CLIPTokenizer, CLIPTokenizerFast
 
+    if not (directory / "tokenizer.json").is_file() and not all((directory / f).is_file()
+                                                                for f in ("vocab.json", "merges.txt")):
+        raise WeightsError(f"SAM 3's tokenizer is not in {directory}: it needs CLIP's vocab.json and merges.txt (or "
+                           "tokenizer.json), as facebook/sam3 has them; download the whole repo")
     try:
         if (directory / "tokenizer.json").is_file():
             return CLIPTokenizerFast.from_pretrained(str(directory))
