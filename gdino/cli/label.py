@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 from ..formats.export import FORMATS
@@ -24,6 +25,7 @@ from ..prompts import PromptError, parse_classes
 from ..sam.catalog import CPU_DEFAULT as SAM_CPU_DEFAULT
 from ..sam.catalog import CUDA_DEFAULT as SAM_CUDA_DEFAULT
 from ..sam.catalog import NAMES as SAM_NAMES
+from ..sam3 import BOX_THRESHOLD as SAM3_BOX_THRESHOLD
 from ..store import DB_NAME, Project
 from .args import UsageError, add_split_flags, device_flag, nonnegative, para, positive_int, results_folder, unit
 from .bars import Bars
@@ -82,8 +84,9 @@ def add_parser(commands) -> None:
                         "(checked on a trained model: the same mAP, the same boxes). exact (the default on CUDA or "
                         "with --dtype): float32, transformers' outputs. fast on CUDA is bfloat16")
     p.add_argument("--batch-size", type=positive_int, default=1, metavar="N", help="images per model call (default: 1)")
-    p.add_argument("--box-threshold", type=unit, default=defaults.box_threshold, metavar="T",
-                   help=f"keep boxes scoring above this (default: {defaults.box_threshold})")
+    p.add_argument("--box-threshold", type=unit, default=None, metavar="T",
+                   help=f"keep boxes scoring above this (default: {defaults.box_threshold}; with a SAM 3 --model, "
+                        f"SAM 3's own {SAM3_BOX_THRESHOLD})")
     p.add_argument("--text-threshold", type=unit, default=defaults.text_threshold, metavar="T",
                    help=f"--prompt only: words scoring above this join a phrase (default: {defaults.text_threshold})")
     p.add_argument("--nms-iou", type=_iou_or_off, default=defaults.nms_iou, metavar="IOU|off",
@@ -141,6 +144,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"nothing to do: no unlabeled images; {plan.done} image(s) already labeled or skipped in {out}")
             return _export_after(project, args) if args.export else 0
         detector, segmenter = _load_models(args)  # with Ray too: a bad --model or --sam is exit code 2, before any write
+        settings = _for_model(settings, detector, args)
         _check_prompt(detector, settings)  # words the model's tokenizer does not know: before any file is copied
         if ray is not None:
             del detector, segmenter  # the actors load their own
@@ -186,9 +190,20 @@ def _settings(args: argparse.Namespace) -> LabelSettings:
             raise UsageError(f"--classes: {err}") from None
     if args.prompt is not None and not args.prompt.strip():
         raise UsageError("--prompt is empty: give the text to look for, e.g. --prompt \"a cat on a couch\"")
-    return LabelSettings(classes=classes, prompt=args.prompt, box_threshold=args.box_threshold,
+    return LabelSettings(classes=classes, prompt=args.prompt,
+                         box_threshold=LabelSettings.box_threshold if args.box_threshold is None else args.box_threshold,
                          text_threshold=args.text_threshold, nms_iou=args.nms_iou,
                          agnostic_nms_iou=args.cross_class_nms_iou, masks=args.sam.lower() != "none")
+
+
+def _for_model(settings: LabelSettings, detector, args: argparse.Namespace) -> LabelSettings:
+    """The settings the loaded model's family changes: SAM 3 makes its own masks (stored; `_load_models` refuses
+    --sam with it) and
+    keeps boxes above its own 0.5 unless --box-threshold says otherwise."""
+    if getattr(detector, "family", None) != "sam3":
+        return settings
+    threshold = SAM3_BOX_THRESHOLD if args.box_threshold is None else args.box_threshold
+    return replace(settings, masks=True, box_threshold=threshold)
 
 
 _RAY_FLAGS = ("address", "actors", "cpus_per_actor", "gpus_per_actor", "results")
@@ -254,6 +269,8 @@ def _load_models(args: argparse.Namespace):
         print(f"loading {args.model} ...", file=sys.stderr)
         detector = load_detector(DetectorSpec(args.model, args.text_encoder, name, args.dtype, precision))
         segmenter = None
+        if getattr(detector, "family", None) == "sam3" and args.sam.lower() != "none":
+            raise UsageError("--model is SAM 3, which makes its own masks: leave out --sam")
         if args.sam.lower() != "none":
             sam = sam_flag(args.sam, device_type)
             print(f"loading SAM {sam} ...", file=sys.stderr)
@@ -262,7 +279,11 @@ def _load_models(args: argparse.Namespace):
         raise UsageError(str(err)) from err
     weight = next(detector.model.parameters())
     print(f"precision: {describe_precision(detector.model)}", file=sys.stderr)
-    print(f"deformable attention: {describe(weight.device, weight.dtype, build=True)}", file=sys.stderr)
+    if getattr(detector, "family", None) == "sam3":
+        print("model: SAM 3 (Meta's weights, under the SAM License): boxes and masks from the class names",
+              file=sys.stderr)
+    else:
+        print(f"deformable attention: {describe(weight.device, weight.dtype, build=True)}", file=sys.stderr)
     return detector, segmenter
 
 

@@ -61,9 +61,9 @@ def label_images(
     list, until a person maps them to classes (`Project.map_phrase`; the app). False: they become classes
     (the command line, where `--prompt` asks for exactly that dataset).
     """
-    if settings.masks and segmenter is None:
+    if settings.masks and segmenter is None and not makes_masks(detector):
         raise ValueError("masks were asked for but no SAM model is loaded")
-    if settings.masks and hasattr(segmenter, "using") and not project.read_only:
+    if settings.masks and segmenter is not None and hasattr(segmenter, "using") and not project.read_only:
         from ..sam.store import project_store
 
         segmenter = segmenter.using(project_store(project.path))  # its embeddings stay, for the clicks of review
@@ -111,6 +111,11 @@ def label_images(
     return summary
 
 
+def makes_masks(detector) -> bool:
+    """Whether the detector's results carry their own masks (SAM 3 does; Grounding DINO does not)."""
+    return getattr(detector, "family", None) == "sam3"
+
+
 def detect_objects(detector, pixels: Sequence, settings: LabelSettings, *, segmenter=None,
                    batch_size: int = 1) -> list[list[dict] | ImageError]:
     """Detect (and segment) in decoded images -> per image, its objects as `store_objects` takes them, or
@@ -138,7 +143,9 @@ def detect_objects(detector, pixels: Sequence, settings: LabelSettings, *, segme
         if isinstance(dets, ImageError):
             out.append(dets)
             continue
-        masks = segmenter.segment(px, dets.xyxy).masks if settings.masks and len(dets) else None
+        masks = None
+        if settings.masks and len(dets):  # a detector that makes masks (SAM 3) gives them; else SAM draws them
+            masks = dets.mask if dets.mask is not None else segmenter.segment(px, dets.xyxy).masks
         out.append([{"box": [float(v) for v in dets.xyxy[k]], "class_name": str(dets.data["class_name"][k]),
                      "score": float(dets.confidence[k]), "mask": None if masks is None else mask_to_rle(masks[k])}
                     for k in range(len(dets))])

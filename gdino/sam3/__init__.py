@@ -5,3 +5,5 @@ weights are SAM 3's. loading.py reads them (hub folder or the official `sam3.pt`
 processing.py holds the official processor's steps. The weights are Meta's, under the SAM License (gated on
 the Hugging Face Hub): gdino never downloads them unless asked by name.
 """
+
+BOX_THRESHOLD = 0.5  # SAM 3's own: a query is kept when sigmoid(class) x sigmoid(presence) is above it

@@ -30,6 +30,7 @@ from ..checks import unit_interval, whole_number
 from ..postprocess import Labeled, kept_order
 from ..processing import MAX_PIXELS, ImageLike, to_rgb
 from ..prompts import PromptError, parse_classes
+from . import BOX_THRESHOLD
 from . import processing as P
 from .forward import ground
 
@@ -87,7 +88,7 @@ class Sam3Detector:
 
     # ----------------------------------------------------------------------------------- public
 
-    def detect(self, image: ImageLike, classes=None, *, prompt: str | None = None, box_threshold: float = 0.5,
+    def detect(self, image: ImageLike, classes=None, *, prompt: str | None = None, box_threshold: float = BOX_THRESHOLD,
                text_threshold: float = 0.25, nms_iou: float | None = 0.5, agnostic_nms_iou: float | None = None):
         """One image -> `supervision.Detections` with masks. As `Detector.detect` (classes, synonyms, prompt,
         thresholds, NMS); box_threshold defaults to SAM 3's own 0.5."""
@@ -96,7 +97,7 @@ class Sam3Detector:
                                  batch_size=1)[0]
 
     def detect_batch(self, images: Sequence[ImageLike], classes=None, *, prompt: str | None = None,
-                     batch_size: int = 4, box_threshold: float = 0.5, text_threshold: float = 0.25,
+                     batch_size: int = 4, box_threshold: float = BOX_THRESHOLD, text_threshold: float = 0.25,
                      nms_iou: float | None = 0.5, agnostic_nms_iou: float | None = None) -> list:
         """Several images, one prompt -> a list of `supervision.Detections` (each image on its own)."""
         box_threshold = unit_interval("box_threshold", box_threshold)
@@ -117,7 +118,7 @@ class Sam3Detector:
         return out
 
     def find_similar(self, image: ImageLike, boxes, labels: Sequence[bool] | None = None, *, class_name: str,
-                     text: str | None = None, box_threshold: float = 0.5, nms_iou: float | None = 0.5):
+                     text: str | None = None, box_threshold: float = BOX_THRESHOLD, nms_iou: float | None = 0.5):
         """Every instance like the exemplars in one image -> `supervision.Detections` of class `class_name`.
         boxes: (N, 4) xyxy pixels of the upright image; labels: True marks a positive exemplar, False a negative
         (default all positive); text: an optional noun phrase to go with them (SAM 3 reads "visual" without).
