@@ -34,6 +34,7 @@ import numpy as np
 from gdino.masks import mask_to_rle, rle_to_mask
 from gdino.store import Guard, ObjectRecord, ObjectState, Project, ProjectError
 from ui.mask_edits import bounding_box, inside_box, shift, stroke
+from ui.similar import new_ones
 
 # What one edit may carry: each far beyond what a person makes (tests/app/test_edit_caps.py), and refused in words
 MAX_POINTS = 20_000  # per stroke: the canvas sends every pointer sample, so 20 s of a 1 kHz mouse, minutes at 60 Hz
@@ -108,6 +109,13 @@ class Stroke:
 
 
 @dataclass(frozen=True)
+class Similar:
+    image_id: int
+    positive_ids: tuple[int, ...]  # the exemplars: boxes of one class
+    negative_ids: tuple[int, ...]  # boxes of what the class is not (Alt in the canvas)
+
+
+@dataclass(frozen=True)
 class Undo:
     image_id: int
 
@@ -117,7 +125,11 @@ class Redo:
     image_id: int
 
 
-Edit = Add | Move | Resize | Delete | Relabel | Click | Stroke | Undo | Redo
+Edit = Add | Move | Resize | Delete | Relabel | Click | Stroke | Similar | Undo | Redo
+
+# (exemplar boxes (N, 4) xyxy, labels (N,) bool: True positive, class name) -> supervision.Detections with masks:
+# SAM 3's search of the image for more like them (ui/actions/canvas.py)
+Find = Callable[[np.ndarray, np.ndarray, str], object]
 
 # (points (N, 2), labels (N,) 1/0, box xyxy or None, mask: the object's current (H, W) bool mask or None, the mask
 # prompt) -> (H, W) bool mask of the image. A segmenter without a mask prompt takes the first three only.
@@ -164,6 +176,13 @@ def parse(payload: object) -> Edit:
             raise EditError("that stroke is too large to paint at once: paint it in shorter strokes or with a smaller "
                             "brush (a box or SAM clicks cover large areas faster)")
         return Stroke(image_id, _optional_id(payload), pts, radius, _flag(payload, "erase"), _name(payload))
+    if kind == "similar":
+        positives = _ids({"object_ids": payload.get("positive_ids")})
+        negatives = payload.get("negative_ids") or []
+        negatives = _ids({"object_ids": negatives}) if negatives else ()
+        if set(positives) & set(negatives):
+            raise EditError("a box cannot be an example and a counter-example at once")
+        return Similar(image_id, positives, negatives)
     if kind == "undo":
         return Undo(image_id)
     if kind == "redo":
@@ -239,7 +258,7 @@ class Applied:
 
 
 def apply(project: Project, edit: Edit, segment: Segment | None = None, guard: Guard | None = None,
-          after: Guard | None = None) -> Applied:
+          after: Guard | None = None, find: Find | None = None) -> Applied:
     """Apply one edit to the project in one transaction (with its undo entry). ProjectError / EditError
     say what went wrong; nothing is changed then. guard: sees the existing objects the edit changes, as
     read for it (None: absent), before anything is written; what it raises refuses the edit (ui/window_state.py:
@@ -258,6 +277,8 @@ def apply(project: Project, edit: Edit, segment: Segment | None = None, guard: G
     shape = (image.height, image.width)
     if isinstance(edit, Click):
         return _click(project, edit, shape, segment, guard, after)
+    if isinstance(edit, Similar):
+        return _similar(project, edit, find, guard, after)
     painted = stroke(shape, edit.points, edit.radius) if isinstance(edit, Stroke) else None  # before the lock
     with project.batch():  # one transaction: read, checked by `guard`, written
         return _apply_in_transaction(project, edit, shape, painted, guard, after)
@@ -411,6 +432,37 @@ def _click(project: Project, edit: Click, shape: tuple[int, int], segment: Segme
                     source="manual")
     project.edit_objects(edit.image_id, {obj.id: state}, expect=[obj], after=after)
     return Applied(selected=obj.id)
+
+
+def _similar(project: Project, edit: Similar, find: Find | None, guard: Guard, after: Guard | None) -> Applied:
+    """SAM 3 searches the image for more like the exemplars (read first: the search takes seconds and must not
+    hold the write lock); what it finds is added as model objects of the exemplars' class in one edit, one undo
+    step, leaving out what overlaps a box already there (ui/similar.py's rule). The exemplars must be as read."""
+    if find is None:
+        raise ProjectError("find similar needs a SAM 3 model: choose one under Model")
+    ids = [*edit.positive_ids, *edit.negative_ids]
+    exemplars = {o.id: o for o in _objects(project, edit.image_id, ids, guard)}
+    names = {exemplars[i].class_name for i in edit.positive_ids}
+    if len(names) != 1:
+        raise EditError("the examples must be boxes of one class: select boxes of one class (Alt marks a "
+                        "counter-example)")
+    (name,) = names
+    boxes = np.array([exemplars[i].box for i in ids], dtype=np.float64)
+    labels = np.array([True] * len(edit.positive_ids) + [False] * len(edit.negative_ids))
+    found = find(boxes, labels, name)
+    with project.batch():
+        current = project.objects(edit.image_id)
+        keep = new_ones(found.xyxy, found.confidence, [o.box for o in current])
+        new = [ObjectState(name, tuple(float(v) for v in found.xyxy[k]), score=float(found.confidence[k]),
+                           source="model", mask=mask_to_rle(found.mask[k]) if found.mask is not None else None)
+               for k in keep]
+        if new:
+            project.edit_objects(edit.image_id, new=new, expect=list(exemplars.values()), after=after)
+    left = len(found) - len(keep)
+    message = f"found {len(keep)} more like the example{'s' if len(edit.positive_ids) > 1 else ''}"
+    if left:
+        message += f" ({left} left out: already boxed)"
+    return Applied(message=message)
 
 
 def _stroke(project: Project, edit: Stroke, shape: tuple[int, int], painted: np.ndarray, guard: Guard,

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from gdino.labeling import LabelSettings, label_images
+from gdino.labeling import LabelSettings, label_images, makes_masks
 
 from .models import said_plainly
 
@@ -222,7 +222,8 @@ class Jobs:
              segmenter: Callable | None, images: Callable[[int], object] | None = None) -> None:
         try:
             det = detector()
-            seg = segmenter() if settings.masks and segmenter is not None else None
+            # a detector that makes its own masks (SAM 3) needs no SAM
+            seg = segmenter() if settings.masks and segmenter is not None and not makes_masks(det) else None
             for image_id in todo:
                 if job.stop.is_set():
                     job.state = "cancelled"

@@ -196,12 +196,15 @@ class ModelHub:
         if loaded:
             weight = next(loaded[-1][1].model.parameters())
             parts.append(f"precision: {describe_precision(loaded[-1][1].model)}")
-            parts.append(f"deformable attention: {describe(weight.device, weight.dtype)}")
+            if getattr(loaded[-1][1], "family", None) == "sam3":
+                parts.append("SAM 3: boxes with its own masks (Meta's SAM License)")
+            else:
+                parts.append(f"deformable attention: {describe(weight.device, weight.dtype)}")
         text = ", ".join(parts)
         odd = [self._public(model) for model, detector in loaded if not is_published_model(detector)]
         if odd:
-            text += (f" -- WARNING: {', '.join(odd)} is not a published Grounding DINO model (its sizes differ from "
-                     "Swin-T/B/L), e.g. the tests' tiny random model: its detections are meaningless")
+            text += (f" -- WARNING: {', '.join(odd)} is not a published model (its sizes differ from Grounding DINO's "
+                     "Swin-T/B/L and SAM 3's), e.g. the tests' tiny random model: its detections are meaningless")
         return text
 
     def _sam_part(self, sam: str | None) -> str:
@@ -253,5 +256,8 @@ def said_plainly(model: str, err: ValueError) -> str:
 
 def is_published_model(detector: gdino.Detector) -> bool:
     c = detector.model.config
+    if getattr(detector, "family", None) == "sam3":  # SAM 3's one published size: a 1024-wide, 32-layer ViT
+        vit = c.vision_config.backbone_config
+        return vit.hidden_size == 1024 and vit.num_hidden_layers == 32
     return any(c.swin == p.swin and c.d_model == p.d_model and c.num_queries == p.num_queries
                for name, p in PRESETS.items() if name != "tiny")

@@ -17,7 +17,8 @@ Nothing here imports torch or Ray at import time, nor reads an argparse namespac
 flags or widgets into these typed settings.
 """
 
-from .label import LabelSummary, detect_objects, label_images, store_objects
+from .label import LabelSummary, detect_objects, label_images, makes_masks, store_objects
 from .settings import LabelSettings, parse_class_text
 
-__all__ = ["LabelSettings", "LabelSummary", "detect_objects", "label_images", "parse_class_text", "store_objects"]
+__all__ = ["LabelSettings", "LabelSummary", "detect_objects", "label_images", "makes_masks", "parse_class_text",
+           "store_objects"]

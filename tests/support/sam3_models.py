@@ -212,10 +212,18 @@ def tiny_sam3_model(seed: int = 0):
     return perturb_parameters(Sam3Model(tiny_sam3_config()), seed).eval()
 
 
-def save_tiny_sam3(folder: Path, seed: int = 0) -> Path:
+def save_tiny_sam3(folder: Path, seed: int = 0, confident: bool = False) -> Path:
     """The tiny model saved by save_pretrained (config.json + model.safetensors) with the tokenizer files of
-    `write_bpe_files` beside it. Returns folder."""
+    `write_bpe_files` beside it. Returns folder. confident: the scoring's projections scaled up 4x and the
+    presence logit raised by 6, so that some queries score above SAM 3's 0.5 and others below (random weights
+    otherwise score every query near 0.25): for the app and CLI tests that run at SAM 3's own threshold."""
     folder = Path(folder)
-    tiny_sam3_model(seed).save_pretrained(folder)
+    model = tiny_sam3_model(seed)
+    if confident:
+        with torch.no_grad():
+            model.dot_product_scoring.query_proj.weight.mul_(4)
+            model.dot_product_scoring.text_proj.weight.mul_(4)
+            model.detr_decoder.presence_head.layer3.bias.add_(6)
+    model.save_pretrained(folder)
     write_bpe_files(folder)
     return folder

@@ -15,7 +15,7 @@ from ..app import USER_ERRORS, App, page_words
 from ..canvas_view import canvas_value, next_revision
 from ..payload import parse_payload
 from .labeling import image_reader
-from .models import project_sam, sam_of, store_folder
+from .models import project_detector, project_sam, sam_of, store_folder
 from .review import current_image, image_line, step
 
 
@@ -74,7 +74,8 @@ def canvas_edit(app: App, state: dict, payload: object, refine: Callable | None 
         try:
             step = isinstance(edit, (edits.Undo, edits.Redo))
             what = project.next_step(shown, undo=isinstance(edit, edits.Undo)) if step else None
-            applied = edits.apply(project, edit, segment=_segment(app, project, shown, refine), guard=guard, after=after)
+            applied = edits.apply(project, edit, segment=_segment(app, project, shown, refine), guard=guard, after=after,
+                                  find=_finder(app, state, project, shown))
         except USER_ERRORS as err:
             return finish(canvas_state(app, state, shown, seq=seq, message=page_words(app, state, err)), shown)
         if what is not None and applied.message is None:  # a step of the project's journal: say what it did
@@ -112,6 +113,23 @@ def _segmenter(app: App, sam: str | None, store: str | None):
 
     segmenter = app.hub.segmenter(sam)
     return segmenter if store is None else segmenter.using(EmbeddingStore(store))
+
+
+def _finder(app: App, state: dict, project, image_id: int):
+    """Find similar on this image with the project's model: SAM 3 searches for more like the exemplar boxes. With
+    another model it says which model it needs. Runs between two images of any running job (the model lock)."""
+    read = image_reader(app, project)
+
+    def find(boxes, labels, class_name):
+        detector = project_detector(app, state)  # a first load outside the model lock
+        if getattr(detector, "family", None) != "sam3":
+            raise ProjectError("find similar needs a SAM 3 model (it searches the picture for more like the selected "
+                               "boxes); this project uses Grounding DINO: choose a SAM 3 model under Model")
+        pixels = read(image_id)
+        with app.jobs.model_lock:
+            return detector.find_similar(pixels, boxes, labels, class_name=class_name)
+
+    return find
 
 
 def _segment(app: App, project, image_id: int, refine: Callable | None = None):

@@ -7,7 +7,7 @@ import os
 import threading
 from collections import OrderedDict
 
-from gdino.labeling import LabelSettings, label_images, parse_class_text
+from gdino.labeling import LabelSettings, label_images, makes_masks, parse_class_text
 from gdino.processing import ImageError
 from gdino.prompts import PromptError
 from gdino.sources import is_uri, read_image
@@ -84,7 +84,8 @@ def detect_image(app: App, state: dict, image_id: int | None, settings: LabelSet
         raise ProjectError("no image selected: upload images first")
     project = app.sessions.project(state)
     detector = project_detector(app, state)  # a first load (minutes) does not hold every other visitor's models
-    segmenter = project_segmenter(app, state) if settings.masks else None  # the same; its store keeps the embeddings
+    # the same; its store keeps the embeddings. A detector that makes its own masks (SAM 3) needs no SAM.
+    segmenter = project_segmenter(app, state) if settings.masks and not makes_masks(detector) else None
     with app.jobs.model_lock:  # between two images of any running job
         summary = label_images(project, detector, [image_id], settings, segmenter=segmenter,
                                add_all_classes=False, keep_phrases=True, images=image_reader(app, project))

@@ -1,0 +1,121 @@
+"""Find similar in the app (issue 30): with a SAM 3 model, the selected boxes of a class (and Alt's
+counter-examples) make SAM 3 search the picture; what it finds is stored as model objects of that class with
+masks, in one edit that one undo takes back, leaving out what overlaps a box already there (ui/similar.py).
+With a Grounding DINO model the edit says which model it needs. Expected values come from our own
+Sam3Detector loaded from the same folder, never from the app."""
+
+import numpy as np
+import pytest
+from PIL import Image
+from sam3_models import save_tiny_sam3
+
+import gdino
+from ui import actions as h
+from ui.app_config import AppConfig
+from ui.session import Sessions
+from ui.similar import SIMILAR_IOU, new_ones
+
+
+@pytest.fixture(scope="module")
+def sam3_dir(tmp_path_factory):
+    return save_tiny_sam3(tmp_path_factory.mktemp("sam3_app"), confident=True)
+
+
+def make(model, tmp_path):
+    return h.make_app(AppConfig(model=str(model), sam="none", workspace=tmp_path / "ws", device="cpu"))
+
+
+def project_with_one_image(app, tmp_path):
+    state = Sessions.new_state()
+    path = tmp_path / "up" / "photo.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.random.default_rng(3).integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(path)
+    h.add_uploads(app, state, [str(path)])
+    project = app.sessions.project(state)
+    return state, project, h.rows(app, state, "all")[0][0]
+
+
+def edit(app, state, payload):
+    value, _ = h.canvas_edit(app, state, payload)
+    return value
+
+
+def test_one_box_and_x_stores_the_found_objects_in_one_undoable_edit(sam3_dir, tmp_path):
+    app = make(sam3_dir, tmp_path)
+    try:
+        state, project, image_id = project_with_one_image(app, tmp_path)
+        value = edit(app, state, {"kind": "add", "image_id": image_id, "seq": 1, "box": [20, 30, 70, 90],
+                                  "class_name": "cup"})
+        (exemplar,) = project.objects(image_id)
+        value = edit(app, state, {"kind": "similar", "image_id": image_id, "seq": 2,
+                                  "positive_ids": [exemplar.id], "negative_ids": []})
+        stored = project.objects(image_id)
+        added = [o for o in stored if o.id != exemplar.id]
+        # what our own detector finds in the same picture, less what the rule leaves out
+        det = gdino.Detector.from_pretrained(str(sam3_dir), device="cpu")
+        found = det.find_similar(np.asarray(Image.open(tmp_path / "up" / "photo.png").convert("RGB")),
+                                 [exemplar.box], [True], class_name="cup")
+        keep = new_ones(found.xyxy, found.confidence, [exemplar.box])
+        assert len(added) == len(keep) > 0, value["message"]
+        assert value["message"].startswith(f"found {len(keep)} more like the example")
+        for o, k in zip(sorted(added, key=lambda o: -o.score), keep, strict=True):
+            assert o.class_name == "cup" and o.source == "model" and o.mask is not None
+            assert np.allclose(o.box, found.xyxy[k], atol=1e-3) and abs(o.score - found.confidence[k]) < 1e-6
+        for o in added:  # never a duplicate of the exemplar or of each other
+            others = [p.box for p in stored if p.id != o.id]
+            assert all(_iou(o.box, b) < SIMILAR_IOU for b in others)
+        # one undo takes every found object back, and only them
+        edit(app, state, {"kind": "undo", "image_id": image_id, "seq": 3})
+        assert [o.id for o in project.objects(image_id)] == [exemplar.id]
+        edit(app, state, {"kind": "redo", "image_id": image_id, "seq": 4})
+        assert len(project.objects(image_id)) == 1 + len(keep)
+    finally:
+        app.sessions.close()
+
+
+def _iou(a, b):
+    x0, y0, x1, y1 = max(a[0], b[0]), max(a[1], b[1]), min(a[2], b[2]), min(a[3], b[3])
+    inter = max(0.0, x1 - x0) * max(0.0, y1 - y0)
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union
+
+
+def test_examples_of_two_classes_and_an_example_also_negative_are_refused(sam3_dir, tmp_path):
+    app = make(sam3_dir, tmp_path)
+    try:
+        state, project, image_id = project_with_one_image(app, tmp_path)
+        edit(app, state, {"kind": "add", "image_id": image_id, "seq": 1, "box": [20, 30, 70, 90], "class_name": "cup"})
+        edit(app, state, {"kind": "add", "image_id": image_id, "seq": 2, "box": [90, 30, 150, 90], "class_name": "pen"})
+        a, b = project.objects(image_id)
+        value = edit(app, state, {"kind": "similar", "image_id": image_id, "seq": 3, "positive_ids": [a.id, b.id]})
+        assert "boxes of one class" in value["message"] and len(project.objects(image_id)) == 2
+        value = edit(app, state, {"kind": "similar", "image_id": image_id, "seq": 4, "positive_ids": [a.id],
+                                  "negative_ids": [a.id]})
+        assert "example and a counter-example" in value["message"]
+        value = edit(app, state, {"kind": "similar", "image_id": image_id, "seq": 5, "positive_ids": [a.id],
+                                  "negative_ids": [b.id]})  # a counter-example of another class is fine
+        assert value["message"].startswith("found ")
+    finally:
+        app.sessions.close()
+
+
+def test_with_grounding_dino_the_edit_says_which_model_it_needs(tiny_hf, tmp_path):
+    app = make(tiny_hf[1], tmp_path)
+    try:
+        state, project, image_id = project_with_one_image(app, tmp_path)
+        edit(app, state, {"kind": "add", "image_id": image_id, "seq": 1, "box": [20, 30, 70, 90], "class_name": "cup"})
+        (a,) = project.objects(image_id)
+        value = edit(app, state, {"kind": "similar", "image_id": image_id, "seq": 2, "positive_ids": [a.id]})
+        assert "needs a SAM 3 model" in value["message"] and "choose a SAM 3 model under Model" in value["message"]
+        assert len(project.objects(image_id)) == 1
+    finally:
+        app.sessions.close()
+
+
+def test_the_overlap_rule():
+    found = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [50, 50, 60, 60], [0, 0, 10, 10.5]], dtype=float)
+    scores = np.array([0.9, 0.8, 0.7, 0.95])
+    # the exemplar [0,0,10,10] blocks every found box over it; the far one stays
+    assert new_ones(found, scores, [[0, 0, 10, 10]]) == [2]
+    # nothing there: the best of the overlapping ones stays and blocks the rest
+    assert new_ones(found, scores, []) == [3, 2]
