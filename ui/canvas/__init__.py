@@ -113,7 +113,8 @@ CANVAS_JS = "\n".join((_HERE / name).read_text(encoding="utf-8") for name in PAR
 CANVAS_CSS = (_HERE / "canvas.css").read_text(encoding="utf-8")
 
 HELP = ("wheel: zoom, drag with middle button or space+drag: pan, click again: the next box under the pointer, "
-        "1-9: class, Del: delete, Ctrl+Z / Ctrl+Shift+Z: undo / redo, Esc: deselect")
+        "1-9: class, Del: delete, X: find similar (SAM 3; Alt-click: not this), Ctrl+Z / Ctrl+Shift+Z: undo / redo, "
+        "Esc: deselect")
 
 # Static: gradio diffs a changed template into the DOM, which would reset the canvas. The JS draws the value.
 TEMPLATE = """<div class="gc-root" tabindex="0" style="--gc-height: __HEIGHT__px">
@@ -138,6 +139,8 @@ TEMPLATE = """<div class="gc-root" tabindex="0" style="--gc-height: __HEIGHT__px
  <input class="gc-threshold" type="range" min="0" max="1" step="0.01" value="0">
  <span class="gc-threshold-value">0.00</span></label>
 <button type="button" class="gc-delete-hidden" title="Delete the model boxes hidden by the score threshold">Delete hidden</button>
+<button type="button" class="gc-similar"
+ title="Find similar (X): SAM 3 adds every object like the selected boxes of one class; Alt-click marks a box of what it is not">Find similar</button>
 <span class="gc-group">
 <button type="button" class="gc-undo" disabled title="Undo (Ctrl+Z)">Undo</button>
 <button type="button" class="gc-redo" disabled title="Redo (Ctrl+Shift+Z)">Redo</button>

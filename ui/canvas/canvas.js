@@ -21,6 +21,7 @@ const ui = {
   threshold: root.querySelector('.gc-threshold'),
   thresholdText: root.querySelector('.gc-threshold-value'),
   deleteHidden: root.querySelector('.gc-delete-hidden'),
+  similar: root.querySelector('.gc-similar'),
   undo: root.querySelector('.gc-undo'),
   redo: root.querySelector('.gc-redo'),
   fit: root.querySelector('.gc-fit'),
@@ -44,6 +45,7 @@ let acked = 0;           // the last seq the server echoed
 let pending = [];        // edits sent and not yet acknowledged: {payload, at}
 let held = [];           // clicks/strokes waiting for the object a pending click/stroke creates
 let selection = new Set();
+let negatives = new Set();  // boxes marked with Alt: what find similar must not find (counter-examples)
 let picked = 0;  // how many times the person changed the selection (a reply's "selected" must not undo a newer pick)
 let tool = 'box';        // the current tool: a key of TOOLS (tools.js)
 let positive = true;

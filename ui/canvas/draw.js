@@ -78,6 +78,7 @@ function stampDrawn({ visible, hidden }) {  // the root's data-* attributes for 
   root.dataset.visibleBoxes = String(visible);
   root.dataset.hiddenBoxes = String(hidden);
   root.dataset.selected = selectedIds().join(',');
+  root.dataset.negatives = Array.from(negatives).join(',');
   root.dataset.imageId = String(value.image_id);
   root.dataset.imageReady = img && imgImageId === value.image_id ? '1' : '0';
   const now = String(performance.now());

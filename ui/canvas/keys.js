@@ -20,9 +20,12 @@ function onKey(e) {
   } else if (/^[1-9]$/.test(k)) used = chooseClass(Number(k) - 1);
   else if (k === 'Escape') {
     if (drag) cancelDrag();
-    else if (selection.size || pending.length || held.length) { selection.clear(); picked++; }  // ends a chain
+    else if (selection.size || negatives.size || pending.length || held.length) {  // ends a chain
+      selection.clear(); negatives.clear(); picked++;
+    }
     else used = false;  // nothing to deselect: the page's own Esc
   } else if (k === ' ') { spaceHeld = true; setCursor(hover); }
+  else if (lower === 'x' && !e.shiftKey) findSimilar();
   else if (TOOL_KEYS[lower] && !e.shiftKey) setTool(TOOL_KEYS[lower]);
   else if (k === '[' || k === ']') setRadius(k === ']' ? radius * 1.25 : radius / 1.25);
   else if (lower === 'f') { fitView(); }

@@ -24,7 +24,9 @@ function drawBox(o, selected) {
   const a = toScreen(o.box[0], o.box[1]), b = toScreen(o.box[2], o.box[3]);
   ctx.lineWidth = selected ? 3 : 2;
   ctx.strokeStyle = rgba(c, 1);
-  ctx.setLineDash(o.temp || o.phrase ? [6, 4] : []);
+  const negative = negatives.has(o.id);
+  ctx.setLineDash(o.temp || o.phrase || negative ? [6, 4] : []);
+  if (negative) ctx.strokeStyle = 'rgba(220, 30, 30, 1)';
   ctx.strokeRect(a.x, a.y, b.x - a.x, b.y - a.y);
   ctx.setLineDash([]);
   if (selected) {
@@ -32,6 +34,7 @@ function drawBox(o, selected) {
     ctx.fillRect(a.x, a.y, b.x - a.x, b.y - a.y);
   }
   const parts = [];
+  if (negative) parts.push('not');
   if (show.labels) parts.push(o.class_name);
   if (show.scores && o.source === 'model' && o.score != null) parts.push(o.score.toFixed(2));
   if (!parts.length) return;

@@ -12,8 +12,13 @@ const BOX_TOOL = {
     const h = e.shiftKey ? null : handleAt(p, objs);
     const hit = e.shiftKey ? null : hitTest(p, objs);
     if (h) return { type: 'resize', id: h.object.id, name: h.name, start: q, box: h.object.box.slice(), orig: h.object.box.slice(), p0: p };
+    if (hit && e.altKey) {  // a counter-example for find similar (x): marked, not selected
+      if (negatives.has(hit.id)) negatives.delete(hit.id); else { negatives.add(hit.id); selection.delete(hit.id); }
+      picked++;
+      return null;
+    }
     if (hit && (e.ctrlKey || e.metaKey)) {
-      if (selection.has(hit.id)) selection.delete(hit.id); else selection.add(hit.id);
+      if (selection.has(hit.id)) selection.delete(hit.id); else { selection.add(hit.id); negatives.delete(hit.id); }
       picked++;
       return null;
     }

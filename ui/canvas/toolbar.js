@@ -33,6 +33,7 @@ ui.threshold.addEventListener('input', () => {
   requestRender();
 });
 ui.deleteHidden.addEventListener('click', deleteHidden);
+ui.similar.addEventListener('click', () => { findSimilar(); requestRender(); });
 ui.undo.addEventListener('click', undo);
 ui.redo.addEventListener('click', redo);
 ui.fit.addEventListener('click', () => { fitView(); requestRender(); });

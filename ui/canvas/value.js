@@ -19,7 +19,7 @@ function onValue(v) {
   value = v;
   note = null;
   if (!v) {
-    pending = []; held = []; selection.clear(); drag = null;
+    pending = []; held = []; selection.clear(); negatives.clear(); drag = null;
     img = null; imgUrl = null; overlay = null; overlayUrl = null;
     status(); requestRender();
     return;
@@ -27,7 +27,7 @@ function onValue(v) {
   const mine = v.seq != null ? pending.find((e) => e.payload.seq === v.seq) : null;
   const pickedSince = mine != null && mine.picked !== picked;  // the person chose another selection meanwhile
   if (v.seq != null) { acked = Math.max(acked, v.seq); seq = Math.max(seq, v.seq); }
-  if (newImage) { pending = []; held = []; selection.clear(); drag = null; view.fit = true; }
+  if (newImage) { pending = []; held = []; selection.clear(); negatives.clear(); drag = null; view.fit = true; }
   const ourl = fileUrl(v.overlay);
   if (ourl !== overlayUrl || newImage) loadOverlay(ourl, v, newImage);
   else if (overlay) overlay.objects = (v.objects || []).map((o) => o.id);  // the same masks, this value's order
