@@ -6,7 +6,7 @@ project store, and against our own Sam3Detector on the same picture."""
 
 import numpy as np
 import pytest
-from app_harness import drag, fresh_page, free_port, needs_browser, profile, start, until
+from app_harness import drag, free_port, fresh_page, needs_browser, profile, start, until
 from PIL import Image
 from sam3_models import save_tiny_sam3
 
@@ -112,7 +112,7 @@ def test_the_button_and_an_alt_clicked_counter_example(server, tmp_path):
             page.on("request", lambda r: seen.append(r.post_data or "") if r.method == "POST" else None)
             page.locator(f"{ROOT} .gc-similar").click()
             until(page, lambda: len(project.objects(image.id)) > 2, "the found objects")
-            assert any('"negative_ids": [%d]' % b.id in s or f'"negative_ids":[{b.id}]' in s for s in seen)
+            assert any(f'"negative_ids": [{b.id}]' in s or f'"negative_ids":[{b.id}]' in s for s in seen)
             page.wait_for_selector(f"{ROOT}[data-negatives='']", timeout=10_000)
             assert {o.class_name for o in project.objects(image.id) if o.id not in (a.id, b.id)} == {"cup"}
         finally:

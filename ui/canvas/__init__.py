@@ -140,7 +140,8 @@ TEMPLATE = """<div class="gc-root" tabindex="0" style="--gc-height: __HEIGHT__px
  <span class="gc-threshold-value">0.00</span></label>
 <button type="button" class="gc-delete-hidden" title="Delete the model boxes hidden by the score threshold">Delete hidden</button>
 <button type="button" class="gc-similar"
- title="Find similar (X): SAM 3 adds every object like the selected boxes of one class; Alt-click marks a box of what it is not">Find similar</button>
+ title="Find similar (X): SAM 3 adds objects like the selected boxes; Alt-click marks what it is not">Find
+ similar</button>
 <span class="gc-group">
 <button type="button" class="gc-undo" disabled title="Undo (Ctrl+Z)">Undo</button>
 <button type="button" class="gc-redo" disabled title="Redo (Ctrl+Shift+Z)">Redo</button>
