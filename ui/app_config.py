@@ -70,10 +70,12 @@ def parse_args(argv: list[str] | None = None) -> AppConfig:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model", default=DEFAULT_MODEL,
-                   help=f"Grounding DINO weights: hub id, transformers-layout directory or .pth (default {DEFAULT_MODEL})")
+                   help=f"detector weights: Grounding DINO (hub id, transformers-layout directory or .pth) or SAM 3 "
+                        f"(facebook/sam3, gated, or a local copy) (default {DEFAULT_MODEL})")
     p.add_argument("--models", default=None, metavar="ID,ID,...",
                    help="the other models a project may choose in the page, comma-separated hub ids or paths, or "
-                        "'none' for --model alone (default: the recommended checkpoints, see `gdino models`)")
+                        "'none' for --model alone (default: the recommended checkpoints, see `gdino models`; SAM 3 is "
+                        "offered only when named, e.g. --models IDEA-Research/grounding-dino-tiny,facebook/sam3)")
     p.add_argument("--max-loaded-models", type=int, default=2, metavar="N",
                    help="detectors kept in memory at once when projects use different models (default 2)")
     p.add_argument("--text-encoder", default=None, help="BERT directory or hub id, for original .pth checkpoints")

@@ -31,10 +31,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from gdino.labeling.similar import add_found
 from gdino.masks import mask_to_rle, rle_to_mask
 from gdino.store import Guard, ObjectRecord, ObjectState, Project, ProjectError
 from ui.mask_edits import bounding_box, inside_box, shift, stroke
-from ui.similar import new_ones
 
 # What one edit may carry: each far beyond what a person makes (tests/app/test_edit_caps.py), and refused in words
 MAX_POINTS = 20_000  # per stroke: the canvas sends every pointer sample, so 20 s of a 1 kHz mouse, minutes at 60 Hz
@@ -113,6 +113,7 @@ class Similar:
     image_id: int
     positive_ids: tuple[int, ...]  # the exemplars: boxes of one class
     negative_ids: tuple[int, ...]  # boxes of what the class is not (Alt in the canvas)
+    everywhere: bool = False  # True: search the project's other images (a job), not this one
 
 
 @dataclass(frozen=True)
@@ -182,7 +183,10 @@ def parse(payload: object) -> Edit:
         negatives = _ids({"object_ids": negatives}) if negatives else ()
         if set(positives) & set(negatives):
             raise EditError("a box cannot be an example and a counter-example at once")
-        return Similar(image_id, positives, negatives)
+        scope = payload.get("scope", "image")
+        if scope not in ("image", "project"):
+            raise EditError("find similar searches this image or the project; reload the page")
+        return Similar(image_id, positives, negatives, scope == "project")
     if kind == "undo":
         return Undo(image_id)
     if kind == "redo":
@@ -437,7 +441,8 @@ def _click(project: Project, edit: Click, shape: tuple[int, int], segment: Segme
 def _similar(project: Project, edit: Similar, find: Find | None, guard: Guard, after: Guard | None) -> Applied:
     """SAM 3 searches the image for more like the exemplars (read first: the search takes seconds and must not
     hold the write lock); what it finds is added as model objects of the exemplars' class in one edit, one undo
-    step, leaving out what overlaps a box already there (ui/similar.py's rule). The exemplars must be as read."""
+    step, leaving out what overlaps a box already there (gdino/labeling/similar.py's rule). The exemplars must be
+    as read."""
     if find is None:
         raise ProjectError("find similar needs a SAM 3 model: choose one under Model")
     ids = [*edit.positive_ids, *edit.negative_ids]
@@ -450,16 +455,8 @@ def _similar(project: Project, edit: Similar, find: Find | None, guard: Guard, a
     boxes = np.array([exemplars[i].box for i in ids], dtype=np.float64)
     labels = np.array([True] * len(edit.positive_ids) + [False] * len(edit.negative_ids))
     found = find(boxes, labels, name)
-    with project.batch():
-        current = project.objects(edit.image_id)
-        keep = new_ones(found.xyxy, found.confidence, [o.box for o in current])
-        new = [ObjectState(name, tuple(float(v) for v in found.xyxy[k]), score=float(found.confidence[k]),
-                           source="model", mask=mask_to_rle(found.mask[k]) if found.mask is not None else None)
-               for k in keep]
-        if new:
-            project.edit_objects(edit.image_id, new=new, expect=list(exemplars.values()), after=after)
-    left = len(found) - len(keep)
-    message = f"found {len(keep)} more like the example{'s' if len(edit.positive_ids) > 1 else ''}"
+    added, left = add_found(project, edit.image_id, found, name, expect=list(exemplars.values()), after=after)
+    message = f"found {added} more like the example{'s' if len(edit.positive_ids) > 1 else ''}"
     if left:
         message += f" ({left} left out: already boxed)"
     return Applied(message=message)

@@ -93,6 +93,26 @@ class Job(_Background):
 
 
 @dataclass(kw_only=True)
+class SimilarJob(Job):
+    """Find similar across the project: the exemplars of one image carried to the project's other images."""
+
+    class_name: str
+
+    def text(self) -> str:
+        head = (f"find similar ({self.class_name}) in the other images: {self.done} / {self.total} image(s), "
+                f"{self.objects} object(s) added")
+        if self.failed:
+            head += f", {len(self.failed)} failed"
+        if self.state == "running":
+            return head + (" - cancelling after this image" if self.stop.is_set() else " - running")
+        if self.state == "cancelled":
+            return head + " - cancelled; run it again to search the rest (what was found stays, nothing twice)"
+        if self.state == "failed":
+            return head + f" - stopped: {self.error}"
+        return head + " - done (Ctrl+Z on an image takes back what was added there)"
+
+
+@dataclass(kw_only=True)
 class TrainJob(_Background):
     epochs: int
     out: Path  # the model directory it writes (under the project's models/)
@@ -152,6 +172,46 @@ class Jobs:
             self._jobs[project.path] = job
         job.thread.start()
         return job
+
+    def start_similar(self, project, detector: Callable, source_id: int, positive_ids, negative_ids, class_name: str,
+                      images: Callable[[int], object]) -> Job:
+        """Search the project's other images (gdino.labeling.similar.similar_targets) for more like the exemplars,
+        unless a job of this project is running (that one is returned). `detector` is called in the job's thread."""
+        from gdino.labeling.similar import similar_targets
+
+        with self._lock:
+            job = self._jobs.get(project.path)
+            if job is not None and job.running:
+                return job
+            targets = similar_targets(project, source_id)
+            job = SimilarJob(total=len(targets), class_name=class_name)
+            args = (job, project, detector, source_id, tuple(positive_ids), tuple(negative_ids), targets, images)
+            job.thread = threading.Thread(target=self._similar, args=args, name=f"gdino-similar-{project.path.name}",
+                                          daemon=True)
+            self._jobs[project.path] = job
+        job.thread.start()
+        return job
+
+    def _similar(self, job: SimilarJob, project, detector: Callable, source_id: int, positive_ids, negative_ids,
+                 targets: list[int], images: Callable[[int], object]) -> None:
+        from gdino.labeling.similar import similar_in_project
+
+        def progress(summary) -> None:
+            job.done = len(summary.searched) + len(summary.failed)
+            job.objects = summary.objects
+            job.failed = dict(summary.failed)
+        try:
+            det = detector()
+            if getattr(det, "family", None) != "sam3":
+                raise ValueError("find similar needs a SAM 3 model; this project uses Grounding DINO: choose a SAM 3 "
+                                 "model under Model")
+            summary = similar_in_project(project, det, source_id, positive_ids, negative_ids, targets, images,
+                                         lock=self.model_lock, should_stop=job.stop.is_set, progress=progress)
+            progress(summary)
+            job.state = "cancelled" if summary.cancelled else "done"
+        except Exception as err:  # the model failed to load, the examples are gone, the disk is full: in the page
+            job.error = str(err)
+            job.state = "failed"
 
     def start_training(self, project, base: str, out: Path, config, device: str | None = None,
                        text_encoder: str | None = None, images: Callable[[int], object] | None = None) -> TrainJob | Job:

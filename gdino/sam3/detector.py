@@ -32,7 +32,7 @@ from ..processing import MAX_PIXELS, ImageLike, to_rgb
 from ..prompts import PromptError, parse_classes
 from . import BOX_THRESHOLD
 from . import processing as P
-from .forward import ground
+from .forward import exemplar_tokens, ground
 
 VISUAL_ONLY = "visual"  # the text the official processor pairs with exemplar boxes when no text is given
 
@@ -125,32 +125,53 @@ class Sam3Detector:
         The exemplars themselves are usually among the results: callers drop what they already have."""
         box_threshold = unit_interval("box_threshold", box_threshold)
         nms_iou = unit_interval("nms_iou", nms_iou, optional=True)
-        if not isinstance(class_name, str) or not class_name.strip():
-            raise PromptError("class_name must name the class the similar objects get")
-        xyxy = torch.as_tensor(np.asarray(boxes, dtype=np.float32)).reshape(-1, 4)
-        if len(xyxy) == 0:
-            raise PromptError("find similar needs at least one exemplar box")
-        labels = [True] * len(xyxy) if labels is None else [bool(v) for v in labels]
-        if len(labels) != len(xyxy):
-            raise PromptError(f"{len(labels)} labels for {len(xyxy)} exemplar boxes")
-        if not any(labels):
-            raise PromptError("find similar needs at least one positive exemplar (the others may be negative)")
+        name = _class_name(class_name)
         loaded = self._read(image)
-        h, w = loaded.size
-        if not torch.isfinite(xyxy).all() or (xyxy[:, 2] <= xyxy[:, 0]).any() or (xyxy[:, 3] <= xyxy[:, 1]).any():
-            raise PromptError("each exemplar box needs x1 > x0 and y1 > y0 (pixels of the image)")
-        xyxy[:, 0::2] = xyxy[:, 0::2].clamp(0, w)
-        xyxy[:, 1::2] = xyxy[:, 1::2].clamp(0, h)
-        phrase = VISUAL_ONLY if text is None else self._phrases([text])[0]
+        xyxy, flags = _exemplars(boxes, labels, loaded.size)
         with torch.inference_mode():
             vision = self._vision(loaded)
-            ids, mask = P.text_batch(self.tokenizer, [phrase])
+            ids, mask = self._text(text)
             dev = self.device
             out = ground(self.model, vision, ids.to(dev), mask.to(dev),
                          P.exemplar_boxes(xyxy, loaded.size).unsqueeze(0).to(dev),
-                         torch.tensor([labels], dtype=torch.long, device=dev))
+                         torch.tensor([flags], dtype=torch.long, device=dev))
             found = self._keep(out, 0, loaded.size, box_threshold, 0)
-        return self._detections(found, loaded.size, [class_name.strip()], nms_iou, None)
+        return self._detections(found, loaded.size, [name], nms_iou, None)
+
+    def exemplar_prompt(self, image: ImageLike, boxes, labels: Sequence[bool] | None = None) -> ExemplarPrompt:
+        """The exemplars of one image as a prompt to carry to other images (`detect_like`): SAM 3's geometry
+        encoder reads each box from this image (its pooled features, its place, positive or negative) and the
+        tokens attend over this image. Boxes and labels as in `find_similar`."""
+        loaded = self._read(image)
+        xyxy, flags = _exemplars(boxes, labels, loaded.size)
+        with torch.inference_mode():
+            dev = self.device
+            tokens, mask = exemplar_tokens(self.model, self._vision(loaded),
+                                           P.exemplar_boxes(xyxy, loaded.size).unsqueeze(0).to(dev),
+                                           torch.tensor([flags], dtype=torch.long, device=dev))
+        return ExemplarPrompt(tokens.cpu(), mask.cpu(), sum(flags), len(flags) - sum(flags))
+
+    def detect_like(self, image: ImageLike, prompt: ExemplarPrompt, *, class_name: str, text: str | None = None,
+                    box_threshold: float = BOX_THRESHOLD, nms_iou: float | None = 0.5):
+        """Instances like another image's exemplars (`exemplar_prompt`) in this image -> `supervision.Detections`
+        of class `class_name`. On the image the prompt was made on, this is `find_similar`."""
+        box_threshold = unit_interval("box_threshold", box_threshold)
+        nms_iou = unit_interval("nms_iou", nms_iou, optional=True)
+        name = _class_name(class_name)
+        if not isinstance(prompt, ExemplarPrompt):
+            raise PromptError("prompt must come from exemplar_prompt(image, boxes)")
+        loaded = self._read(image)
+        with torch.inference_mode():
+            ids, mask = self._text(text)
+            dev = self.device
+            out = ground(self.model, self._vision(loaded), ids.to(dev), mask.to(dev),
+                         geometry=(prompt.tokens.to(dev), prompt.mask.to(dev)))
+            found = self._keep(out, 0, loaded.size, box_threshold, 0)
+        return self._detections(found, loaded.size, [name], nms_iou, None)
+
+    def _text(self, text: str | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """The text that goes with exemplars: "visual" (the official processor's, for exemplars alone) or a phrase."""
+        return P.text_batch(self.tokenizer, [VISUAL_ONLY if text is None else self._phrases([text])[0]])
 
     def check_prompt(self, classes=None, *, prompt: str | None = None) -> None:
         """Raise PromptError now for what `detect` would refuse (duplicates, empty names, too long)."""
@@ -240,6 +261,43 @@ class Sam3Detector:
                              confidence=kept.scores.numpy().astype(np.float32),
                              class_id=kept.class_ids.numpy().astype(np.int64),
                              mask=np.asarray(masks, dtype=bool), data=data, metadata={"classes": names})
+
+
+@dataclass
+class ExemplarPrompt:
+    """Exemplar boxes of one image as SAM 3 prompt tokens (`Sam3Detector.exemplar_prompt`), CPU tensors."""
+
+    tokens: torch.Tensor  # (1, N + 1, C): one per box, then the geometry encoder's CLS token
+    mask: torch.Tensor  # (1, N + 1) bool, all True
+    positives: int
+    negatives: int
+
+
+def _class_name(name) -> str:
+    if not isinstance(name, str) or not name.strip():
+        raise PromptError("class_name must name the class the similar objects get")
+    return name.strip()
+
+
+def _exemplars(boxes, labels, size: tuple[int, int]) -> tuple[torch.Tensor, list[int]]:
+    """Exemplar boxes (N, 4) xyxy pixels and their labels, checked -> (boxes clipped to the image, 1 / 0 flags)."""
+    try:
+        xyxy = torch.as_tensor(np.asarray(boxes, dtype=np.float32)).reshape(-1, 4)
+    except (TypeError, ValueError) as err:
+        raise PromptError("exemplar boxes must be [x0, y0, x1, y1] in pixels of the image") from err
+    if len(xyxy) == 0:
+        raise PromptError("find similar needs at least one exemplar box")
+    flags = [1] * len(xyxy) if labels is None else [int(bool(v)) for v in labels]
+    if len(flags) != len(xyxy):
+        raise PromptError(f"{len(flags)} labels for {len(xyxy)} exemplar boxes")
+    if not any(flags):
+        raise PromptError("find similar needs at least one positive exemplar (the others may be negative)")
+    if not torch.isfinite(xyxy).all() or (xyxy[:, 2] <= xyxy[:, 0]).any() or (xyxy[:, 3] <= xyxy[:, 1]).any():
+        raise PromptError("each exemplar box needs x1 > x0 and y1 > y0 (pixels of the image)")
+    h, w = size
+    xyxy[:, 0::2] = xyxy[:, 0::2].clamp(0, w)
+    xyxy[:, 1::2] = xyxy[:, 1::2].clamp(0, h)
+    return xyxy, flags
 
 
 def _expand(vision, n: int):

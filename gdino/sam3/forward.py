@@ -38,21 +38,35 @@ def _logit(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
     return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
 
 
-def ground(model, vision, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-           boxes: torch.Tensor | None = None, box_labels: torch.Tensor | None = None) -> Grounding:
-    batch = input_ids.shape[0]
-    device = input_ids.device
-    feats = vision.fpn_hidden_states[:-1]
-    pos = vision.fpn_position_encoding[:-1]
+def exemplar_tokens(model, vision, boxes: torch.Tensor | None, box_labels: torch.Tensor | None,
+                    dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+    """The geometry encoder's prompt tokens for exemplar boxes on the image `vision` was computed from (none:
+    its CLS token alone): (B, N + 1, C) tokens and their (B, N + 1) bool mask. Each box is read from that image
+    (its features pooled, its place encoded) and the tokens attend over that image: they may be carried to
+    another image as a prompt (`ground(..., geometry=)`), which SAM 3 was not trained for."""
+    batch = vision.fpn_hidden_states[0].shape[0]
+    device = vision.fpn_hidden_states[0].device
     if boxes is None:
         boxes = torch.zeros(batch, 0, 4, device=device)
         box_labels = torch.zeros(batch, 0, dtype=torch.long, device=device)
+    out = model.geometry_encoder(box_embeddings=boxes.to(dtype),
+                                 box_mask=torch.ones(boxes.shape[:2], dtype=torch.bool, device=device),
+                                 box_labels=box_labels.long(), img_feats=vision.fpn_hidden_states[:-1],
+                                 img_pos_embeds=vision.fpn_position_encoding[:-1])
+    return out.last_hidden_state, out.attention_mask.bool()
+
+
+def ground(model, vision, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+           boxes: torch.Tensor | None = None, box_labels: torch.Tensor | None = None,
+           geometry: tuple[torch.Tensor, torch.Tensor] | None = None) -> Grounding:
+    """geometry: exemplar tokens made on another image (`exemplar_tokens`), used instead of `boxes`."""
+    feats = vision.fpn_hidden_states[:-1]
+    pos = vision.fpn_position_encoding[:-1]
     text = model.get_text_features(input_ids=input_ids, attention_mask=attention_mask).pooler_output
-    geometry = model.geometry_encoder(box_embeddings=boxes.to(text.dtype),
-                                      box_mask=torch.ones(boxes.shape[:2], dtype=torch.bool, device=device),
-                                      box_labels=box_labels.long(), img_feats=feats, img_pos_embeds=pos)
-    prompt = torch.cat([text, geometry.last_hidden_state], dim=1)
-    prompt_mask = torch.cat([attention_mask.bool(), geometry.attention_mask.bool()], dim=1)
+    tokens, token_mask = geometry if geometry is not None else exemplar_tokens(model, vision, boxes, box_labels,
+                                                                                text.dtype)
+    prompt = torch.cat([text, tokens.to(text.dtype)], dim=1)
+    prompt_mask = torch.cat([attention_mask.bool(), token_mask], dim=1)
     encoded = model.detr_encoder(vision_features=[feats[-1]], text_features=prompt, vision_pos_embeds=[pos[-1]],
                                  text_mask=prompt_mask)
     decoded = model.detr_decoder(vision_features=encoded.last_hidden_state, text_features=encoded.text_features,

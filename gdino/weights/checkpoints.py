@@ -40,10 +40,18 @@ RECOMMENDED: tuple[Checkpoint, ...] = (
     Checkpoint("iSEE-Laboratory/llmdet_large", "LLMDet large", None, 51.1, "about 4x the tiny model's time"),
 )
 
+# Gated weights (accept the license on the hub page, then log in): never offered unless a server names them
+# (`python app.py --models ...`), never a default. SAM 3's numbers: the official README's (sam3 0.1.4) box
+# detection AP, zero-shot COCO 56.5 and LVIS 53.6.
+GATED: tuple[Checkpoint, ...] = (
+    Checkpoint("facebook/sam3", "SAM 3 (Meta, SAM License, gated; boxes and masks; a batch model on a CPU)", 56.5,
+               53.6, "gated: accept Meta's SAM License on its hub page; ~25 s an image on 2 CPU cores"),
+)
+
 
 def describe(model: str) -> str:
     """The menu line of a recommended checkpoint, or the model's own name (a path, another repo)."""
-    for c in RECOMMENDED:
+    for c in (*RECOMMENDED, *GATED):
         if c.repo == model:
             return c.label()
     return model
@@ -52,7 +60,7 @@ def describe(model: str) -> str:
 def table() -> str:
     """The recommended checkpoints as lines of text (for --help and `gdino models`)."""
     return "\n".join(f"  {c.repo:<66} COCO {_ap(c.coco_ap):>4}  LVIS {_ap(c.lvis_ap):>4}"
-                     + (f"  ({c.note})" if c.note else "") for c in RECOMMENDED)
+                     + (f"  ({c.note})" if c.note else "") for c in (*RECOMMENDED, *GATED))
 
 
 def _ap(value: float | None) -> str:

@@ -10,10 +10,11 @@ from PIL import Image
 from sam3_models import save_tiny_sam3
 
 import gdino
+from gdino.labeling.similar import SIMILAR_IOU, new_ones
 from ui import actions as h
+from ui.actions.models import project_detector
 from ui.app_config import AppConfig
 from ui.session import Sessions
-from ui.similar import SIMILAR_IOU, new_ones
 
 
 @pytest.fixture(scope="module")
@@ -119,3 +120,70 @@ def test_the_overlap_rule():
     assert new_ones(found, scores, [[0, 0, 10, 10]]) == [2]
     # nothing there: the best of the overlapping ones stays and blocks the rest
     assert new_ones(found, scores, []) == [3, 2]
+
+
+def three_images(app, tmp_path):
+    state = Sessions.new_state()
+    paths = []
+    for i in range(3):
+        p = tmp_path / "up3" / f"im{i}.png"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.random.default_rng(30 + i).integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(p)
+        paths.append(str(p))
+    h.add_uploads(app, state, paths)
+    project = app.sessions.project(state)
+    return state, project, [r[0] for r in h.rows(app, state, "all")]
+
+
+def test_across_the_project_runs_as_a_job_the_job_line_shows(sam3_dir, tmp_path):
+    app = make(sam3_dir, tmp_path)
+    try:
+        state, project, (first, *others) = three_images(app, tmp_path)
+        edit(app, state, {"kind": "add", "image_id": first, "seq": 1, "box": [20, 30, 70, 90], "class_name": "cup"})
+        (cup,) = project.objects(first)
+        value = edit(app, state, {"kind": "similar", "image_id": first, "seq": 2, "positive_ids": [cup.id],
+                                  "scope": "project"})
+        assert value["message"].startswith("searching 2 other image(s)")
+        job = app.jobs.wait(project.path, 120)
+        assert job.state == "done", job.text()
+        line = h.job_status(app, state)
+        assert line.startswith("find similar (cup) in the other images: 2 / 2 image(s)") and "done" in line
+        added = sum(len(project.objects(i)) for i in others)
+        assert added == job.objects > 0
+        assert [o.id for o in project.objects(first)] == [cup.id]  # the source image is not searched
+    finally:
+        app.sessions.close()
+
+
+def test_cancel_stops_the_job_before_the_next_image(sam3_dir, tmp_path):
+    """Deterministic: the test holds the model lock, so the job waits at its first model call; Cancel is pressed
+    meanwhile; released, the job makes the prompt, sees the stop before the first image and ends cancelled."""
+    app = make(sam3_dir, tmp_path)
+    try:
+        state, project, (first, *others) = three_images(app, tmp_path)
+        edit(app, state, {"kind": "add", "image_id": first, "seq": 1, "box": [20, 30, 70, 90], "class_name": "cup"})
+        (cup,) = project.objects(first)
+        project_detector(app, state)  # loaded before: the job's first model call is then its prompt
+        with app.jobs.model_lock:
+            edit(app, state, {"kind": "similar", "image_id": first, "seq": 2, "positive_ids": [cup.id],
+                              "scope": "project"})
+            h.cancel_auto_label(app, state)
+        job = app.jobs.wait(project.path, 120)
+        assert job.state == "cancelled" and job.done == 0
+        assert all(project.objects(i) == [] for i in others)
+        assert "cancelled; run it again" in h.job_status(app, state)
+    finally:
+        app.sessions.close()
+
+
+def test_across_the_project_with_grounding_dino_says_which_model_it_needs(tiny_hf, tmp_path):
+    app = make(tiny_hf[1], tmp_path)
+    try:
+        state, project, (first, *_) = three_images(app, tmp_path)
+        edit(app, state, {"kind": "add", "image_id": first, "seq": 1, "box": [20, 30, 70, 90], "class_name": "cup"})
+        (cup,) = project.objects(first)
+        edit(app, state, {"kind": "similar", "image_id": first, "seq": 2, "positive_ids": [cup.id], "scope": "project"})
+        job = app.jobs.wait(project.path, 120)
+        assert job.state == "failed" and "needs a SAM 3 model" in h.job_status(app, state)
+    finally:
+        app.sessions.close()

@@ -11,7 +11,7 @@ from PIL import Image
 from sam3_models import save_tiny_sam3
 
 import gdino
-from ui.similar import new_ones
+from gdino.labeling.similar import new_ones
 
 pytestmark = needs_browser
 
@@ -115,5 +115,51 @@ def test_the_button_and_an_alt_clicked_counter_example(server, tmp_path):
             assert any(f'"negative_ids": [{b.id}]' in s or f'"negative_ids":[{b.id}]' in s for s in seen)
             page.wait_for_selector(f"{ROOT}[data-negatives='']", timeout=10_000)
             assert {o.class_name for o in project.objects(image.id) if o.id not in (a.id, b.id)} == {"cup"}
+        finally:
+            context.close()
+
+
+def test_shift_x_searches_the_other_images_as_a_job(server, tmp_path):
+    """Shift+X: the exemplars of the image shown, carried to the project's other images by a job of the server;
+    its line shows the progress and the end; each other image's objects are what our own detector finds there
+    with the same carried prompt."""
+    from playwright.sync_api import sync_playwright
+
+    url, app, photo, model = server
+    more = []
+    for i in range(2):
+        p = tmp_path / f"other{i}.png"
+        Image.fromarray(np.random.default_rng(40 + i).integers(0, 255, (H, W, 3), dtype=np.uint8)).save(p)
+        more.append(p)
+    with sync_playwright() as pw:
+        context, page, project, image = visitor(pw, server, tmp_path)
+        try:
+            page.locator("#uploads input[type=file]").set_input_files([str(p) for p in more])
+            until(page, lambda: len(project.images()) == 3, "the other two images")
+            from gdino.store import ObjectState
+
+            (cup,) = project.edit_objects(image.id, new=[ObjectState("cup", (40, 50, 110, 140))])
+            page.wait_for_selector("#image-table >> text=other1.png", timeout=60_000)
+            page.locator("#image-table [role=gridcell]", has_text="photo.png").first.click()  # open it from the list
+            page.wait_for_selector(f"{ROOT}[data-image-id='{image.id}'][data-visible-boxes='1']", timeout=30_000)
+            page.locator("#canvas canvas.gc-canvas").scroll_into_view_if_needed()
+            page.mouse.click(*page_point(page, 75, 95))
+            page.wait_for_selector(f"{ROOT}[data-selected='{cup.id}']", timeout=10_000)
+            page.keyboard.press("Shift+X")
+            page.wait_for_selector("#job-status >> text=find similar (cup) in the other images", timeout=60_000)
+            page.wait_for_selector("#job-status >> text=done", timeout=120_000)
+            det = gdino.Detector.from_pretrained(str(model), device="cpu")
+            prompt = det.exemplar_prompt(np.asarray(Image.open(photo).convert("RGB")), [cup.box])
+            total = 0
+            for record in project.images():
+                if record.id == image.id:
+                    assert [o.id for o in project.objects(record.id)] == [cup.id]
+                    continue
+                found = det.detect_like(np.asarray(Image.open(record.location).convert("RGB")), prompt, class_name="cup")
+                stored = project.objects(record.id)
+                assert len(stored) == len(new_ones(found.xyxy, found.confidence, []))
+                assert all(o.class_name == "cup" and o.source == "model" and o.mask is not None for o in stored)
+                total += len(stored)
+            assert total > 0
         finally:
             context.close()

@@ -231,3 +231,27 @@ def test_missing_tokenizer_and_offline_hub_say_what_to_do(model_dir, tmp_path, m
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(WeightsError, match="hf download facebook/sam3"):
         load_sam3("facebook/sam3")
+
+
+# ------------------------------------------------------------------------------ exemplars carried over
+
+def test_exemplars_carried_to_their_own_image_equal_find_similar(det):
+    image = photo(seed=4)
+    boxes, labels = [[20, 30, 120, 150], [200, 100, 300, 250]], [True, False]
+    prompt = det.exemplar_prompt(image, boxes, labels)
+    assert prompt.tokens.shape[:2] == (1, 3) and (prompt.positives, prompt.negatives) == (1, 1)
+    here = det.find_similar(image, boxes, labels, class_name="cup", box_threshold=0.0)
+    assert_same(det.detect_like(image, prompt, class_name="cup", box_threshold=0.0), here, atol=0)
+
+
+def test_exemplars_carried_to_another_image(det):
+    prompt = det.exemplar_prompt(photo(seed=4), [[20, 30, 120, 150]])
+    other = photo(200, 260, seed=9)
+    found = det.detect_like(other, prompt, class_name="cup", box_threshold=0.0)
+    assert len(found) > 0 and set(found.data["class_name"]) == {"cup"} and found.mask.shape[1:] == (200, 260)
+    # the carried tokens are what the other image is searched with: another exemplar gives other results
+    prompt2 = det.exemplar_prompt(photo(seed=4), [[150, 40, 390, 290]])
+    assert not np.allclose(det.detect_like(other, prompt2, class_name="cup", box_threshold=0.0, nms_iou=None).confidence,
+                           det.detect_like(other, prompt, class_name="cup", box_threshold=0.0, nms_iou=None).confidence)
+    with pytest.raises(PromptError, match="exemplar_prompt"):
+        det.detect_like(other, "cup", class_name="cup")

@@ -15,7 +15,7 @@ from ..app import USER_ERRORS, App, page_words
 from ..canvas_view import canvas_value, next_revision
 from ..payload import parse_payload
 from .labeling import image_reader
-from .models import project_detector, project_sam, sam_of, store_folder
+from .models import model_path, project_detector, project_model, project_sam, sam_of, store_folder, trained_models
 from .review import current_image, image_line, step
 
 
@@ -71,6 +71,12 @@ def canvas_edit(app: App, state: dict, payload: object, refine: Callable | None 
             if seen is not None:
                 app.windows.record(state["token"], seen.window, {i: touched.get(i) for i in current}, current,
                                    next_revision())
+        if isinstance(edit, edits.Similar) and edit.everywhere:  # a job over the other images, not an edit here
+            try:
+                message = _start_similar(app, state, project, edit)
+            except USER_ERRORS as err:
+                message = page_words(app, state, err)
+            return finish(canvas_state(app, state, shown, seq=seq, message=message), shown)
         try:
             step = isinstance(edit, (edits.Undo, edits.Redo))
             what = project.next_step(shown, undo=isinstance(edit, edits.Undo)) if step else None
@@ -113,6 +119,27 @@ def _segmenter(app: App, sam: str | None, store: str | None):
 
     segmenter = app.hub.segmenter(sam)
     return segmenter if store is None else segmenter.using(EmbeddingStore(store))
+
+
+def _start_similar(app: App, state: dict, project, edit) -> str:
+    """Start (or report) the project's find-similar job from the exemplars of the image shown."""
+    by_id = {o.id: o for o in project.objects(edit.image_id)}
+    ids = [*edit.positive_ids, *edit.negative_ids]
+    if any(i not in by_id for i in ids):
+        raise ProjectError("that box is gone (deleted or replaced meanwhile); the canvas shows what is stored now")
+    names = {by_id[i].class_name for i in edit.positive_ids}
+    if len(names) != 1:
+        raise edits.EditError("the examples must be boxes of one class: select boxes of one class (Alt marks a "
+                              "counter-example)")
+    running = app.jobs.get(project.path)
+    if running is not None and running.running:
+        return "a job runs on this project now: " + running.text()
+    model = model_path(project, project_model(app, state))  # read now, not in the job's thread
+    also = tuple(model_path(project, m) for m in trained_models(project))
+    job = app.jobs.start_similar(project, lambda: app.hub.detector(model, also=also), edit.image_id,
+                                 edit.positive_ids, edit.negative_ids, names.pop(), image_reader(app, project))
+    return (f"searching {job.total} other image(s) for more like the example(s); the job line shows how far it "
+            "is, Cancel stops it")
 
 
 def _finder(app: App, state: dict, project, image_id: int):

@@ -113,7 +113,8 @@ CANVAS_JS = "\n".join((_HERE / name).read_text(encoding="utf-8") for name in PAR
 CANVAS_CSS = (_HERE / "canvas.css").read_text(encoding="utf-8")
 
 HELP = ("wheel: zoom, drag with middle button or space+drag: pan, click again: the next box under the pointer, "
-        "1-9: class, Del: delete, X: find similar (SAM 3; Alt-click: not this), Ctrl+Z / Ctrl+Shift+Z: undo / redo, "
+        "1-9: class, Del: delete, X / Shift+X: find similar here / in all images (SAM 3; Alt-click: not this), "
+        "Ctrl+Z / Ctrl+Shift+Z: undo / redo, "
         "Esc: deselect")
 
 # Static: gradio diffs a changed template into the DOM, which would reset the canvas. The JS draws the value.
@@ -142,6 +143,9 @@ TEMPLATE = """<div class="gc-root" tabindex="0" style="--gc-height: __HEIGHT__px
 <button type="button" class="gc-similar"
  title="Find similar (X): SAM 3 adds objects like the selected boxes; Alt-click marks what it is not">Find
  similar</button>
+<button type="button" class="gc-similar-all"
+ title="Find similar in the other images (Shift+X): a job of the server; the job line shows it, Cancel stops it">in all
+ images</button>
 <span class="gc-group">
 <button type="button" class="gc-undo" disabled title="Undo (Ctrl+Z)">Undo</button>
 <button type="button" class="gc-redo" disabled title="Redo (Ctrl+Shift+Z)">Redo</button>

@@ -22,6 +22,7 @@ const ui = {
   thresholdText: root.querySelector('.gc-threshold-value'),
   deleteHidden: root.querySelector('.gc-delete-hidden'),
   similar: root.querySelector('.gc-similar'),
+  similarAll: root.querySelector('.gc-similar-all'),
   undo: root.querySelector('.gc-undo'),
   redo: root.querySelector('.gc-redo'),
   fit: root.querySelector('.gc-fit'),

@@ -44,13 +44,14 @@ function selectedIds() {
   return Array.from(selection).filter((id) => id != null);
 }
 
-function findSimilar() {  // x: SAM 3 finds more like the selected boxes (of one class); Alt-marked boxes: not these
+function findSimilar(scope) {  // x: SAM 3 finds more like the selected boxes (one class); Alt-marked: not these.
+  // scope 'project' (Shift+X): the project's other images, as a job of the server
   const shown = new Set((value && value.objects || []).map((o) => o.id));
   const pos = selectedIds().filter((id) => shown.has(id) && !negatives.has(id));
   const neg = Array.from(negatives).filter((id) => shown.has(id));
   if (!pos.length) { note = 'select a box of the class first (Alt-click: a box of what it is not), then x'; status(); return; }
   note = null;
-  send('similar', { object_ids: pos.concat(neg), positive_ids: pos, negative_ids: neg });
+  send('similar', { object_ids: pos.concat(neg), positive_ids: pos, negative_ids: neg, scope: scope || 'image' });
   negatives.clear();
 }
 

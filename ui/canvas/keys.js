@@ -25,7 +25,7 @@ function onKey(e) {
     }
     else used = false;  // nothing to deselect: the page's own Esc
   } else if (k === ' ') { spaceHeld = true; setCursor(hover); }
-  else if (lower === 'x' && !e.shiftKey) findSimilar();
+  else if (lower === 'x') findSimilar(e.shiftKey ? 'project' : 'image');
   else if (TOOL_KEYS[lower] && !e.shiftKey) setTool(TOOL_KEYS[lower]);
   else if (k === '[' || k === ']') setRadius(k === ']' ? radius * 1.25 : radius / 1.25);
   else if (lower === 'f') { fitView(); }

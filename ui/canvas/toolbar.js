@@ -33,7 +33,8 @@ ui.threshold.addEventListener('input', () => {
   requestRender();
 });
 ui.deleteHidden.addEventListener('click', deleteHidden);
-ui.similar.addEventListener('click', () => { findSimilar(); requestRender(); });
+ui.similar.addEventListener('click', () => { findSimilar('image'); requestRender(); });
+ui.similarAll.addEventListener('click', () => { findSimilar('project'); requestRender(); });
 ui.undo.addEventListener('click', undo);
 ui.redo.addEventListener('click', redo);
 ui.fit.addEventListener('click', () => { fitView(); requestRender(); });

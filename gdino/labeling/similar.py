@@ -1,0 +1,131 @@
+"""Find similar: what a search for more like some exemplar boxes adds to an image, for the canvas (one image) and
+for a run over the project's other images (the exemplars' prompt carried to each).
+
+The rule: a found object is added unless its box overlaps a box already on the image, the exemplars included, at
+IoU >= SIMILAR_IOU (0.5, the duplicate rule of the detectors' NMS). Found objects come best score first; each one
+kept also blocks the later ones it overlaps as much, so one search never adds two boxes for one thing, and running
+the same search again adds nothing new. Found objects are stored as model objects (score, mask) of the exemplars'
+class, one edit per image (`Project.edit_objects`: one undo step; an unlabeled image becomes "auto").
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..masks import mask_to_rle
+from ..store import ObjectState
+
+SIMILAR_IOU = 0.5
+KEEP_STATUSES = ("reviewed", "skipped")  # a run over the project leaves the images a person decided on alone
+
+
+def _iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
+    """IoU of one xyxy box with each of (N, 4) boxes."""
+    x0 = np.maximum(box[0], others[:, 0])
+    y0 = np.maximum(box[1], others[:, 1])
+    x1 = np.minimum(box[2], others[:, 2])
+    y1 = np.minimum(box[3], others[:, 3])
+    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
+    area = (box[2] - box[0]) * (box[3] - box[1])
+    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
+    return inter / np.maximum(area + areas - inter, 1e-9)
+
+
+def new_ones(found: np.ndarray, scores: np.ndarray, existing: Sequence[Sequence[float]],
+             iou: float = SIMILAR_IOU) -> list[int]:
+    """Indices of `found` (K, 4) xyxy to add, best score first: those overlapping no existing box (nor a found
+    box kept before them) at IoU >= iou."""
+    kept = [np.asarray(b, dtype=np.float64) for b in existing]
+    keep = []
+    for k in np.argsort(-np.asarray(scores), kind="stable"):
+        box = np.asarray(found[k], dtype=np.float64)
+        if kept and (_iou(box, np.stack(kept)) >= iou).any():
+            continue
+        keep.append(int(k))
+        kept.append(box)
+    return keep
+
+
+def add_found(project, image_id: int, found, class_name: str, *, expect: Sequence = (),
+              after: Callable | None = None) -> tuple[int, int]:
+    """Store what a search found on one image (supervision.Detections with masks), by the rule above, in one
+    transaction and one edit -> (added, left out). expect: objects that must still be as read (the exemplars)."""
+    with project.batch():
+        keep = new_ones(found.xyxy, found.confidence, [o.box for o in project.objects(image_id)])
+        new = [ObjectState(class_name, tuple(float(v) for v in found.xyxy[k]), score=float(found.confidence[k]),
+                           source="model", mask=None if found.mask is None else mask_to_rle(found.mask[k]))
+               for k in keep]
+        if new:
+            project.edit_objects(image_id, new=new, expect=list(expect), after=after)
+    return len(keep), len(found) - len(keep)
+
+
+@dataclass
+class SimilarSummary:
+    searched: list[int] = field(default_factory=list)
+    objects: int = 0
+    left_out: int = 0
+    failed: dict[int, str] = field(default_factory=dict)  # image id -> why (unreadable, removed meanwhile)
+    cancelled: bool = False
+
+
+def similar_targets(project, source_id: int) -> list[int]:
+    """The images a run over the project searches: every other image but those a person marked reviewed or
+    skipped, by name."""
+    return [r.id for r in project.images(order="name") if r.id != source_id and r.status not in KEEP_STATUSES]
+
+
+def similar_in_project(project, detector, source_id: int, positive_ids: Sequence[int], negative_ids: Sequence[int],
+                       targets: Sequence[int], read: Callable[[int], object], *, lock=None,
+                       should_stop: Callable[[], bool] | None = None,
+                       progress: Callable[[SimilarSummary], None] | None = None) -> SimilarSummary:
+    """Search `targets` for more like the exemplars (objects of `source_id`): their prompt is made once on the
+    source image (`detector.exemplar_prompt`: SAM 3's exemplar tokens) and carried to each target
+    (`detector.detect_like`); what is found is added by the rule above, one edit per image. read: image id ->
+    pixels; lock: held around each model call (the app's model lock). Raises ValueError when the exemplars are
+    not boxes of one class or are gone."""
+    import contextlib
+
+    from ..processing import ImageError
+    from ..store import ProjectError
+
+    by_id = {o.id: o for o in project.objects(source_id)}
+    ids = [*positive_ids, *negative_ids]
+    if not positive_ids or any(i not in by_id for i in ids):
+        raise ProjectError("the example boxes are gone (deleted or changed meanwhile); select them again")
+    names = {by_id[i].class_name for i in positive_ids}
+    if len(names) != 1:
+        raise ProjectError("the examples must be boxes of one class")
+    (name,) = names
+    boxes = [by_id[i].box for i in ids]
+    labels = [True] * len(positive_ids) + [False] * len(negative_ids)
+    hold = lock if lock is not None else contextlib.nullcontext()
+    with hold:
+        prompt = detector.exemplar_prompt(read(source_id), boxes, labels)
+    summary = SimilarSummary()
+    for image_id in targets:
+        if should_stop is not None and should_stop():
+            summary.cancelled = True
+            break
+        try:
+            pixels = read(image_id)
+            with hold:
+                found = detector.detect_like(pixels, prompt, class_name=name)
+            added, left = add_found(project, image_id, found, name)
+        except (OSError, ImageError) as err:
+            summary.failed[image_id] = str(err)
+            continue
+        except ProjectError as err:
+            if project.has_image(image_id):
+                raise
+            summary.failed[image_id] = str(err)  # removed while it was searched
+            continue
+        summary.searched.append(image_id)
+        summary.objects += added
+        summary.left_out += left
+        if progress is not None:
+            progress(summary)
+    return summary
