@@ -5,9 +5,9 @@ ambiguous (one name, two looks).
     python bench/bench_similar.py --tiny                                            # the plumbing only
 
 The set (generated, seeded): every picture holds "mugs" of two looks on a textured background: look A red
-rounded ones with a handle, look B blue tall square ones; both are "mug" to the text encoder. The person wants
-look A. Three ways to label the pictures after the first, each scored against look A's boxes only (COCO AP@0.5
-and AP@[.5:.95] by pycocotools, recall at IoU 0.5):
+rounded ones with a round handle, look B blue tall square ones with a square handle; both are "mug" to the text
+encoder. The person wants look A. Three ways to label the pictures after the first, each scored against look A's
+boxes only (COCO AP@0.5 and AP@[.5:.95] by pycocotools, recall at IoU 0.5):
 - text: the class name alone ("mug"): it cannot tell the looks apart, so look B counts as false positives;
 - exemplars: one look-A box of picture 0 carried as SAM 3 exemplar tokens (`Sam3Detector.exemplar_prompt` ->
   `detect_like`, what the app's Shift+X runs);
@@ -47,7 +47,7 @@ def picture(rng: np.random.Generator) -> tuple[Image.Image, list, list]:
             bw, bh = (int(rng.integers(50, 90)), int(rng.integers(50, 80))) if look == "a" else \
                 (int(rng.integers(35, 60)), int(rng.integers(80, 120)))
             x0, y0 = int(rng.integers(5, w - bw - 25)), int(rng.integers(5, h - bh - 5))
-            box = [x0, y0, x0 + bw + (20 if look == "a" else 0), y0 + bh]
+            box = [x0, y0, x0 + bw + (20 if look == "a" else 16), y0 + bh]
             if all(box[2] < p[0] or box[0] > p[2] or box[3] < p[1] or box[1] > p[3] for p in placed):
                 break
         placed.append(box)
@@ -55,8 +55,9 @@ def picture(rng: np.random.Generator) -> tuple[Image.Image, list, list]:
             draw.rounded_rectangle([x0, y0, x0 + bw, y0 + bh], radius=bw // 4, fill=(200, 40, 40), outline=(90, 10, 10))
             draw.ellipse([x0 + bw - 6, y0 + bh // 4, x0 + bw + 20, y0 + 3 * bh // 4], outline=(200, 40, 40), width=6)
             a_boxes.append(box)
-        else:  # blue, tall, square
+        else:  # blue, tall, square, a square handle on the right
             draw.rectangle([x0, y0, x0 + bw, y0 + bh], fill=(40, 70, 200), outline=(10, 20, 90))
+            draw.rectangle([x0 + bw - 4, y0 + bh // 3, x0 + bw + 16, y0 + 2 * bh // 3], outline=(40, 70, 200), width=6)
             b_boxes.append(box)
     return img, a_boxes, b_boxes
 
