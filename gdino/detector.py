@@ -81,7 +81,9 @@ class Detector:
         precision: "exact" or "fast" (on a CPU the heavy linear layers in bfloat16 where it has bfloat16 units,
         else int8; on CUDA bfloat16; gdino/modeling/precision.py); "fast" chooses the dtype itself.
         SAM 3 weights (facebook/sam3, a local copy, or the official sam3.pt) give a `gdino.sam3.Sam3Detector`, the
-        same API with masks; text_encoder then names the folder of its CLIP tokenizer, if not beside the file."""
+        same API with masks; text_encoder then names the folder of its CLIP tokenizer, if not beside the file.
+        Telling the families apart costs a folder's config.json read, a checkpoint file's lazy (memory-mapped)
+        open, or for a hub id the download of its config.json (kept in huggingface_hub's cache)."""
         from .sam3.loading import is_sam3
 
         if is_sam3(source):  # SAM 3 weights: the second family, same API (gdino/sam3/detector.py)

@@ -456,6 +456,8 @@ def _similar(project: Project, edit: Similar, find: Find | None, guard: Guard, a
     labels = np.array([True] * len(edit.positive_ids) + [False] * len(edit.negative_ids))
     found = find(boxes, labels, name)
     added, left = add_found(project, edit.image_id, found, name, expect=list(exemplars.values()), after=after)
+    if left and not added and len(found):
+        return Applied(message="nothing new: every box found is there already, or was deleted or changed by you")
     message = f"found {added} more like the example{'s' if len(edit.positive_ids) > 1 else ''}"
     if left:
         message += f" ({left} left out: already boxed)"

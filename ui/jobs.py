@@ -19,7 +19,7 @@ import os
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from gdino.labeling import LabelSettings, label_images, makes_masks
@@ -197,7 +197,8 @@ class Jobs:
         from gdino.labeling.similar import similar_in_project
 
         def progress(summary) -> None:
-            job.done = len(summary.searched) + len(summary.failed)
+            job.done = len(summary.searched) + len(summary.failed) + len(summary.kept)
+            job.kept = len(summary.kept)
             job.objects = summary.objects
             job.failed = dict(summary.failed)
         try:
@@ -282,7 +283,8 @@ class Jobs:
              segmenter: Callable | None, images: Callable[[int], object] | None = None) -> None:
         try:
             det = detector()
-            # a detector that makes its own masks (SAM 3) needs no SAM
+            if makes_masks(det):  # SAM 3: its own masks, always stored; no SAM needed
+                settings = replace(settings, masks=True)
             seg = segmenter() if settings.masks and segmenter is not None and not makes_masks(det) else None
             for image_id in todo:
                 if job.stop.is_set():

@@ -197,7 +197,9 @@ class ModelHub:
             weight = next(loaded[-1][1].model.parameters())
             parts.append(f"precision: {describe_precision(loaded[-1][1].model)}")
             if getattr(loaded[-1][1], "family", None) == "sam3":
-                parts.append("SAM 3: boxes with its own masks (Meta's SAM License)")
+                parts.append("SAM 3: boxes with its own masks (Meta's SAM License)" + (
+                    "; on a CPU about 30 s an image: a batch model (Auto-label), not an interactive one"
+                    if weight.device.type == "cpu" else ""))
             else:
                 parts.append(f"deformable attention: {describe(weight.device, weight.dtype)}")
         text = ", ".join(parts)
@@ -249,8 +251,9 @@ def said_plainly(model: str, err: ValueError) -> str:
     text = str(err)
     if text.startswith("could not get"):
         return (f"the model {model} could not be downloaded from the Hugging Face Hub (offline, or the repo is "
-                "private). Choose another model, or start the server with --model or --models naming a local copy "
-                f"(`hf download {model}` on a machine that is online)")
+                "private or gated: a gated one such as SAM 3 needs its license accepted on its page and `hf auth "
+                "login` on the server). Choose another model, or start the server with --model or --models naming a "
+                f"local copy (`hf download {model}` on a machine that is online)")
     return f"the model {model} could not be loaded: {text.split(' e.g. gdino.')[0]}"
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 
-# letters the canvas does not use itself (it takes v, b, k, u, e, f, [, ], 1-9 and only while it has the focus)
+# letters the canvas does not use itself (it takes v, b, k, u, e, f, x, [, ], 1-9 and only while it has the focus)
 SHORTCUTS = {"n": "next-btn", "p": "prev-btn", "r": "reviewed-btn", "s": "skip-btn", "g": "detect-btn"}
 UPLOAD_LABEL = "Add images: click, or drop files here (several files, or a zip of images / COCO / YOLO)"
 HEAD = """<script>

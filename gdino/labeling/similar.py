@@ -5,7 +5,10 @@ The rule: a found object is added unless its box overlaps a box already on the i
 IoU >= SIMILAR_IOU (0.5, the duplicate rule of the detectors' NMS). Found objects come best score first; each one
 kept also blocks the later ones it overlaps as much, so one search never adds two boxes for one thing, and running
 the same search again adds nothing new. Found objects are stored as model objects (score, mask) of the exemplars'
-class, one edit per image (`Project.edit_objects`: one undo step; an unlabeled image becomes "auto").
+class, one undo step per image (`Project.add_model_objects`: an unlabeled image becomes "auto"; a box a person
+deleted, changed or drew of that class is never added again). The canvas' search is a person's edit; a run
+over the project is not (like a model run: it ends no redo, and it skips an image a person marks reviewed or
+skipped while it runs).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from ..masks import mask_to_rle
 from ..store import ObjectState
 
 SIMILAR_IOU = 0.5
-KEEP_STATUSES = ("reviewed", "skipped")  # a run over the project leaves the images a person decided on alone
+SEARCHED_STATUSES = ("unlabeled", "auto")  # a run over the project leaves the images a person decided on alone
 
 
 def _iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
@@ -49,18 +52,24 @@ def new_ones(found: np.ndarray, scores: np.ndarray, existing: Sequence[Sequence[
     return keep
 
 
-def add_found(project, image_id: int, found, class_name: str, *, expect: Sequence = (),
-              after: Callable | None = None) -> tuple[int, int]:
+def add_found(project, image_id: int, found, class_name: str, *, expect: Sequence = (), person: bool = True,
+              if_status: Sequence[str] | None = None, after: Callable | None = None) -> tuple[int, int] | None:
     """Store what a search found on one image (supervision.Detections with masks), by the rule above, in one
-    transaction and one edit -> (added, left out). expect: objects that must still be as read (the exemplars)."""
-    with project.batch():
-        keep = new_ones(found.xyxy, found.confidence, [o.box for o in project.objects(image_id)])
-        new = [ObjectState(class_name, tuple(float(v) for v in found.xyxy[k]), score=float(found.confidence[k]),
-                           source="model", mask=None if found.mask is None else mask_to_rle(found.mask[k]))
-               for k in keep]
-        if new:
-            project.edit_objects(image_id, new=new, expect=list(expect), after=after)
-    return len(keep), len(found) - len(keep)
+    transaction and one undo step (`Project.add_model_objects`: a box a person deleted, changed or drew of that
+    class is never added again) -> (added, left out), or None when `if_status` kept the image as it was.
+    expect: objects that must still be as read (the exemplars). person: the canvas' x (a person's edit) or a
+    background run (not one)."""
+    states = [ObjectState(class_name, tuple(float(v) for v in found.xyxy[k]), score=float(found.confidence[k]),
+                          source="model", mask=None if found.mask is None else mask_to_rle(found.mask[k]))
+              for k in range(len(found))]
+
+    def choose(existing, candidates) -> list[int]:
+        boxes = np.array([s.box for s in candidates], dtype=np.float64).reshape(-1, 4)
+        return new_ones(boxes, np.array([s.score for s in candidates]), [o.box for o in existing])
+
+    added = project.add_model_objects(image_id, states, choose, if_status=if_status, expect=expect, person=person,
+                                      after=after)
+    return None if added is None else (len(added), len(found) - len(added))
 
 
 @dataclass
@@ -68,6 +77,7 @@ class SimilarSummary:
     searched: list[int] = field(default_factory=list)
     objects: int = 0
     left_out: int = 0
+    kept: list[int] = field(default_factory=list)  # marked reviewed or skipped meanwhile: left as they were
     failed: dict[int, str] = field(default_factory=dict)  # image id -> why (unreadable, removed meanwhile)
     cancelled: bool = False
 
@@ -75,7 +85,7 @@ class SimilarSummary:
 def similar_targets(project, source_id: int) -> list[int]:
     """The images a run over the project searches: every other image but those a person marked reviewed or
     skipped, by name."""
-    return [r.id for r in project.images(order="name") if r.id != source_id and r.status not in KEEP_STATUSES]
+    return [r.id for r in project.images(order="name") if r.id != source_id and r.status in SEARCHED_STATUSES]
 
 
 def similar_in_project(project, detector, source_id: int, positive_ids: Sequence[int], negative_ids: Sequence[int],
@@ -111,10 +121,13 @@ def similar_in_project(project, detector, source_id: int, positive_ids: Sequence
             summary.cancelled = True
             break
         try:
+            if project.image(image_id).status not in SEARCHED_STATUSES:  # decided meanwhile: no model time on it
+                summary.kept.append(image_id)
+                continue
             pixels = read(image_id)
             with hold:
                 found = detector.detect_like(pixels, prompt, class_name=name)
-            added, left = add_found(project, image_id, found, name)
+            stored = add_found(project, image_id, found, name, person=False, if_status=SEARCHED_STATUSES)
         except (OSError, ImageError) as err:
             summary.failed[image_id] = str(err)
             continue
@@ -123,9 +136,12 @@ def similar_in_project(project, detector, source_id: int, positive_ids: Sequence
                 raise
             summary.failed[image_id] = str(err)  # removed while it was searched
             continue
-        summary.searched.append(image_id)
-        summary.objects += added
-        summary.left_out += left
+        if stored is None:  # a person marked it reviewed or skipped while the run went: their decision stays
+            summary.kept.append(image_id)
+        else:
+            summary.searched.append(image_id)
+            summary.objects += stored[0]
+            summary.left_out += stored[1]
         if progress is not None:
             progress(summary)
     return summary

@@ -77,8 +77,13 @@ class Sam3Detector:
 
         if precision not in ("exact", "fast"):
             raise ValueError(f"precision must be 'exact' or 'fast', got {precision!r}")
+        unknown = sorted(set(kwargs) - {"cache_size", "max_pixels", "prompt_batch"})
+        if unknown:
+            raise ValueError(f"{', '.join(unknown)}: not a setting of SAM 3's detector (it takes cache_size, max_pixels "
+                             "and prompt_batch; SAM 3 reads every picture at its own 1008 x 1008)")
         if dtype not in (None, torch.float32):
-            raise ValueError("SAM 3 runs in float32 only (no bfloat16 or float16 yet): leave the dtype unset")
+            raise ValueError("SAM 3 runs in float32 only (no bfloat16 or float16 yet): leave out --dtype (dtype= in "
+                             "Python)")
         device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
         return cls(load_sam3(source, tokenizer=tokenizer, device=device), **kwargs)
 

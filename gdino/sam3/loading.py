@@ -21,6 +21,7 @@ import torch
 from ..weights.hub import _REPO_ID, WeightsError, _download, _read_json, _read_tensors, load_state_strict
 
 SAM3_TYPES = ("sam3", "sam3_video")
+GATED_IDS = ("facebook/sam3",)  # SAM 3's published repo (gated): always loaded as SAM 3
 _TOKENIZER_FILES = ["vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
 _HUB_FILES = ["config.json", "model*.safetensors", "model.safetensors.index.json", *_TOKENIZER_FILES]
 _CHECKPOINT_SUFFIXES = (".pt", ".pth", ".safetensors")
@@ -68,6 +69,8 @@ def is_sam3(source: str | os.PathLike) -> bool:
         return _config_type(path) in SAM3_TYPES
     if path.is_file():
         return path.suffix in _CHECKPOINT_SUFFIXES and _official_file(path)
+    if source in GATED_IDS:  # known SAM 3 repos: their loader says what a gated download needs
+        return True
     if _REPO_ID.fullmatch(source) and source.count("/") == 1:
         try:
             config = _download(source, single="config.json")
@@ -165,7 +168,8 @@ def load_sam3(source: str | os.PathLike, *, tokenizer: str | os.PathLike | None 
         tok_dir = Path(tokenizer).expanduser() if tokenizer is not None else path.parent
         if not any((tok_dir / f).is_file() for f in ("vocab.json", "tokenizer.json")):
             raise WeightsError(f"SAM 3's tokenizer is not beside {path.name}: put CLIP's vocab.json and merges.txt "
-                               "(from facebook/sam3) in the same folder, or load the facebook/sam3 folder itself")
+                               "(from facebook/sam3) in the same folder, name their folder with --text-encoder "
+                               "(tokenizer= in Python), or load the facebook/sam3 folder itself")
         config = Sam3Config()
         with torch.device("meta"):
             from transformers import Sam3Model
@@ -184,7 +188,15 @@ def load_sam3(source: str | os.PathLike, *, tokenizer: str | os.PathLike | None 
         if directory is None:
             if not _REPO_ID.fullmatch(source):
                 raise WeightsError(f"{source!r} is neither a local folder or file nor a hub repo id ('owner/name')")
-            directory = _download(source, _HUB_FILES)
+            try:
+                directory = _download(source, _HUB_FILES)
+            except WeightsError as err:
+                cause = err.__cause__ or err
+                raise WeightsError(
+                    f"could not get the SAM 3 model '{source}' from the Hugging Face Hub ({type(cause).__name__}). "
+                    f"SAM 3 is gated: accept Meta's SAM License on https://huggingface.co/{source} and log in "
+                    f"(`hf auth login`); offline, download it on a machine that is online (`hf download {source}`) "
+                    "and pass that folder instead") from err
         if _config_type(directory) not in SAM3_TYPES:
             raise WeightsError(f"{directory} does not hold a SAM 3 model (its config.json's model_type is "
                                f"{_config_type(directory)!r})")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from .. import checks
 from . import history
@@ -96,6 +96,32 @@ class Objects:
             if run_json is not None:
                 db.execute("INSERT INTO runs (image_id, run) VALUES (?, ?)", (image_id, run_json))
         return new
+
+    def add_model(self, image_id: int, states: Sequence[ObjectState], choose: Callable, *,
+                  if_status: Iterable[str] | None = None, expect: Sequence[ObjectRecord] = (),
+                  person: bool = False, after: Guard | None = None) -> list[ObjectRecord] | None:
+        """See `Project.add_model_objects`."""
+        allowed = None if if_status is None else {checks.status(s, ProjectError) for s in if_status}
+        with self._db.write() as db:
+            record = image(db, self._db.directory, image_id)
+            if allowed is not None and record.status not in allowed:
+                return None
+            now = objects_now(db, image_id, [o.id for o in expect])
+            if any(now[r.id] != r for r in expect):
+                raise ProjectError("that box was changed meanwhile (in another window, or by a run); the canvas "
+                                   "shows it as it is now: edit it again")
+            decisions = history.decided(db, image_id)
+            undecided = [s for s in states if not history.is_decided(s.class_name, s.box, decisions)]
+            kept = [undecided[k] for k in choose(objects_of(db, image_id), undecided)]
+            if not kept:
+                return []
+            add_classes(db, checks.class_names(dict.fromkeys(s.class_name.strip() for s in kept), ProjectError))
+            added = [insert_object(db, record, state) for state in kept]
+            db.execute("UPDATE images SET status = 'auto' WHERE id = ? AND status = 'unlabeled'", (image_id,))
+            history.record(db, image_id, {}, added, record.status, person=person)
+            if after is not None:
+                after(objects_now(db, image_id, added))
+            return [object_(db, i) for i in added]
 
     def edit(self, image_id: int, changes: dict[int, ObjectState | None] | None = None,
              new: Sequence[ObjectState] = (), *, expect: Sequence[ObjectRecord] = (),

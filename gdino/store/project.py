@@ -332,6 +332,21 @@ class Project:
         leaves them (None: deleted)."""
         return self._objects.edit(image_id, changes, new, expect=expect, after=after)
 
+    def add_model_objects(self, image_id: int, states: Sequence[ObjectState], choose, *,
+                          if_status: Iterable[str] | None = None, expect: Sequence[ObjectRecord] = (),
+                          person: bool = False, after: Guard | None = None) -> list[ObjectRecord] | None:
+        """Add model objects to an image, keeping every object it has, in one transaction and one undo step
+        (find similar). What a person decided is never added again: a state of a label overlapping a box they
+        deleted, changed or made of that label (`history.REJECT_IOU`) is dropped first; then
+        `choose(objects now, the states left) -> indices of those to add` decides in the transaction (the
+        overlap rule of gdino/labeling/similar.py). An "unlabeled" image becomes "auto". Returns the new objects.
+        if_status: as in `replace_model_objects` (None returned, nothing written, when the status differs).
+        expect: objects that must still be as the caller read them (ProjectError otherwise). person: the entry
+        is a person's edit (the canvas' x: it ends redo, its deleted boxes count as decided) or a run's (a
+        background search: it does not)."""
+        return self._objects.add_model(image_id, states, choose, if_status=if_status, expect=expect, person=person,
+                                       after=after)
+
     def replace_model_objects(self, image_id: int, objects: Sequence[dict], *, run: dict | None = None,
                               if_status: Iterable[str] | None = None, classes: Sequence[str] = (),
                               phrases: Sequence[str] = ()) -> list[ObjectRecord] | None:

@@ -1,6 +1,6 @@
 """Find similar in the app (issue 30): with a SAM 3 model, the selected boxes of a class (and Alt's
 counter-examples) make SAM 3 search the picture; what it finds is stored as model objects of that class with
-masks, in one edit that one undo takes back, leaving out what overlaps a box already there (ui/similar.py).
+masks, in one edit that one undo takes back, leaving out what overlaps a box already there (gdino/labeling/similar.py).
 With a Grounding DINO model the edit says which model it needs. Expected values come from our own
 Sam3Detector loaded from the same folder, never from the app."""
 
@@ -185,5 +185,59 @@ def test_across_the_project_with_grounding_dino_says_which_model_it_needs(tiny_h
         edit(app, state, {"kind": "similar", "image_id": first, "seq": 2, "positive_ids": [cup.id], "scope": "project"})
         job = app.jobs.wait(project.path, 120)
         assert job.state == "failed" and "needs a SAM 3 model" in h.job_status(app, state)
+    finally:
+        app.sessions.close()
+
+
+def test_the_status_line_says_sam3_is_a_batch_model_on_a_cpu(sam3_dir, tmp_path):
+    app = make(sam3_dir, tmp_path)
+    try:
+        app.hub.detector()
+        status = app.hub.status
+        assert "SAM 3: boxes with its own masks (Meta's SAM License)" in status
+        assert "a batch model (Auto-label), not an interactive one" in status and "deformable attention" not in status
+        assert "precision: exact (float32)" in status
+        assert "is not a published model" in status  # the tiny random one
+    finally:
+        app.sessions.close()
+
+
+def test_x_again_after_deleting_a_found_box_adds_nothing_back(sam3_dir, tmp_path):
+    app = make(sam3_dir, tmp_path)
+    try:
+        state, project, image_id = project_with_one_image(app, tmp_path)
+        edit(app, state, {"kind": "add", "image_id": image_id, "seq": 1, "box": [20, 30, 70, 90], "class_name": "cup"})
+        (cup,) = project.objects(image_id)
+        edit(app, state, {"kind": "similar", "image_id": image_id, "seq": 2, "positive_ids": [cup.id]})
+        found = [o for o in project.objects(image_id) if o.id != cup.id]
+        assert found
+        edit(app, state, {"kind": "delete", "image_id": image_id, "seq": 3, "object_ids": [o.id for o in found]})
+        value = edit(app, state, {"kind": "similar", "image_id": image_id, "seq": 4, "positive_ids": [cup.id]})
+        assert [o.id for o in project.objects(image_id)] == [cup.id]
+        assert value["message"].startswith("nothing new")
+    finally:
+        app.sessions.close()
+
+
+def test_detect_with_sam3_stores_its_masks_on_a_server_without_sam(sam3_dir, tmp_path):
+    app = make(sam3_dir, tmp_path)  # --sam none: the page's Masks box is off and locked
+    try:
+        state, project, image_id = project_with_one_image(app, tmp_path)
+        settings = h.settings_from_inputs("classes", "cat, dog", "", 0.5, 0.25, False)
+        h.detect_image(app, state, image_id, settings)
+        objects = project.objects(image_id)
+        assert objects and all(o.mask is not None and o.source == "model" for o in objects)
+    finally:
+        app.sessions.close()
+
+
+def test_training_a_sam3_project_is_refused_in_the_pages_words(sam3_dir, tmp_path):
+    app = make(sam3_dir, tmp_path)
+    try:
+        state, project, image_id = project_with_one_image(app, tmp_path)
+        edit(app, state, {"kind": "add", "image_id": image_id, "seq": 1, "box": [20, 30, 70, 90], "class_name": "cup"})
+        project.set_status(image_id, "reviewed")
+        with pytest.raises(Exception, match="training fine-tunes Grounding DINO models; this project uses SAM 3"):
+            h.start_training(app, state, 1, True)
     finally:
         app.sessions.close()

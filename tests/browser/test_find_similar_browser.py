@@ -119,6 +119,49 @@ def test_the_button_and_an_alt_clicked_counter_example(server, tmp_path):
             context.close()
 
 
+def open_with_two_more(page, project, image, tmp_path, seed):
+    """Two more pictures uploaded, one cup box stored on the first, the first shown and the cup selected."""
+    from gdino.store import ObjectState
+
+    more = []
+    for i in range(2):
+        p = tmp_path / f"other{i}.png"
+        Image.fromarray(np.random.default_rng(seed + i).integers(0, 255, (H, W, 3), dtype=np.uint8)).save(p)
+        more.append(p)
+    page.locator("#uploads input[type=file]").set_input_files([str(p) for p in more])
+    until(page, lambda: len(project.images()) == 3, "the other two images")
+    (cup,) = project.edit_objects(image.id, new=[ObjectState("cup", (40, 50, 110, 140))])
+    page.wait_for_selector("#image-table >> text=other1.png", timeout=60_000)
+    page.locator("#image-table [role=gridcell]", has_text="photo.png").first.click()  # open it from the list
+    page.wait_for_selector(f"{ROOT}[data-image-id='{image.id}'][data-visible-boxes='1']", timeout=30_000)
+    page.locator("#canvas canvas.gc-canvas").scroll_into_view_if_needed()
+    page.mouse.click(*page_point(page, 75, 95))
+    page.wait_for_selector(f"{ROOT}[data-selected='{cup.id}']", timeout=10_000)
+    return cup
+
+
+def test_cancel_stops_the_search_of_the_other_images(server, tmp_path):
+    """Deterministic: the test holds the server's model lock (the app runs in this process), so the job waits at
+    its first model call; Cancel is clicked meanwhile; released, the job stops before the first image."""
+    from playwright.sync_api import sync_playwright
+
+    url, app, photo, model = server
+    with sync_playwright() as pw:
+        context, page, project, image = visitor(pw, server, tmp_path)
+        try:
+            open_with_two_more(page, project, image, tmp_path, 60)
+            with app.jobs.model_lock:
+                page.keyboard.press("Shift+X")
+                page.wait_for_selector("#job-status >> text=find similar (cup) in the other images: 0 / 2",
+                                       timeout=60_000)
+                page.locator("#cancel-btn").click()
+                page.wait_for_selector("#job-status >> text=cancelling after this image", timeout=60_000)
+            page.wait_for_selector("#job-status >> text=cancelled; run it again", timeout=60_000)
+            assert all(project.objects(r.id) == [] for r in project.images() if r.id != image.id)
+        finally:
+            context.close()
+
+
 def test_shift_x_searches_the_other_images_as_a_job(server, tmp_path):
     """Shift+X: the exemplars of the image shown, carried to the project's other images by a job of the server;
     its line shows the progress and the end; each other image's objects are what our own detector finds there
@@ -126,25 +169,10 @@ def test_shift_x_searches_the_other_images_as_a_job(server, tmp_path):
     from playwright.sync_api import sync_playwright
 
     url, app, photo, model = server
-    more = []
-    for i in range(2):
-        p = tmp_path / f"other{i}.png"
-        Image.fromarray(np.random.default_rng(40 + i).integers(0, 255, (H, W, 3), dtype=np.uint8)).save(p)
-        more.append(p)
     with sync_playwright() as pw:
         context, page, project, image = visitor(pw, server, tmp_path)
         try:
-            page.locator("#uploads input[type=file]").set_input_files([str(p) for p in more])
-            until(page, lambda: len(project.images()) == 3, "the other two images")
-            from gdino.store import ObjectState
-
-            (cup,) = project.edit_objects(image.id, new=[ObjectState("cup", (40, 50, 110, 140))])
-            page.wait_for_selector("#image-table >> text=other1.png", timeout=60_000)
-            page.locator("#image-table [role=gridcell]", has_text="photo.png").first.click()  # open it from the list
-            page.wait_for_selector(f"{ROOT}[data-image-id='{image.id}'][data-visible-boxes='1']", timeout=30_000)
-            page.locator("#canvas canvas.gc-canvas").scroll_into_view_if_needed()
-            page.mouse.click(*page_point(page, 75, 95))
-            page.wait_for_selector(f"{ROOT}[data-selected='{cup.id}']", timeout=10_000)
+            cup = open_with_two_more(page, project, image, tmp_path, 40)
             page.keyboard.press("Shift+X")
             page.wait_for_selector("#job-status >> text=find similar (cup) in the other images", timeout=60_000)
             page.wait_for_selector("#job-status >> text=done", timeout=120_000)

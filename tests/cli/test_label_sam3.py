@@ -57,13 +57,22 @@ def test_label_with_sam3_stores_boxes_and_its_masks_and_exports(sam3_dir, tmp_pa
 
 
 def test_sam3_keeps_its_own_threshold_unless_told(sam3_dir, tmp_path, capsys):
-    src = images(tmp_path / "in", n=1)
-    code, out, err = run(capsys, "label", src, "--classes", "cat", "--model", sam3_dir, "--device", "cpu",
-                         "--out", tmp_path / "proj")
-    assert code == 0, out + err
-    with Project.open(tmp_path / "proj") as project:
-        scores = [o.score for r in project.images() for o in project.objects(r.id)]
-    assert scores and all(s > 0.5 for s in scores)
+    """The run each image records holds the threshold used: SAM 3's 0.5 by default, --box-threshold when given;
+    and the stored scores obey it (a score in (0.35, 0.5] is stored only with --box-threshold 0.35)."""
+    src = images(tmp_path / "in", n=3)
+    runs, scores = {}, {}
+    for name, more in (("default", []), ("flag", ["--box-threshold", "0.35"])):
+        code, out, err = run(capsys, "label", src, "--classes", "cat, dog, car", "--model", sam3_dir, "--device", "cpu",
+                             "--nms-iou", "off", "--out", tmp_path / name, *more)
+        assert code == 0, out + err
+        with Project.open(tmp_path / name) as project:
+            runs[name] = {project.last_run(r.id)["box_threshold"] for r in project.images()}
+            scores[name] = sorted(o.score for r in project.images() for o in project.objects(r.id))
+    assert runs == {"default": {0.5}, "flag": {0.35}}
+    assert scores["default"] and min(scores["default"]) > 0.5
+    between = [s for s in scores["flag"] if 0.35 < s <= 0.5]
+    assert between, scores["flag"]  # the inputs give some: the test would not tell the thresholds apart without
+    assert scores["default"] == [s for s in scores["flag"] if s > 0.5]
 
 
 def test_sam_flag_with_sam3_is_refused_before_any_write(sam3_dir, tmp_path, capsys):

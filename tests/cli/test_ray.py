@@ -18,9 +18,11 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from fault_harness import count, duplicate_sources, gdino_cmd
 from fault_harness import env as harness_env
+from PIL import Image
 from project_compare import GOOD, assert_same_project, snapshot
 
 pytest.importorskip("ray.data", reason='Ray is not installed here (pip install "gdino[ray]")')
@@ -203,6 +205,38 @@ def test_joining_a_running_two_node_cluster_by_address(plain, ray_tmp):
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
             time.sleep(0.2)
+
+
+def test_sam3_on_ray_stores_what_the_plain_run_stores(ray_tmp, tmp_path):
+    """The second family through the Ray actors: boxes, scores and SAM 3's own masks as the plain engine's."""
+    from sam3_models import save_tiny_sam3
+
+    model = save_tiny_sam3(tmp_path / "sam3", confident=True)
+    images = tmp_path / "in"
+    images.mkdir()
+    for k in range(3):
+        pixels = np.random.default_rng(50 + k).integers(0, 255, (60 + 8 * k, 80, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(images / f"im{k}.png")
+    args = ["label", str(images), "--classes", "cat, dog", "--model", str(model), "--device", "cpu",
+            "--box-threshold", "0.3"]
+    assert main([*args, "--out", str(tmp_path / "plain")]) == 0
+    result = gdino(ray_tmp, *args, "--out", str(tmp_path / "ray"), "--engine", "ray", "--actors", "1")
+    assert result.returncode == 0, result.stderr
+    from gdino.masks import rle_to_mask
+
+    classes, plain_images = snapshot(tmp_path / "plain")
+    ray_classes, ray_images = snapshot(tmp_path / "ray")
+    assert classes == ray_classes and plain_images.keys() == ray_images.keys()
+    assert sum(len(v[4]) for v in plain_images.values()) > 0
+    for name, (status, width, height, _, objects) in plain_images.items():
+        other = ray_images[name]
+        assert (status, width, height) == other[:3] and len(objects) == len(other[4]), name
+        for (cls, source, box, score, mask), (cls2, source2, box2, score2, mask2) in zip(objects, other[4], strict=True):
+            assert (cls, source) == (cls2, source2) and mask is not None and mask2 is not None
+            assert np.allclose(box, box2, atol=1e-3) and abs(score - score2) < 1e-4, name
+            # the actors run one thread, the plain run two: a mask pixel on the edge may differ (float order)
+            a, b = rle_to_mask(mask), rle_to_mask(mask2)
+            assert (a & b).sum() >= 0.99 * max((a | b).sum(), 1), name
 
 
 def test_usage_errors_need_no_ray(tmp_path, capsys):

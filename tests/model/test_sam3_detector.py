@@ -231,6 +231,15 @@ def test_missing_tokenizer_and_offline_hub_say_what_to_do(model_dir, tmp_path, m
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(WeightsError, match="hf download facebook/sam3"):
         load_sam3("facebook/sam3")
+    assert is_sam3("facebook/sam3")  # known without a download: a gated or offline failure is said as SAM 3's
+    with pytest.raises(WeightsError, match="SAM 3 is gated: accept Meta's SAM License") as err:
+        gdino.Detector.from_pretrained("facebook/sam3", device="cpu")
+    assert "gdino.load_model" not in str(err.value) and "grounding-dino" not in str(err.value)
+
+
+def test_grounding_dino_settings_are_refused_by_name(model_dir):
+    with pytest.raises(ValueError, match="image_size: not a setting of SAM 3's detector"):
+        gdino.Detector.from_pretrained(str(model_dir), device="cpu", image_size=640)
 
 
 # ------------------------------------------------------------------------------ exemplars carried over

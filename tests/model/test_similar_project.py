@@ -81,3 +81,23 @@ def test_a_stop_between_images_and_bad_exemplars(det, tmp_path):
     with pytest.raises(ProjectError, match="gone"):
         similar_in_project(project, det, source, [cup.id + 100], [], [a], read_of(project))
     project.close()
+
+
+def test_a_run_is_not_a_persons_edit_skips_images_decided_meanwhile_and_never_brings_back_a_deleted_box(det, tmp_path):
+    project, (source, a, b, _) = project_of(tmp_path)
+    (cup,) = project.edit_objects(source, new=[ObjectState("cup", (20, 30, 70, 90))])
+    read = read_of(project)
+    targets = similar_targets(project, source)
+    project.set_status(b, "reviewed")  # after the targets were chosen: a person reviews b while the run goes
+    summary = similar_in_project(project, det, source, [cup.id], [], targets, read)
+    assert summary.kept == [b]
+    assert project.objects(b) == [] and project.image(b).status == "reviewed"
+    found_on_a = project.objects(a)
+    assert found_on_a, "the tiny model must find something on a for this test to mean anything"
+    assert not project.person_edited(a)  # a background run's entry, not a person's (training would trust it)
+    # the person deletes one found box; a second run does not bring it back
+    gone = found_on_a[0]
+    project.edit_objects(a, {gone.id: None})
+    again = similar_in_project(project, det, source, [cup.id], [], [a], read)
+    assert again.objects == 0 and all(o.box != gone.box for o in project.objects(a))
+    project.close()

@@ -13,6 +13,7 @@ from gdino.store import ProjectError
 from .. import edits
 from ..app import USER_ERRORS, App, page_words
 from ..canvas_view import canvas_value, next_revision
+from ..jobs import SimilarJob
 from ..payload import parse_payload
 from .labeling import image_reader
 from .models import model_path, project_detector, project_model, project_sam, sam_of, store_folder, trained_models
@@ -138,6 +139,8 @@ def _start_similar(app: App, state: dict, project, edit) -> str:
     also = tuple(model_path(project, m) for m in trained_models(project))
     job = app.jobs.start_similar(project, lambda: app.hub.detector(model, also=also), edit.image_id,
                                  edit.positive_ids, edit.negative_ids, names.pop(), image_reader(app, project))
+    if not isinstance(job, SimilarJob):  # another job started meanwhile: that one runs
+        return "a job runs on this project now: " + job.text()
     return (f"searching {job.total} other image(s) for more like the example(s); the job line shows how far it "
             "is, Cancel stops it")
 

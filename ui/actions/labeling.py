@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import threading
 from collections import OrderedDict
@@ -84,7 +85,10 @@ def detect_image(app: App, state: dict, image_id: int | None, settings: LabelSet
         raise ProjectError("no image selected: upload images first")
     project = app.sessions.project(state)
     detector = project_detector(app, state)  # a first load (minutes) does not hold every other visitor's models
-    # the same; its store keeps the embeddings. A detector that makes its own masks (SAM 3) needs no SAM.
+    # the same; its store keeps the embeddings. A detector that makes its own masks (SAM 3) needs no SAM, and its
+    # masks are always stored (the Masks box is about SAM: off and locked on a server without one)
+    if makes_masks(detector):
+        settings = dataclasses.replace(settings, masks=True)
     segmenter = project_segmenter(app, state) if settings.masks and not makes_masks(detector) else None
     with app.jobs.model_lock:  # between two images of any running job
         summary = label_images(project, detector, [image_id], settings, segmenter=segmenter,

@@ -30,6 +30,11 @@ def start_training(app: App, state: dict, epochs, fast: bool) -> str:
     if out_dir is None:
         raise ProjectError("the project's models folder is a link or a file; remove it to train here")
     base = project_model(app, state)
+    from gdino.sam3.loading import is_sam3
+
+    if is_sam3(model_path(project, base)):
+        raise ProjectError("training fine-tunes Grounding DINO models; this project uses SAM 3: choose a Grounding "
+                           "DINO model under Model to train")
     pending = project.setting("training")
     pending = pending if isinstance(pending, dict) else {}
     name = pending.get("name")  # a stopped run with the same settings is resumed, in its own folder

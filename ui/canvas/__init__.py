@@ -113,7 +113,7 @@ CANVAS_JS = "\n".join((_HERE / name).read_text(encoding="utf-8") for name in PAR
 CANVAS_CSS = (_HERE / "canvas.css").read_text(encoding="utf-8")
 
 HELP = ("wheel: zoom, drag with middle button or space+drag: pan, click again: the next box under the pointer, "
-        "1-9: class, Del: delete, X / Shift+X: find similar here / in all images (SAM 3; Alt-click: not this), "
+        "1-9: class, Del: delete, X / Shift+X: find similar here / in all images (SAM 3; Alt-click a box: not this), "
         "Ctrl+Z / Ctrl+Shift+Z: undo / redo, "
         "Esc: deselect")
 

@@ -9,7 +9,7 @@ const BOX_TOOL = {
   down(e, p, q) {
     if (e.button !== 0) return false;
     const objs = effectiveObjects();
-    const h = e.shiftKey ? null : handleAt(p, objs);
+    const h = e.shiftKey || e.altKey ? null : handleAt(p, objs);
     const hit = e.shiftKey ? null : hitTest(p, objs);
     if (h) return { type: 'resize', id: h.object.id, name: h.name, start: q, box: h.object.box.slice(), orig: h.object.box.slice(), p0: p };
     if (hit && e.altKey) {  // a counter-example for find similar (x): marked, not selected
@@ -24,7 +24,7 @@ const BOX_TOOL = {
     }
     if (hit) {
       const wasSelected = selection.size === 1 && selection.has(hit.id);
-      if (!wasSelected) { selection = new Set([hit.id]); picked++; }
+      if (!wasSelected) { selection = new Set([hit.id]); negatives.delete(hit.id); picked++; }
       return { type: 'move', id: hit.id, start: q, p0: p, dx: 0, dy: 0, orig: hit.box.slice(), wasSelected };
     }
     const c = { x: clamp(q.x, 0, value.width), y: clamp(q.y, 0, value.height) };
