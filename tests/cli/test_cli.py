@@ -441,12 +441,14 @@ def test_models_lists_the_recommended_checkpoints_with_their_published_numbers(c
         "iSEE-Laboratory/llmdet_tiny": ("-", "44.7"),
         "iSEE-Laboratory/llmdet_base": ("-", "48.3"),
         "iSEE-Laboratory/llmdet_large": ("-", "51.1"),
+        "facebook/sam3": ("56.5", "53.6"),  # box detection AP in the official README (sam3 0.1.4's package metadata)
     }
     lines = {line.split()[0]: line.split() for line in out.splitlines() if line.startswith("  ")}
     assert set(lines) == set(expected)
     for repo, (coco, lvis) in expected.items():
         assert lines[repo][1:5] == ["COCO", coco, "LVIS", lvis]
     assert "default: IDEA-Research/grounding-dino-tiny" in out
+    assert "gated: accept Meta's SAM License" in " ".join(lines["facebook/sam3"])
 
 
 @pytest.mark.parametrize("args, message", [

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
-from sam3_models import build_official, official_outputs, save_official_checkpoint, write_bpe_files
+from sam3_models import build_official, official_image, official_outputs, save_official_checkpoint, write_bpe_files
 
 TOL = 1e-3
 
@@ -46,7 +46,8 @@ def models():
         official = build_official(write_bpe_files(folder), seed=0)
         checkpoint = save_official_checkpoint(official, folder / "sam3.pt")
         ours = gdino.Detector.from_pretrained(str(checkpoint), device="cpu")
-        yield official, ours
+        image = _photo()
+        yield official, ours, official_image(official, image)  # the oracle's image side once, for both prompts
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -93,9 +94,9 @@ def _compare(ref: dict, dets, size: tuple[int, int]):
 
 
 def test_text_prompt_matches_the_official_package(models):
-    official, ours = models
+    official, ours, prepared = models
     image = _photo()
-    ref = official_outputs(official, image, "cat")
+    ref = official_outputs(official, image, "cat", prepared=prepared)
     # the raw outputs of every query
     from gdino.sam3 import processing as P
     from gdino.sam3.forward import ground
@@ -115,12 +116,12 @@ def test_text_prompt_matches_the_official_package(models):
 
 
 def test_exemplar_prompts_match_the_official_package(models):
-    official, ours = models
+    official, ours, prepared = models
     image = _photo()
     h, w = image.height, image.width
     exemplars = np.array([[30, 40, 100, 130], [300, 230, 480, 330]], dtype=np.float32)  # a positive, a negative
     cxcywh = [[(x0 + x1) / 2 / w, (y0 + y1) / 2 / h, (x1 - x0) / w, (y1 - y0) / h] for x0, y0, x1, y1 in exemplars]
-    ref = official_outputs(official, image, None, boxes_cxcywh=cxcywh, box_labels=[True, False])
+    ref = official_outputs(official, image, None, boxes_cxcywh=cxcywh, box_labels=[True, False], prepared=prepared)
     dets = ours.find_similar(image, exemplars, [True, False], class_name="blob", box_threshold=0.0, nms_iou=None)
     _compare(ref, dets, (h, w))
     assert set(dets.data["class_name"]) == {"blob"}

@@ -114,10 +114,13 @@ def build_official(bpe_path: Path, seed: int = 0):
     torch.manual_seed(seed)
     with CpuOnly():
         model = build_sam3_image_model(bpe_path=str(bpe_path), device="cpu", eval_mode=True, load_from_HF=False)
-    # The builder creates the text encoder's positional_embedding with torch.empty and never initializes it (the
-    # released weights set it): whatever memory held, up to 1e34 seen. Filled as CLIP initializes it.
+    # The builder creates the text encoder's positional_embedding and text_projection with torch.empty and never
+    # initializes them (the released weights set them; sam3/model/text_encoder_ve.py, the only two): whatever memory
+    # held, up to 1e34 seen. Filled as CLIP initializes them. text_projection is unused by the image detector.
     with torch.no_grad():
-        model.backbone.language_backbone.encoder.positional_embedding.normal_(0, 0.01)
+        text = model.backbone.language_backbone.encoder
+        text.positional_embedding.normal_(0, 0.01)
+        text.text_projection.normal_(0, text.text_projection.shape[0] ** -0.5)
         wild = [n for n, p in model.named_parameters() if not torch.isfinite(p).all() or p.abs().max() > 100]
     assert not wild, f"parameters the official builder left uninitialized: {wild}"
     return perturb_parameters(model, seed).eval()
@@ -132,15 +135,24 @@ def save_official_checkpoint(model, path: Path) -> Path:
     return path
 
 
+def official_image(model, image):
+    """The official processor with the image set (its image side computed once), for several `official_outputs`."""
+    from sam3.model.sam3_image_processor import Sam3Processor
+
+    with CpuOnly(), torch.inference_mode():
+        processor = Sam3Processor(model, device="cpu", confidence_threshold=0.0)
+        return processor, processor.set_image(image)
+
+
 def official_outputs(model, image, text: str | None, boxes_cxcywh: list[list[float]] | None = None,
-                     box_labels: list[bool] | None = None) -> dict[str, torch.Tensor]:
+                     box_labels: list[bool] | None = None, prepared=None) -> dict[str, torch.Tensor]:
     """The oracle, run through the official `Sam3Processor` (set_image, set_text_prompt, then add_geometric_prompt
     once per box, each normalized cxcywh with its label; text "visual" when only boxes are given, as the processor
     does). The raw outputs are those of the last `model.forward_grounding` call, recorded on the way; batch dropped:
     pred_boxes (Q, 4) normalized cxcywh, pred_logits (Q,), presence_logit (), pred_masks (Q, h, w) low-res logits.
     The processor's own results at confidence_threshold 0.0: scores (K,), boxes (K, 4) xyxy in original pixels,
-    masks (K, H, W) bool at the original size, masks_logits (K, H, W) (sigmoid probabilities, its naming)."""
-    from sam3.model.sam3_image_processor import Sam3Processor
+    masks (K, H, W) bool at the original size, masks_logits (K, H, W) (sigmoid probabilities, its naming).
+    prepared: `official_image(model, image)`'s result, reused (the processor's reset_all_prompts first)."""
 
     if text is None and not boxes_cxcywh:
         raise ValueError("give a text, boxes, or both")
@@ -155,9 +167,9 @@ def official_outputs(model, image, text: str | None, boxes_cxcywh: list[list[flo
 
     model.forward_grounding = recording  # instance attribute, removed below: the class method is untouched
     try:
+        processor, state = prepared if prepared is not None else official_image(model, image)
         with CpuOnly(), torch.inference_mode():
-            processor = Sam3Processor(model, device="cpu", confidence_threshold=0.0)
-            state = processor.set_image(image)
+            processor.reset_all_prompts(state)
             if text is not None:
                 state = processor.set_text_prompt(text, state)
             for box, label in zip(boxes_cxcywh, box_labels, strict=True):
