@@ -132,28 +132,17 @@ class Sam3Detector:
         nms_iou = unit_interval("nms_iou", nms_iou, optional=True)
         name = _class_name(class_name)
         loaded = self._read(image)
-        xyxy, flags = _exemplars(boxes, labels, loaded.size)
         with torch.inference_mode():
-            vision = self._vision(loaded)
-            ids, mask = self._text(text)
-            dev = self.device
-            out = ground(self.model, vision, ids.to(dev), mask.to(dev),
-                         P.exemplar_boxes(xyxy, loaded.size).unsqueeze(0).to(dev),
-                         torch.tensor([flags], dtype=torch.long, device=dev))
-            found = self._keep(out, 0, loaded.size, box_threshold, 0)
-        return self._detections(found, loaded.size, [name], nms_iou, None)
+            tokens, mask, _ = self._exemplar_tokens(loaded, boxes, labels)
+            return self._like(loaded, (tokens, mask), name, text, box_threshold, nms_iou)
 
     def exemplar_prompt(self, image: ImageLike, boxes, labels: Sequence[bool] | None = None) -> ExemplarPrompt:
         """The exemplars of one image as a prompt to carry to other images (`detect_like`): SAM 3's geometry
         encoder reads each box from this image (its pooled features, its place, positive or negative) and the
         tokens attend over this image. Boxes and labels as in `find_similar`."""
         loaded = self._read(image)
-        xyxy, flags = _exemplars(boxes, labels, loaded.size)
         with torch.inference_mode():
-            dev = self.device
-            tokens, mask = exemplar_tokens(self.model, self._vision(loaded),
-                                           P.exemplar_boxes(xyxy, loaded.size).unsqueeze(0).to(dev),
-                                           torch.tensor([flags], dtype=torch.long, device=dev))
+            tokens, mask, flags = self._exemplar_tokens(loaded, boxes, labels)
         return ExemplarPrompt(tokens.cpu(), mask.cpu(), sum(flags), len(flags) - sum(flags))
 
     def detect_like(self, image: ImageLike, prompt: ExemplarPrompt, *, class_name: str, text: str | None = None,
@@ -167,11 +156,23 @@ class Sam3Detector:
             raise PromptError("prompt must come from exemplar_prompt(image, boxes)")
         loaded = self._read(image)
         with torch.inference_mode():
-            ids, mask = self._text(text)
-            dev = self.device
-            out = ground(self.model, self._vision(loaded), ids.to(dev), mask.to(dev),
-                         geometry=(prompt.tokens.to(dev), prompt.mask.to(dev)))
-            found = self._keep(out, 0, loaded.size, box_threshold, 0)
+            geometry = (prompt.tokens.to(self.device), prompt.mask.to(self.device))
+            return self._like(loaded, geometry, name, text, box_threshold, nms_iou)
+
+    def _exemplar_tokens(self, loaded: _Image, boxes, labels) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+        """Exemplar boxes on this image -> SAM 3's geometry tokens (1, N + 1, C), their mask, the 1 / 0 labels."""
+        xyxy, flags = _exemplars(boxes, labels, loaded.size)
+        dev = self.device
+        tokens, mask = exemplar_tokens(self.model, self._vision(loaded),
+                                       P.exemplar_boxes(xyxy, loaded.size).unsqueeze(0).to(dev),
+                                       torch.tensor([flags], dtype=torch.long, device=dev))
+        return tokens, mask, flags
+
+    def _like(self, loaded: _Image, geometry, name: str, text: str | None, box_threshold: float, nms_iou):
+        """One grounding pass on this image with exemplar tokens (and "visual" or a phrase) -> Detections."""
+        ids, mask = self._text(text)
+        out = ground(self.model, self._vision(loaded), ids.to(self.device), mask.to(self.device), geometry=geometry)
+        found = self._keep(out, 0, loaded.size, box_threshold, 0)
         return self._detections(found, loaded.size, [name], nms_iou, None)
 
     def _text(self, text: str | None) -> tuple[torch.Tensor, torch.Tensor]:
