@@ -18,6 +18,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ..train.boxes import cxcywh_to_xyxy
+
 
 @dataclass
 class Grounding:
@@ -25,11 +27,6 @@ class Grounding:
     pred_boxes: torch.Tensor
     presence_logits: torch.Tensor
     pred_masks: torch.Tensor
-
-
-def _xyxy(cxcywh: torch.Tensor) -> torch.Tensor:
-    cx, cy, w, h = cxcywh.unbind(-1)
-    return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], dim=-1)
 
 
 def _logit(x: torch.Tensor, eps: float = 1e-3) -> torch.Tensor:
@@ -74,7 +71,7 @@ def ground(model, vision, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                                  spatial_shapes=encoded.spatial_shapes)
     last = decoded.intermediate_hidden_states[-1:]
     offsets = model.detr_decoder.box_head(last)
-    boxes_out = _xyxy((_logit(decoded.reference_boxes[-1:]) + offsets).sigmoid())[0]
+    boxes_out = cxcywh_to_xyxy((_logit(decoded.reference_boxes[-1:]) + offsets).sigmoid())[0]
     logits = model.dot_product_scoring(decoder_hidden_states=last, text_features=encoded.text_features,
                                        text_mask=prompt_mask).squeeze(-1)[0]
     masks = model.mask_decoder(decoder_queries=last[0], backbone_features=list(feats),

@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from PIL import Image
 
+from ..train.boxes import xyxy_to_cxcywh
+
 TEXT_LENGTH = 32  # CLIP context of SAM 3's text encoder: start token + up to 30 tokens + end token
 MASK_CHUNK = 8  # masks upsampled to the original size this many at a time (a 12 MP float mask is 48 MB)
 
@@ -48,9 +50,7 @@ def text_batch(tokenizer, phrases: list[str]) -> tuple[torch.Tensor, torch.Tenso
 def exemplar_boxes(xyxy: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(N, 4) xyxy pixels of the upright original (h, w) -> (N, 4) normalized (cx, cy, w, h)."""
     h, w = size
-    scale = torch.tensor([w, h, w, h], dtype=torch.float32)
-    x0, y0, x1, y1 = (xyxy.float() / scale).unbind(-1)
-    return torch.stack([(x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0], dim=-1)
+    return xyxy_to_cxcywh(xyxy.float() / torch.tensor([w, h, w, h], dtype=torch.float32))
 
 
 def boxes_to_pixels(boxes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
