@@ -31,7 +31,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from gdino.labeling.similar import add_found
+from gdino.labeling.similar import add_found, exemplars
 from gdino.masks import mask_to_rle, rle_to_mask
 from gdino.store import Guard, ObjectRecord, ObjectState, Project, ProjectError
 from ui.mask_edits import bounding_box, inside_box, shift, stroke
@@ -445,17 +445,10 @@ def _similar(project: Project, edit: Similar, find: Find | None, guard: Guard, a
     as read."""
     if find is None:
         raise ProjectError("find similar needs a SAM 3 model: choose one under Model")
-    ids = [*edit.positive_ids, *edit.negative_ids]
-    exemplars = {o.id: o for o in _objects(project, edit.image_id, ids, guard)}
-    names = {exemplars[i].class_name for i in edit.positive_ids}
-    if len(names) != 1:
-        raise EditError("the examples must be boxes of one class: select boxes of one class (Alt marks a "
-                        "counter-example)")
-    (name,) = names
-    boxes = np.array([exemplars[i].box for i in ids], dtype=np.float64)
-    labels = np.array([True] * len(edit.positive_ids) + [False] * len(edit.negative_ids))
-    found = find(boxes, labels, name)
-    added, left = add_found(project, edit.image_id, found, name, expect=list(exemplars.values()), after=after)
+    read = {o.id: o for o in _objects(project, edit.image_id, [*edit.positive_ids, *edit.negative_ids], guard)}
+    name, boxes, labels = exemplars(read, edit.positive_ids, edit.negative_ids)
+    found = find(np.array(boxes, dtype=np.float64), np.array(labels), name)
+    added, left = add_found(project, edit.image_id, found, name, expect=list(read.values()), after=after)
     if left and not added and len(found):
         return Applied(message="nothing new: every box found is there already, or was deleted or changed by you")
     message = f"found {added} more like the example{'s' if len(edit.positive_ids) > 1 else ''}"

@@ -13,43 +13,45 @@ skipped while it runs).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..masks import mask_to_rle
-from ..store import ObjectState
+from ..store import ObjectState, ProjectError
+from ..store.history import iou as box_iou
 
 SIMILAR_IOU = 0.5
 SEARCHED_STATUSES = ("unlabeled", "auto")  # a run over the project leaves the images a person decided on alone
-
-
-def _iou(box: np.ndarray, others: np.ndarray) -> np.ndarray:
-    """IoU of one xyxy box with each of (N, 4) boxes."""
-    x0 = np.maximum(box[0], others[:, 0])
-    y0 = np.maximum(box[1], others[:, 1])
-    x1 = np.minimum(box[2], others[:, 2])
-    y1 = np.minimum(box[3], others[:, 3])
-    inter = np.clip(x1 - x0, 0, None) * np.clip(y1 - y0, 0, None)
-    area = (box[2] - box[0]) * (box[3] - box[1])
-    areas = (others[:, 2] - others[:, 0]) * (others[:, 3] - others[:, 1])
-    return inter / np.maximum(area + areas - inter, 1e-9)
 
 
 def new_ones(found: np.ndarray, scores: np.ndarray, existing: Sequence[Sequence[float]],
              iou: float = SIMILAR_IOU) -> list[int]:
     """Indices of `found` (K, 4) xyxy to add, best score first: those overlapping no existing box (nor a found
     box kept before them) at IoU >= iou."""
-    kept = [np.asarray(b, dtype=np.float64) for b in existing]
+    kept = [tuple(map(float, b)) for b in existing]
     keep = []
     for k in np.argsort(-np.asarray(scores), kind="stable"):
-        box = np.asarray(found[k], dtype=np.float64)
-        if kept and (_iou(box, np.stack(kept)) >= iou).any():
+        box = tuple(map(float, found[k]))
+        if any(box_iou(box, other) >= iou for other in kept):
             continue
         keep.append(int(k))
         kept.append(box)
     return keep
+
+
+def exemplars(objects: Mapping[int, object], positive_ids: Sequence[int], negative_ids: Sequence[int] = ()
+              ) -> tuple[str, list, list[bool]]:
+    """The exemplar objects of one image (id -> record) -> (their class, their boxes positives first, True / False
+    per box). Raises ProjectError when one is gone or the positive ones are not of one class."""
+    ids = [*positive_ids, *negative_ids]
+    if not positive_ids or any(i not in objects for i in ids):
+        raise ProjectError("the example boxes are gone (deleted or changed meanwhile); select them again")
+    names = {objects[i].class_name for i in positive_ids}
+    if len(names) != 1:
+        raise ProjectError("the examples must be boxes of one class: select boxes of one class")
+    return names.pop(), [objects[i].box for i in ids], [True] * len(positive_ids) + [False] * len(negative_ids)
 
 
 def add_found(project, image_id: int, found, class_name: str, *, expect: Sequence = (), person: bool = True,
@@ -100,18 +102,8 @@ def similar_in_project(project, detector, source_id: int, positive_ids: Sequence
     import contextlib
 
     from ..processing import ImageError
-    from ..store import ProjectError
 
-    by_id = {o.id: o for o in project.objects(source_id)}
-    ids = [*positive_ids, *negative_ids]
-    if not positive_ids or any(i not in by_id for i in ids):
-        raise ProjectError("the example boxes are gone (deleted or changed meanwhile); select them again")
-    names = {by_id[i].class_name for i in positive_ids}
-    if len(names) != 1:
-        raise ProjectError("the examples must be boxes of one class")
-    (name,) = names
-    boxes = [by_id[i].box for i in ids]
-    labels = [True] * len(positive_ids) + [False] * len(negative_ids)
+    name, boxes, labels = exemplars({o.id: o for o in project.objects(source_id)}, positive_ids, negative_ids)
     hold = lock if lock is not None else contextlib.nullcontext()
     with hold:
         prompt = detector.exemplar_prompt(read(source_id), boxes, labels)

@@ -8,6 +8,7 @@ import contextlib
 import dataclasses
 from collections.abc import Callable
 
+from gdino.labeling.similar import exemplars
 from gdino.store import ProjectError
 
 from .. import edits
@@ -124,21 +125,15 @@ def _segmenter(app: App, sam: str | None, store: str | None):
 
 def _start_similar(app: App, state: dict, project, edit) -> str:
     """Start (or report) the project's find-similar job from the exemplars of the image shown."""
-    by_id = {o.id: o for o in project.objects(edit.image_id)}
-    ids = [*edit.positive_ids, *edit.negative_ids]
-    if any(i not in by_id for i in ids):
-        raise ProjectError("that box is gone (deleted or replaced meanwhile); the canvas shows what is stored now")
-    names = {by_id[i].class_name for i in edit.positive_ids}
-    if len(names) != 1:
-        raise edits.EditError("the examples must be boxes of one class: select boxes of one class (Alt marks a "
-                              "counter-example)")
+    # checked now, for the page's answer; the job checks them again when it starts
+    name, _, _ = exemplars({o.id: o for o in project.objects(edit.image_id)}, edit.positive_ids, edit.negative_ids)
     running = app.jobs.get(project.path)
     if running is not None and running.running:
         return "a job runs on this project now: " + running.text()
     model = model_path(project, project_model(app, state))  # read now, not in the job's thread
     also = tuple(model_path(project, m) for m in trained_models(project))
     job = app.jobs.start_similar(project, lambda: app.hub.detector(model, also=also), edit.image_id,
-                                 edit.positive_ids, edit.negative_ids, names.pop(), image_reader(app, project))
+                                 edit.positive_ids, edit.negative_ids, name, image_reader(app, project))
     if not isinstance(job, SimilarJob):  # another job started meanwhile: that one runs
         return "a job runs on this project now: " + job.text()
     return (f"searching {job.total} other image(s) for more like the example(s); the job line shows how far it "
