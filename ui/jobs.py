@@ -78,18 +78,24 @@ class Job(_Background):
     kept: int = 0  # images a person marked meanwhile: left as they were
     started: float = field(default_factory=time.monotonic)
 
+    # what the line says of the job: its name, and its last words when cancelled and when done
+    title = "auto-label all"
+    objects_are = "object(s)"
+    when_cancelled = "cancelled; start it again to continue with the rest"
+    when_done = "done"
+
     def text(self) -> str:
         """One line for the page."""
-        head = f"auto-label all: {self.done} / {self.total} image(s), {self.objects} object(s)"
+        head = f"{self.title}: {self.done} / {self.total} image(s), {self.objects} {self.objects_are}"
         if self.failed:
             head += f", {len(self.failed)} failed"
         if self.state == "running":
             return head + (" - cancelling after this image" if self.stop.is_set() else " - running")
         if self.state == "cancelled":
-            return head + " - cancelled; start it again to continue with the rest"
+            return f"{head} - {self.when_cancelled}"
         if self.state == "failed":
             return head + f" - stopped: {self.error}"
-        return head + " - done"
+        return f"{head} - {self.when_done}"
 
 
 @dataclass(kw_only=True)
@@ -97,19 +103,13 @@ class SimilarJob(Job):
     """Find similar across the project: the exemplars of one image carried to the project's other images."""
 
     class_name: str
+    objects_are = "object(s) added"
+    when_cancelled = "cancelled; run it again to search the rest (what was found stays, nothing twice)"
+    when_done = "done (Ctrl+Z on an image takes back what was added there)"
 
-    def text(self) -> str:
-        head = (f"find similar ({self.class_name}) in the other images: {self.done} / {self.total} image(s), "
-                f"{self.objects} object(s) added")
-        if self.failed:
-            head += f", {len(self.failed)} failed"
-        if self.state == "running":
-            return head + (" - cancelling after this image" if self.stop.is_set() else " - running")
-        if self.state == "cancelled":
-            return head + " - cancelled; run it again to search the rest (what was found stays, nothing twice)"
-        if self.state == "failed":
-            return head + f" - stopped: {self.error}"
-        return head + " - done (Ctrl+Z on an image takes back what was added there)"
+    @property
+    def title(self) -> str:
+        return f"find similar ({self.class_name}) in the other images"
 
 
 @dataclass(kw_only=True)
