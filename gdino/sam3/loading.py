@@ -120,15 +120,19 @@ def _detector_config(cfg: dict):
 OFFICIAL_VIT_EPS = 1e-5  # the official ViT's LayerNorm eps (sam3/model/vitdet.py); transformers' default is 1e-6
 
 
-def _build(config, state: dict[str, torch.Tensor]):
+def _empty_model(config):
+    """Sam3Model(config) on the meta device (no memory, no random initialization): its names and shapes, to fill."""
     from transformers import Sam3Model
 
     # The official ViT normalizes with eps 1e-5; transformers' SAM 3 config defaults to 1e-6, which moved the
     # image features by 3.5e-4 (relative, float64, random full-size weights). Our outputs follow the official model.
     config.vision_config.backbone_config.layer_norm_eps = OFFICIAL_VIT_EPS
-
     with torch.device("meta"):
-        model = Sam3Model(config)
+        return Sam3Model(config)
+
+
+def _filled(model, state: dict[str, torch.Tensor]):
+    """The empty model with every tensor set from `state` (strict) and its computed buffers built."""
     load_state_strict(model, state)
     _fill_computed_buffers(model)
     left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
@@ -170,11 +174,8 @@ def load_sam3(source: str | os.PathLike, *, tokenizer: str | os.PathLike | None 
             raise WeightsError(f"SAM 3's tokenizer is not beside {path.name}: put CLIP's vocab.json and merges.txt "
                                "(from facebook/sam3) in the same folder, name their folder with --text-encoder "
                                "(tokenizer= in Python), or load the facebook/sam3 folder itself")
-        config = Sam3Config()
-        with torch.device("meta"):
-            from transformers import Sam3Model
-
-            expected = {k: v.shape for k, v in Sam3Model(config).state_dict().items()}
+        model = _empty_model(Sam3Config())
+        expected = {k: v.shape for k, v in model.state_dict().items()}
         raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True) if path.suffix != ".safetensors" \
             else _read_tensors(path)
         try:
@@ -200,10 +201,10 @@ def load_sam3(source: str | os.PathLike, *, tokenizer: str | os.PathLike | None 
         if _config_type(directory) not in SAM3_TYPES:
             raise WeightsError(f"{directory} does not hold a SAM 3 model (its config.json's model_type is "
                                f"{_config_type(directory)!r})")
-        config = _detector_config(_read_json(directory / "config.json"))
+        model = _empty_model(_detector_config(_read_json(directory / "config.json")))
         state = _hub_tensors(directory)
         tok_dir = Path(tokenizer).expanduser() if tokenizer is not None else directory
-    model = _build(config, state)
+    model = _filled(model, state)
     model.tokenizer = _load_tokenizer(tok_dir)
     model.precision = "exact"
     model.eval().requires_grad_(False)
