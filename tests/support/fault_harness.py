@@ -166,6 +166,31 @@ def _phase_times(cmd: list[str], project: Path, n: int) -> dict[str, float]:
             "label": max(marks.get("lab1", end) - marks.get("lab0", 0), 0.05)}
 
 
+def _close(a: tuple, b: tuple) -> bool:
+    """Two objects of `objects_by_image` are the same object: class and source equal, box within its rounding
+    step (0.01 px), score within its (1e-4). Two processes running the same model on the same picture can
+    differ in the last bit of a float (the math libraries' summation order follows memory alignment), and a
+    last bit can carry a value across a rounding boundary: one step apart, never more."""
+    if (a[0], a[-1]) != (b[0], b[-1]) or (a[5] is None) != (b[5] is None):
+        return False
+    box = max(abs(x - y) for x, y in zip(a[1:5], b[1:5], strict=True))
+    return box <= 0.0101 and (a[5] is None or abs(a[5] - b[5]) <= 1.01e-4)
+
+
+def same_objects(got: list[tuple], expected: list[tuple]) -> bool:
+    """The same objects, each within `_close` of one of the others (one to one): an object missing, added,
+    moved or rescored beyond a rounding step is a difference."""
+    if len(got) != len(expected):
+        return False
+    left = list(got)
+    for obj in expected:
+        match = next((k for k, other in enumerate(left) if _close(obj, other)), None)
+        if match is None:
+            return False
+        left.pop(match)
+    return True
+
+
 def check_label_state(project: Path, reference: dict[str, list[tuple]], n: int) -> None:
     """After a kill: the database is sound, no file is in it twice, every image is whole (unlabeled and
     empty, or labeled with exactly the objects the uninterrupted run gave it)."""
@@ -177,7 +202,10 @@ def check_label_state(project: Path, reference: dict[str, list[tuple]], n: int) 
     objects = objects_by_image(project)
     for name, status in statuses(project).items():
         expected = [] if status == "unlabeled" else reference[name]
-        assert objects[name] == expected, f"{name} ({status}) holds part of its objects"
+        got = objects[name]
+        assert same_objects(got, expected), (f"{name} ({status}) holds part of its objects: only stored "
+                                 f"{sorted(set(got) - set(expected))}, only in the uninterrupted run "
+                                 f"{sorted(set(expected) - set(got))}")
 
 
 def label_kills(tmp: Path, model_dir: Path, kills_per_phase: int, seed: int, n_images: int = 8) -> dict[str, int]:
@@ -226,7 +254,9 @@ def label_kills(tmp: Path, model_dir: Path, kills_per_phase: int, seed: int, n_i
         assert final.returncode == 0, final.stderr
         check_label_state(project, reference, n_images)
         assert statuses(project) == statuses(reference_project)
-        assert objects_by_image(project) == reference
+        final_objects = objects_by_image(project)
+        assert final_objects.keys() == reference.keys()
+        assert all(same_objects(final_objects[name], reference[name]) for name in reference)
     return kills
 
 
