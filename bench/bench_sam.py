@@ -1,6 +1,6 @@
 """SAM backends on this machine, random weights of the real architectures (no download), one image of 1200x800:
 
-    python bench/bench_sam.py [--backends vit_b,sam2.1-tiny,edgetam] [--size 1200x800] [--repeats 5]
+    python bench/bench_sam.py [--backends vit_b,sam2.1-tiny,edgetam,sam3] [--size 1200x800] [--repeats 5]
 
 Per backend, each in its own process (peak memory is the process's): the image embedding (the encoder, what a
 first click on a new image waits for), a click on an embedded image (prompt decoder + upscaling to the image),
@@ -50,6 +50,13 @@ def build(name: str, folder: Path):
         from sam2_models import random_edgetam_folder
 
         path = random_edgetam_folder(folder / name, seed=0)
+    elif name == "sam3":  # built in memory: its loaders read the 3.4 GB sam3.pt or facebook/sam3's folder (tested)
+        from transformers import Sam3TrackerConfig, Sam3TrackerModel
+
+        from gdino.sam.sam3 import Sam3TrackerBackend
+
+        return Segmenter(Sam3TrackerBackend(Sam3TrackerModel(Sam3TrackerConfig()).eval().requires_grad_(False), name),
+                         cache_size=0)
     else:
         raise SystemExit(f"unknown backend {name!r}")
     return Segmenter(load_backend(path, device="cpu"), cache_size=0)

@@ -80,9 +80,9 @@ def parse_args(argv: list[str] | None = None) -> AppConfig:
                    help="detectors kept in memory at once when projects use different models (default 2)")
     p.add_argument("--text-encoder", default=None, help="BERT directory or hub id, for original .pth checkpoints")
     p.add_argument("--sam", default=None, metavar="NAME|PATH|none",
-                   help=f"SAM for masks: one of {', '.join(catalog.NAMES)}, a SAM 1 .pth or SAM 2.1 .pt file, a model "
-                        f"folder, or none for no masks (default: {catalog.CPU_DEFAULT} on CPU, {catalog.CUDA_DEFAULT} on "
-                        "CUDA)")
+                   help=f"SAM for masks: one of {', '.join(catalog.NAMES)} (or {catalog.SAM3}: SAM 3's interactive "
+                        "head, gated), a SAM 1 .pth, SAM 2.1 .pt or SAM 3 sam3.pt file, a model folder, or none for no "
+                        f"masks (default: {catalog.CPU_DEFAULT} on CPU, {catalog.CUDA_DEFAULT} on CUDA)")
     p.add_argument("--sams", default=None, metavar="NAME,PATH,...",
                    help="the other SAMs a project may choose in the page, comma-separated names or paths, or 'none' for "
                         "--sam alone (default: every name above, downloaded on first use)")

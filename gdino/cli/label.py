@@ -66,9 +66,10 @@ def add_parser(commands) -> None:
     what.add_argument("--prompt", help="free text instead of classes; the phrases found become classes")
     p.add_argument("--out", required=True, metavar="PROJECT_DIR", help="the project directory (created if missing)")
     p.add_argument("--sam", default="none", metavar="NAME|PATH|none",
-                   help="also segment each box with SAM: a name (" + ", ".join(SAM_NAMES) + "; 'default' is "
-                        f"{SAM_CPU_DEFAULT} on CPU, {SAM_CUDA_DEFAULT} on CUDA), a SAM 1 .pth or SAM 2.1 .pt file, a "
-                        "model folder, or none (the default: boxes only). The embeddings are kept in the project "
+                   help="also segment each box with SAM: a name (" + ", ".join(SAM_NAMES) + ", or sam3: SAM 3's "
+                        f"interactive head, gated; 'default' is {SAM_CPU_DEFAULT} on CPU, {SAM_CUDA_DEFAULT} on CUDA), "
+                        "a SAM 1 .pth, SAM 2.1 .pt or SAM 3 sam3.pt file, a model folder (facebook/sam3's included), "
+                        "or none (the default: boxes only). The embeddings are kept in the project "
                         "(.cache/sam), so that clicks in review on these images run only SAM's decoder")
     p.add_argument("--model", default=DEFAULT_MODEL,
                    help=f"hub id, local directory or .pth file (default: {DEFAULT_MODEL}); `gdino models` lists the "

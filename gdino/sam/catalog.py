@@ -4,12 +4,15 @@
     vit_b, vit_l, vit_h                       SAM 1 (segment-anything's official files)
     sam2.1-tiny, -small, -base-plus, -large   SAM 2.1 (hub repos facebook/sam2.1-hiera-*)
     edgetam                                   EdgeTAM (the hub repo transformers documents)
-    a file                                    SAM 1 .pth or SAM 2.1 .pt (the sam2 repository's), told apart by its keys
-    a folder                                  a SAM 2.1 / EdgeTAM model in the hub layout (config.json + weights)
+    sam3                                      SAM 3's interactive head (facebook/sam3, gated; gdino.sam.sam3)
+    a file                                    SAM 1 .pth, SAM 2.1 .pt (the sam2 repository's) or SAM 3's sam3.pt, told
+                                              apart by its keys
+    a folder                                  a SAM 2.1 / EdgeTAM / SAM 3 model in the hub layout (config.json + weights)
 """
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -25,11 +28,20 @@ HUB_REPOS = {  # name -> the hub repo in transformers' layout
 }
 NAMES = (*SAM1_NAMES, *HUB_REPOS)
 NONE = "none"  # --sam none: no masks
+# SAM 3's interactive head (facebook/sam3, gated: Meta's SAM License): named on purpose, never a default or a menu entry
+SAM3 = "sam3"
 CUDA_DEFAULT = "sam2.1-large"
 # On CPU: the fastest backend whose published quality is at least SAM 1 vit_b's. Published, SA-23 mIoU at 1 (5)
 # clicks: vit_b 55.9 (80.9); SAM 2.1 base-plus 61.9 (83.5); large higher; EdgeTAM 55.5 (81.7), below at 1 click;
 # tiny and small: none. Measured here: base-plus embeds in 0.45x vit_b's time. docs/segmentation.md has the sources.
 CPU_DEFAULT = "sam2.1-base-plus"
+
+
+def _config_type(folder: Path) -> str | None:
+    try:
+        return json.loads((folder / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def default_name(device_type: str) -> str:
@@ -45,6 +57,8 @@ def describe(name: str) -> str:
         return f"SAM 2.1 {name.removeprefix('sam2.1-')}"
     if name == "edgetam":
         return "EdgeTAM"
+    if name == SAM3:
+        return "SAM 3 (gated)"
     return Path(name).name
 
 
@@ -60,12 +74,20 @@ def load_backend(name_or_path: str | os.PathLike, *, device, cache_dir: Path | N
         from .sam1 import load_sam1
 
         return load_sam1(text, device=device, cache_dir=cache_dir)
+    if text == SAM3:
+        from .sam3 import load_sam3_tracker
+
+        return load_sam3_tracker(device=device)
     if text in HUB_REPOS:
         from .sam2 import load_hub
 
         return load_hub(HUB_REPOS[text], device=device, name=text)
     path = Path(text).expanduser()
     if path.is_dir():
+        if _config_type(path) in ("sam3", "sam3_video"):  # SAM 3 (an image-only folder is refused there, saying why)
+            from .sam3 import load_folder
+
+            return load_folder(path, device=device, name=path.name)
         from .sam2 import load_hub
 
         return load_hub(str(path), device=device, name=path.name)
@@ -73,6 +95,12 @@ def load_backend(name_or_path: str | os.PathLike, *, device, cache_dir: Path | N
         from .sam1 import Sam1Backend, build_sam_from_state, read_checkpoint
 
         state = read_checkpoint(path)
+        from .sam3 import is_official_sam3
+
+        if is_official_sam3(state):
+            from .sam3 import from_official_state as sam3_from_state
+
+            return sam3_from_state(state, device=device, name=path.name)
         if is_sam2_state(state):
             from .sam2 import from_official_state
 
@@ -81,7 +109,7 @@ def load_backend(name_or_path: str | os.PathLike, *, device, cache_dir: Path | N
         sam.requires_grad_(False)
         return Sam1Backend(sam.to(device), path.name)
     if "/" not in text and "\\" not in text and not text.endswith((".pt", ".pth")):
-        raise SegmenterError(f"unknown SAM model {text!r}: use one of {', '.join(NAMES)}, a checkpoint file or a "
+        raise SegmenterError(f"unknown SAM model {text!r}: use one of {', '.join((*NAMES, SAM3))}, a checkpoint file or a "
                              "model folder")
-    raise SegmenterError(f"SAM checkpoint not found: {text} (use one of {', '.join(NAMES)}, or the path of a SAM file "
+    raise SegmenterError(f"SAM checkpoint not found: {text} (use one of {', '.join((*NAMES, SAM3))}, or the path of a SAM file "
                          "or folder that exists)")

@@ -38,11 +38,12 @@ class Sam2Backend:
     already applied, the no-memory embedding already added."""
 
     mask_threshold = 0.0
+    family: str | None = None  # the first word of `identity`; None: from the model's config (sam2 / edgetam)
 
     def __init__(self, model: torch.nn.Module, name: str):
         self.model = model.eval()
         self.name = name
-        family = "edgetam" if model.config.model_type == "edgetam" else "sam2"
+        family = self.family or ("edgetam" if model.config.model_type == "edgetam" else "sam2")
         self.identity = f"{family}:{LAYOUT}:{weights_digest(model)}"
         self.frame_side = int(model.prompt_encoder.input_image_size)  # 1024
         self.low_res_side = int(model.prompt_encoder.mask_input_size[0])  # 256: the Segmenter reads it

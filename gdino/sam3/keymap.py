@@ -4,7 +4,8 @@ Facts read from both codebases (the official `sam3` 0.1.4 and transformers 5.25)
 q, k and v into one projection (`qkv` in the ViT, `in_proj_*` in every `nn.MultiheadAttention`), where
 transformers keeps three; the ViT's position table carries one extra (class token) row that the model never
 uses; CLIP's text projection is stored transposed; the ViT's rotary tables (`freqs_cis`) are computed from
-sizes, and the point-prompt projections serve only point prompts, which transformers' image model lacks.
+sizes, the point-prompt projections serve only point prompts, which transformers' image model lacks, and the
+second feature pyramid (`sam2_convs`, in the released sam3.pt) serves the interactive tracker, not the detector.
 Every other tensor maps one to one. `convert` refuses a checkpoint with a tensor it cannot place or a
 model tensor it leaves unset: loading is strict.
 """
@@ -29,6 +30,8 @@ _RULES: list[tuple[str, str | None]] = [
     (r"backbone\.vision_backbone\.trunk\.blocks\.(\d+)\.attn\.qkv\.", r"vision_encoder.backbone.layers.\1.attention.qkv."),
     (r"backbone\.vision_backbone\.trunk\.blocks\.(\d+)\.attn\.proj\.", r"vision_encoder.backbone.layers.\1.attention.o_proj."),
     (r"backbone\.vision_backbone\.trunk\.blocks\.(\d+)\.mlp\.", r"vision_encoder.backbone.layers.\1.mlp."),
+    # the tracker's own feature pyramid (SAM 3's interactive head, gdino.sam.sam3), built beside the detector's
+    (r"backbone\.vision_backbone\.sam2_convs\.", None),
     # the feature pyramid: per level, the up / down sampling convolutions, then a 1x1 and a 3x3 projection
     (r"backbone\.vision_backbone\.convs\.(\d+)\.dconv_2x2(_0)?\.", r"vision_encoder.neck.fpn_layers.\1.scale_layers.0."),
     (r"backbone\.vision_backbone\.convs\.(\d+)\.dconv_2x2_1\.", r"vision_encoder.neck.fpn_layers.\1.scale_layers.2."),

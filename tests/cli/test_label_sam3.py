@@ -81,3 +81,21 @@ def test_sam_flag_with_sam3_is_refused_before_any_write(sam3_dir, tmp_path, caps
                          "--sam", "vit_b", "--out", tmp_path / "proj")
     assert code == 2 and "SAM 3, which makes its own masks: leave out --sam" in err
     assert not (tmp_path / "proj").exists()
+
+
+def test_sam3_as_the_mask_stage_of_grounding_dino(tiny_hf, tmp_path, capsys):
+    """--sam with SAM 3's folder (facebook/sam3's layout): Grounding DINO's boxes, SAM 3's interactive head's
+    masks, stored at each image's size; its embeddings kept in the project for the clicks of review."""
+    from sam3_models import save_tiny_sam3_video
+
+    sam = save_tiny_sam3_video(tmp_path / "sam3", seed=2)
+    src = images(tmp_path / "in")
+    code, out, err = run(capsys, "label", src, "--classes", "cat, remote control", "--model", tiny_hf[1], "--sam", sam,
+                         "--device", "cpu", "--box-threshold", "0.05", "--out", tmp_path / "proj")
+    assert code == 0, out + err
+    with Project.open(tmp_path / "proj") as project:
+        objects = [(r, o) for r in project.images() for o in project.objects(r.id)]
+        assert objects
+        for record, o in objects:
+            assert o.mask is not None and o.mask["size"] == [record.height, record.width]
+    assert any((tmp_path / "proj" / ".cache" / "sam").rglob("*"))  # the embeddings, kept for review

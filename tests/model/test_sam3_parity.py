@@ -17,7 +17,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageDraw
-from sam3_models import build_official, official_image, official_outputs, save_official_checkpoint, write_bpe_files
+from sam3_models import (
+    build_official,
+    official_image,
+    official_interactive,
+    official_outputs,
+    save_official_checkpoint,
+    write_bpe_files,
+)
 
 TOL = 1e-3
 
@@ -43,11 +50,13 @@ def models():
     try:
         import gdino
 
-        official = build_official(write_bpe_files(folder), seed=0)
+        # with the interactive head: the released sam3.pt holds the tracker and its own pyramid beside the detector
+        official = build_official(write_bpe_files(folder), seed=0, interactive=True)
         checkpoint = save_official_checkpoint(official, folder / "sam3.pt")
         ours = gdino.Detector.from_pretrained(str(checkpoint), device="cpu")
         image = _photo()
-        yield official, ours, official_image(official, image)  # the oracle's image side once, for both prompts
+        prepared = official_image(official, image)  # the oracle's image side once, for every prompt
+        yield official, ours, prepared, checkpoint
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -94,7 +103,7 @@ def _compare(ref: dict, dets, size: tuple[int, int]):
 
 
 def test_text_prompt_matches_the_official_package(models):
-    official, ours, prepared = models
+    official, ours, prepared, _ = models
     image = _photo()
     ref = official_outputs(official, image, "cat", prepared=prepared)
     # the raw outputs of every query
@@ -116,7 +125,7 @@ def test_text_prompt_matches_the_official_package(models):
 
 
 def test_exemplar_prompts_match_the_official_package(models):
-    official, ours, prepared = models
+    official, ours, prepared, _ = models
     image = _photo()
     h, w = image.height, image.width
     exemplars = np.array([[30, 40, 100, 130], [300, 230, 480, 330]], dtype=np.float32)  # a positive, a negative
@@ -125,3 +134,92 @@ def test_exemplar_prompts_match_the_official_package(models):
     dets = ours.find_similar(image, exemplars, [True, False], class_name="blob", box_threshold=0.0, nms_iou=None)
     _compare(ref, dets, (h, w))
     assert set(dets.data["class_name"]) == {"blob"}
+
+
+# -- SAM 3 as a mask stage (`--sam sam3`): our Segmenter on transformers' Sam3TrackerModel against the official
+# interactive predictor (`Sam3Image.predict_inst`, SAM3InteractiveImagePredictor) on the same sam3.pt. Limits as
+# the SAM 2.1 parity's: mask IoU >= 0.999, low-res logits within 1e-3 (both clamped to +-32), scores within 1e-4.
+
+BOXES = [[40.0, 30.0, 260.0, 200.0], [290.0, 220.0, 490.0, 340.0]]
+CLICKS = [(110.0, 90.0), (400.0, 280.0), (60.0, 300.0)]
+CLICK_LABELS = [1, 1, 0]
+
+
+@pytest.fixture(scope="module")
+def tracker(models):
+    from gdino.sam.catalog import load_backend
+    from gdino.sam.segmenter import Segmenter
+
+    seg = Segmenter(load_backend(models[3], device="cpu"))
+    seg.embed(np.asarray(_photo()))
+    return seg
+
+
+def _check_mask(ours_mask, ours_logits, ref_mask, ref_logits, what: str) -> None:
+    ref_mask, ours_mask = np.asarray(ref_mask, bool), np.asarray(ours_mask, bool)
+    assert 0.005 < ref_mask.mean() < 0.995, f"{what}: the reference mask is trivial ({ref_mask.mean():.3f})"
+    iou = _iou(ours_mask, ref_mask)
+    diff = float(np.abs(np.clip(np.asarray(ours_logits, np.float64), -32, 32)
+                        - np.clip(np.asarray(ref_logits, np.float64), -32, 32)).max())
+    assert iou >= 0.999 and diff <= TOL, f"{what}: mask IoU {iou:.5f}, max low-res logit difference {diff:.2e}"
+
+
+def _decodes(seg, monkeypatch) -> list:
+    calls = []
+    original = seg.backend.decode
+
+    def spy(*args, **kwargs):
+        calls.append(original(*args, **kwargs))
+        return calls[-1]
+
+    monkeypatch.setattr(seg.backend, "decode", spy)
+    return calls
+
+
+def test_sam_stage_boxes_match_the_official_interactive_predictor(models, tracker, monkeypatch):
+    official, _, prepared, _ = models
+    image = np.asarray(_photo())
+    calls = _decodes(tracker, monkeypatch)
+    ours = tracker.segment(image, BOXES)
+    assert len(calls) == 1 and calls[0][0].shape[-1] == 288  # one decoder call; SAM 3's low-res side
+    masks, scores, low_res = official_interactive(official, prepared, box=np.array(BOXES), multimask_output=False)
+    for i in range(len(BOXES)):
+        _check_mask(ours.masks[i], calls[0][0][i, 0], masks[i, 0], low_res[i, 0], f"box {i}")
+    np.testing.assert_allclose(ours.scores, scores[:, 0], atol=1e-4)
+    assert tracker.encoder_calls == 1  # the fixture's one embedding
+
+
+def test_sam_stage_clicks_passing_the_logits_back_match_the_official_predictor(models, tracker):
+    official, _, prepared, _ = models
+    image = np.asarray(_photo())
+    ours_logits = ref_logits = None
+    for n in (1, 2, 3):
+        points, labels = CLICKS[:n], CLICK_LABELS[:n]
+        ours = tracker.refine(image, points=points, labels=labels, mask=ours_logits)
+        masks, scores, low_res = official_interactive(
+            official, prepared, point_coords=np.array(points), point_labels=np.array(labels), mask_input=ref_logits,
+            multimask_output=n == 1)
+        best = int(np.argmax(scores))
+        _check_mask(ours.mask, ours.logits[0], masks[best], low_res[best], f"click {n}")
+        assert ours.score == pytest.approx(float(scores[best]), abs=1e-4)
+        ours_logits, ref_logits = ours.logits, low_res[best][None]
+    assert tracker.encoder_calls == 1
+
+
+def test_small_holes_are_filled_as_the_official_predictor_fills_them(models, tracker):
+    """The official predictor fills background holes of up to 256 low-res pixels before upsampling (with
+    scikit-image on a CPU): a box whose raw mask has such holes gives the filled mask on both sides."""
+    from gdino.sam.sam3 import MAX_HOLE_AREA, fill_holes
+
+    official, _, prepared, _ = models
+    image = np.asarray(_photo())
+    ours = tracker.refine(image, points=[], labels=[], box=BOXES[0])
+    logits = torch.as_tensor(ours.logits)[None]
+    filled = fill_holes(logits, MAX_HOLE_AREA)
+    assert (filled != logits).any(), "no small hole in this mask: the check would be empty"
+    masks, _, _ = official_interactive(official, prepared, box=np.array(BOXES[0]), multimask_output=False)
+    unfilled = torch.nn.functional.interpolate(logits, size=image.shape[:2], mode="bilinear", align_corners=False)
+    unfilled = (unfilled[0, 0] > 0).numpy()
+    wrong_unfilled, wrong = int((unfilled != masks[0]).sum()), int((ours.mask != masks[0]).sum())
+    assert wrong_unfilled > 10 * max(wrong, 1), (wrong_unfilled, wrong)  # the official filled them, as we do
+    assert _iou(ours.mask, masks[0]) >= 0.999

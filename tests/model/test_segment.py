@@ -1,5 +1,6 @@
 """gdino.Segmenter on every backend: a small random SAM 1 saved like the official checkpoints, a small random
-SAM 2.1 and a small random EdgeTAM in the hub layout (tests/support/sam2_models.py). The geometry guarantees
+SAM 2.1 and a small random EdgeTAM in the hub layout (tests/support/sam2_models.py), a small random SAM 3
+(its interactive head, in facebook/sam3's folder layout; tests/support/sam3_models.py). The geometry guarantees
 (all boxes in one call, clipping, EXIF, odd and tiny sizes, masks in the image's pixels) run on each; the
 SAM 1 file format tests on SAM 1 (SAM 2.1 / EdgeTAM loading: test_sam2.py)."""
 
@@ -9,6 +10,7 @@ import supervision as sv
 import torch
 from PIL import Image
 from sam2_models import random_edgetam_folder, small_sam2_folder
+from sam3_models import save_tiny_sam3_video
 from tiny_sam import make_tiny_sam, save_tiny_sam
 
 import gdino.sam.sam1 as segment_module
@@ -17,8 +19,9 @@ from gdino.sam.prompts import SegmenterError
 from gdino.sam.sam1 import SAM_CHECKPOINTS, sam_shape_from_state
 from gdino.sam.segmenter import Segmenter
 
-BACKENDS = ["sam1", "sam2.1", "edgetam"]
-LOW_RES = {"sam1": 64, "sam2.1": 256, "edgetam": 256}  # tiny SAM 1: a 256 px frame; SAM 2.1 / EdgeTAM: 1024
+BACKENDS = ["sam1", "sam2.1", "edgetam", "sam3"]
+# tiny SAM 1: a 256 px frame; SAM 2.1 / EdgeTAM: 1024; the tiny SAM 3: 224 (the real one: 1008, 288)
+LOW_RES = {"sam1": 64, "sam2.1": 256, "edgetam": 256, "sam3": 64}
 
 
 @pytest.fixture(scope="module")
@@ -34,6 +37,8 @@ def model(request, sam_path, tmp_path_factory):
         return "sam1", sam_path
     if request.param == "sam2.1":
         return "sam2.1", small_sam2_folder(tmp / "sam2.1-small-random")
+    if request.param == "sam3":
+        return "sam3", save_tiny_sam3_video(tmp / "sam3-small-random")
     return "edgetam", random_edgetam_folder(tmp / "edgetam-small-random", small=True)
 
 

@@ -103,9 +103,11 @@ def perturb_parameters(module: torch.nn.Module, seed: int, scale: float = 0.02) 
     return module
 
 
-def build_official(bpe_path: Path, seed: int = 0):
-    """The official full-size SAM 3 image model (840.5 M parameters; no SAM 1 interactive head), as
-    `sam3.model_builder.build_sam3_image_model` builds it, on CPU in eval mode, every parameter perturbed.
+def build_official(bpe_path: Path, seed: int = 0, interactive: bool = False):
+    """The official full-size SAM 3 image model (840.5 M parameters), as `sam3.model_builder.build_sam3_image_model`
+    builds it, on CPU in eval mode, every parameter perturbed. interactive: with its SAM 1 task head too
+    (`enable_inst_interactivity`: the tracker's feature pyramid `sam2_convs` and the tracker as
+    `inst_interactive_predictor.model`, 11.7 M more), as the released sam3.pt holds them.
     Left as built (computed, not learned): the 32 ViT blocks' RoPE tables `attn.freqs_cis` (complex64, persistent
     buffers), the text encoder's causal `attn_mask` (non-persistent buffer), and the plain-attribute caches
     (`position_encoding.cache`, the decoder's `compilable_cord_cache`)."""
@@ -113,7 +115,8 @@ def build_official(bpe_path: Path, seed: int = 0):
 
     torch.manual_seed(seed)
     with CpuOnly():
-        model = build_sam3_image_model(bpe_path=str(bpe_path), device="cpu", eval_mode=True, load_from_HF=False)
+        model = build_sam3_image_model(bpe_path=str(bpe_path), device="cpu", eval_mode=True, load_from_HF=False,
+                                       enable_inst_interactivity=interactive)
     # The builder creates the text encoder's positional_embedding and text_projection with torch.empty and never
     # initializes them (the released weights set them; sam3/model/text_encoder_ve.py, the only two): whatever memory
     # held, up to 1e34 seen. Filled as CLIP initializes them. text_projection is unused by the image detector.
@@ -126,12 +129,19 @@ def build_official(bpe_path: Path, seed: int = 0):
     return perturb_parameters(model, seed).eval()
 
 
+INTERACTIVE = "inst_interactive_predictor.model."  # the tracker inside the image model; "tracker." in sam3.pt
+
+
 def save_official_checkpoint(model, path: Path) -> Path:
-    """Saves {"model": {"detector." + key: tensor}} like the released sam3.pt: `_load_checkpoint` keeps the keys that
-    contain "detector" and strips "detector." (it loads with strict=False and prints the missing keys)."""
+    """Saves {"model": {"detector." + key: tensor, "tracker." + key: tensor}} like the released sam3.pt, which
+    `_load_checkpoint` reads back: it keeps the keys that contain "detector" and strips "detector.", and with the
+    interactive head, maps "tracker." to "inst_interactive_predictor.model." (strict=False; it prints what is
+    missing). The tracker's keys are written only for a model built with `interactive=True`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"model": {"detector." + k: v.detach().clone() for k, v in model.state_dict().items()}}, path)
+    state = {("tracker." + k[len(INTERACTIVE):] if k.startswith(INTERACTIVE) else "detector." + k): v.detach().clone()
+             for k, v in model.state_dict().items()}
+    torch.save({"model": state}, path)
     return path
 
 
@@ -237,5 +247,48 @@ def save_tiny_sam3(folder: Path, seed: int = 0, confident: bool = False) -> Path
             model.dot_product_scoring.text_proj.weight.mul_(4)
             model.detr_decoder.presence_head.layer3.bias.add_(6)
     model.save_pretrained(folder)
+    write_bpe_files(folder)
+    return folder
+
+
+def official_interactive(model, prepared, **prompts):
+    """The official SAM 1 task head on the image `official_image` set: `model.predict_inst(state, **prompts)`
+    (point_coords, point_labels, box, mask_input, multimask_output, in pixels of the image) -> (masks (B?, K, H, W)
+    bool, scores (B?, K), low-res logits (B?, K, 288, 288) clamped to +-32), numpy, as SAM3InteractiveImagePredictor
+    returns them."""
+    _, state = prepared
+    with CpuOnly(), torch.inference_mode():
+        return model.predict_inst(state, **prompts)
+
+
+def tiny_sam3_video_model(seed: int = 0):
+    """A small transformers Sam3VideoModel (facebook/sam3's model_type "sam3_video"): the detector of
+    `tiny_sam3_config()` and a tracker 32 wide over the same 224 frame, every parameter perturbed."""
+    from transformers import Sam3VideoConfig, Sam3VideoModel
+
+    detector = tiny_sam3_config()
+    tracker = {"vision_config": detector.vision_config.to_dict(), "image_size": 224,
+               "prompt_encoder_config": {"hidden_size": 32, "image_size": 224, "patch_size": 14},
+               "mask_decoder_config": {"hidden_size": 32, "num_attention_heads": 2, "iou_head_hidden_dim": 32}}
+    torch.manual_seed(seed)
+    model = Sam3VideoModel(Sam3VideoConfig(detector_config=detector.to_dict(), tracker_config=tracker))
+    return perturb_parameters(model, seed).eval()
+
+
+def save_tiny_sam3_video(folder: Path, seed: int = 0, how: str = "hub") -> Path:
+    """The tiny video model in a folder as facebook/sam3 holds it: config.json, model.safetensors and the tokenizer
+    files. how="hub": the tensors under the published names (`detector_model.*`, `tracker_neck.*`,
+    `tracker_model.prompt_encoder.*`, ...), written as they are in memory; how="save_pretrained": as transformers
+    5.25's save_pretrained writes them (the tracker's prefix twice: `tracker_model.tracker_model.*`)."""
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    model = tiny_sam3_video_model(seed)
+    if how == "save_pretrained":
+        model.save_pretrained(folder)
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        model.config.save_pretrained(folder)
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "model.safetensors"))
     write_bpe_files(folder)
     return folder
