@@ -84,7 +84,7 @@ def load_backend(name_or_path: str | os.PathLike, *, device, cache_dir: Path | N
         return load_hub(HUB_REPOS[text], device=device, name=text)
     path = Path(text).expanduser()
     if path.is_dir():
-        if _config_type(path) in ("sam3", "sam3_video"):  # SAM 3 (an image-only folder is refused there, saying why)
+        if _config_type(path) in ("sam3", "sam3_video", "sam3_tracker"):  # SAM 3 (refused there unless sam3_video)
             from .sam3 import load_folder
 
             return load_folder(path, device=device, name=path.name)

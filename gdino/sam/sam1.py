@@ -176,7 +176,10 @@ def build_sam_from_state(state: dict[str, torch.Tensor]):
 def read_checkpoint(path: Path) -> dict[str, torch.Tensor]:
     """A SAM checkpoint file (a state dict, or one under "model" as the SAM 2 files hold it) -> its tensors."""
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
+        try:  # memory-mapped: a tensor is read when used (SAM 3's sam3.pt is 3.4 GB, its mask stage uses half)
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError:  # a file in torch's old (not zip) format cannot be mapped
+            state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:
         raise SegmenterError(f"could not read the SAM checkpoint {path} ({type(err).__name__}: {err}); the file is "
                              "corrupt or truncated: download it again") from err

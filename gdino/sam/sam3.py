@@ -188,20 +188,47 @@ def _hub_state(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+_KEPT = ("detector_model.vision_encoder.backbone.", "tracker_neck.", "tracker_model.")
+
+
+def _read_kept(folder: Path) -> dict[str, torch.Tensor]:
+    """The tensors the mask stage uses from a sam3_video folder's safetensors, read one by one (the detector's
+    text encoder, DETR and heads stay on disk)."""
+    from safetensors import safe_open
+
+    files = sorted(folder.glob("model*.safetensors"))
+    if not files:
+        raise SegmenterError(f"the SAM 3 folder {folder} has no weights (model.safetensors); pass facebook/sam3's "
+                             "whole folder with `--sam FOLDER`")
+    state: dict[str, torch.Tensor] = {}
+    for file in files:
+        try:
+            with safe_open(str(file), "pt") as f:
+                for key in f.keys():  # noqa: SIM118 (a safetensors file, not a dict)
+                    if key.startswith(_KEPT):
+                        state[key] = f.get_tensor(key)
+        except Exception as err:
+            raise SegmenterError(f"could not read {file} ({type(err).__name__}: {err}); the file is corrupt or "
+                                 "truncated: download it again") from err
+    return state
+
+
 def load_folder(folder: Path, *, device, name: str) -> Sam3TrackerBackend:
     """A local folder in facebook/sam3's layout -> the interactive model."""
-    from .sam2 import _read_tensors
-
     try:
         raw = json.loads((folder / "config.json").read_text())
     except (OSError, ValueError) as err:
         raise SegmenterError(f"the SAM 3 folder {folder} has no readable config.json ({err})") from err
+    if raw.get("model_type") == "sam3_tracker":
+        raise SegmenterError(f"{folder} holds transformers' stand-alone SAM 3 tracker (model_type 'sam3_tracker'), whose "
+                             f"saved names gdino does not read: pass the {HUB_ID} folder (model_type 'sam3_video') or "
+                             "the official sam3.pt")
     if raw.get("model_type") == "sam3":
         raise SegmenterError(f"{folder} holds SAM 3's image detector only (model_type 'sam3'), without the tracker that "
                              f"makes masks from boxes and clicks: `--sam sam3` needs the {HUB_ID} folder "
                              "(model_type 'sam3_video') or the official sam3.pt")
     model = _empty(_tracker_config(raw))
-    state = _hub_state(_read_tensors(folder))
+    state = _hub_state(_read_kept(folder))
     if "shared_image_embedding.positional_embedding" not in state and \
             "prompt_encoder.shared_embedding.positional_embedding" in state:
         state["shared_image_embedding.positional_embedding"] = state["prompt_encoder.shared_embedding.positional_embedding"]

@@ -113,6 +113,28 @@ def test_sam_words_name_the_family_and_never_a_folder():
     assert sam_words("edgetam") == "EdgeTAM" and sam_words("/srv/models/sam_vit_b_01ec64.pth") == "SAM sam_vit_b_01ec64.pth"
 
 
+def test_sam3_is_offered_by_its_name_and_its_errors_keep_their_words():
+    """--sams sam3: the menu's key is the name (not its description), and a loading error keeps facebook/sam3 and
+    the `hf download` line whole (the page's words replace a spec in the message with its key)."""
+    from ui.models import sam_said_plainly
+
+    from ui.models import ModelHub
+
+    config = parse_args(["--sam", "sam2.1-tiny", "--sams", "sam3", "--device", "cpu"])
+    assert config.offered_sams("cpu") == ("sam2.1-tiny", "sam3")
+    keys = ModelHub(config).sam_keys
+    key = next(k for k, spec in keys.items() if spec == "sam3")
+    assert key == "sam3" and keys == {"sam2.1-tiny": "sam2.1-tiny", "sam3": "sam3"}
+    assert sam_words("sam3") == "SAM 3 (gated)"
+    err = ValueError("could not get SAM 3 ('facebook/sam3') from the Hugging Face Hub (OfflineModeIsEnabled). SAM 3 is "
+                     "gated: accept Meta's SAM License on https://huggingface.co/facebook/sam3 and log in; offline, "
+                     "download it (`hf download facebook/sam3`) and pass that folder with `--sam FOLDER`")
+    text = sam_said_plainly(key, "sam3", err)
+    assert "https://huggingface.co/facebook/sam3 " in text and "`hf download facebook/sam3`" in text
+    assert "(gated)'" not in text and "facebook/SAM" not in text
+    assert text.startswith("SAM 3 (gated) could not be loaded:")
+
+
 # ------------------------------------------------------------------------------------------ the menu
 
 def test_the_menu_offers_the_servers_sams_by_name_never_by_path(app, sams, tmp_path):

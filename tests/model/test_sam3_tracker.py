@@ -77,6 +77,16 @@ def test_an_image_only_sam3_folder_is_refused_saying_what_is_needed(tmp_path):
         load_backend(folder, device="cpu")
 
 
+def test_a_standalone_tracker_folder_is_refused_saying_what_to_pass(tmp_path):
+    import json
+
+    folder = tmp_path / "tracker"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({"model_type": "sam3_tracker"}))
+    with pytest.raises(SegmenterError, match="stand-alone SAM 3 tracker.*facebook/sam3 folder.*sam3.pt"):
+        load_backend(folder, device="cpu")
+
+
 def test_a_sam3_checkpoint_without_its_tracker_is_refused(tmp_path):
     path = tmp_path / "sam3.pt"
     torch.save({"model": {"detector.backbone.vision_backbone.trunk.pos_embed": torch.zeros(1, 577, 8)}}, path)
@@ -96,11 +106,15 @@ def test_a_folder_with_a_missing_tracker_tensor_is_refused(tmp_path):
 
 
 def test_sam3_offline_says_it_is_gated_and_how_to_pass_a_folder(tmp_path, monkeypatch):
+    import huggingface_hub.constants as c
+
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
+    monkeypatch.setattr(c, "HF_HUB_OFFLINE", True)  # huggingface_hub read the variables at its import
+    monkeypatch.setattr(c, "HF_HUB_CACHE", str(tmp_path / "hf" / "hub"))
     with pytest.raises(SegmenterError) as err:
         load_backend("sam3", device="cpu")
     text = str(err.value)
     assert "gated" in text and "hf download facebook/sam3" in text and "--sam FOLDER" in text
+    assert "LocalEntryNotFoundError" in text  # offline: the cache was asked, not the network
     assert "Traceback" not in text

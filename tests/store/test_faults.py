@@ -11,6 +11,7 @@ import pytest
 from fault_harness import export_kills, import_kills, label_kills
 
 KILLS = 10
+SIMILAR_KILLS = 3  # each a process that loads the tiny SAM 3 (~6 s here)
 LABEL_KILLS = 5  # each a `gdino label` process that starts and loads the model: 20 cost 3.7 minutes of the suite
 
 
@@ -180,3 +181,14 @@ def test_the_label_check_tells_a_missing_object_from_a_last_bit_difference():
     assert not same_objects([("cat", 7.83, 0.0, 17.38, 7.88, 0.9426, "model"), remote], [cat, remote])  # rescored
     assert not same_objects([("dog", *cat[1:]), remote], [cat, remote])
     assert not same_objects([(*cat[:-1], "person"), remote], [cat, remote])
+
+
+def test_kills_while_finding_similar_across_the_project(tmp_path):
+    """The app's project-wide find similar (its code path, in a process of its own) SIGKILLed while it adds what it
+    found: every image holds nothing new or exactly what the uninterrupted run added, as one undo step; a rerun
+    completes it (tests/support/fault_harness.py: similar_kills)."""
+    from fault_harness import similar_kills
+    from sam3_models import save_tiny_sam3
+
+    model = save_tiny_sam3(tmp_path / "sam3", confident=True)
+    assert similar_kills(tmp_path, model, SIMILAR_KILLS, seed=4) >= SIMILAR_KILLS

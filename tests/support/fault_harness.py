@@ -260,6 +260,86 @@ def label_kills(tmp: Path, model_dir: Path, kills_per_phase: int, seed: int, n_i
     return kills
 
 
+def similar_kills(tmp: Path, model_dir: Path, kills: int, seed: int, n_images: int = 10) -> int:
+    """SIGKILL a run of find similar across a project (tests/support/similar_run.py, the app job's code path) while
+    it adds what it found, image after image; after each kill every image holds what it had (nothing, and no edit)
+    or exactly what an uninterrupted run added there (and one edit, undoable); a rerun then completes it to the
+    uninterrupted run's project. Returns the kills that landed."""
+    from gdino.store import ObjectState, Project
+
+    rng = random.Random(seed)
+    photos = write_images(tmp / "photos", n_images, seed, size=(120, 160))
+
+    def fresh(name: str) -> tuple[Path, list]:
+        folder = tmp / name
+        with Project.create(folder) as project:
+            ids = [project.add_image(p).id for p in photos]
+            cup, pen = project.edit_objects(ids[0], new=[ObjectState("cup", (20, 30, 70, 90)),
+                                                         ObjectState("pen", (90, 20, 150, 100))])
+        return folder, [ids[0], cup.id, pen.id]
+
+    def cmd(folder: Path, args: list) -> list[str]:
+        return [sys.executable, str(ROOT / "tests" / "support" / "similar_run.py"), str(folder), str(model_dir),
+                *map(str, args)]
+
+    def found(folder: Path) -> int:  # images the run has added to
+        return count(folder, "SELECT COUNT(DISTINCT image_id) FROM objects WHERE source = 'model'")
+
+    def edits(folder: Path) -> dict[str, int]:
+        return dict(query(folder, "SELECT i.name, COUNT(*) FROM edits e JOIN images i ON i.id = e.image_id "
+                                  "WHERE e.undone = 0 GROUP BY i.name"))
+
+    reference, args = fresh("reference")
+    proc = subprocess.Popen(cmd(reference, args), env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, cwd=ROOT)
+    first = None  # when the first image got its additions: the time before it is the model's loading
+    while proc.poll() is None:
+        if first is None and found(reference) >= 1:
+            first = time.monotonic()
+        time.sleep(0.005)
+    assert proc.returncode == 0, proc.stderr.read()
+    expected, expected_edits = objects_by_image(reference), edits(reference)
+    touched = found(reference)
+    assert touched >= 3, f"the uninterrupted run added to {touched} images: too few to kill between them"
+    per_image = max((time.monotonic() - (first or time.monotonic())) / (touched - 1), 0.01)
+
+    def check(folder: Path) -> None:
+        assert integrity(folder) == "ok"
+        got, got_edits = objects_by_image(folder), edits(folder)
+        for name, objs in got.items():
+            if name == photos[0].name:
+                assert objs == expected[name] and got_edits.get(name) == expected_edits[name], "the source changed"
+            elif objs:
+                assert same_objects(objs, expected[name]), f"{name} holds part of what the run adds: {objs}"
+                assert got_edits.get(name) == 1, f"{name}: its additions are not one undo step"
+            else:
+                assert name not in got_edits, f"{name}: an edit without its objects"
+
+    landed, chain = 0, 0
+    while landed < kills:
+        chain += 1
+        assert chain <= 3 * kills, f"could not land the kills: {landed}"
+        folder, args = fresh(f"chain{chain}")
+        while found(folder) < touched - 1:
+            target = found(folder) + rng.randint(1, min(2, touched - 1 - found(folder)))  # a kill or two a chain
+
+            def started(folder=folder, target=target) -> bool:
+                return found(folder) >= target
+
+            killed, _ = kill_during(cmd(folder, args), started, per_image, rng)
+            if not killed:
+                break
+            landed += 1
+            check(folder)
+        final = subprocess.run(cmd(folder, args), env=env(), capture_output=True, text=True, cwd=ROOT, timeout=300)
+        assert final.returncode == 0, final.stderr
+        check(folder)
+        final_objects = objects_by_image(folder)
+        assert all(same_objects(final_objects[name], expected[name]) for name in expected)
+        assert edits(folder) == expected_edits
+    return landed
+
+
 def labeled_project(folder: Path, n_images: int, objects_per_image: int, seed: int = 0, size=(48, 64)) -> Path:
     """A project of random images, each with objects that have masks with holes, built in-process."""
     from gdino.masks import mask_to_rle
