@@ -116,9 +116,7 @@ def test_sam_words_name_the_family_and_never_a_folder():
 def test_sam3_is_offered_by_its_name_and_its_errors_keep_their_words():
     """--sams sam3: the menu's key is the name (not its description), and a loading error keeps facebook/sam3 and
     the `hf download` line whole (the page's words replace a spec in the message with its key)."""
-    from ui.models import sam_said_plainly
-
-    from ui.models import ModelHub
+    from ui.models import ModelHub, sam_said_plainly
 
     config = parse_args(["--sam", "sam2.1-tiny", "--sams", "sam3", "--device", "cpu"])
     assert config.offered_sams("cpu") == ("sam2.1-tiny", "sam3")
