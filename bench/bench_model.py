@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "support"))
 sys.path.insert(0, str(ROOT / "bench"))
-from timing import ENCODER_LEVELS, encoder_op_inputs, median_time  # noqa: E402
+from timing import ENCODER_LEVELS, encoder_op_inputs, median_time, peak_mb  # noqa: E402
 
 CAPTION = "cat . remote control . couch ."
 
@@ -45,10 +44,6 @@ def cpu_name() -> str:
     except OSError:
         pass
     return "unknown"
-
-
-def peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def inputs(tokenizer, h: int, w: int, batch: int = 1):
@@ -73,7 +68,7 @@ def child_transformers(model_dir: str, h: int, w: int, repeats: int, mm: bool = 
     pixel_values, enc = inputs(make_tokenizer(), h, w)
     with torch.inference_mode():
         latency = median_time(lambda: model(pixel_values=pixel_values, **enc), repeats)
-    return {"latency": latency, "peak_mb": peak_rss_mb()}
+    return {"latency": latency, "peak_mb": peak_mb()}
 
 
 def load_ours(model_dir: str, dtype: str):
@@ -96,7 +91,7 @@ def child_gdino(model_dir: str, h: int, w: int, repeats: int, dtype: str, forwar
     result = {}
     with torch.inference_mode():
         result["latency"] = median_time(lambda: model(pixel_values, **enc), repeats)
-        result["peak_mb"] = peak_rss_mb()
+        result["peak_mb"] = peak_mb()
         if forward_only:
             return result
         image = np.random.default_rng(0).integers(0, 255, (h, w, 3), dtype=np.uint8)  # resized to 800x1200 exactly

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -24,7 +23,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent / "tests" / "support"))
-from timing import median_time  # noqa: E402
+from timing import median_time, peak_mb  # noqa: E402
 
 DEFAULT_BACKENDS = "vit_b,sam2.1-tiny,sam2.1-small,edgetam"
 
@@ -78,8 +77,7 @@ def measure(name: str, size: tuple[int, int], repeats: int) -> dict:
         seg.embed(image)
         click = median_time(lambda: seg.refine(image, points=[(w / 2, h / 2)], labels=[1]), repeats)
         twenty = median_time(lambda: seg.segment(image, boxes), repeats)
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    return {"name": name, "embed": embed, "click": click, "twenty": twenty, "peak_mb": peak_mb,
+    return {"name": name, "embed": embed, "click": click, "twenty": twenty, "peak_mb": peak_mb(),
             "threads": torch.get_num_threads()}
 
 

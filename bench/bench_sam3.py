@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -28,7 +27,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests" / "support"))
 sys.path.insert(0, str(ROOT / "bench"))
-from timing import median_time  # noqa: E402
+from timing import median_time, peak_mb  # noqa: E402
 
 CLASSES = ["cat", "remote control", "dog"]
 OTHER = ["car", "person", "couch"]  # words the tests' tiny BERT vocabulary knows too
@@ -53,15 +52,6 @@ def child(kind: str, model_dir: str, h: int, w: int, repeats: int, device: str, 
                                              repeats)
     out["peak_mb"] = peak_mb()
     return out
-
-
-def peak_mb() -> float:
-    """This process's peak resident memory: VmHWM (ru_maxrss would carry the parent's peak across fork and exec,
-    and the parent held the models while it saved them)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_child(*args: str) -> dict:

@@ -1,9 +1,11 @@
-"""Helpers shared by the benchmark scripts: timing, and the deformable-attention op's inputs."""
+"""Helpers shared by the benchmark scripts: timing, peak memory, and the deformable-attention op's inputs."""
 
 from __future__ import annotations
 
+import resource
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -30,3 +32,15 @@ def median_time(fn, repeats: int) -> float:
         fn()
         times.append(time.perf_counter() - t)
     return statistics.median(times)
+
+
+def peak_mb() -> float:
+    """This process's peak resident memory in MB: VmHWM, which starts anew at exec. (ru_maxrss does not: a child
+    started by a parent that held a model reports at least the parent's size at the fork.)"""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -29,8 +29,9 @@ def ms_deform_attn_reference(
     grids = sampling_locations * 2 - 1  # grid_sample wants [-1, 1]
     sampled = []
     for level, (h, w) in enumerate(spatial_shapes):
-        # (B, h*w, H, Dh) -> (B*H, Dh, h, w)
-        v = per_level[level].permute(0, 2, 3, 1).reshape(batch * heads, head_dim, h, w)
+        # (B, h*w, H, Dh) -> (B*H, Dh, h, w), contiguous: torch's CPU grid_sample in bfloat16 / float16 (2.14) reads
+        # a map with other strides wrongly (NaN, 1e33 seen on a 100 x 100 map; tests/model/test_ops.py)
+        v = per_level[level].permute(0, 2, 3, 1).reshape(batch * heads, head_dim, h, w).contiguous()
         # (B, Q, H, P, 2) -> (B*H, Q, P, 2)
         g = grids[:, :, :, level].transpose(1, 2).reshape(batch * heads, queries, points, 2)
         sampled.append(F.grid_sample(v, g, mode="bilinear", padding_mode="zeros", align_corners=False))

@@ -192,25 +192,15 @@ _KEPT = ("detector_model.vision_encoder.backbone.", "tracker_neck.", "tracker_mo
 
 
 def _read_kept(folder: Path) -> dict[str, torch.Tensor]:
-    """The tensors the mask stage uses from a sam3_video folder's safetensors, read one by one (the detector's
-    text encoder, DETR and heads stay on disk)."""
-    from safetensors import safe_open
+    """The tensors the mask stage uses from a sam3_video folder (the detector's text encoder, DETR and heads stay
+    on disk)."""
+    from ..sam3.loading import folder_tensors
+    from ..weights.hub import WeightsError
 
-    files = sorted(folder.glob("model*.safetensors"))
-    if not files:
-        raise SegmenterError(f"the SAM 3 folder {folder} has no weights (model.safetensors); pass facebook/sam3's "
-                             "whole folder with `--sam FOLDER`")
-    state: dict[str, torch.Tensor] = {}
-    for file in files:
-        try:
-            with safe_open(str(file), "pt") as f:
-                for key in f.keys():  # noqa: SIM118 (a safetensors file, not a dict)
-                    if key.startswith(_KEPT):
-                        state[key] = f.get_tensor(key)
-        except Exception as err:
-            raise SegmenterError(f"could not read {file} ({type(err).__name__}: {err}); the file is corrupt or "
-                                 "truncated: download it again") from err
-    return state
+    try:
+        return folder_tensors(folder, lambda name: name.startswith(_KEPT))
+    except WeightsError as err:
+        raise SegmenterError(f"{err}; pass facebook/sam3's whole folder with `--sam FOLDER`") from err
 
 
 def load_folder(folder: Path, *, device, name: str) -> Sam3TrackerBackend:

@@ -96,15 +96,30 @@ def _load_tokenizer(directory: Path):
                            "needs CLIP's vocab.json and merges.txt (or tokenizer.json), as facebook/sam3 has them") from err
 
 
-def _hub_tensors(directory: Path) -> dict[str, torch.Tensor]:
+def folder_tensors(directory: Path, keep) -> dict[str, torch.Tensor]:
+    """The tensors of a SAM 3 folder's model*.safetensors whose name `keep(name)` accepts, read one by one (the
+    others stay on disk: the detector and the mask stage each use part of facebook/sam3's file)."""
+    from safetensors import safe_open
+
     files = sorted(directory.glob("model*.safetensors"))
     if not files:
         raise WeightsError(f"{directory} has no model.safetensors (a SAM 3 folder needs config.json, "
                            "model.safetensors and the tokenizer files)")
     state: dict[str, torch.Tensor] = {}
-    for f in files:
-        state.update(_read_tensors(f))
-    state = {k: v for k, v in state.items() if not k.startswith(_TRACKER_PREFIXES)}
+    for file in files:
+        try:
+            with safe_open(str(file), "pt") as f:
+                for key in f.keys():  # noqa: SIM118 (a safetensors file, not a dict)
+                    if keep(key):
+                        state[key] = f.get_tensor(key)
+        except Exception as err:
+            raise WeightsError(f"could not read the checkpoint {file} ({type(err).__name__}: {err}); the file is "
+                               "corrupt or truncated: download it again") from err
+    return state
+
+
+def _hub_tensors(directory: Path) -> dict[str, torch.Tensor]:
+    state = folder_tensors(directory, lambda name: not name.startswith(_TRACKER_PREFIXES))
     return {k.removeprefix(_DETECTOR_PREFIX): v for k, v in state.items()}
 
 

@@ -129,6 +129,8 @@ def test_detect_keeps_deleted_boxes_deleted_and_is_undone_by_ctrl_z(server, cont
     found = until(page, lambda: project.objects(image), "the model's boxes")
     assert len(found) >= 4, found  # the tiny model finds a few on this picture
     page.wait_for_selector(f"{ROOT}[data-image-id='{image}'][data-image-ready='1']", timeout=30_000)
+    # the page has drawn what Detect stored (a click before that lands on a picture the new value then replaces)
+    page.wait_for_selector(f"{ROOT}[data-visible-boxes='{len(project.objects(image))}']", timeout=30_000)
     stage = page.locator("#canvas canvas.gc-canvas")
     stage.scroll_into_view_if_needed()
     area = stage.bounding_box()
@@ -146,14 +148,18 @@ def test_detect_keeps_deleted_boxes_deleted_and_is_undone_by_ctrl_z(server, cont
     for _ in range(2):
         before = {o.id: o for o in project.objects(image)}
         target = next(o for o in before.values() if o.source == "model")
+        page.wait_for_selector(f"{ROOT}[data-visible-boxes='{len(before)}']", timeout=30_000)
         page.mouse.click(*inside(target.box))
+        page.wait_for_selector(f"{ROOT}:not([data-selected=''])", timeout=30_000)  # the click took a box
         page.keyboard.press("Delete")
         now = until(page, objects_but(project, image, len(before) - 1), "the box deleted")
         (gone,) = set(before) - {o.id for o in now}
         deleted.append(before[gone])
     before = {o.id: o for o in project.objects(image)}
     target = next(o for o in before.values() if o.source == "model")
+    page.wait_for_selector(f"{ROOT}[data-visible-boxes='{len(before)}']", timeout=30_000)
     page.mouse.click(*inside(target.box))
+    page.wait_for_selector(f"{ROOT}:not([data-selected=''])", timeout=30_000)
     page.keyboard.press("2" if target.class_name == "cat" else "1")  # the other class
     edited = until(page, lambda: [o for o in project.objects(image) if o.source == "manual"], "the box relabeled")[0]
     assert edited.class_name != before[edited.id].class_name

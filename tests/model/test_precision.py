@@ -125,3 +125,21 @@ def test_a_fast_model_is_never_saved(exact_and_fast, tmp_path):
     with pytest.raises(ValueError, match="loaded with precision='fast'.*load it with precision='exact' to save it"):
         save_pretrained(fast, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_fast_without_the_compiled_kernel_finds_what_fast_with_it_finds(tiny_hf, monkeypatch):
+    """Where no C++ compiler builds the kernel, fast mode (the CPU default) runs the PyTorch reference in
+    bfloat16: it must find what the compiled kernel finds (it found nothing before: NaN from torch's bfloat16
+    grid_sample on a non-contiguous map)."""
+    import numpy as np
+    from PIL import Image
+
+    image = Image.fromarray(np.random.default_rng(3).integers(0, 255, (48, 48, 3), dtype=np.uint8))
+    det = gdino.Detector(make_fast_on_cpu(gdino.load_model(tiny_hf[1]), "bfloat16"))
+    with_kernel = det.detect(image, classes=["cat", "remote control"], box_threshold=0.05)
+    monkeypatch.setenv("GDINO_MSDA", "reference")
+    det.clear_cache()
+    without = det.detect(image, classes=["cat", "remote control"], box_threshold=0.05)
+    assert len(with_kernel) > 5
+    assert abs(len(without) - len(with_kernel)) <= max(2, len(with_kernel) // 10)
+    assert np.isfinite(without.confidence).all() and np.isfinite(without.xyxy).all()
