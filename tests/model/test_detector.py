@@ -67,11 +67,13 @@ def test_threshold_filters(det):
 
 
 def test_long_class_list_equals_running_its_chunks_by_hand(det):
-    names = lvis_sized_class_list()
+    # 300 of the LVIS-sized list's names: several chunks and a short last one, as 1,203 give (the chunking of the
+    # full list: test_prompts.py); each chunk costs a text pass and a decoder pass, twice here (45 s for 1,203)
+    names = lvis_sized_class_list()[:300]
     image = photo(seed=3)
     full = det.detect(image, classes=names, box_threshold=0.2)
     chunks = build_chunks(parse_classes(names), det.tokenizer)
-    assert len(chunks) > 1
+    assert len(chunks) >= 3, len(chunks)
     parts = []
     for chunk in chunks:
         chunk_names = [names[p] for p in chunk.phrase_index]
