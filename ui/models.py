@@ -57,7 +57,7 @@ class ModelHub:
         a catalog name, or a file's or folder's own name (never its server path), made unique."""
         keys: dict[str, str] = {}
         for spec in self.config.offered_sams(self.device.split(":")[0]):
-            key = base = spec if spec in (*catalog.NAMES, catalog.SAM3) else catalog.describe(spec)
+            key = base = spec if spec in catalog.NAMED else catalog.describe(spec)
             n = 2
             while key in keys:
                 key, n = f"{base} ({n})", n + 1
@@ -236,7 +236,7 @@ def sam_said_plainly(key: str, spec: str, err: ValueError) -> str:
     """A SAM's loading error in the page's words: no server path (the file is named by its key), and the flag
     that fixes it."""
     text = str(err)
-    if spec not in (*catalog.NAMES, catalog.SAM3):  # a file or folder: its server path becomes its key
+    if spec not in catalog.NAMED:  # a file or folder: its server path becomes its key
         path = Path(spec).expanduser()
         for shown in sorted({spec, str(path), str(path.resolve())}, key=len, reverse=True):
             text = text.replace(shown, key)

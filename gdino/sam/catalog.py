@@ -12,7 +12,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 
@@ -30,18 +29,12 @@ NAMES = (*SAM1_NAMES, *HUB_REPOS)
 NONE = "none"  # --sam none: no masks
 # SAM 3's interactive head (facebook/sam3, gated: Meta's SAM License): named on purpose, never a default or a menu entry
 SAM3 = "sam3"
+NAMED = (*NAMES, SAM3)  # every name --sam takes besides none / default (a spec that is not a file or a folder)
 CUDA_DEFAULT = "sam2.1-large"
 # On CPU: the fastest backend whose published quality is at least SAM 1 vit_b's. Published, SA-23 mIoU at 1 (5)
 # clicks: vit_b 55.9 (80.9); SAM 2.1 base-plus 61.9 (83.5); large higher; EdgeTAM 55.5 (81.7), below at 1 click;
 # tiny and small: none. Measured here: base-plus embeds in 0.45x vit_b's time. docs/segmentation.md has the sources.
 CPU_DEFAULT = "sam2.1-base-plus"
-
-
-def _config_type(folder: Path) -> str | None:
-    try:
-        return json.loads((folder / "config.json").read_text()).get("model_type")
-    except (OSError, ValueError, AttributeError):
-        return None
 
 
 def default_name(device_type: str) -> str:
@@ -84,7 +77,9 @@ def load_backend(name_or_path: str | os.PathLike, *, device, cache_dir: Path | N
         return load_hub(HUB_REPOS[text], device=device, name=text)
     path = Path(text).expanduser()
     if path.is_dir():
-        if _config_type(path) in ("sam3", "sam3_video", "sam3_tracker"):  # SAM 3 (refused there unless sam3_video)
+        from ..sam3.loading import config_type
+
+        if config_type(path) in ("sam3", "sam3_video", "sam3_tracker"):  # SAM 3 (refused there unless sam3_video)
             from .sam3 import load_folder
 
             return load_folder(path, device=device, name=path.name)
@@ -109,7 +104,7 @@ def load_backend(name_or_path: str | os.PathLike, *, device, cache_dir: Path | N
         sam.requires_grad_(False)
         return Sam1Backend(sam.to(device), path.name)
     if "/" not in text and "\\" not in text and not text.endswith((".pt", ".pth")):
-        raise SegmenterError(f"unknown SAM model {text!r}: use one of {', '.join((*NAMES, SAM3))}, a checkpoint file or a "
+        raise SegmenterError(f"unknown SAM model {text!r}: use one of {', '.join(NAMED)}, a checkpoint file or a "
                              "model folder")
-    raise SegmenterError(f"SAM checkpoint not found: {text} (use one of {', '.join((*NAMES, SAM3))}, or the path of a SAM file "
+    raise SegmenterError(f"SAM checkpoint not found: {text} (use one of {', '.join(NAMED)}, or the path of a SAM file "
                          "or folder that exists)")

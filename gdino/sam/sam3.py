@@ -20,7 +20,6 @@ are filled, as its post-processing does (the official CPU path needs scikit-imag
 from __future__ import annotations
 
 import json
-import os
 import re
 from pathlib import Path
 
@@ -101,24 +100,19 @@ def fill_holes(logits: torch.Tensor, max_area: int, threshold: float = 0.0) -> t
 # ------------------------------------------------------------------------------------------ loading
 
 def _empty(config):
+    """Sam3TrackerModel(config) on the meta device, the ViT's eps as the detector's (gdino.sam3.loading)."""
     from transformers import Sam3TrackerModel
 
-    from ..sam3.loading import OFFICIAL_VIT_EPS
+    from ..sam3.loading import empty_model
 
-    config.vision_config.backbone_config.layer_norm_eps = OFFICIAL_VIT_EPS  # as the detector (gdino.sam3.loading)
-    with torch.device("meta"):
-        return Sam3TrackerModel(config)
+    return empty_model(config, Sam3TrackerModel)
 
 
 def _finish(model, state: dict[str, torch.Tensor], what: str, unknown: list[str], device, name: str):
-    from ..sam3.loading import _fill_computed_buffers
+    from ..sam3.loading import computed_buffers_filled
 
     load_strict(model, state, what, unknown)
-    _fill_computed_buffers(model)
-    left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
-    if left:
-        raise SegmenterError(f"internal error: SAM 3 tensors left unset after loading {what}: {left[:5]}")
-    model.eval().requires_grad_(False)
+    computed_buffers_filled(model).eval().requires_grad_(False)
     return Sam3TrackerBackend(model.to(device), name)
 
 
@@ -225,15 +219,9 @@ def load_folder(folder: Path, *, device, name: str) -> Sam3TrackerBackend:
     return _finish(model, state, f"the SAM 3 model in {folder}", [], device, name)
 
 
-def load_sam3_tracker(source: str | os.PathLike = HUB_ID, *, device, name: str = "sam3") -> Sam3TrackerBackend:
-    """`--sam sam3` (facebook/sam3 through huggingface_hub's cache), a folder in its layout, or sam3.pt."""
-    path = Path(source).expanduser()
-    if path.is_dir():
-        return load_folder(path, device=device, name=name)
-    if path.is_file():
-        from .sam1 import read_checkpoint
-
-        return from_official_state(read_checkpoint(path), device=device, name=name)
+def load_sam3_tracker(source: str = HUB_ID, *, device, name: str = "sam3") -> Sam3TrackerBackend:
+    """`--sam sam3`: facebook/sam3 through huggingface_hub's cache (folders and sam3.pt files are told apart and
+    loaded by gdino.sam.catalog: `load_folder`, `from_official_state`)."""
     from huggingface_hub import snapshot_download
 
     try:

@@ -30,13 +30,15 @@ _DETECTOR_PREFIX = "detector_model."
 _TRACKER_PREFIXES = ("tracker_model.", "tracker_neck.")
 
 
-def _config_type(directory: Path) -> str | None:
+def config_type(directory: Path) -> str | None:
+    """The model_type a folder's config.json names (None: no readable config.json). Also gdino.sam.catalog's test
+    for a SAM 3 folder given to --sam."""
     path = directory / "config.json"
     if not path.is_file():
         return None
     try:
         return json.loads(path.read_text()).get("model_type")
-    except (OSError, ValueError):
+    except (OSError, ValueError, AttributeError):  # AttributeError: a config.json that is not an object
         return None
 
 
@@ -66,7 +68,7 @@ def is_sam3(source: str | os.PathLike) -> bool:
     source = str(source)
     path = Path(source).expanduser()
     if path.is_dir():
-        return _config_type(path) in SAM3_TYPES
+        return config_type(path) in SAM3_TYPES
     if path.is_file():
         return path.suffix in _CHECKPOINT_SUFFIXES and _official_file(path)
     if source in GATED_IDS:  # known SAM 3 repos: their loader says what a gated download needs
@@ -76,7 +78,7 @@ def is_sam3(source: str | os.PathLike) -> bool:
             config = _download(source, single="config.json")
         except WeightsError:
             return False
-        return _config_type(config.parent) in SAM3_TYPES
+        return config_type(config.parent) in SAM3_TYPES
     return False
 
 
@@ -135,25 +137,34 @@ def _detector_config(cfg: dict):
 OFFICIAL_VIT_EPS = 1e-5  # the official ViT's LayerNorm eps (sam3/model/vitdet.py); transformers' default is 1e-6
 
 
-def _empty_model(config):
-    """Sam3Model(config) on the meta device (no memory, no random initialization): its names and shapes, to fill."""
-    from transformers import Sam3Model
+def empty_model(config, model_class=None):
+    """`model_class(config)` (Sam3Model by default; the mask stage's Sam3TrackerModel, gdino.sam.sam3) on the meta
+    device (no memory, no random initialization): its names and shapes, to fill."""
+    if model_class is None:
+        from transformers import Sam3Model
+
+        model_class = Sam3Model
 
     # The official ViT normalizes with eps 1e-5; transformers' SAM 3 config defaults to 1e-6, which moved the
     # image features by 3.5e-4 (relative, float64, random full-size weights). Our outputs follow the official model.
     config.vision_config.backbone_config.layer_norm_eps = OFFICIAL_VIT_EPS
     with torch.device("meta"):
-        return Sam3Model(config)
+        return model_class(config)
 
 
-def _filled(model, state: dict[str, torch.Tensor]):
-    """The empty model with every tensor set from `state` (strict) and its computed buffers built."""
-    load_state_strict(model, state)
+def computed_buffers_filled(model):
+    """A model whose every file tensor was just loaded (strictly): its computed buffers built, none left empty."""
     _fill_computed_buffers(model)
     left = [n for n, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
     if left:
         raise RuntimeError(f"internal error: SAM 3 tensors left unset after loading: {left[:5]}")
     return model
+
+
+def _filled(model, state: dict[str, torch.Tensor]):
+    """The empty model with every tensor set from `state` (strict) and its computed buffers built."""
+    load_state_strict(model, state)
+    return computed_buffers_filled(model)
 
 
 def _fill_computed_buffers(model) -> None:
@@ -189,7 +200,7 @@ def load_sam3(source: str | os.PathLike, *, tokenizer: str | os.PathLike | None 
             raise WeightsError(f"SAM 3's tokenizer is not beside {path.name}: put CLIP's vocab.json and merges.txt "
                                "(from facebook/sam3) in the same folder, name their folder with --text-encoder "
                                "(tokenizer= in Python), or load the facebook/sam3 folder itself")
-        model = _empty_model(Sam3Config())
+        model = empty_model(Sam3Config())
         expected = {k: v.shape for k, v in model.state_dict().items()}
         raw = torch.load(path, map_location="cpu", weights_only=True, mmap=True) if path.suffix != ".safetensors" \
             else _read_tensors(path)
@@ -213,10 +224,10 @@ def load_sam3(source: str | os.PathLike, *, tokenizer: str | os.PathLike | None 
                     f"SAM 3 is gated: accept Meta's SAM License on https://huggingface.co/{source} and log in "
                     f"(`hf auth login`); offline, download it on a machine that is online (`hf download {source}`) "
                     "and pass that folder instead") from err
-        if _config_type(directory) not in SAM3_TYPES:
+        if config_type(directory) not in SAM3_TYPES:
             raise WeightsError(f"{directory} does not hold a SAM 3 model (its config.json's model_type is "
-                               f"{_config_type(directory)!r})")
-        model = _empty_model(_detector_config(_read_json(directory / "config.json")))
+                               f"{config_type(directory)!r})")
+        model = empty_model(_detector_config(_read_json(directory / "config.json")))
         state = _hub_tensors(directory)
         tok_dir = Path(tokenizer).expanduser() if tokenizer is not None else directory
     model = _filled(model, state)
