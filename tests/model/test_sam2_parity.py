@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from sam2_models import hub_folder_from_pt, random_edgetam_folder, write_official_pt
+from sam_parity import check_mask, record_decodes
 
 from gdino.sam.catalog import load_backend
 from gdino.sam.segmenter import Segmenter
@@ -42,35 +43,9 @@ def photo(seed: int = 0) -> np.ndarray:
     return image.clip(0, 255).astype(np.uint8)
 
 
-def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
-
-
 def check(ours_mask, ours_logits, ref_mask, ref_logits, what: str) -> None:
-    """Mask IoU >= 0.999, low-res logits within 1e-3 (both clamped to the +-32 the sam2 predictor hands back)."""
-    ref_mask, ours_mask = np.asarray(ref_mask, bool), np.asarray(ours_mask, bool)
-    assert 0.01 < ref_mask.mean() < 0.99, f"{what}: the reference mask is trivial ({ref_mask.mean():.3f} of the image)"
-    iou = mask_iou(ours_mask, ref_mask)
-    diff = float(np.abs(np.clip(np.asarray(ours_logits, np.float64), -32, 32)
-                        - np.clip(np.asarray(ref_logits, np.float64), -32, 32)).max())
-    SEEN["iou"].append(iou)
-    SEEN["logit diff"].append(diff)
-    assert iou >= 0.999 and diff <= 1e-3, f"{what}: mask IoU {iou:.5f}, max logit difference {diff:.2e}"
-
-
-def record_decodes(seg: Segmenter, monkeypatch) -> list:
-    """What the backend's decoder returns during the Segmenter's calls (the low-res logits segment() keeps)."""
-    calls = []
-    original = seg.backend.decode
-
-    def spy(*args, **kwargs):
-        out = original(*args, **kwargs)
-        calls.append(out)
-        return out
-
-    monkeypatch.setattr(seg.backend, "decode", spy)
-    return calls
+    """Mask IoU >= 0.999, low-res logits within 1e-3 (tests/support/sam_parity.py), recorded for the file's report."""
+    check_mask(ours_mask, ours_logits, ref_mask, ref_logits, what, seen=SEEN)
 
 
 class HfOracle:

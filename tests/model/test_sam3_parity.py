@@ -25,6 +25,7 @@ from sam3_models import (
     save_official_checkpoint,
     write_bpe_files,
 )
+from sam_parity import check_mask, mask_iou, record_decodes
 
 TOL = 1e-3
 
@@ -66,11 +67,6 @@ def _xyxy(cxcywh: torch.Tensor) -> torch.Tensor:
     return torch.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], -1)
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    union = np.logical_or(a, b).sum()
-    return 1.0 if union == 0 else float(np.logical_and(a, b).sum() / union)
-
-
 def _pair(scores_ref, scores, boxes_ref, boxes, side: float) -> list[int]:
     """For each reference detection (score order), the index of ours it pairs with (the tie rule above)."""
     order_ref = np.argsort(-scores_ref, kind="stable")
@@ -97,7 +93,7 @@ def _compare(ref: dict, dets, size: tuple[int, int]):
     ref_boxes[:, 0::2] = ref_boxes[:, 0::2].clip(0, w)
     ref_boxes[:, 1::2] = ref_boxes[:, 1::2].clip(0, h)
     assert np.abs((dets.xyxy[pairs] - ref_boxes) / [w, h, w, h]).max() <= TOL
-    ious = [_iou(dets.mask[j], ref["masks"][i].numpy()) for i, j in enumerate(pairs)]
+    ious = [mask_iou(dets.mask[j], ref["masks"][i].numpy()) for i, j in enumerate(pairs)]
     assert min(ious) >= 0.999
     assert sum(ref["masks"][i].any().item() for i in range(len(pairs))) >= len(pairs) // 4  # masks are not empty
 
@@ -155,36 +151,15 @@ def tracker(models):
     return seg
 
 
-def _check_mask(ours_mask, ours_logits, ref_mask, ref_logits, what: str) -> None:
-    ref_mask, ours_mask = np.asarray(ref_mask, bool), np.asarray(ours_mask, bool)
-    assert 0.005 < ref_mask.mean() < 0.995, f"{what}: the reference mask is trivial ({ref_mask.mean():.3f})"
-    iou = _iou(ours_mask, ref_mask)
-    diff = float(np.abs(np.clip(np.asarray(ours_logits, np.float64), -32, 32)
-                        - np.clip(np.asarray(ref_logits, np.float64), -32, 32)).max())
-    assert iou >= 0.999 and diff <= TOL, f"{what}: mask IoU {iou:.5f}, max low-res logit difference {diff:.2e}"
-
-
-def _decodes(seg, monkeypatch) -> list:
-    calls = []
-    original = seg.backend.decode
-
-    def spy(*args, **kwargs):
-        calls.append(original(*args, **kwargs))
-        return calls[-1]
-
-    monkeypatch.setattr(seg.backend, "decode", spy)
-    return calls
-
-
 def test_sam_stage_boxes_match_the_official_interactive_predictor(models, tracker, monkeypatch):
     official, _, prepared, _ = models
     image = np.asarray(_photo())
-    calls = _decodes(tracker, monkeypatch)
+    calls = record_decodes(tracker, monkeypatch)
     ours = tracker.segment(image, BOXES)
     assert len(calls) == 1 and calls[0][0].shape[-1] == 288  # one decoder call; SAM 3's low-res side
     masks, scores, low_res = official_interactive(official, prepared, box=np.array(BOXES), multimask_output=False)
     for i in range(len(BOXES)):
-        _check_mask(ours.masks[i], calls[0][0][i, 0], masks[i, 0], low_res[i, 0], f"box {i}")
+        check_mask(ours.masks[i], calls[0][0][i, 0], masks[i, 0], low_res[i, 0], f"box {i}", trivial=0.005)
     np.testing.assert_allclose(ours.scores, scores[:, 0], atol=1e-4)
     assert tracker.encoder_calls == 1  # the fixture's one embedding
 
@@ -200,7 +175,7 @@ def test_sam_stage_clicks_passing_the_logits_back_match_the_official_predictor(m
             official, prepared, point_coords=np.array(points), point_labels=np.array(labels), mask_input=ref_logits,
             multimask_output=n == 1)
         best = int(np.argmax(scores))
-        _check_mask(ours.mask, ours.logits[0], masks[best], low_res[best], f"click {n}")
+        check_mask(ours.mask, ours.logits[0], masks[best], low_res[best], f"click {n}", trivial=0.005)
         assert ours.score == pytest.approx(float(scores[best]), abs=1e-4)
         ours_logits, ref_logits = ours.logits, low_res[best][None]
     assert tracker.encoder_calls == 1
@@ -222,4 +197,4 @@ def test_small_holes_are_filled_as_the_official_predictor_fills_them(models, tra
     unfilled = (unfilled[0, 0] > 0).numpy()
     wrong_unfilled, wrong = int((unfilled != masks[0]).sum()), int((ours.mask != masks[0]).sum())
     assert wrong_unfilled > 10 * max(wrong, 1), (wrong_unfilled, wrong)  # the official filled them, as we do
-    assert _iou(ours.mask, masks[0]) >= 0.999
+    assert mask_iou(ours.mask, masks[0]) >= 0.999
